@@ -1,0 +1,34 @@
+//! wharf-core: the sans-IO FTP/FTPS protocol engine.
+//!
+//! Nothing in this crate performs I/O, reads a clock, spawns a thread or draws an unseeded
+//! random number. A driver (a runtime, or the simulator) feeds it bytes and events and
+//! carries out the [`Action`]s it emits.
+//!
+//! # The drain rule
+//!
+//! After every `handle_*` call on a [`Session`], the driver drains every `poll_*` method
+//! ([`Session::poll_transmit`] + [`Session::handle_written`], [`Session::poll_action`])
+//! until each returns `None`, then re-arms its timer from [`Session::poll_timeout`].
+//! Nothing the core asks for happens until it is drained; nothing is lost if the driver
+//! drains late.
+
+pub mod backend;
+pub mod config;
+pub mod ids;
+pub mod listing;
+pub mod memfs;
+pub mod path;
+pub mod proto;
+pub mod server;
+pub mod session;
+pub mod typea;
+
+pub use backend::{
+    AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, OpenedFile,
+    Principal, Request, Storage, Upload, WriteMode,
+};
+pub use config::{ListingStyle, SessionConfig, Timeouts};
+pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
+pub use path::VPath;
+pub use server::{Refusal, Server};
+pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
