@@ -37,6 +37,9 @@ pub enum Input<'a> {
         req: RequestId,
         completion: Completion,
     },
+    /// The server is shutting down: finish the running transfer (if any), then say `421`
+    /// and close. Idle sessions close at once.
+    Shutdown,
 }
 
 /// Why a data connection could not be made.
