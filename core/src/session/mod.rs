@@ -133,6 +133,7 @@ mod data;
 mod login;
 mod misc;
 mod nav;
+mod security;
 mod state;
 mod timer;
 mod transfer;
