@@ -129,4 +129,10 @@ pub enum Action {
 
 pub use state::Session;
 
+mod data;
+mod login;
+mod misc;
+mod nav;
 mod state;
+mod timer;
+mod transfer;

@@ -1,14 +1,156 @@
+//! The `Session` struct, its public API, the command dispatcher and the timers.
+
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Action, Input};
+use super::timer::{Timer, TimerTable};
+use super::{Action, DataError, Input, TransferOutcome};
+use crate::backend::{Completion, Principal, Request};
 use crate::config::SessionConfig;
-use crate::ids::SessionId;
+use crate::ids::{DataConnId, FileHandle, IdGen, RequestId, SessionId, TransferId};
+use crate::listing::Facts;
+use crate::path::VPath;
+use crate::proto::command::{self, Command, ParseError, Verb};
+use crate::proto::{Frame, LineFramer, Reply};
+
+/// Idle buffers above this capacity are released, so an idle session costs little.
+const KEEP_CAPACITY: usize = 512;
+
+/// Where the login stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Login {
+    /// Waiting for USER (HOST may come first).
+    Start,
+    /// USER given; waiting for PASS.
+    User {
+        name: String,
+        anonymous: bool,
+    },
+    LoggedIn(Principal),
+}
+
+/// The data channel as the last PASV/EPSV/PORT/EPRT left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DataChan {
+    None,
+    /// A listener (and, once `DataAccepted` came, its one connection).
+    Passive {
+        conn: DataConnId,
+        accepted: bool,
+    },
+    /// PORT/EPRT: where to connect when a transfer starts.
+    Active {
+        target: SocketAddr,
+    },
+}
+
+/// What the session waits for before it reads the next command.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// A storage or authentication request; `then` says what its completion means.
+    Request { req: RequestId, then: Then },
+    /// PASV/EPSV sent `ListenData` and waits for the port to put in its reply.
+    Listen { conn: DataConnId, extended: bool },
+    /// A transfer, from the 150 reply to its final reply.
+    Transfer(Transfer),
+}
+
+/// The continuation of a request.
+#[derive(Debug)]
+pub(super) enum Then {
+    Login {
+        user: String,
+    },
+    Cwd {
+        path: VPath,
+    },
+    Size,
+    Mdtm,
+    Mlst {
+        shown: VPath,
+    },
+    Rnfr {
+        path: VPath,
+    },
+    /// Success earns this reply; failure the error's own.
+    Reply {
+        code: u16,
+        text: String,
+    },
+    List(super::transfer::ListJob),
+    Open(super::transfer::OpenJob),
+    /// An upload's file is being committed or discarded; then these replies.
+    CloseUpload {
+        replies: Vec<(u16, String)>,
+    },
+}
+
+/// A transfer in flight.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    pub(super) xfer: Option<TransferId>,
+    pub(super) conn: Option<DataConnId>,
+    /// Whether `conn` is connected (accepted or connected).
+    pub(super) connected: bool,
+    pub(super) body: Option<super::Body>,
+    pub(super) ascii: bool,
+    pub(super) upload: bool,
+    pub(super) file: Option<FileHandle>,
+    pub(super) bytes: u64,
+    pub(super) abort: Option<AbortCause>,
+    /// The 226 text on success.
+    pub(super) done_text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AbortCause {
+    Abor,
+    Stalled,
+}
+
+/// Why the session will end once nothing is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// QUIT: say 221.
+    Quit,
+    /// Server shutdown: say 421.
+    Shutdown,
+    /// The peer is gone: say nothing.
+    PeerGone,
+}
 
 /// One control connection's protocol state.
 pub struct Session {
-    _todo: (),
+    pub(super) id: SessionId,
+    pub(super) config: Arc<SessionConfig>,
+    pub(super) peer: SocketAddr,
+    pub(super) local: SocketAddr,
+    pub(super) framer: LineFramer,
+    /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).
+    pub(super) held: VecDeque<Vec<u8>>,
+    /// Total bytes in `held`, counted against the line cap for backpressure.
+    pub(super) held_bytes: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) ids: IdGen,
+    pub(super) timers: TimerTable,
+    pub(super) login: Login,
+    pub(super) login_failures: u8,
+    /// The storage path the user's `/` maps to (user isolation).
+    pub(super) root: VPath,
+    pub(super) cwd: VPath,
+    pub(super) data: DataChan,
+    pub(super) epsv_all: bool,
+    pub(super) ascii: bool,
+    pub(super) rest: u64,
+    /// RNFR's source, valid for the very next command only.
+    pub(super) rename_from: Option<VPath>,
+    pub(super) facts: Facts,
+    pub(super) pending: Option<Pending>,
+    pub(super) ending: Option<Ending>,
+    pub(super) closed: bool,
 }
 
 impl Session {
@@ -19,59 +161,408 @@ impl Session {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Session {
-        let _ = (now, id, config, peer, local);
-        todo!()
+        let mut s = Session {
+            id,
+            framer: LineFramer::new(config.max_line),
+            peer,
+            local,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            out: Vec::new(),
+            actions: VecDeque::new(),
+            ids: IdGen::default(),
+            timers: TimerTable::default(),
+            login: Login::Start,
+            login_failures: 0,
+            root: VPath::root(),
+            cwd: VPath::root(),
+            data: DataChan::None,
+            epsv_all: false,
+            ascii: false,
+            rest: 0,
+            rename_from: None,
+            facts: Facts::default(),
+            pending: None,
+            ending: None,
+            closed: false,
+            config,
+        };
+        let banner = s.config.banner.clone();
+        s.reply(220, &banner);
+        s.timers.set(Timer::Login, now + s.config.timeouts.login);
+        s
     }
 
     pub fn id(&self) -> SessionId {
-        todo!()
+        self.id
     }
 
     /// Feeds one input. Protocol errors become replies; nothing here fails.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        let _ = (now, input);
-        todo!()
+        if self.closed {
+            return;
+        }
+        match input {
+            Input::ControlBytes(bytes) => self.framer.feed(bytes),
+            Input::ControlEof => self.end(Ending::PeerGone),
+            Input::Shutdown => self.end(Ending::Shutdown),
+            Input::DataListening { conn, port } => self.on_data_listening(conn, port),
+            Input::DataAccepted { conn, peer } => self.on_data_accepted(now, conn, peer),
+            Input::DataConnected { conn } => self.on_data_connected(now, conn),
+            Input::DataFailed { conn, error } => self.on_data_failed(now, conn, error),
+            Input::TransferProgress { xfer, bytes } => self.on_progress(now, xfer, bytes),
+            Input::TransferDone { xfer, outcome } => self.on_transfer_done(now, xfer, outcome),
+            Input::Completed { req, completion } => self.on_completed(now, req, completion),
+        }
+        self.settle(now);
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        if self.closed {
+            return;
+        }
+        while let Some(timer) = self.timers.expired(now) {
+            self.on_timer(now, timer);
+            if self.closed {
+                return;
+            }
+        }
+        self.settle(now);
     }
 
     /// Control-channel bytes waiting to be written. Refilled by `handle_input` and
     /// `handle_timeout`; consumed by `handle_written`.
     #[must_use]
     pub fn poll_transmit(&self) -> Option<&[u8]> {
-        todo!()
+        (!self.out.is_empty()).then_some(&self.out[..])
     }
 
     /// Reports that the first `n` bytes of `poll_transmit` were written.
     pub fn handle_written(&mut self, n: usize) {
-        let _ = n;
-        todo!()
+        let n = n.min(self.out.len());
+        self.out.drain(..n);
+        if self.out.is_empty() && self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
     }
 
     /// The next action for the driver. Refilled by `handle_input` and `handle_timeout`.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        self.actions.pop_front()
     }
 
     /// When `handle_timeout` must next be called. Changes after any `handle_*` call.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.closed {
+            return None;
+        }
+        self.timers.next()
     }
 
-    /// Whether the driver should read more control bytes (false under backpressure).
+    /// Whether the driver should read more control bytes: false while replies pile up
+    /// unwritten or commands wait unprocessed (backpressure), and once closed.
     pub fn wants_read(&self) -> bool {
-        todo!()
+        !self.closed
+            && self.ending.is_none()
+            && self.out.len() < self.config.max_pending_output
+            && self.framer.buffered() + self.held_bytes < self.config.max_line
     }
 
     /// Whether the session has ended; the driver closes the connection once
     /// `poll_transmit` is drained.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.closed
+    }
+
+    /// Runs queued commands until one has to wait, and ends the session when asked to
+    /// and nothing is pending.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            if self.closed {
+                return;
+            }
+            if self.pending.is_none() {
+                if let Some(ending) = self.ending {
+                    self.finish(ending);
+                    return;
+                }
+            }
+            let line = match self.next_line() {
+                Some(line) => line,
+                None => break,
+            };
+            self.timers
+                .set(Timer::Idle, now + self.config.timeouts.idle);
+            match line {
+                Frame::TooLong => self.reply(500, "Command line too long."),
+                Frame::Line(bytes) => self.on_line(now, &bytes),
+            }
+        }
+        if self.framer.buffered() == 0 {
+            self.framer.clear();
+        }
+    }
+
+    /// The next line to execute, honouring the one-command-at-a-time rule: while a
+    /// transfer runs, ABOR and STAT are taken at once (and QUIT when nothing is held);
+    /// anything else waits in `held` until the transfer ends.
+    fn next_line(&mut self) -> Option<Frame> {
+        match &self.pending {
+            None => {
+                if let Some(line) = self.held.pop_front() {
+                    self.held_bytes -= line.len();
+                    return Some(Frame::Line(line));
+                }
+                self.framer.next_frame()
+            }
+            Some(Pending::Transfer(_)) => loop {
+                let frame = self.framer.next_frame()?;
+                let Frame::Line(bytes) = &frame else {
+                    return Some(frame);
+                };
+                let verb = command::parse(bytes).ok().map(|c| c.verb);
+                let urgent = match verb {
+                    Some(Verb::Abor | Verb::Stat) => true,
+                    Some(Verb::Quit) => self.held.is_empty(),
+                    _ => false,
+                };
+                if urgent {
+                    return Some(frame);
+                }
+                if let Frame::Line(bytes) = frame {
+                    self.held_bytes += bytes.len();
+                    self.held.push_back(bytes);
+                }
+            },
+            Some(_) => None,
+        }
+    }
+
+    fn on_line(&mut self, now: Instant, line: &[u8]) {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(ParseError::Empty) => return self.reply(500, "Empty command."),
+            Err(ParseError::Unknown) => return self.reply(500, "Unknown command."),
+            Err(ParseError::BadUtf8(_)) => return self.reply(501, "Argument is not valid UTF-8."),
+        };
+        tracing::trace!(session = %self.id, verb = cmd.verb.name(), "command");
+        if !self.logged_in() && !allowed_before_login(&cmd) {
+            return self.reply(530, "Please login with USER and PASS.");
+        }
+        if cmd.verb != Verb::Rnto {
+            self.rename_from = None;
+        }
+        self.dispatch(now, cmd);
+    }
+
+    fn dispatch(&mut self, now: Instant, cmd: Command) {
+        let arg = cmd.arg.as_str();
+        match cmd.verb {
+            Verb::User => self.cmd_user(arg),
+            Verb::Pass => self.cmd_pass(now, arg),
+            Verb::Acct => self.cmd_acct(),
+            Verb::Host => self.cmd_host(arg),
+            Verb::Rein => self.cmd_rein(now),
+            Verb::Quit => self.cmd_quit(),
+            Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc => self.cmd_security(cmd.verb),
+            Verb::Feat => self.cmd_feat(),
+            Verb::Opts => self.cmd_opts(arg),
+            Verb::Syst => self.reply(215, "UNIX Type: L8"),
+            Verb::Noop => self.reply(200, "NOOP ok."),
+            Verb::Help => self.cmd_help(),
+            Verb::Stat => self.cmd_stat(arg),
+            Verb::Allo => self.reply(200, "ALLO ok, no storage allocation needed."),
+            Verb::Type => self.cmd_type(arg),
+            Verb::Mode => self.cmd_mode(arg),
+            Verb::Stru => self.cmd_stru(arg),
+            Verb::Pwd => self.cmd_pwd(),
+            Verb::Cwd => self.cmd_cwd(arg),
+            Verb::Cdup => self.cmd_cwd(".."),
+            Verb::Mkd => self.cmd_mkd(arg),
+            Verb::Rmd => self.cmd_rmd(arg),
+            Verb::Dele => self.cmd_dele(arg),
+            Verb::Rnfr => self.cmd_rnfr(arg),
+            Verb::Rnto => self.cmd_rnto(arg),
+            Verb::Size => self.cmd_size(arg),
+            Verb::Mdtm => self.cmd_mdtm(arg),
+            Verb::Mfmt => self.cmd_mfmt(arg),
+            Verb::Mlst => self.cmd_mlst(arg),
+            Verb::Rest => self.cmd_rest(arg),
+            Verb::Pasv => self.cmd_pasv(false, arg),
+            Verb::Epsv => self.cmd_pasv(true, arg),
+            Verb::Port => self.cmd_port(false, arg),
+            Verb::Eprt => self.cmd_port(true, arg),
+            Verb::Retr => self.cmd_retr(arg),
+            Verb::Stor => self.cmd_store(arg, super::transfer::StoreKind::Stor),
+            Verb::Appe => self.cmd_store(arg, super::transfer::StoreKind::Appe),
+            Verb::Stou => self.cmd_store(arg, super::transfer::StoreKind::Stou),
+            Verb::List => self.cmd_list(super::transfer::ListKind::List, arg),
+            Verb::Nlst => self.cmd_list(super::transfer::ListKind::Nlst, arg),
+            Verb::Mlsd => self.cmd_list(super::transfer::ListKind::Mlsd, arg),
+            Verb::Abor => self.cmd_abor(now),
+            Verb::Adat
+            | Verb::Mic
+            | Verb::Conf
+            | Verb::Enc
+            | Verb::Site
+            | Verb::Smnt
+            | Verb::Lprt
+            | Verb::Lpsv
+            | Verb::Lang
+            | Verb::Mfct
+            | Verb::Mff
+            | Verb::Spsv => self.reply(502, "Command not implemented."),
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Login => {
+                self.reply(421, "Login timeout, closing control connection.");
+                self.close();
+            }
+            Timer::Idle => {
+                let secs = self.config.timeouts.idle.as_secs();
+                self.reply(
+                    421,
+                    &format!("Timeout ({secs} seconds): closing control connection."),
+                );
+                self.close();
+            }
+            Timer::DataConnect => self.on_data_connect_timeout(now),
+            Timer::TransferStall => self.on_transfer_stall(),
+        }
+    }
+
+    fn on_completed(&mut self, now: Instant, req: RequestId, completion: Completion) {
+        let then = match self.pending.take() {
+            Some(Pending::Request { req: want, then }) if want == req => then,
+            other => {
+                // A completion nobody waits for (a download's CloseFile): nothing to do.
+                self.pending = other;
+                return;
+            }
+        };
+        self.on_then(now, then, completion);
+    }
+
+    /// Ends the session once nothing is pending (at once if nothing is).
+    pub(super) fn end(&mut self, ending: Ending) {
+        if ending == Ending::PeerGone {
+            // Nobody is left to read replies: stop what runs, then close.
+            self.held.clear();
+            self.held_bytes = 0;
+            self.framer.clear();
+            if let Some(Pending::Transfer(t)) = &mut self.pending {
+                if let (Some(xfer), None) = (t.xfer, t.abort) {
+                    t.abort = Some(AbortCause::Abor);
+                    self.actions.push_back(Action::AbortTransfer { xfer });
+                }
+            }
+        }
+        if self.ending.is_none() || ending == Ending::PeerGone {
+            self.ending = Some(ending);
+        }
+    }
+
+    fn finish(&mut self, ending: Ending) {
+        match ending {
+            Ending::Quit => self.reply(221, "Goodbye."),
+            Ending::Shutdown => {
+                self.reply(421, "Server shutting down, closing control connection.")
+            }
+            Ending::PeerGone => {}
+        }
+        self.close();
+    }
+
+    /// Closes at once; the driver releases whatever is still open.
+    pub(super) fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.pending = None;
+            self.timers.clear();
+            self.actions.push_back(Action::Close);
+        }
+    }
+
+    pub(super) fn logged_in(&self) -> bool {
+        matches!(self.login, Login::LoggedIn(_))
+    }
+
+    /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
+    pub(super) fn reply(&mut self, code: u16, text: &str) {
+        use std::io::Write as _;
+        let _ = write!(self.out, "{code} ");
+        self.out.extend(
+            text.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub(super) fn reply_multi(&mut self, code: u16, lines: Vec<String>) {
+        Reply::multi(code, lines).encode_into(&mut self.out);
+    }
+
+    pub(super) fn request(&mut self, request: Request, then: Then) {
+        let req = RequestId(self.ids.next());
+        self.actions.push_back(Action::Request { req, request });
+        self.pending = Some(Pending::Request { req, then });
+    }
+
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.ids.next()
+    }
+
+    /// Resolves client input to the path the storage sees, and the path the user sees.
+    pub(super) fn resolve(&self, arg: &str) -> Option<(VPath, VPath)> {
+        let shown = self.cwd.resolve(arg).ok()?;
+        Some((shown.under(&self.root), shown))
+    }
+
+    pub(super) fn data_error_text(error: &DataError) -> &'static str {
+        match error {
+            DataError::NoFreePort => "No free passive port; try again later.",
+            DataError::Exhausted => "Server out of resources; try again later.",
+            DataError::Refused => "Connection refused.",
+            DataError::Io(_) => "Can't open data connection.",
+        }
+    }
+
+    pub(super) fn outcome_bytes(outcome: &TransferOutcome) -> u64 {
+        match outcome {
+            TransferOutcome::Complete { bytes }
+            | TransferOutcome::ConnectionLost { bytes }
+            | TransferOutcome::Storage { bytes, .. }
+            | TransferOutcome::Aborted { bytes } => *bytes,
+        }
+    }
+}
+
+/// Commands a client may send before logging in.
+fn allowed_before_login(cmd: &Command) -> bool {
+    match cmd.verb {
+        Verb::User
+        | Verb::Pass
+        | Verb::Acct
+        | Verb::Host
+        | Verb::Auth
+        | Verb::Adat
+        | Verb::Pbsz
+        | Verb::Prot
+        | Verb::Ccc
+        | Verb::Feat
+        | Verb::Opts
+        | Verb::Syst
+        | Verb::Noop
+        | Verb::Help
+        | Verb::Quit
+        | Verb::Rein => true,
+        Verb::Stat => cmd.arg.is_empty(),
+        _ => false,
     }
 }

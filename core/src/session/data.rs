@@ -1,0 +1,206 @@
+//! PASV, EPSV, PORT, EPRT and the data-connection events.
+//!
+//! RFC 2577 rules are enforced here, before the driver sees an address: an active-mode
+//! target must be the control peer's address (unless the site turns that off) and never
+//! a privileged port; a passive connection from another address is refused.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::state::{DataChan, Pending};
+use super::timer::Timer;
+use super::{Action, DataError};
+use crate::ids::DataConnId;
+use crate::proto::addr::{self, AddrError};
+use crate::session::Session;
+
+impl Session {
+    pub(super) fn cmd_pasv(&mut self, extended: bool, arg: &str) {
+        if extended && arg.eq_ignore_ascii_case("ALL") {
+            self.epsv_all = true;
+            return self.reply(200, "EPSV ALL ok; only EPSV from now on.");
+        }
+        if !extended && self.epsv_all {
+            return self.reply(503, "PASV not allowed after EPSV ALL.");
+        }
+        if extended && !arg.is_empty() {
+            let family = if self.local.is_ipv4() { "1" } else { "2" };
+            if arg != family {
+                return self.reply(
+                    522,
+                    &format!("Network protocol not supported, use ({family})."),
+                );
+            }
+        }
+        if !extended && self.local.is_ipv6() && self.config.external_ip.is_none() {
+            return self.reply(425, "PASV is IPv4 only; use EPSV.");
+        }
+        self.drop_data_channel();
+        let conn = DataConnId(self.next_id());
+        let expect_peer = self.config.match_pasv_peer.then(|| self.peer.ip());
+        self.actions.push_back(Action::ListenData {
+            conn,
+            ip: self.local.ip(),
+            ports: self.config.passive_ports.clone(),
+            expect_peer,
+        });
+        self.pending = Some(Pending::Listen { conn, extended });
+    }
+
+    pub(super) fn on_data_listening(&mut self, conn: DataConnId, port: u16) {
+        let Some(Pending::Listen {
+            conn: want,
+            extended,
+        }) = self.pending
+        else {
+            return;
+        };
+        if want != conn {
+            return;
+        }
+        self.pending = None;
+        self.data = DataChan::Passive {
+            conn,
+            accepted: false,
+        };
+        if extended {
+            self.reply(229, &addr::format_epsv(port));
+        } else {
+            let ip = match (self.config.external_ip, self.local.ip()) {
+                (Some(ip), _) => ip,
+                (None, IpAddr::V4(ip)) => ip,
+                (None, IpAddr::V6(ip)) => ip
+                    .to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            };
+            self.reply(227, &addr::format_pasv(ip, port));
+        }
+    }
+
+    pub(super) fn cmd_port(&mut self, extended: bool, arg: &str) {
+        if self.epsv_all {
+            return self.reply(503, "PORT and EPRT are not allowed after EPSV ALL.");
+        }
+        let parsed = if extended {
+            addr::parse_eprt(arg)
+        } else {
+            addr::parse_port(arg)
+        };
+        let target = match parsed {
+            Ok(target) => target,
+            Err(AddrError::UnsupportedFamily) => {
+                return self.reply(522, "Network protocol not supported, use (1,2).")
+            }
+            Err(AddrError::Malformed) => return self.reply(501, "Malformed address."),
+        };
+        if target.port() < 1024 {
+            return self.reply(504, "Connections to privileged ports are refused.");
+        }
+        if self.config.match_port_peer && !same_host(target.ip(), self.peer.ip()) {
+            return self.reply(504, "The address must be the client's own address.");
+        }
+        self.drop_data_channel();
+        self.data = DataChan::Active { target };
+        let verb = if extended { "EPRT" } else { "PORT" };
+        self.reply(200, &format!("{verb} command successful."));
+    }
+
+    pub(super) fn on_data_accepted(&mut self, now: Instant, conn: DataConnId, peer: SocketAddr) {
+        if self.config.match_pasv_peer && !same_host(peer.ip(), self.peer.ip()) {
+            // Port theft: the driver should have dropped it already; never use it.
+            tracing::warn!(session = %self.id, %peer, "data connection from a foreign address");
+            return;
+        }
+        if let DataChan::Passive {
+            conn: want,
+            accepted,
+        } = &mut self.data
+        {
+            if *want == conn {
+                *accepted = true;
+                return;
+            }
+        }
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            if t.conn == Some(conn) && !t.connected {
+                t.connected = true;
+                self.start_transfer(now);
+                return;
+            }
+        }
+        // Stale: a connection nobody waits for any more.
+        self.actions.push_back(Action::CloseData { conn });
+    }
+
+    pub(super) fn on_data_connected(&mut self, now: Instant, conn: DataConnId) {
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            if t.conn == Some(conn) && !t.connected {
+                t.connected = true;
+                self.start_transfer(now);
+                return;
+            }
+        }
+        self.actions.push_back(Action::CloseData { conn });
+    }
+
+    pub(super) fn on_data_failed(&mut self, _now: Instant, conn: DataConnId, error: DataError) {
+        match &self.pending {
+            Some(Pending::Listen { conn: want, .. }) if *want == conn => {
+                self.pending = None;
+                self.reply(425, Self::data_error_text(&error));
+            }
+            Some(Pending::Transfer(t)) if t.conn == Some(conn) && t.xfer.is_none() => {
+                self.fail_before_start(&error);
+            }
+            _ => {
+                if matches!(self.data, DataChan::Passive { conn: want, .. } if want == conn) {
+                    self.data = DataChan::None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_data_connect_timeout(&mut self, _now: Instant) {
+        if let Some(Pending::Transfer(t)) = &self.pending {
+            if t.xfer.is_none() {
+                self.fail_before_start(&DataError::Io("timed out".into()));
+            }
+        }
+    }
+
+    /// Forgets the current data channel, closing its listener or connection.
+    pub(super) fn drop_data_channel(&mut self) {
+        if let DataChan::Passive { conn, .. } = std::mem::replace(&mut self.data, DataChan::None) {
+            self.actions.push_back(Action::CloseData { conn });
+        }
+    }
+
+    /// Takes the negotiated data channel for a transfer: `(conn, connected)`; for
+    /// active mode this emits the `ConnectData`. `None` if nothing was negotiated.
+    pub(super) fn take_data_channel(&mut self, now: Instant) -> Option<(DataConnId, bool)> {
+        let taken = match std::mem::replace(&mut self.data, DataChan::None) {
+            DataChan::None => return None,
+            DataChan::Passive { conn, accepted } => (conn, accepted),
+            DataChan::Active { target } => {
+                let conn = DataConnId(self.next_id());
+                let local_ip = self.local.ip();
+                self.actions.push_back(Action::ConnectData {
+                    conn,
+                    local_ip,
+                    target,
+                });
+                (conn, false)
+            }
+        };
+        if !taken.1 {
+            self.timers
+                .set(Timer::DataConnect, now + self.config.timeouts.data_connect);
+        }
+        Some(taken)
+    }
+}
+
+/// Whether two addresses are the same host, treating `::ffff:a.b.c.d` as `a.b.c.d`.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}

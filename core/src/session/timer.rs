@@ -1,0 +1,56 @@
+//! The session's timers: one optional deadline per kind, as in quinn-proto.
+
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// Login must complete by then (IIS `unauthenticatedTimeout`).
+    Login,
+    /// No command for this long after login closes the session (`controlChannelTimeout`).
+    Idle,
+    /// A transfer waiting for its data connection gives up (`dataChannelTimeout`).
+    DataConnect,
+    /// A running transfer with no progress is aborted.
+    TransferStall,
+}
+
+const ALL: [Timer; 4] = [
+    Timer::Login,
+    Timer::Idle,
+    Timer::DataConnect,
+    Timer::TransferStall,
+];
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct TimerTable {
+    deadlines: [Option<Instant>; 4],
+}
+
+impl TimerTable {
+    pub(super) fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines[timer as usize] = Some(at);
+    }
+
+    pub(super) fn stop(&mut self, timer: Timer) {
+        self.deadlines[timer as usize] = None;
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.deadlines = [None; 4];
+    }
+
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+
+    /// Takes the earliest timer due at `now`, if any; it fires once.
+    pub(super) fn expired(&mut self, now: Instant) -> Option<Timer> {
+        let due = ALL
+            .into_iter()
+            .filter_map(|t| self.deadlines[t as usize].map(|at| (at, t)))
+            .filter(|(at, _)| *at <= now)
+            .min_by_key(|(at, _)| *at)?;
+        self.stop(due.1);
+        Some(due.1)
+    }
+}

@@ -1,0 +1,500 @@
+//! RETR, STOR, APPE, STOU, LIST, NLST, MLSD, STAT with a path, ABOR, and the transfer
+//! events. A transfer goes: request (open / read dir) → 150 → data connection →
+//! `StartTransfer` → `TransferDone` → (uploads: `CloseFile` commit or discard) → reply.
+
+use std::time::{Instant, SystemTime};
+
+use super::nav::Access;
+use super::state::{AbortCause, Pending, Then, Transfer};
+use super::timer::Timer;
+use super::{Action, Body, DataError, TransferOutcome, TransferSpec};
+use crate::backend::{Completion, DirEntry, FsError, Request, WriteMode};
+use crate::config::ListingStyle;
+use crate::ids::{FileHandle, TransferId};
+use crate::listing;
+use crate::path::VPath;
+use crate::session::Session;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListKind {
+    List,
+    Nlst,
+    Mlsd,
+    /// STAT with a path: the listing goes over the control channel.
+    Stat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    Stor,
+    Appe,
+    Stou,
+}
+
+#[derive(Debug)]
+pub(crate) struct ListJob {
+    kind: ListKind,
+    real: VPath,
+    /// A name pattern (`*.txt`) that filters the entries.
+    glob: Option<String>,
+    /// The path named a file, so it is being listed on its own.
+    single: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenJob {
+    file: FileHandle,
+    upload: Option<StoreKind>,
+    shown: VPath,
+}
+
+impl Session {
+    pub(super) fn cmd_list(&mut self, kind: ListKind, arg: &str) {
+        let arg = if kind == ListKind::Mlsd {
+            arg
+        } else {
+            strip_list_flags(arg)
+        };
+        if kind != ListKind::Stat && !self.has_data_channel() {
+            return;
+        }
+        let (dir, glob) = split_glob(arg);
+        let Some((real, _)) = self.authorize(dir, Access::Read) else {
+            return;
+        };
+        self.rest = 0;
+        let job = ListJob {
+            kind,
+            real: real.clone(),
+            glob,
+            single: false,
+        };
+        self.request(Request::ReadDir { path: real }, Then::List(job));
+    }
+
+    pub(super) fn cmd_retr(&mut self, arg: &str) {
+        if arg.is_empty() {
+            return self.reply(501, "RETR needs a file name.");
+        }
+        if !self.has_data_channel() {
+            return;
+        }
+        let Some((real, shown)) = self.authorize(arg, Access::Read) else {
+            return;
+        };
+        let file = FileHandle(self.next_id());
+        let offset = std::mem::take(&mut self.rest);
+        let job = OpenJob {
+            file,
+            upload: None,
+            shown,
+        };
+        self.request(
+            Request::OpenRead {
+                file,
+                path: real,
+                offset,
+            },
+            Then::Open(job),
+        );
+    }
+
+    pub(super) fn cmd_store(&mut self, arg: &str, kind: StoreKind) {
+        let arg = match (kind, arg.is_empty()) {
+            (StoreKind::Stou, true) => "ftp-upload",
+            (_, true) => return self.reply(501, "A file name is required."),
+            (_, false) => arg,
+        };
+        if !self.has_data_channel() {
+            return;
+        }
+        let Some((real, shown)) = self.authorize(arg, Access::Write) else {
+            return;
+        };
+        let offset = std::mem::take(&mut self.rest);
+        let mode = match kind {
+            StoreKind::Stor if offset > 0 => WriteMode::At(offset),
+            StoreKind::Stor => WriteMode::Replace,
+            StoreKind::Appe => WriteMode::Append,
+            StoreKind::Stou => WriteMode::Unique,
+        };
+        let file = FileHandle(self.next_id());
+        let job = OpenJob {
+            file,
+            upload: Some(kind),
+            shown,
+        };
+        self.request(
+            Request::OpenWrite {
+                file,
+                path: real,
+                mode,
+            },
+            Then::Open(job),
+        );
+    }
+
+    /// 425 unless PASV/EPSV/PORT/EPRT came first.
+    fn has_data_channel(&mut self) -> bool {
+        let ok = self.data != super::state::DataChan::None;
+        if !ok {
+            self.reply(425, "Use PORT, EPRT, PASV or EPSV first.");
+        }
+        ok
+    }
+
+    pub(super) fn on_listing(&mut self, now: Instant, mut job: ListJob, completion: Completion) {
+        let (entries, wall) = match completion {
+            Completion::Listing(Ok(listing)) => listing,
+            Completion::Listing(Err(FsError::NotADirectory)) if job.kind != ListKind::Mlsd => {
+                job.single = true;
+                let path = job.real.clone();
+                return self.request(Request::Stat { path }, Then::List(job));
+            }
+            Completion::Listing(Err(FsError::NotADirectory)) => {
+                return self.reply(501, "MLSD needs a directory.")
+            }
+            Completion::Stat(Ok(meta)) if job.single => {
+                let name = job.real.file_name().unwrap_or("/").to_string();
+                (vec![DirEntry { name, meta }], SystemTime::UNIX_EPOCH)
+            }
+            Completion::Listing(Err(e)) | Completion::Stat(Err(e)) => return self.fs_error(&e),
+            other => return self.unexpected(other),
+        };
+        let body = self.render(&job, entries, wall);
+        if job.kind == ListKind::Stat {
+            let mut lines = vec!["Status follows:".to_string()];
+            lines.extend(
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .map(|l| format!(" {l}")),
+            );
+            lines.push("End of status.".into());
+            let code = if job.single { 213 } else { 212 };
+            return self.reply_multi(code, lines);
+        }
+        let opening = "Here comes the directory listing.".to_string();
+        let done = "Directory send OK.".to_string();
+        self.begin_transfer(now, Body::Bytes(body), None, false, opening, done);
+    }
+
+    fn render(&self, job: &ListJob, mut entries: Vec<DirEntry>, wall: SystemTime) -> Vec<u8> {
+        if let Some(pattern) = &job.glob {
+            entries.retain(|e| glob_match(pattern.as_bytes(), e.name.as_bytes()));
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::with_capacity(entries.len() * 64);
+        for entry in &entries {
+            match (job.kind, self.config.listing_style) {
+                (ListKind::Nlst, _) => {
+                    out.extend_from_slice(entry.name.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                (ListKind::Mlsd, _) => {
+                    listing::mlsx_line(entry, self.facts, self.writable(), &mut out)
+                }
+                (_, ListingStyle::MsDos) => listing::msdos_line(entry, &mut out),
+                (_, ListingStyle::Unix) => listing::unix_line(entry, wall, &mut out),
+            }
+        }
+        out
+    }
+
+    pub(super) fn on_opened(&mut self, now: Instant, job: OpenJob, completion: Completion) {
+        let opened = match completion {
+            Completion::Opened(Ok(opened)) => opened,
+            Completion::Opened(Err(e)) => return self.fs_error(&e),
+            other => return self.unexpected(other),
+        };
+        let mode = if self.ascii { "ASCII" } else { "BINARY" };
+        let name = opened.path.file_name().unwrap_or("").to_string();
+        let (body, opening, done) = match job.upload {
+            None => (
+                Body::Send(job.file),
+                format!(
+                    "Opening {mode} mode data connection for {} ({} bytes).",
+                    job.shown, opened.size
+                ),
+                "Transfer complete.".to_string(),
+            ),
+            Some(StoreKind::Stou) => (
+                Body::Receive(job.file),
+                format!("FILE: {name}"),
+                format!("Transfer complete (unique file name: {name})."),
+            ),
+            Some(_) => (
+                Body::Receive(job.file),
+                format!("Opening {mode} mode data connection for {}.", job.shown),
+                "Transfer complete.".to_string(),
+            ),
+        };
+        let upload = job.upload.is_some();
+        self.begin_transfer(now, body, Some(job.file), upload, opening, done);
+    }
+
+    fn begin_transfer(
+        &mut self,
+        now: Instant,
+        body: Body,
+        file: Option<FileHandle>,
+        upload: bool,
+        opening: String,
+        done_text: String,
+    ) {
+        let Some((conn, connected)) = self.take_data_channel(now) else {
+            // The listener failed while the file was being opened.
+            if let Some(file) = file {
+                self.close_file(file, false);
+            }
+            return self.reply(425, "Data connection lost; use PASV or PORT again.");
+        };
+        self.reply(150, &opening);
+        let ascii = self.ascii && !matches!(body, Body::Bytes(_));
+        self.pending = Some(Pending::Transfer(Transfer {
+            xfer: None,
+            conn: Some(conn),
+            connected,
+            body: Some(body),
+            ascii,
+            upload,
+            file,
+            bytes: 0,
+            abort: None,
+            done_text,
+        }));
+        if connected {
+            self.start_transfer(now);
+        }
+    }
+
+    /// The data connection is there: hand the body to the driver.
+    pub(super) fn start_transfer(&mut self, now: Instant) {
+        let xfer = TransferId(self.next_id());
+        let Some(Pending::Transfer(t)) = &mut self.pending else {
+            return;
+        };
+        let (Some(conn), Some(body)) = (t.conn, t.body.take()) else {
+            return;
+        };
+        t.xfer = Some(xfer);
+        let spec = TransferSpec {
+            body,
+            ascii: t.ascii,
+        };
+        self.actions
+            .push_back(Action::StartTransfer { xfer, conn, spec });
+        self.timers.stop(Timer::DataConnect);
+        self.timers.set(
+            Timer::TransferStall,
+            now + self.config.timeouts.transfer_stall,
+        );
+    }
+
+    pub(super) fn on_progress(&mut self, now: Instant, xfer: TransferId, bytes: u64) {
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            if t.xfer == Some(xfer) {
+                t.bytes = bytes;
+                self.timers.set(
+                    Timer::TransferStall,
+                    now + self.config.timeouts.transfer_stall,
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_transfer_done(
+        &mut self,
+        _now: Instant,
+        xfer: TransferId,
+        outcome: TransferOutcome,
+    ) {
+        let t = match self.pending.take() {
+            Some(Pending::Transfer(t)) if t.xfer == Some(xfer) => t,
+            other => {
+                self.pending = other;
+                return;
+            }
+        };
+        self.timers.stop(Timer::TransferStall);
+        let complete = matches!(outcome, TransferOutcome::Complete { .. });
+        let replies = match (&outcome, t.abort) {
+            (TransferOutcome::Complete { .. }, None) => vec![(226, t.done_text)],
+            (_, Some(AbortCause::Abor)) => {
+                vec![
+                    (426, "Transfer aborted.".into()),
+                    (226, "ABOR successful.".into()),
+                ]
+            }
+            (_, Some(AbortCause::Stalled)) => {
+                vec![(
+                    426,
+                    "No progress on the data connection; transfer aborted.".into(),
+                )]
+            }
+            (TransferOutcome::Storage { error, .. }, None) => {
+                vec![(error.reply_code(), format!("Transfer failed: {error}."))]
+            }
+            (_, None) => vec![(426, "Data connection lost; transfer aborted.".into())],
+        };
+        tracing::debug!(session = %self.id, bytes = Self::outcome_bytes(&outcome), ?outcome, "transfer done");
+        match t.file {
+            Some(file) if t.upload => {
+                let commit = complete || self.config.keep_partial_uploads;
+                let request = Request::CloseFile { file, commit };
+                self.request(request, Then::CloseUpload { replies });
+            }
+            file => {
+                if let Some(file) = file {
+                    self.close_file(file, false);
+                }
+                self.send_replies(replies);
+            }
+        }
+    }
+
+    pub(super) fn on_upload_closed(&mut self, replies: Vec<(u16, String)>, completion: Completion) {
+        match completion {
+            Completion::Done(Err(e)) if replies.first().is_some_and(|r| r.0 == 226) => {
+                self.fs_error(&e)
+            }
+            Completion::Done(_) => self.send_replies(replies),
+            other => self.unexpected(other),
+        }
+    }
+
+    fn send_replies(&mut self, replies: Vec<(u16, String)>) {
+        for (code, text) in replies {
+            self.reply(code, &text);
+        }
+    }
+
+    /// Releases a file without waiting for the answer (reads, and uploads that never
+    /// received a byte).
+    fn close_file(&mut self, file: FileHandle, commit: bool) {
+        let req = crate::ids::RequestId(self.next_id());
+        self.actions.push_back(Action::Request {
+            req,
+            request: Request::CloseFile { file, commit },
+        });
+    }
+
+    pub(super) fn cmd_abor(&mut self, _now: Instant) {
+        match &mut self.pending {
+            Some(Pending::Transfer(t)) if t.xfer.is_some() => {
+                if t.abort.is_none() {
+                    t.abort = Some(AbortCause::Abor);
+                    let xfer = t.xfer.expect("checked above");
+                    self.actions.push_back(Action::AbortTransfer { xfer });
+                }
+            }
+            Some(Pending::Transfer(_)) => {
+                self.cancel_waiting_transfer();
+                self.reply(426, "Transfer aborted.");
+                self.reply(226, "ABOR successful.");
+            }
+            _ => self.reply(225, "No transfer to abort."),
+        }
+    }
+
+    /// A transfer that never got its data connection: 425, and release what it held.
+    pub(super) fn fail_before_start(&mut self, error: &DataError) {
+        self.cancel_waiting_transfer();
+        self.reply(425, Self::data_error_text(error));
+    }
+
+    fn cancel_waiting_transfer(&mut self) {
+        if let Some(Pending::Transfer(t)) = self.pending.take() {
+            if let Some(conn) = t.conn {
+                self.actions.push_back(Action::CloseData { conn });
+            }
+            if let Some(file) = t.file {
+                self.close_file(file, false);
+            }
+        }
+        self.timers.stop(Timer::DataConnect);
+    }
+
+    pub(super) fn on_transfer_stall(&mut self) {
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            if let (Some(xfer), None) = (t.xfer, t.abort) {
+                t.abort = Some(AbortCause::Stalled);
+                self.actions.push_back(Action::AbortTransfer { xfer });
+            }
+        }
+    }
+}
+
+/// LIST's `-l`, `-a`, `-la` ... flags are not paths (clients send them; `ls` habits).
+fn strip_list_flags(arg: &str) -> &str {
+    let mut rest = arg.trim_start();
+    while rest.starts_with('-') {
+        match rest.split_once(' ') {
+            Some((_, tail)) => rest = tail.trim_start(),
+            None => return "",
+        }
+    }
+    rest
+}
+
+/// Splits `dir/*.txt` into `dir` and the pattern; no pattern characters → no pattern.
+fn split_glob(arg: &str) -> (&str, Option<String>) {
+    let (dir, last) = match arg.rsplit_once('/') {
+        Some((dir, last)) => (if dir.is_empty() { "/" } else { dir }, last),
+        None => (".", arg),
+    };
+    if last.contains(['*', '?']) {
+        (dir, Some(last.to_string()))
+    } else if arg.is_empty() {
+        (".", None)
+    } else {
+        (arg, None)
+    }
+}
+
+/// Shell-style matching of `*` and `?`, iterative (no exponential backtracking).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_flags_are_not_paths() {
+        assert_eq!(strip_list_flags("-la"), "");
+        assert_eq!(strip_list_flags("-a -l dir"), "dir");
+        assert_eq!(strip_list_flags("dir"), "dir");
+        assert_eq!(strip_list_flags(""), "");
+    }
+
+    #[test]
+    fn globs_split_and_match() {
+        assert_eq!(split_glob("*.txt"), (".", Some("*.txt".into())));
+        assert_eq!(split_glob("/a/b?.c"), ("/a", Some("b?.c".into())));
+        assert_eq!(split_glob("/x*"), ("/", Some("x*".into())));
+        assert_eq!(split_glob("dir"), ("dir", None));
+        assert!(glob_match(b"*.txt", b"a.txt"));
+        assert!(!glob_match(b"*.txt", b"a.txt.bak"));
+        assert!(glob_match(b"a?c*", b"abcdef"));
+        assert!(!glob_match(b"a?c", b"ac"));
+        assert!(glob_match(b"**", b""));
+    }
+}

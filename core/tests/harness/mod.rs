@@ -1,0 +1,322 @@
+//! A tiny in-process driver for transcript tests: it follows the drain rule, runs
+//! requests against a `MemStorage`, and plays the data connections itself.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wharf_core::backend::{execute, OpenFile};
+use wharf_core::memfs::{MemStorage, MemUsers};
+use wharf_core::{
+    Action, Body, DataConnId, FileHandle, Input, Server, Session, SessionConfig, TransferId,
+    TransferOutcome,
+};
+
+pub const PEER: &str = "192.0.2.7:40000";
+pub const LOCAL: &str = "192.0.2.1:21";
+
+/// How the harness answers data-channel actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    /// Listen and connect succeed at once; transfers run to completion immediately.
+    Auto,
+    /// Actions are recorded and left for the test to answer.
+    Manual,
+    /// Each action gets one immediate answer, so outcomes depend only on the input
+    /// bytes: listeners listen (and never accept), connects and transfers succeed.
+    Sync,
+}
+
+/// A data-channel event the simulated network delivers later.
+enum Event {
+    Listening(DataConnId, u16),
+    Accepted(DataConnId),
+    Connected(DataConnId),
+    Done(TransferId, TransferOutcome),
+}
+
+pub struct Harness {
+    pub now: Instant,
+    pub session: Session,
+    pub storage: Arc<MemStorage>,
+    pub users: Arc<MemUsers>,
+    pub files: BTreeMap<FileHandle, OpenFile>,
+    /// Every reply byte the session wrote.
+    pub wire: Vec<u8>,
+    /// Every non-request action, in order.
+    pub actions: Vec<Action>,
+    pub mode: DataMode,
+    /// Bytes the simulated client sends on the next upload.
+    pub upload: Vec<u8>,
+    /// Bytes the simulated client received on the last download or listing.
+    pub received: Vec<u8>,
+    /// Data connections that are listening (port) but not yet accepted.
+    pub listening: BTreeMap<DataConnId, u16>,
+    /// Data events the simulated network will deliver once the session is drained.
+    events: std::collections::VecDeque<Event>,
+    /// Connections the session closed: the network never reports them again.
+    closed: std::collections::BTreeSet<DataConnId>,
+    next_port: u16,
+    wall: SystemTime,
+}
+
+pub fn config() -> SessionConfig {
+    SessionConfig {
+        allow_anonymous: true,
+        passive_ports: 50000..=50010,
+        ..SessionConfig::default()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(config())
+    }
+
+    pub fn with_config(config: SessionConfig) -> Harness {
+        let storage = Arc::new(MemStorage::new());
+        let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
+        // `Instant` has no constructor; the harness is the driver, so it may read the
+        // clock once for an origin. Time then only moves through `advance`.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut server = Server::new(Arc::new(config), 0, 1, 100);
+        let session = server
+            .accept(now, PEER.parse().unwrap(), LOCAL.parse().unwrap())
+            .expect("admitted");
+        let mut h = Harness {
+            now,
+            session,
+            storage,
+            users,
+            files: BTreeMap::new(),
+            wire: Vec::new(),
+            actions: Vec::new(),
+            mode: DataMode::Auto,
+            upload: Vec::new(),
+            received: Vec::new(),
+            listening: BTreeMap::new(),
+            events: Default::default(),
+            closed: Default::default(),
+            next_port: 50000,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        h.drain();
+        h
+    }
+
+    /// Sends raw bytes and returns the replies they produced.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> String {
+        let start = self.wire.len();
+        self.input(Input::ControlBytes(bytes));
+        String::from_utf8_lossy(&self.wire[start..]).into_owned()
+    }
+
+    /// Sends one command line (CRLF added) and returns the replies it produced.
+    pub fn send(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes())
+    }
+
+    /// Sends a line and asserts the replies start with `prefix`.
+    #[track_caller]
+    pub fn expect(&mut self, line: &str, prefix: &str) -> String {
+        let got = self.send(line);
+        assert!(
+            got.starts_with(prefix),
+            "{line:?}: expected {prefix:?}, got {got:?}"
+        );
+        got
+    }
+
+    pub fn login(&mut self) {
+        self.expect("USER alice", "331 ");
+        self.expect("PASS secret", "230 ");
+    }
+
+    pub fn input(&mut self, input: Input<'_>) {
+        self.session.handle_input(self.now, input);
+        self.drain();
+        while let Some(event) = self.events.pop_front() {
+            let conn = match &event {
+                Event::Listening(c, _) | Event::Accepted(c) | Event::Connected(c) => Some(*c),
+                Event::Done(..) => None,
+            };
+            if conn.is_some_and(|c| self.closed.contains(&c)) {
+                continue;
+            }
+            let input = match event {
+                Event::Listening(conn, port) => Input::DataListening { conn, port },
+                Event::Accepted(conn) => Input::DataAccepted {
+                    conn,
+                    peer: "192.0.2.7:40001".parse().unwrap(),
+                },
+                Event::Connected(conn) => Input::DataConnected { conn },
+                Event::Done(xfer, outcome) => Input::TransferDone { xfer, outcome },
+            };
+            self.session.handle_input(self.now, input);
+            self.drain();
+        }
+    }
+
+    /// Moves the clock and fires due timers; returns the replies produced.
+    pub fn advance(&mut self, by: Duration) -> String {
+        let start = self.wire.len();
+        let target = self.now + by;
+        while let Some(at) = self.session.poll_timeout() {
+            if at > target {
+                break;
+            }
+            assert!(at >= self.now, "a timer went backwards");
+            self.now = at;
+            self.session.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = target;
+        String::from_utf8_lossy(&self.wire[start..]).into_owned()
+    }
+
+    /// The drain rule: transmit, then perform every action, until nothing is left.
+    pub fn drain(&mut self) {
+        loop {
+            if let Some(bytes) = self.session.poll_transmit() {
+                let n = bytes.len();
+                self.wire.extend_from_slice(bytes);
+                self.session.handle_written(n);
+                continue;
+            }
+            match self.session.poll_action() {
+                Some(action) => self.perform(action),
+                None => break,
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Request { req, request } => {
+                let file = match &request {
+                    wharf_core::Request::CloseFile { file, .. } => self.files.remove(file),
+                    _ => None,
+                };
+                let handle = match &request {
+                    wharf_core::Request::OpenRead { file, .. }
+                    | wharf_core::Request::OpenWrite { file, .. } => Some(*file),
+                    _ => None,
+                };
+                let (completion, opened) =
+                    execute(&*self.storage, &*self.users, request, file, self.wall);
+                if let (Some(h), Some(f)) = (handle, opened) {
+                    self.files.insert(h, f);
+                }
+                self.input(Input::Completed { req, completion });
+            }
+            other => {
+                self.actions.push(other.clone());
+                match self.mode {
+                    DataMode::Auto => self.auto_data(other),
+                    DataMode::Sync => self.sync_data(other),
+                    DataMode::Manual => {}
+                }
+            }
+        }
+    }
+
+    fn auto_data(&mut self, action: Action) {
+        match action {
+            Action::ListenData { conn, .. } => {
+                let port = self.next_port;
+                self.next_port += 1;
+                self.events.push_back(Event::Listening(conn, port));
+                self.events.push_back(Event::Accepted(conn));
+            }
+            Action::ConnectData { conn, .. } => self.events.push_back(Event::Connected(conn)),
+            Action::StartTransfer { xfer, spec, conn } => {
+                self.closed.insert(conn);
+                let outcome = self.run_transfer(spec.body, spec.ascii);
+                self.events.push_back(Event::Done(xfer, outcome));
+            }
+            Action::CloseData { conn } => {
+                self.closed.insert(conn);
+            }
+            _ => {}
+        }
+    }
+
+    fn sync_data(&mut self, action: Action) {
+        match action {
+            Action::ListenData { conn, .. } => {
+                self.input(Input::DataListening { conn, port: 50000 })
+            }
+            Action::ConnectData { conn, .. } => self.input(Input::DataConnected { conn }),
+            Action::StartTransfer { xfer, spec, .. } => {
+                let outcome = self.run_transfer(spec.body, spec.ascii);
+                self.input(Input::TransferDone { xfer, outcome });
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a transfer's body as a driver would, returning its outcome.
+    pub fn run_transfer(&mut self, body: Body, ascii: bool) -> TransferOutcome {
+        match body {
+            Body::Bytes(bytes) => {
+                let n = bytes.len() as u64;
+                self.received = bytes;
+                TransferOutcome::Complete { bytes: n }
+            }
+            Body::Send(file) => {
+                let Some(OpenFile::Read(mut r)) = self.files.remove(&file) else {
+                    panic!("send of a file that is not open for reading")
+                };
+                let mut raw = Vec::new();
+                r.read_to_end(&mut raw).unwrap();
+                self.files.insert(file, OpenFile::Read(r));
+                let n = raw.len() as u64;
+                self.received = if ascii {
+                    let mut out = Vec::new();
+                    wharf_core::typea::ToNetAscii::default().encode(&raw, &mut out);
+                    out
+                } else {
+                    raw
+                };
+                TransferOutcome::Complete { bytes: n }
+            }
+            Body::Receive(file) => {
+                let Some(OpenFile::Write(w)) = self.files.get_mut(&file) else {
+                    panic!("receive into a file that is not open for writing")
+                };
+                let mut data = self.upload.clone();
+                if ascii {
+                    let mut out = Vec::new();
+                    let mut dec = wharf_core::typea::FromNetAscii::default();
+                    dec.decode(&data, &mut out);
+                    dec.finish(&mut out);
+                    data = out;
+                }
+                match w.write_all(&data) {
+                    Ok(()) => TransferOutcome::Complete {
+                        bytes: data.len() as u64,
+                    },
+                    Err(e) => TransferOutcome::Storage {
+                        bytes: 0,
+                        error: wharf_core::FsError::from_io(&e),
+                    },
+                }
+            }
+        }
+    }
+
+    pub fn last_transfer(&self) -> Option<(TransferId, DataConnId, Body)> {
+        self.actions.iter().rev().find_map(|a| match a {
+            Action::StartTransfer { xfer, conn, spec } => Some((*xfer, *conn, spec.body.clone())),
+            _ => None,
+        })
+    }
+
+    pub fn replies(&self) -> String {
+        String::from_utf8_lossy(&self.wire).into_owned()
+    }
+}
