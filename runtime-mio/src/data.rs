@@ -413,7 +413,8 @@ impl Shard {
             let DataState::Transferring(t) = &mut d.state else {
                 continue;
             };
-            let bytes = t.bytes - t.reported;
+            // The core takes `bytes` as the running total (it stores, not adds, it).
+            let bytes = t.bytes;
             t.reported = t.bytes;
             let (owner, xfer) = (d.owner, t.xfer);
             self.feed(owner, Input::TransferProgress { xfer, bytes });
