@@ -94,7 +94,8 @@ impl Default for MioConfig {
 }
 
 impl MioConfig {
-    fn shard_count(&self) -> usize {
+    /// The number of shards [`start`] will run: `shards`, or one per core when it is 0.
+    pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
             return self.shards;
         }
