@@ -227,3 +227,16 @@ fn relative_root_is_resolved_against_the_config_file() {
     let c = ServerConfig::from_file(&file).unwrap();
     assert_eq!(c.root, r.path().join("pub"));
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let r = root();
+    let text = include_str!("../examples/wharf.toml").replacen(
+        "root = \"/srv/ftp\"",
+        &format!("root = {:?}", r.path().display().to_string()),
+        1,
+    );
+    let c = ServerConfig::from_toml_str(&text, "examples/wharf.toml").unwrap();
+    assert_eq!(c.users.len(), 1);
+    assert_eq!(c.session.passive_ports, 50000..=50100);
+}
