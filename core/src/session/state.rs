@@ -15,8 +15,6 @@ use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
 
-/// Idle buffers above this capacity are released, so an idle session costs little.
-const KEEP_CAPACITY: usize = 512;
 
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,16 +239,22 @@ impl Session {
     /// Reports that the first `n` bytes of `poll_transmit` were written.
     pub fn handle_written(&mut self, n: usize) {
         let n = n.min(self.out.len());
-        self.out.drain(..n);
-        if self.out.is_empty() && self.out.capacity() > KEEP_CAPACITY {
+        if n == self.out.len() {
+            // Idle sessions must cost little: give the buffer back once it is drained.
             self.out = Vec::new();
+        } else {
+            self.out.drain(..n);
         }
     }
 
     /// The next action for the driver. Refilled by `handle_input` and `handle_timeout`.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if action.is_none() && self.actions.capacity() > 0 {
+            self.actions = VecDeque::new();
+        }
+        action
     }
 
     /// When `handle_timeout` must next be called. Changes after any `handle_*` call.
