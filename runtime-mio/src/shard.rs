@@ -591,3 +591,16 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The per-session budget: the bookkeeping around a `Session` stays small (the
+    /// session itself is budgeted by the core).
+    #[test]
+    fn idle_connection_bookkeeping_is_small() {
+        let conn = std::mem::size_of::<super::Conn>();
+        let session = std::mem::size_of::<wharf_core::Session>();
+        assert!(conn - session <= 160, "Conn adds {} bytes", conn - session);
+        assert!(conn <= 2048, "Conn is {conn} bytes");
+    }
+}

@@ -15,7 +15,6 @@ use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
 
-
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Login {
