@@ -62,6 +62,10 @@ impl Client {
 }
 
 fn serve(shards: usize) -> (RunningServer, Arc<MemStorage>) {
+    serve_on("127.0.0.1:0", shards, 1000)
+}
+
+fn serve_on(listen: &str, shards: usize, max: usize) -> (RunningServer, Arc<MemStorage>) {
     let storage = Arc::new(MemStorage::new());
     storage.add_file("/hello.txt", b"hello, world\n");
     let users = Arc::new(MemUsers::new().with("alice", "secret", &[]));
@@ -73,8 +77,8 @@ fn serve(shards: usize) -> (RunningServer, Arc<MemStorage>) {
         shards,
         ..MioConfig::default()
     };
-    let make = move |i: usize| Server::new(config.clone(), i as u64, shards as u64, 1000);
-    let listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let make = move |i: usize| Server::new(config.clone(), i as u64, shards as u64, max);
+    let listen = vec![listen.parse().unwrap()];
     let server = start(listen, cfg, make, storage.clone(), users).unwrap();
     (server, storage)
 }
@@ -144,6 +148,96 @@ fn many_sessions_over_shards() {
     for c in &mut clients {
         c.expect("PWD", "257");
     }
+    server.shutdown(Duration::from_secs(5));
+    server.wait().unwrap();
+}
+
+#[test]
+fn ipv6_passive_download() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let (server, _) = serve_on("[::1]:0", 1, 10);
+    let addr = server.local_addrs()[0];
+    assert!(addr.is_ipv6());
+    let mut c = Client::connect(addr);
+    assert!(c.reply().starts_with("220"));
+    c.expect("USER alice", "331");
+    c.expect("PASS secret", "230");
+    let mut d = c.epsv(addr);
+    c.expect("RETR hello.txt", "150");
+    let mut body = Vec::new();
+    d.read_to_end(&mut body).unwrap();
+    assert_eq!(body, b"hello, world\n");
+    assert!(c.reply().starts_with("226"));
+    server.shutdown(Duration::from_secs(5));
+    server.wait().unwrap();
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_with_421() {
+    let (server, _) = serve_on("127.0.0.1:0", 1, 1);
+    let addr = server.local_addrs()[0];
+    let mut first = Client::connect(addr);
+    assert!(first.reply().starts_with("220"));
+    let mut second = Client::connect(addr);
+    assert!(second.reply().starts_with("421"));
+    first.expect("QUIT", "221");
+    server.shutdown(Duration::from_secs(5));
+    server.wait().unwrap();
+}
+
+#[test]
+fn shutdown_lets_a_running_download_finish() {
+    let (server, storage) = serve(1);
+    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 253) as u8).collect();
+    storage.add_file("/big.bin", &big);
+    let addr = server.local_addrs()[0];
+    let mut c = Client::connect(addr);
+    assert!(c.reply().starts_with("220"));
+    c.expect("USER alice", "331");
+    c.expect("PASS secret", "230");
+    c.expect("TYPE I", "200");
+    let mut d = c.epsv(addr);
+    c.expect("RETR big.bin", "150");
+    // The body is far larger than the socket buffers, so the transfer is still running
+    // (blocked on us) when the shutdown arrives.
+    let mut first = vec![0u8; 1024];
+    d.read_exact(&mut first).unwrap();
+    server.shutdown(Duration::from_secs(30));
+    let mut rest = Vec::new();
+    d.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert!(first == big, "body differs ({} bytes)", first.len());
+    assert!(c.reply().starts_with("226"));
+    assert!(c.reply().starts_with("421"));
+    server.wait().unwrap();
+}
+
+#[test]
+fn abor_stops_a_running_download() {
+    let (server, storage) = serve(1);
+    let big: Vec<u8> = vec![7u8; 8_000_000];
+    storage.add_file("/big.bin", &big);
+    let addr = server.local_addrs()[0];
+    let mut c = Client::connect(addr);
+    assert!(c.reply().starts_with("220"));
+    c.expect("USER alice", "331");
+    c.expect("PASS secret", "230");
+    c.expect("TYPE I", "200");
+    let mut d = c.epsv(addr);
+    c.expect("RETR big.bin", "150");
+    let mut first = vec![0u8; 1024];
+    d.read_exact(&mut first).unwrap();
+    c.w.write_all(b"ABOR\r\n").unwrap();
+    assert!(c.reply().starts_with("426"));
+    assert!(c.reply().starts_with("226"));
+    // The data connection is closed: whatever was in flight ends, short of the file.
+    let mut rest = Vec::new();
+    let _ = d.read_to_end(&mut rest);
+    assert!(1024 + rest.len() < big.len());
+    c.expect("NOOP", "200");
     server.shutdown(Duration::from_secs(5));
     server.wait().unwrap();
 }
