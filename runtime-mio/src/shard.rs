@@ -95,6 +95,11 @@ pub(crate) struct Shard {
     max_events: usize,
     shutdown_at: Option<Instant>,
     accept_retry: Option<Instant>,
+    /// `accept` last failed for lack of descriptors (logged once per episode).
+    exhausted: bool,
+    /// A descriptor kept open so that, out of descriptors, the backlog can still be
+    /// accepted and closed.
+    reserve_fd: Option<std::fs::File>,
     /// Data keys whose transfer moved bytes since its last progress report.
     pub progress: Vec<(usize, u64)>,
 }
@@ -141,6 +146,8 @@ impl Shard {
             max_events: cfg.max_events.max(16),
             shutdown_at: None,
             accept_retry: None,
+            exhausted: false,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
             progress: Vec::new(),
         })
     }
@@ -307,9 +314,11 @@ impl Shard {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
-                    if self.accept_retry.is_none() {
-                        tracing::warn!(shard = self.index, "accept: {e}; refusing for now");
+                    if !self.exhausted {
+                        self.exhausted = true;
+                        tracing::warn!(shard = self.index, "accept: {e}; refusing connections");
                     }
+                    self.refuse_pending(i);
                     self.accept_retry = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
@@ -319,7 +328,31 @@ impl Shard {
         self.ready.push_back(Ready::Accept(i));
     }
 
+    /// Out of descriptors: closes the connections waiting in the backlog (through the
+    /// descriptor held in reserve for this) rather than leaving their clients hanging.
+    fn refuse_pending(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Some(l)) = self.listeners.get(i) else {
+                return;
+            };
+            self.reserve_fd = None;
+            let accepted = l.accept();
+            self.reserve_fd = std::fs::File::open("/dev/null").ok();
+            match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "refused: out of descriptors");
+                    drop(stream);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.exhausted {
+            self.exhausted = false;
+            tracing::info!(shard = self.index, "accepting connections again");
+        }
         let now = Instant::now();
         let Ok(local) = stream.local_addr() else {
             return;
