@@ -224,3 +224,48 @@ fn python_ftplib_session() {
     no_temp_files(&f.root);
     f.stop();
 }
+
+#[test]
+fn lftp_mirrors_both_ways() {
+    let f = Fixture::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let down = tmp.path().join("down");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("nested")).unwrap();
+    std::fs::write(src.join("one.txt"), b"one\n").unwrap();
+    std::fs::write(src.join("nested/two.bin"), pattern(700_000)).unwrap();
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 20; set cmd:fail-exit yes; \
+         open -u alice,s3cret ftp://127.0.0.1:{port}; \
+         mirror / {down}; mirror -R {src} /uploaded; quit",
+        port = f.port,
+        down = down.display(),
+        src = src.display()
+    );
+    let out = Command::new("lftp")
+        .args(["-c", &script])
+        .output()
+        .expect("lftp must be installed");
+    assert!(
+        out.status.success(),
+        "lftp: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in ["hello.txt", "big.bin", "docs/readme.txt"] {
+        assert_eq!(
+            std::fs::read(down.join(p)).unwrap(),
+            std::fs::read(f.root.join(p)).unwrap(),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(f.root.join("uploaded/one.txt")).unwrap(),
+        b"one\n"
+    );
+    assert_eq!(
+        std::fs::read(f.root.join("uploaded/nested/two.bin")).unwrap(),
+        pattern(700_000)
+    );
+    f.stop();
+}
