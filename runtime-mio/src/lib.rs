@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use wharf_core::{Authenticator, Server, Storage};
 
+mod accept;
 mod data;
 mod shard;
 mod sys;

@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use wharf_core::backend::OpenFile;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
 
 use crate::data::DataSock;
-use crate::sys::{is_exhaustion, PortCursor};
+use crate::sys::PortCursor;
 use crate::timers::{TimerHeap, TimerSlot};
 use crate::transfer::PumpLimits;
 use crate::worker::{Done, Job, ReplyTo};
@@ -22,9 +21,11 @@ use crate::MioConfig;
 
 const WAKER: Token = Token(usize::MAX);
 /// Connections accepted per listener per wake-up before yielding.
-const ACCEPT_BUDGET: usize = 64;
+pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// How long to wait before accepting again after running out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to write its last replies.
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// Control-channel reads go through one buffer per shard.
 const SCRATCH: usize = 16 * 1024;
 
@@ -57,17 +58,17 @@ fn listener_token(i: usize) -> Token {
 /// One control connection. Kept small: an idle session costs this plus its `Session`.
 pub(crate) struct Conn {
     pub session: Session,
-    stream: TcpStream,
+    pub stream: TcpStream,
     pub gen: u64,
-    timer: TimerSlot,
+    pub timer: TimerSlot,
     /// Read readiness not yet consumed down to `WouldBlock`.
-    readable: bool,
+    pub readable: bool,
     /// `Action::Close` arrived: close once the output is written.
-    closing: bool,
+    pub closing: bool,
     /// The socket failed: pending output is dropped, the session was told `ControlEof`.
-    broken: bool,
+    pub broken: bool,
     /// In the ready queue already.
-    queued: bool,
+    pub queued: bool,
     /// Data sockets (listeners and connections) of this session, as data-slab keys.
     pub data: Vec<usize>,
     /// Files opened for this session and not in a running transfer.
@@ -79,7 +80,7 @@ pub(crate) struct Shard {
     pub poll: Poll,
     waker: Arc<Waker>,
     pub server: Server,
-    listeners: Vec<Option<TcpListener>>,
+    pub listeners: Vec<Option<TcpListener>>,
     pub conns: Slab<Conn>,
     pub data: Slab<DataSock>,
     timers: TimerHeap,
@@ -94,12 +95,12 @@ pub(crate) struct Shard {
     control_reads_budget: usize,
     max_events: usize,
     shutdown_at: Option<Instant>,
-    accept_retry: Option<Instant>,
+    pub accept_retry: Option<Instant>,
     /// `accept` last failed for lack of descriptors (logged once per episode).
-    exhausted: bool,
+    pub exhausted: bool,
     /// A descriptor kept open so that, out of descriptors, the backlog can still be
     /// accepted and closed.
-    reserve_fd: Option<std::fs::File>,
+    pub reserve_fd: Option<std::fs::File>,
     /// Data keys whose transfer moved bytes since its last progress report.
     pub progress: Vec<(usize, u64)>,
 }
@@ -305,96 +306,6 @@ impl Shard {
         }
     }
 
-    fn on_accept(&mut self, i: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            let Some(Some(l)) = self.listeners.get(i) else {
-                return;
-            };
-            match l.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_exhaustion(&e) => {
-                    if !self.exhausted {
-                        self.exhausted = true;
-                        tracing::warn!(shard = self.index, "accept: {e}; refusing connections");
-                    }
-                    self.refuse_pending(i);
-                    self.accept_retry = Some(Instant::now() + ACCEPT_BACKOFF);
-                    return;
-                }
-                Err(e) => tracing::debug!(shard = self.index, "accept: {e}"),
-            }
-        }
-        self.ready.push_back(Ready::Accept(i));
-    }
-
-    /// Out of descriptors: closes the connections waiting in the backlog (through the
-    /// descriptor held in reserve for this) rather than leaving their clients hanging.
-    fn refuse_pending(&mut self, i: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            let Some(Some(l)) = self.listeners.get(i) else {
-                return;
-            };
-            self.reserve_fd = None;
-            let accepted = l.accept();
-            self.reserve_fd = std::fs::File::open("/dev/null").ok();
-            match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "refused: out of descriptors");
-                    drop(stream);
-                }
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.exhausted {
-            self.exhausted = false;
-            tracing::info!(shard = self.index, "accepting connections again");
-        }
-        let now = Instant::now();
-        let Ok(local) = stream.local_addr() else {
-            return;
-        };
-        // Replies are small and latency-bound: never wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let session = match self.server.accept(now, peer, local) {
-            Ok(s) => s,
-            Err(refusal) => {
-                // Best effort: the socket is fresh, its buffer takes a short reply.
-                let _ = (&stream).write(&refusal.reply);
-                return;
-            }
-        };
-        let gen = self.next_gen();
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, control_token(key), interest)
-        {
-            tracing::warn!("register control connection: {e}");
-            self.server.session_closed(session.id());
-            return;
-        }
-        entry.insert(Conn {
-            session,
-            stream,
-            gen,
-            timer: TimerSlot::default(),
-            readable: true,
-            closing: false,
-            broken: false,
-            queued: false,
-            data: Vec::new(),
-            files: Vec::new(),
-        });
-        self.drive(key);
-    }
-
     /// Reads control bytes while the session wants them, within the read budget.
     fn on_control_readable(&mut self, key: usize) {
         for _ in 0..self.control_reads_budget {
@@ -468,7 +379,12 @@ impl Shard {
             self.close_conn(key);
             return;
         }
-        let deadline = c.session.poll_timeout();
+        // A closing session has no timers of its own; a peer that never reads its last
+        // reply must not hold the connection forever.
+        let deadline = match done {
+            true => Some(Instant::now() + CLOSE_LINGER),
+            false => c.session.poll_timeout(),
+        };
         self.timers.arm(&mut c.timer, key, c.gen, deadline);
         self.queue_control(key);
     }
@@ -569,6 +485,10 @@ impl Shard {
                 continue;
             };
             if self.timers.fire(&mut c.timer, key, gen, entry, now) {
+                if c.closing || c.session.is_closed() {
+                    self.close_conn(key);
+                    continue;
+                }
                 c.session.handle_timeout(now);
                 self.drive(key);
             }
