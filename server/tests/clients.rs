@@ -101,6 +101,9 @@ fn curl_lists_downloads_and_uploads() {
     );
     let big = curl(&["-u", "alice:s3cret", &f.url("big.bin")]);
     assert_eq!(big, std::fs::read(f.root.join("big.bin")).unwrap());
+    // REST + RETR (sendfile starts at the file's offset).
+    let tail = curl(&["-u", "alice:s3cret", "-C", "1000000", &f.url("big.bin")]);
+    assert_eq!(tail, big[1_000_000..]);
 
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("up.bin");
