@@ -49,7 +49,8 @@ impl Shard {
             match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "refused: out of descriptors");
-                    drop(stream);
+                    // Best effort: a fresh socket's buffer takes a short reply.
+                    let _ = (&stream).write(&self.server.busy_reply().reply);
                 }
                 Err(_) => return,
             }
