@@ -58,7 +58,9 @@ impl Server {
     /// The reply for a connection the driver cannot serve at all (out of file
     /// descriptors or memory), sent before closing it.
     pub fn busy_reply(&self) -> Refusal {
-        Refusal { reply: b"421 Server busy, try again later.\r\n".to_vec() }
+        Refusal {
+            reply: b"421 Server busy, try again later.\r\n".to_vec(),
+        }
     }
 
     /// Tells the server a session it admitted has ended.

@@ -319,9 +319,9 @@ impl Session {
                 Frame::Line(bytes) => self.on_line(now, &bytes),
             }
         }
-        if self.framer.buffered() == 0 {
-            self.framer.clear();
-        }
+        // No `framer.clear()` here: the framer frees its own memory when idle, and
+        // clearing it mid-line would forget it is discarding an over-long line, letting
+        // the line's tail run as a command.
     }
 
     /// The next line to execute, honouring the one-command-at-a-time rule: while a
@@ -365,6 +365,9 @@ impl Session {
             Err(ParseError::Empty) => return self.reply(500, "Empty command."),
             Err(ParseError::Unknown) => return self.reply(500, "Unknown command."),
             Err(ParseError::BadUtf8(_)) => return self.reply(501, "Argument is not valid UTF-8."),
+            Err(ParseError::ControlChar(_)) => {
+                return self.reply(501, "Argument contains CR or NUL.")
+            }
         };
         tracing::trace!(session = %self.id, verb = cmd.verb.name(), "command");
         if !self.logged_in() && !allowed_before_login(&cmd) {
@@ -447,6 +450,12 @@ impl Session {
             Timer::Login => {
                 self.reply(421, "Login timeout, closing control connection.");
                 self.close();
+            }
+            Timer::Idle if matches!(self.pending, Some(Pending::Transfer(_))) => {
+                // A transfer has its own stall timer; a quiet control channel is normal
+                // while it runs.
+                self.timers
+                    .set(Timer::Idle, now + self.config.timeouts.idle);
             }
             Timer::Idle => {
                 let secs = self.config.timeouts.idle.as_secs();
