@@ -80,3 +80,44 @@ fn replay() {
     );
     out.result.unwrap();
 }
+
+/// The simulator must reach the paths it exists for; a planner or driver change that
+/// stops producing them would otherwise pass silently.
+#[test]
+fn coverage() {
+    let mut total = std::collections::BTreeMap::<String, u64>::new();
+    for seed in 0..300 {
+        for (k, v) in sim::run(seed, false).stats {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    println!("{total:#?}");
+    let must = [
+        "upload:226-checked",
+        "upload:failed-checked",
+        "download:226-checked",
+        "xfer:Complete",
+        "xfer:ConnectionLost",
+        "xfer:Storage",
+        "xfer:Aborted",
+        "action:AbortTransfer",
+        "action:CloseData",
+        "thief-fed",
+        "thief-dropped",
+        "timeout",
+        "eof",
+        "refused",
+        "reply:421",
+        "reply:425",
+        "reply:426",
+        "reply:451",
+        "reply:452",
+        "reply:553",
+    ];
+    for key in must {
+        assert!(
+            total.get(key).copied().unwrap_or(0) > 0,
+            "never happened: {key}"
+        );
+    }
+}

@@ -68,6 +68,8 @@ pub struct Client {
     pub server_closed: bool,
     /// An upload whose outcome the client never learned (connection dropped first).
     pub unknown_upload: bool,
+    /// Reply codes and checked outcomes seen, for coverage.
+    pub stats: std::collections::BTreeMap<String, u64>,
 }
 
 impl Client {
@@ -102,6 +104,7 @@ impl Client {
             goodbye: false,
             server_closed: false,
             unknown_upload: false,
+            stats: Default::default(),
         }
     }
 
@@ -158,7 +161,12 @@ impl Client {
         }
     }
 
+    pub fn count(&mut self, key: &str) {
+        *self.stats.entry(key.to_owned()).or_default() += 1;
+    }
+
     fn on_reply(&mut self, cx: &mut ClientCx<'_>, code: u16, text: &str) -> Result<(), String> {
+        self.count(&format!("reply:{code}"));
         if code == 421 {
             // The server is closing; nothing outstanding will be answered.
             self.goodbye = true;

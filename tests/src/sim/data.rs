@@ -47,6 +47,13 @@ pub struct Xfer {
     dec: FromNetAscii,
 }
 
+impl Xfer {
+    /// Running, not being aborted, and with progress reported within the stall timeout.
+    pub fn live(&self, now: Duration, stall: Duration) -> bool {
+        !self.aborting && now < self.last_progress + stall
+    }
+}
+
 const THIEF: &str = "203.0.113.66:31337";
 
 impl Sim {
@@ -150,6 +157,13 @@ impl Sim {
         Some(c)
     }
 
+    /// Reports a transfer's end to the session.
+    fn done(&mut self, s: usize, xfer: TransferId, outcome: TransferOutcome) -> Res {
+        let shown = format!("{outcome:?}");
+        self.count(&format!("xfer:{}", shown.split(' ').next().unwrap_or("")));
+        self.feed(s, Input::TransferDone { xfer, outcome })
+    }
+
     pub fn data_event(&mut self, ev: Ev) -> Res {
         match ev {
             Ev::Listened { s, conn, result } => self.listened(s, conn, result),
@@ -173,7 +187,7 @@ impl Sim {
                     return Ok(());
                 };
                 let outcome = TransferOutcome::Aborted { bytes: x.moved };
-                self.feed(s, Input::TransferDone { xfer, outcome })
+                self.done(s, xfer, outcome)
             }
             other => Err(format!("unrouted event {other:?}")),
         }
@@ -229,6 +243,7 @@ impl Sim {
                 self.note(s, "thief-dropped", &[]);
                 return Ok(());
             }
+            self.count("thief-fed");
             let peer: SocketAddr = THIEF.parse().expect("valid");
             return self.feed(s, Input::DataAccepted { conn, peer });
         }
@@ -341,10 +356,10 @@ impl Sim {
         }
         if x.reset_at.is_some_and(|at| x.moved >= at) {
             let outcome = TransferOutcome::ConnectionLost { bytes: x.moved };
-            return self.feed(s, Input::TransferDone { xfer, outcome });
+            return self.done(s, xfer, outcome);
         }
         match self.move_chunk(s, &mut x, chunk) {
-            Some(outcome) => self.feed(s, Input::TransferDone { xfer, outcome }),
+            Some(outcome) => self.done(s, xfer, outcome),
             None => {
                 let report = self.net.chance(70);
                 if report {

@@ -12,7 +12,10 @@ use super::world::{Ev, Res, Sim};
 
 impl Sim {
     pub fn perform(&mut self, s: usize, action: Action) -> Res {
-        self.note(s, "action", format!("{action:?}").as_bytes());
+        let shown = format!("{action:?}");
+        let variant = shown.split([' ', '{', '(']).next().unwrap_or("");
+        self.count(&format!("action:{variant}"));
+        self.note(s, "action", shown.as_bytes());
         match action {
             Action::Request { req, request } => self.request(s, req, request),
             Action::Close => self.close(s),
@@ -106,6 +109,19 @@ impl Sim {
     /// `Action::Close`: flush the replies, close the connection, release everything.
     fn close(&mut self, s: usize) -> Res {
         self.transmit(s, true);
+        let stall = self.cfg.timeouts.transfer_stall;
+        let now = self.now;
+        // Only a timer closes a session with a transfer still running; the stall timer
+        // is the one meant for transfers, so a live one must not be cut off.
+        let live = self.slots[s].xfers.values().any(|x| x.live(now, stall));
+        if live && super::known_bugs::IDLE_KILLS_TRANSFER {
+            self.count("known-bug:idle-kills-transfer");
+        } else if let Some(x) = self.slots[s].xfers.values().find(|x| x.live(now, stall)) {
+            return Err(format!(
+                "s{s}: closed while its transfer was making progress (last at {:?})",
+                x.last_progress
+            ));
+        }
         let slot = &mut self.slots[s];
         let Some(session) = slot.session.take() else {
             return Err(format!("s{s}: Close twice"));

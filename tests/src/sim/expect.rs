@@ -378,6 +378,7 @@ impl Client {
         } else {
             expected.extend_from_slice(raw);
         }
+        self.count("download:226-checked");
         match self.data_in == expected {
             true => Ok(()),
             false => Err(format!(
@@ -464,6 +465,11 @@ impl Client {
             How::Appe => [old.as_deref().unwrap_or(&[]), &body[..]].concat(),
             _ => body.clone(),
         };
+        self.count(if code == 226 {
+            "upload:226-checked"
+        } else {
+            "upload:failed-checked"
+        });
         let result = if code == 226 {
             match stored.as_deref() == Some(&expected[..]) {
                 true => Ok(()),

@@ -2,6 +2,16 @@
 //! the real sans-IO API, with the network, storage, authenticator, clients and clock all
 //! simulated from one `u64` seed. See `tests/tests/sim.rs` for how seeds are run.
 
+/// Core bugs the simulator found that are not fixed yet. Each switch makes the simulator
+/// tolerate (and count) one bug so the other checks keep running; flip it to `false`
+/// once the fix lands. The minimal reproductions are in `tests/tests/core_bugs.rs`.
+pub mod known_bugs {
+    /// The idle timer closes a session whose transfer is making progress.
+    pub const IDLE_KILLS_TRANSFER: bool = true;
+    /// The tail of an over-long line, read separately, runs as a command.
+    pub const LONG_LINE_TAIL: bool = true;
+}
+
 pub mod client;
 mod data;
 mod driver;
@@ -12,6 +22,7 @@ pub mod rng;
 pub mod swarm;
 pub mod world;
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
@@ -25,6 +36,8 @@ pub struct Outcome {
     pub result: Result<(), String>,
     /// The readable transcript, when asked for.
     pub log: Vec<String>,
+    /// How often each kind of event, action and reply happened.
+    pub stats: BTreeMap<String, u64>,
 }
 
 /// Runs one seed. Panics in the core are caught and reported as failures.
@@ -44,11 +57,18 @@ pub fn run(seed: u64, verbose: bool) -> Outcome {
         }
     };
     let result = result.map_err(|e| format!("at {:?}: {e}", sim.now));
+    let mut stats = std::mem::take(&mut sim.stats);
+    for client in &sim.clients {
+        for (k, v) in &client.stats {
+            *stats.entry(k.clone()).or_default() += v;
+        }
+    }
     Outcome {
         hash: sim.hash.finish(),
         steps: sim.steps,
         result,
         log: sim.log.take().unwrap_or_default(),
+        stats,
     }
 }
 

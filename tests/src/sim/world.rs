@@ -133,6 +133,8 @@ pub struct Sim {
     pub hash: Fnv,
     pub log: Option<Vec<String>>,
     pub steps: u64,
+    /// How often each kind of thing happened (coverage of the interesting paths).
+    pub stats: BTreeMap<String, u64>,
 }
 
 /// Bounds that make a wedged run a failure instead of a hang.
@@ -174,6 +176,7 @@ impl Sim {
             hash: Fnv::default(),
             log: verbose.then(Vec::new),
             steps: 0,
+            stats: BTreeMap::new(),
             swarm,
         };
         for s in 0..sim.swarm.sessions {
@@ -201,7 +204,12 @@ impl Sim {
         self.queue.insert((self.now + delay, self.seq), ev);
     }
 
+    pub fn count(&mut self, key: &str) {
+        *self.stats.entry(key.to_owned()).or_default() += 1;
+    }
+
     pub fn note(&mut self, s: usize, what: &str, bytes: &[u8]) {
+        self.count(what);
         self.hash.write(&(s as u64).to_le_bytes());
         self.hash.write(what.as_bytes());
         self.hash.write(bytes);
