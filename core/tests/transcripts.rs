@@ -519,16 +519,7 @@ fn abor_when_idle_and_mid_transfer() {
     h.mode = DataMode::Manual;
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR big", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     assert_eq!(
         h.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n"),
@@ -556,16 +547,7 @@ fn commands_during_a_transfer_wait_but_quit_waits_for_the_final_reply() {
     h.mode = DataMode::Manual;
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     assert_eq!(h.send("PWD"), "", "PWD waits for the transfer");
     assert!(h.send("STAT").starts_with("213 Transfer in progress"));
     h.input(Input::TransferProgress {
@@ -584,16 +566,7 @@ fn commands_during_a_transfer_wait_but_quit_waits_for_the_final_reply() {
     );
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     assert_eq!(h.send("QUIT"), "");
     assert!(!h.session.is_closed());
@@ -680,15 +653,7 @@ fn failed_connect_gives_425_and_releases_the_file() {
     h.login();
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
+    let conn = h.last_connect();
     let start = h.wire.len();
     h.input(Input::DataFailed {
         conn,
@@ -705,16 +670,7 @@ fn stalled_transfer_is_aborted_with_426() {
     h.login();
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("STOR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     h.advance(Duration::from_secs(20));
     h.input(Input::TransferProgress { xfer, bytes: 10 });
@@ -747,16 +703,7 @@ fn broken_upload_is_discarded_unless_configured_to_keep() {
         h.login();
         h.expect("PORT 192,0,2,7,200,10", "200 ");
         h.expect("STOR part", "150 ");
-        let conn = h
-            .actions
-            .iter()
-            .rev()
-            .find_map(|a| match a {
-                Action::ConnectData { conn, .. } => Some(*conn),
-                _ => None,
-            })
-            .unwrap();
-        h.input(Input::DataConnected { conn });
+        h.connect_data();
         let (xfer, _, body) = h.last_transfer().unwrap();
         let Body::Receive(file) = body else { panic!() };
         if let Some(wharf_core::backend::OpenFile::Write(w)) = h.files.get_mut(&file) {
@@ -883,16 +830,7 @@ fn the_idle_timer_spares_a_running_transfer() {
     h.login();
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("STOR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     for second in 1..=20 {
         assert_eq!(h.advance(Duration::from_secs(1)), "", "second {second}");
