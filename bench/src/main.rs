@@ -17,8 +17,10 @@ const USAGE: &str = "\
 usage: wharf-load SCENARIO [--option value]...
 
 FTP scenarios (need a server):
-  retr-big     one session, TYPE I, PASV, RETR --path into a 1 MiB buffer; MB/s
-  stor-big     one session, STOR --size-mib MiB from memory, DELE after; MB/s
+  retr-big     one session, TYPE I, PASV, --count x RETR --path into a 1 MiB
+               buffer; median MB/s over the repetitions
+  stor-big     one session, --count x STOR --size-mib MiB from memory, DELE after
+               each (untimed); median MB/s
   sessions     --clients threads for --duration s: connect, login, TYPE I, PASV,
                RETR --path, QUIT, wait for close; sessions/s, p50/p99 ms, errors
   cmd-latency  one session, --count alternating NOOP/PWD; ops/s, p50/p99 us
@@ -104,6 +106,7 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         "cmd-latency" => 20_000,
         "echo-floor" => 20_000,
         "list" => 5,
+        "retr-big" | "stor-big" => 1,
         _ => 1_000,
     };
     let default_path = match scenario {

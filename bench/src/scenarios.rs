@@ -64,38 +64,71 @@ fn login(ctx: &Ctx) -> Res<Ctrl> {
     Ok(c)
 }
 
+/// Per repetition: (bytes, wall seconds, server CPU seconds).
+type Rep = (u64, f64, Option<f64>);
+
+/// Median MB/s and MB per server CPU-s over repetitions, plus every repetition's MB/s.
+fn report_reps(reps: &[Rep], out: &mut Out) {
+    let mut rates: Vec<f64> = reps.iter().map(|(b, w, _)| *b as f64 / 1e6 / w).collect();
+    let mut per: Vec<f64> = reps
+        .iter()
+        .filter_map(|(b, _, c)| per_cpu(*b as f64 / 1e6, *c))
+        .collect();
+    let list: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    let (wall, cpu): (f64, f64) = reps
+        .iter()
+        .map(|(_, w, c)| (*w, c.unwrap_or(0.0)))
+        .fold((0.0, 0.0), |(a, b), (w, c)| (a + w, b + c));
+    out.int("reps", reps.len() as u64)
+        .int("bytes", reps.first().map_or(0, |r| r.0))
+        .num("wall_s", wall)
+        .num("server_cpu_s", cpu)
+        .opt("mb_per_s", median(&mut rates))
+        .opt("mb_per_server_cpu_s", median(&mut per))
+        .str("reps_mb_per_s", &list.join(","));
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    crate::stats::percentile(v, 50.0)
+}
+
+/// RETR the file `count` times (default 1 in main; run.sh asks for 2).
 pub fn retr_big(ctx: &Ctx, out: &mut Out) -> Res<()> {
     let mut c = login(ctx)?;
     let mut buf = vec![0u8; 1 << 20];
-    let m = Meter::start(ctx);
-    let bytes = c.download(
-        &format!("RETR {}", ctx.path),
-        ctx.target.timeout,
-        &mut buf,
-        &mut |_| {},
-    )?;
-    let (wall, cpu) = m.stop(ctx, out);
-    let mb = bytes as f64 / 1e6;
-    out.int("bytes", bytes)
-        .num("mb_per_s", mb / wall)
-        .opt("mb_per_server_cpu_s", per_cpu(mb, cpu));
+    let mut reps = Vec::new();
+    for _ in 0..ctx.count.max(1) {
+        let m = Meter::start(ctx);
+        let bytes = c.download(
+            &format!("RETR {}", ctx.path),
+            ctx.target.timeout,
+            &mut buf,
+            &mut |_| {},
+        )?;
+        let (wall, cpu) = m.stop(ctx, &mut Out::default());
+        reps.push((bytes, wall, cpu));
+    }
+    report_reps(&reps, out);
     c.quit()
 }
 
+/// STOR `size_mib` MiB `count` times, deleting the file after each (untimed). The first
+/// upload into a fresh tmpfs can be slower (page allocation), hence repetitions.
 pub fn stor_big(ctx: &Ctx, out: &mut Out) -> Res<()> {
     let mut c = login(ctx)?;
     let chunk = pseudo_random(1 << 20, 0x5eed);
     let bytes = ctx.size_mib << 20;
     let name = format!("wharf-load-stor-{}.bin", std::process::id());
-    let m = Meter::start(ctx);
-    c.upload(&format!("STOR {name}"), ctx.target.timeout, &chunk, bytes)?;
-    let (wall, cpu) = m.stop(ctx, out);
-    let mb = bytes as f64 / 1e6;
-    out.int("bytes", bytes)
-        .num("mb_per_s", mb / wall)
-        .opt("mb_per_server_cpu_s", per_cpu(mb, cpu));
-    let deleted = c.cmd(&format!("DELE {name}"), &[250]);
-    out.str("deleted", if deleted.is_ok() { "yes" } else { "no" });
+    let mut reps = Vec::new();
+    for _ in 0..ctx.count.max(1) {
+        let m = Meter::start(ctx);
+        c.upload(&format!("STOR {name}"), ctx.target.timeout, &chunk, bytes)?;
+        let (wall, cpu) = m.stop(ctx, &mut Out::default());
+        reps.push((bytes, wall, cpu));
+        c.cmd(&format!("DELE {name}"), &[250])?;
+    }
+    report_reps(&reps, out);
     c.quit()
 }
 
