@@ -230,7 +230,8 @@ pub trait Upload: Write + Send + 'static {
 }
 
 /// A file body being read. `raw_fd` lets a driver use `sendfile` when the body is a plain
-/// file on a local disk.
+/// file on a local disk: the descriptor's file offset must be where the body starts (the
+/// REST offset), since the driver sends from the current offset to the end.
 pub trait Download: Read + Send + 'static {
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {

@@ -69,6 +69,8 @@ pub struct SessionConfig {
     pub keep_partial_uploads: bool,
     /// Bytes of outgoing control replies buffered before the session stops reading.
     pub max_pending_output: usize,
+    /// FTPS: certificates and policy. `None`: the site offers no TLS.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Default for SessionConfig {
@@ -88,6 +90,7 @@ impl Default for SessionConfig {
             listing_style: ListingStyle::Unix,
             keep_partial_uploads: false,
             max_pending_output: 64 * 1024,
+            tls: None,
         }
     }
 }

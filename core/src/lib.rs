@@ -21,6 +21,7 @@ pub mod path;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod typea;
 
 pub use backend::{
@@ -32,3 +33,4 @@ pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
 pub use server::{Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
+pub use tls::{ControlPolicy, DataPolicy, TlsSettings};

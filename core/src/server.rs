@@ -55,6 +55,14 @@ impl Server {
         Ok(Session::new(now, id, self.config.clone(), peer, local))
     }
 
+    /// The reply for a connection the driver cannot serve at all (out of file
+    /// descriptors or memory), sent before closing it.
+    pub fn busy_reply(&self) -> Refusal {
+        Refusal {
+            reply: b"421 Server busy, try again later.\r\n".to_vec(),
+        }
+    }
+
     /// Tells the server a session it admitted has ended.
     pub fn session_closed(&mut self, _id: SessionId) {
         self.active = self.active.saturating_sub(1);

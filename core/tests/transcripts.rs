@@ -519,16 +519,7 @@ fn abor_when_idle_and_mid_transfer() {
     h.mode = DataMode::Manual;
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR big", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     assert_eq!(
         h.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n"),
@@ -556,16 +547,7 @@ fn commands_during_a_transfer_wait_but_quit_waits_for_the_final_reply() {
     h.mode = DataMode::Manual;
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     assert_eq!(h.send("PWD"), "", "PWD waits for the transfer");
     assert!(h.send("STAT").starts_with("213 Transfer in progress"));
     h.input(Input::TransferProgress {
@@ -584,16 +566,7 @@ fn commands_during_a_transfer_wait_but_quit_waits_for_the_final_reply() {
     );
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     assert_eq!(h.send("QUIT"), "");
     assert!(!h.session.is_closed());
@@ -680,15 +653,7 @@ fn failed_connect_gives_425_and_releases_the_file() {
     h.login();
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("RETR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
+    let conn = h.last_connect();
     let start = h.wire.len();
     h.input(Input::DataFailed {
         conn,
@@ -705,16 +670,7 @@ fn stalled_transfer_is_aborted_with_426() {
     h.login();
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("STOR f", "150 ");
-    let conn = h
-        .actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::ConnectData { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
-    h.input(Input::DataConnected { conn });
+    h.connect_data();
     let (xfer, _, _) = h.last_transfer().unwrap();
     h.advance(Duration::from_secs(20));
     h.input(Input::TransferProgress { xfer, bytes: 10 });
@@ -747,16 +703,7 @@ fn broken_upload_is_discarded_unless_configured_to_keep() {
         h.login();
         h.expect("PORT 192,0,2,7,200,10", "200 ");
         h.expect("STOR part", "150 ");
-        let conn = h
-            .actions
-            .iter()
-            .rev()
-            .find_map(|a| match a {
-                Action::ConnectData { conn, .. } => Some(*conn),
-                _ => None,
-            })
-            .unwrap();
-        h.input(Input::DataConnected { conn });
+        h.connect_data();
         let (xfer, _, body) = h.last_transfer().unwrap();
         let Body::Receive(file) = body else { panic!() };
         if let Some(wharf_core::backend::OpenFile::Write(w)) = h.files.get_mut(&file) {
@@ -854,7 +801,52 @@ fn security_verbs_without_tls() {
 fn replies_never_carry_raw_line_breaks_from_file_names() {
     let mut h = Harness::new();
     h.login();
+    // A CR inside a name is refused before it could reach a reply or a listing.
     let r = h.send_raw(b"MKD evil\r226 fake\r\n");
-    assert_eq!(r.matches("\r\n").count(), 1, "{r:?}");
-    assert!(r.starts_with("257 "), "{r:?}");
+    assert_eq!(r, "501 Argument contains CR or NUL.\r\n");
+    assert!(!h.storage.exists("/evil\r226 fake"));
+}
+
+#[test]
+fn the_tail_of_an_overlong_line_is_never_a_command() {
+    let mut cfg = harness::config();
+    cfg.max_line = 100;
+    let mut h = Harness::with_config(cfg);
+    assert_eq!(h.send_raw(&[b'X'; 150]), "500 Command line too long.\r\n");
+    assert_eq!(
+        h.send_raw(b"USER smuggled\r\n"),
+        "",
+        "still the same over-long line"
+    );
+    assert_eq!(h.send("NOOP"), "200 NOOP ok.\r\n");
+}
+
+#[test]
+fn the_idle_timer_spares_a_running_transfer() {
+    let mut cfg = harness::config();
+    cfg.timeouts.idle = Duration::from_secs(5);
+    let mut h = Harness::with_config(cfg);
+    h.mode = DataMode::Manual;
+    h.login();
+    h.expect("PORT 192,0,2,7,200,10", "200 ");
+    h.expect("STOR f", "150 ");
+    h.connect_data();
+    let (xfer, _, _) = h.last_transfer().unwrap();
+    for second in 1..=20 {
+        assert_eq!(h.advance(Duration::from_secs(1)), "", "second {second}");
+        h.input(Input::TransferProgress {
+            xfer,
+            bytes: second * 1000,
+        });
+    }
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn cr_or_nul_inside_an_argument_is_refused() {
+    let mut h = Harness::new();
+    assert!(h
+        .send_raw(b"USER alice\r\x0bPASS x\r\n")
+        .starts_with("501 "));
+    assert!(h.send_raw(b"USER al\0ice\r\n").starts_with("501 "));
 }

@@ -222,6 +222,10 @@ pub enum ParseError {
     Unknown,
     #[error("argument is not valid UTF-8")]
     BadUtf8(Verb),
+    /// A CR (not part of the line end) or NUL in the argument: never a valid name, and a
+    /// name with CR would go out raw in NLST listings.
+    #[error("argument contains CR or NUL")]
+    ControlChar(Verb),
 }
 
 /// Parses one framed line.
@@ -234,6 +238,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         return Err(ParseError::Empty);
     }
     let verb = Verb::from_word(word).ok_or(ParseError::Unknown)?;
+    if arg.iter().any(|&b| b == b'\r' || b == 0) {
+        return Err(ParseError::ControlChar(verb));
+    }
     let arg = std::str::from_utf8(arg).map_err(|_| ParseError::BadUtf8(verb))?;
     Ok(Command {
         verb,
@@ -372,6 +379,8 @@ mod tests {
             (b"VERYLONGVERBINDEED arg", Err(ParseError::Unknown)),
             (b"CWD caf\xe9", Err(ParseError::BadUtf8(Verb::Cwd))),
             (b"stor \xff", Err(ParseError::BadUtf8(Verb::Stor))),
+            (b"USER a\rb", Err(ParseError::ControlChar(Verb::User))),
+            (b"RETR a\0b", Err(ParseError::ControlChar(Verb::Retr))),
         ];
         for (line, want) in cases {
             assert_eq!(&parse(line), want, "{:?}", String::from_utf8_lossy(line));

@@ -121,17 +121,11 @@ impl Session {
                 return;
             }
         }
-        if let Some(Pending::Transfer(t)) = &mut self.pending {
-            if t.conn == Some(conn) && !t.connected {
-                t.connected = true;
-                self.start_transfer(now);
-                return;
-            }
-        }
-        // Stale: a connection nobody waits for any more.
-        self.actions.push_back(Action::CloseData { conn });
+        self.on_data_connected(now, conn);
     }
 
+    /// A data connection is up: it is the one a waiting transfer needs, or it is stale
+    /// (nobody waits for it any more) and is closed.
     pub(super) fn on_data_connected(&mut self, now: Instant, conn: DataConnId) {
         if let Some(Pending::Transfer(t)) = &mut self.pending {
             if t.conn == Some(conn) && !t.connected {

@@ -6,7 +6,6 @@ use super::state::{Ending, Login, Pending, Then};
 use super::timer::Timer;
 use crate::backend::{AuthError, Completion, Principal, Request, Secret};
 use crate::path::VPath;
-use crate::proto::Verb;
 use crate::session::Session;
 
 /// User names that mean an anonymous login.
@@ -133,15 +132,6 @@ impl Session {
         if !matches!(self.pending, Some(Pending::Transfer(_))) {
             self.held.clear();
             self.held_bytes = 0;
-        }
-    }
-
-    /// AUTH, PBSZ, PROT, CCC without TLS on this site (RFC 2228).
-    pub(super) fn cmd_security(&mut self, verb: Verb) {
-        match verb {
-            Verb::Auth => self.reply(502, "TLS is not configured on this site."),
-            Verb::Ccc => self.reply(533, "The control channel is not protected."),
-            _ => self.reply(503, "Security exchange required first (AUTH TLS)."),
         }
     }
 

@@ -7,6 +7,13 @@ use crate::session::Session;
 impl Session {
     pub(super) fn cmd_feat(&mut self) {
         let mut lines = vec!["Features:".to_string()];
+        if let Some(tls) = &self.config.tls {
+            if !tls.implicit {
+                lines.push(" AUTH TLS".into());
+            }
+            lines.push(" PBSZ".into());
+            lines.push(" PROT".into());
+        }
         for feature in ["EPRT", "EPSV", "HOST", "MDTM", "MFMT"] {
             lines.push(format!(" {feature}"));
         }

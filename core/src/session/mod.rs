@@ -23,9 +23,12 @@ pub enum Input<'a> {
     /// `ConnectData` connected.
     DataConnected { conn: DataConnId },
     /// `ListenData` could not listen, or `ConnectData` could not connect, or an idle data
-    /// connection broke before a transfer started.
+    /// connection failed with a socket error before a transfer started. End-of-stream on
+    /// an idle connection is not a failure: a small upload's bytes and FIN may arrive
+    /// before `StartTransfer`, and the driver must keep them for the transfer.
     DataFailed { conn: DataConnId, error: DataError },
-    /// A transfer moved more bytes (re-arms the stall timer). Drivers may coalesce these.
+    /// A transfer has moved `bytes` in total so far (a running total, not a delta); it
+    /// re-arms the stall timer. Drivers may coalesce these.
     TransferProgress { xfer: TransferId, bytes: u64 },
     /// A transfer ended; the driver has closed its data connection.
     TransferDone {
@@ -133,6 +136,7 @@ mod data;
 mod login;
 mod misc;
 mod nav;
+mod security;
 mod state;
 mod timer;
 mod transfer;

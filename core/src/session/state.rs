@@ -14,7 +14,7 @@ use crate::listing::Facts;
 use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
-
+use crate::tls::{TlsEnd, TlsLayer};
 
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +149,12 @@ pub struct Session {
     pub(super) pending: Option<Pending>,
     pub(super) ending: Option<Ending>,
     pub(super) closed: bool,
+    /// The control channel's TLS, once AUTH TLS (or an implicit binding) started it.
+    pub(super) tls: Option<TlsLayer>,
+    /// PBSZ was sent (RFC 2228 requires it before PROT).
+    pub(super) pbsz: bool,
+    /// PROT P: data connections are to be encrypted.
+    pub(super) prot_private: bool,
 }
 
 impl Session {
@@ -183,8 +189,16 @@ impl Session {
             pending: None,
             ending: None,
             closed: false,
+            tls: None,
+            pbsz: false,
+            prot_private: false,
             config,
         };
+        if let Some(settings) = s.config.tls.clone().filter(|t| t.implicit) {
+            s.start_tls(&settings);
+            s.pbsz = true;
+            s.prot_private = true;
+        }
         let banner = s.config.banner.clone();
         s.reply(220, &banner);
         s.timers.set(Timer::Login, now + s.config.timeouts.login);
@@ -201,7 +215,7 @@ impl Session {
             return;
         }
         match input {
-            Input::ControlBytes(bytes) => self.framer.feed(bytes),
+            Input::ControlBytes(bytes) => self.receive(bytes),
             Input::ControlEof => self.end(Ending::PeerGone),
             Input::Shutdown => self.end(Ending::Shutdown),
             Input::DataListening { conn, port } => self.on_data_listening(conn, port),
@@ -305,9 +319,9 @@ impl Session {
                 Frame::Line(bytes) => self.on_line(now, &bytes),
             }
         }
-        if self.framer.buffered() == 0 {
-            self.framer.clear();
-        }
+        // No `framer.clear()` here: the framer frees its own memory when idle, and
+        // clearing it mid-line would forget it is discarding an over-long line, letting
+        // the line's tail run as a command.
     }
 
     /// The next line to execute, honouring the one-command-at-a-time rule: while a
@@ -351,10 +365,16 @@ impl Session {
             Err(ParseError::Empty) => return self.reply(500, "Empty command."),
             Err(ParseError::Unknown) => return self.reply(500, "Unknown command."),
             Err(ParseError::BadUtf8(_)) => return self.reply(501, "Argument is not valid UTF-8."),
+            Err(ParseError::ControlChar(_)) => {
+                return self.reply(501, "Argument contains CR or NUL.")
+            }
         };
         tracing::trace!(session = %self.id, verb = cmd.verb.name(), "command");
         if !self.logged_in() && !allowed_before_login(&cmd) {
             return self.reply(530, "Please login with USER and PASS.");
+        }
+        if let Some(refusal) = self.tls_policy_refusal(&cmd) {
+            return self.reply(534, refusal);
         }
         if cmd.verb != Verb::Rnto {
             self.rename_from = None;
@@ -371,7 +391,10 @@ impl Session {
             Verb::Host => self.cmd_host(arg),
             Verb::Rein => self.cmd_rein(now),
             Verb::Quit => self.cmd_quit(),
-            Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc => self.cmd_security(cmd.verb),
+            Verb::Auth => self.cmd_auth(arg),
+            Verb::Pbsz => self.cmd_pbsz(arg),
+            Verb::Prot => self.cmd_prot(arg),
+            Verb::Ccc => self.cmd_ccc(),
             Verb::Feat => self.cmd_feat(),
             Verb::Opts => self.cmd_opts(arg),
             Verb::Syst => self.reply(215, "UNIX Type: L8"),
@@ -427,6 +450,12 @@ impl Session {
             Timer::Login => {
                 self.reply(421, "Login timeout, closing control connection.");
                 self.close();
+            }
+            Timer::Idle if matches!(self.pending, Some(Pending::Transfer(_))) => {
+                // A transfer has its own stall timer; a quiet control channel is normal
+                // while it runs.
+                self.timers
+                    .set(Timer::Idle, now + self.config.timeouts.idle);
             }
             Timer::Idle => {
                 let secs = self.config.timeouts.idle.as_secs();
@@ -485,6 +514,9 @@ impl Session {
 
     /// Closes at once; the driver releases whatever is still open.
     pub(super) fn close(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.close(&mut self.out);
+        }
         if !self.closed {
             self.closed = true;
             self.pending = None;
@@ -500,16 +532,61 @@ impl Session {
     /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
         use std::io::Write as _;
-        let _ = write!(self.out, "{code} ");
-        self.out.extend(
+        let mut line = Vec::with_capacity(text.len() + 6);
+        let _ = write!(line, "{code} ");
+        line.extend(
             text.bytes()
                 .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
         );
-        self.out.extend_from_slice(b"\r\n");
+        line.extend_from_slice(b"\r\n");
+        self.emit(&line);
     }
 
     pub(super) fn reply_multi(&mut self, code: u16, lines: Vec<String>) {
-        Reply::multi(code, lines).encode_into(&mut self.out);
+        let mut bytes = Vec::new();
+        Reply::multi(code, lines).encode_into(&mut bytes);
+        self.emit(&bytes);
+    }
+
+    /// Puts reply bytes on the wire, through TLS when the channel is protected.
+    fn emit(&mut self, bytes: &[u8]) {
+        match &mut self.tls {
+            Some(tls) => tls.send(bytes, &mut self.out),
+            None => self.out.extend_from_slice(bytes),
+        }
+    }
+
+    /// Control bytes from the peer: straight to the framer, or through TLS first.
+    fn receive(&mut self, bytes: &[u8]) {
+        let Some(tls) = &mut self.tls else {
+            return self.framer.feed(bytes);
+        };
+        let mut plain = Vec::new();
+        let result = tls.receive(bytes, &mut self.out, &mut plain);
+        self.framer.feed(&plain);
+        match result {
+            Ok(()) => {}
+            Err(TlsEnd::CloseNotify) => self.end(Ending::PeerGone),
+            Err(TlsEnd::Failed(why)) => {
+                tracing::debug!(session = %self.id, %why, "control TLS failed");
+                self.tls = None;
+                self.close();
+            }
+        }
+    }
+
+    /// Switches the control channel to TLS; what the peer sends next is a ClientHello.
+    pub(super) fn start_tls(&mut self, settings: &crate::tls::TlsSettings) -> bool {
+        match TlsLayer::new(&settings.config) {
+            Ok(layer) => {
+                self.tls = Some(layer);
+                true
+            }
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "cannot start TLS");
+                false
+            }
+        }
     }
 
     pub(super) fn request(&mut self, request: Request, then: Then) {

@@ -134,8 +134,13 @@ impl Session {
         );
     }
 
-    /// 425 unless PASV/EPSV/PORT/EPRT came first.
+    /// 425 unless PASV/EPSV/PORT/EPRT came first; 521 when the site's data-channel
+    /// policy refuses the current protection level.
     fn has_data_channel(&mut self) -> bool {
+        if let Some(refusal) = self.data_policy_refusal() {
+            self.reply(521, refusal);
+            return false;
+        }
         let ok = self.data != super::state::DataChan::None;
         if !ok {
             self.reply(425, "Use PORT, EPRT, PASV or EPSV first.");

@@ -309,6 +309,24 @@ impl Harness {
         }
     }
 
+    /// The connection of the last `ConnectData` the session asked for.
+    pub fn last_connect(&self) -> DataConnId {
+        self.actions
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::ConnectData { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .expect("the session asked for no ConnectData")
+    }
+
+    /// Reports the last `ConnectData` as connected.
+    pub fn connect_data(&mut self) {
+        let conn = self.last_connect();
+        self.input(Input::DataConnected { conn });
+    }
+
     pub fn last_transfer(&self) -> Option<(TransferId, DataConnId, Body)> {
         self.actions.iter().rev().find_map(|a| match a {
             Action::StartTransfer { xfer, conn, spec } => Some((*xfer, *conn, spec.body.clone())),

@@ -1,0 +1,106 @@
+//! Admitting control connections: accept within a budget, hand each to the core's
+//! `Server`, and survive running out of descriptors.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::shard::{control_token, Conn, Ready, Shard, ACCEPT_BACKOFF, ACCEPT_BUDGET};
+use crate::sys::is_exhaustion;
+use crate::timers::TimerSlot;
+
+impl Shard {
+    pub(crate) fn on_accept(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Some(l)) = self.listeners.get(i) else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_exhaustion(&e) => {
+                    if !self.exhausted {
+                        self.exhausted = true;
+                        tracing::warn!(shard = self.index, "accept: {e}; refusing connections");
+                    }
+                    self.refuse_pending(i);
+                    self.accept_retry = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => tracing::debug!(shard = self.index, "accept: {e}"),
+            }
+        }
+        self.ready.push_back(Ready::Accept(i));
+    }
+
+    /// Out of descriptors: closes the connections waiting in the backlog (through the
+    /// descriptor held in reserve for this) rather than leaving their clients hanging.
+    fn refuse_pending(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Some(l)) = self.listeners.get(i) else {
+                return;
+            };
+            self.reserve_fd = None;
+            let accepted = l.accept();
+            self.reserve_fd = std::fs::File::open("/dev/null").ok();
+            match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "refused: out of descriptors");
+                    // Best effort: a fresh socket's buffer takes a short reply.
+                    let _ = (&stream).write(&self.server.busy_reply().reply);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.exhausted {
+            self.exhausted = false;
+            tracing::info!(shard = self.index, "accepting connections again");
+        }
+        let now = Instant::now();
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        // Replies are small and latency-bound: never wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let session = match self.server.accept(now, peer, local) {
+            Ok(s) => s,
+            Err(refusal) => {
+                // Best effort: the socket is fresh, its buffer takes a short reply.
+                let _ = (&stream).write(&refusal.reply);
+                return;
+            }
+        };
+        let gen = self.next_gen();
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, control_token(key), interest)
+        {
+            tracing::warn!("register control connection: {e}");
+            self.server.session_closed(session.id());
+            return;
+        }
+        entry.insert(Conn {
+            session,
+            stream,
+            gen,
+            timer: TimerSlot::default(),
+            readable: true,
+            closing: false,
+            broken: false,
+            queued: false,
+            data: Vec::new(),
+            files: Vec::new(),
+        });
+        self.drive(key);
+    }
+}

@@ -1,0 +1,559 @@
+//! One event loop: its listeners, control connections, timers and the drain rule.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use wharf_core::backend::OpenFile;
+use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
+
+use crate::data::DataSock;
+use crate::sys::PortCursor;
+use crate::timers::{TimerHeap, TimerSlot};
+use crate::transfer::PumpLimits;
+use crate::worker::{Done, Job, ReplyTo};
+use crate::MioConfig;
+
+const WAKER: Token = Token(usize::MAX);
+/// Connections accepted per listener per wake-up before yielding.
+pub(crate) const ACCEPT_BUDGET: usize = 64;
+/// How long to wait before accepting again after running out of descriptors.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to write its last replies.
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
+/// Control-channel reads go through one buffer per shard.
+const SCRATCH: usize = 16 * 1024;
+
+/// Messages from the [`crate::RunningServer`] handle.
+pub(crate) enum ShardMsg {
+    Shutdown { grace: Duration },
+}
+
+/// Work left over from a wake-up whose budget ran out (edge-triggered readiness will not
+/// report it again).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ready {
+    Control(usize, u64),
+    Data(usize, u64),
+    Accept(usize),
+}
+
+/// Token layout: control connection `k` is `2k`, data socket `k` is `2k + 1`, listeners
+/// count down from below the waker.
+pub(crate) fn control_token(key: usize) -> Token {
+    Token(key * 2)
+}
+pub(crate) fn data_token(key: usize) -> Token {
+    Token(key * 2 + 1)
+}
+fn listener_token(i: usize) -> Token {
+    Token(usize::MAX - 1 - i)
+}
+
+/// One control connection. Kept small: an idle session costs this plus its `Session`.
+pub(crate) struct Conn {
+    pub session: Session,
+    pub stream: TcpStream,
+    pub gen: u64,
+    pub timer: TimerSlot,
+    /// Read readiness not yet consumed down to `WouldBlock`.
+    pub readable: bool,
+    /// `Action::Close` arrived: close once the output is written.
+    pub closing: bool,
+    /// The socket failed: pending output is dropped, the session was told `ControlEof`.
+    pub broken: bool,
+    /// In the ready queue already.
+    pub queued: bool,
+    /// Data sockets (listeners and connections) of this session, as data-slab keys.
+    pub data: Vec<usize>,
+    /// Files opened for this session and not in a running transfer.
+    pub files: Vec<(FileHandle, OpenFile)>,
+}
+
+pub(crate) struct Shard {
+    pub index: usize,
+    pub poll: Poll,
+    waker: Arc<Waker>,
+    pub server: Server,
+    pub listeners: Vec<Option<TcpListener>>,
+    pub conns: Slab<Conn>,
+    pub data: Slab<DataSock>,
+    timers: TimerHeap,
+    pub ready: VecDeque<Ready>,
+    scratch: Vec<u8>,
+    next_gen: u64,
+    msgs: Receiver<ShardMsg>,
+    done: Receiver<Done>,
+    jobs: Option<Sender<Job>>,
+    pub ports: PortCursor,
+    pub limits: PumpLimits,
+    control_reads_budget: usize,
+    max_events: usize,
+    shutdown_at: Option<Instant>,
+    pub accept_retry: Option<Instant>,
+    /// `accept` last failed for lack of descriptors (logged once per episode).
+    pub exhausted: bool,
+    /// A descriptor kept open so that, out of descriptors, the backlog can still be
+    /// accepted and closed.
+    pub reserve_fd: Option<std::fs::File>,
+    /// Data keys whose transfer moved bytes since its last progress report.
+    pub progress: Vec<(usize, u64)>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        cfg: &MioConfig,
+        server: Server,
+        listeners: Vec<(usize, TcpListener)>,
+        msgs: Receiver<ShardMsg>,
+        done: Receiver<Done>,
+    ) -> io::Result<Shard> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut ls = Vec::with_capacity(listeners.len());
+        for (i, (_, mut l)) in listeners.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut l, listener_token(i), Interest::READABLE)?;
+            ls.push(Some(l));
+        }
+        Ok(Shard {
+            index,
+            poll,
+            waker,
+            server,
+            listeners: ls,
+            conns: Slab::new(),
+            data: Slab::new(),
+            timers: TimerHeap::default(),
+            ready: VecDeque::new(),
+            scratch: vec![0; SCRATCH],
+            next_gen: 0,
+            msgs,
+            done,
+            jobs: None,
+            ports: PortCursor::default(),
+            limits: PumpLimits {
+                buffer: cfg.transfer_buffer.max(4096),
+                budget: cfg.transfer_budget.max(64 * 1024),
+                use_sendfile: cfg.use_sendfile,
+            },
+            control_reads_budget: cfg.control_reads_budget.max(1),
+            max_events: cfg.max_events.max(16),
+            shutdown_at: None,
+            accept_retry: None,
+            exhausted: false,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+            progress: Vec::new(),
+        })
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub(crate) fn set_jobs(&mut self, jobs: Sender<Job>) {
+        self.jobs = Some(jobs);
+    }
+
+    pub(crate) fn next_gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    /// The event loop; returns after shutdown, once every session is gone.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.max_events);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in &events {
+                self.dispatch(ev);
+            }
+            self.run_ready();
+            self.fire_timers();
+            self.report_progress();
+            if self.finished() {
+                break;
+            }
+        }
+        self.close_all();
+        tracing::debug!(shard = self.index, "shard stopped");
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.next_deadline(),
+            self.accept_retry,
+            self.shutdown_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch(&mut self, ev: &mio::event::Event) {
+        let t = ev.token();
+        if t == WAKER {
+            self.on_wake();
+        } else if t.0 >= usize::MAX - 1 - self.listeners.len() {
+            self.on_accept(usize::MAX - 1 - t.0);
+        } else if t.0.is_multiple_of(2) {
+            let key = t.0 / 2;
+            if ev.is_writable() {
+                self.drive_if_live(key);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.readable = true;
+                    self.on_control_readable(key);
+                }
+            }
+        } else {
+            self.on_data_event(t.0 / 2, ev);
+        }
+    }
+
+    fn run_ready(&mut self) {
+        let mut batch = std::mem::take(&mut self.ready);
+        for r in batch.drain(..) {
+            match r {
+                Ready::Control(key, gen) => {
+                    if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                        c.queued = false;
+                        self.on_control_readable(key);
+                    }
+                }
+                Ready::Data(key, gen) => self.on_data_ready(key, gen),
+                Ready::Accept(i) => self.on_accept(i),
+            }
+        }
+        // Keep the allocation when nothing was queued meanwhile.
+        if self.ready.is_empty() {
+            self.ready = batch;
+        }
+    }
+
+    fn on_wake(&mut self) {
+        while let Ok(ShardMsg::Shutdown { grace }) = self.msgs.try_recv() {
+            self.begin_shutdown(grace);
+        }
+        while let Ok(done) = self.done.try_recv() {
+            self.on_done(done);
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        match self.conns.get_mut(d.key).filter(|c| c.gen == d.gen) {
+            Some(c) => {
+                if let Some(f) = d.file {
+                    c.files.push(f);
+                }
+                let input = Input::Completed {
+                    req: d.req,
+                    completion: d.completion,
+                };
+                c.session.handle_input(Instant::now(), input);
+                self.drive(d.key);
+            }
+            None => {
+                if let Some((h, f)) = d.file {
+                    self.dispose(h, f);
+                }
+            }
+        }
+    }
+
+    /// Releases a file nobody will close: uploads are discarded on a worker (it touches
+    /// the disk), downloads are simply dropped.
+    pub(crate) fn dispose(&mut self, handle: FileHandle, file: OpenFile) {
+        if let OpenFile::Write(_) = file {
+            let job = Job {
+                reply: ReplyTo {
+                    shard: self.index,
+                    key: usize::MAX,
+                    gen: 0,
+                },
+                req: None,
+                request: Request::CloseFile {
+                    file: handle,
+                    commit: false,
+                },
+                file: Some(file),
+            };
+            let Some(jobs) = &self.jobs else { return };
+            if let Err(e) = jobs.send(job) {
+                // The pool is gone (shutting down): discard here.
+                if let Some(OpenFile::Write(up)) = e.0.file {
+                    up.discard();
+                }
+            }
+        }
+    }
+
+    /// Reads control bytes while the session wants them, within the read budget.
+    fn on_control_readable(&mut self, key: usize) {
+        for _ in 0..self.control_reads_budget {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !c.readable || c.closing || c.broken || !c.session.wants_read() {
+                return;
+            }
+            let now = Instant::now();
+            match (&c.stream).read(&mut self.scratch) {
+                Ok(0) => {
+                    c.readable = false;
+                    c.session.handle_input(now, Input::ControlEof);
+                }
+                Ok(n) => c
+                    .session
+                    .handle_input(now, Input::ControlBytes(&self.scratch[..n])),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    c.readable = false;
+                    c.broken = true;
+                    c.session.handle_input(now, Input::ControlEof);
+                }
+            }
+            self.drive(key);
+        }
+        self.queue_control(key);
+    }
+
+    fn queue_control(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.readable && !c.queued && !c.closing && c.session.wants_read() {
+                c.queued = true;
+                self.ready.push_back(Ready::Control(key, c.gen));
+            }
+        }
+    }
+
+    fn drive_if_live(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            self.drive(key);
+        }
+    }
+
+    /// The drain rule: write what `poll_transmit` holds, perform every action (feeding
+    /// back the inputs they produce at once), then re-arm the timer; close the connection
+    /// when the session is done and its output is out.
+    pub(crate) fn drive(&mut self, key: usize) {
+        let mut inputs: VecDeque<Input<'static>> = VecDeque::new();
+        loop {
+            self.flush(key);
+            while let Some(action) = self.conns[key].session.poll_action() {
+                if let Some(input) = self.perform(key, action) {
+                    inputs.push_back(input);
+                }
+            }
+            let c = &mut self.conns[key];
+            match inputs.pop_front() {
+                Some(input) => c.session.handle_input(Instant::now(), input),
+                None => break,
+            }
+        }
+        let c = &mut self.conns[key];
+        let done = c.closing || c.session.is_closed();
+        if done && (c.broken || c.session.poll_transmit().is_none()) {
+            self.close_conn(key);
+            return;
+        }
+        // A closing session has no timers of its own; a peer that never reads its last
+        // reply must not hold the connection forever.
+        let deadline = match done {
+            true => Some(Instant::now() + CLOSE_LINGER),
+            false => c.session.poll_timeout(),
+        };
+        self.timers.arm(&mut c.timer, key, c.gen, deadline);
+        self.queue_control(key);
+    }
+
+    /// Writes pending control output until it is all out or the socket blocks.
+    fn flush(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        while let Some(out) = c.session.poll_transmit() {
+            if c.broken {
+                // Nobody will read it; the session already knows the peer is gone.
+                let n = out.len();
+                c.session.handle_written(n);
+                continue;
+            }
+            match (&c.stream).write(out) {
+                Ok(n) if n > 0 => c.session.handle_written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) => {
+                    c.broken = true;
+                    c.readable = false;
+                    c.session.handle_input(Instant::now(), Input::ControlEof);
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; returns the input it produced at once, if any.
+    fn perform(&mut self, key: usize, action: Action) -> Option<Input<'static>> {
+        match action {
+            Action::Request { req, request } => {
+                self.submit(key, req, request);
+                None
+            }
+            Action::ListenData {
+                conn,
+                ip,
+                ports,
+                expect_peer,
+            } => Some(self.listen_data(key, conn, ip, ports, expect_peer)),
+            Action::ConnectData {
+                conn,
+                local_ip,
+                target,
+            } => self.connect_data(key, conn, local_ip, target),
+            Action::StartTransfer { xfer, conn, spec } => {
+                self.start_transfer(key, xfer, conn, spec)
+            }
+            Action::AbortTransfer { xfer } => self.abort_transfer(key, xfer),
+            Action::CloseData { conn } => {
+                self.close_data_by_id(key, conn);
+                None
+            }
+            Action::Close => {
+                self.conns[key].closing = true;
+                None
+            }
+        }
+    }
+
+    fn submit(&mut self, key: usize, req: wharf_core::RequestId, request: Request) {
+        let c = &mut self.conns[key];
+        let file = match &request {
+            Request::CloseFile { file, .. } => c
+                .files
+                .iter()
+                .position(|(h, _)| h == file)
+                .map(|i| c.files.swap_remove(i).1),
+            _ => None,
+        };
+        let job = Job {
+            reply: ReplyTo {
+                shard: self.index,
+                key,
+                gen: c.gen,
+            },
+            req: Some(req),
+            request,
+            file,
+        };
+        if let Some(jobs) = &self.jobs {
+            if jobs.send(job).is_err() {
+                tracing::error!("worker pool is gone; request dropped");
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept_retry = None;
+            for i in 0..self.listeners.len() {
+                self.on_accept(i);
+            }
+        }
+        while let Some((key, gen, entry)) = self.timers.pop_due(now) {
+            let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+                continue;
+            };
+            if self.timers.fire(&mut c.timer, key, gen, entry, now) {
+                if c.closing || c.session.is_closed() {
+                    self.close_conn(key);
+                    continue;
+                }
+                c.session.handle_timeout(now);
+                self.drive(key);
+            }
+        }
+    }
+
+    /// Closes a control connection and releases everything its session still holds.
+    pub(crate) fn close_conn(&mut self, key: usize) {
+        let mut c = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        for dkey in std::mem::take(&mut c.data) {
+            if let Some((h, f)) = self.remove_data(dkey) {
+                c.files.push((h, f));
+            }
+        }
+        for (h, f) in std::mem::take(&mut c.files) {
+            self.dispose(h, f);
+        }
+        self.server.session_closed(c.session.id());
+    }
+
+    fn begin_shutdown(&mut self, grace: Duration) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.shutdown_at = Some(now + grace);
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.session.handle_input(now, Input::Shutdown);
+                self.drive(key);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match self.shutdown_at {
+            Some(t) => self.conns.is_empty() || Instant::now() >= t,
+            None => false,
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_conn(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The per-session budget: the bookkeeping around a `Session` stays small (the
+    /// session itself is budgeted by the core).
+    #[test]
+    fn idle_connection_bookkeeping_is_small() {
+        let conn = std::mem::size_of::<super::Conn>();
+        let session = std::mem::size_of::<wharf_core::Session>();
+        assert!(conn - session <= 160, "Conn adds {} bytes", conn - session);
+        assert!(conn <= 2048, "Conn is {conn} bytes");
+    }
+}

@@ -1,0 +1,77 @@
+//! wharf-server: everything around the protocol core that makes `wharf` a server — the
+//! TOML configuration, the local-disk storage, the user list, the embedded demo site, and
+//! [`start`], which runs a configuration on the mio runtime.
+//!
+//! ```no_run
+//! let text = std::fs::read_to_string("wharf.toml").unwrap();
+//! let config = wharf_server::ServerConfig::from_toml_str(&text, "wharf.toml").unwrap();
+//! let server = wharf_server::start(&config).unwrap();
+//! println!("listening on {:?}", server.local_addrs());
+//! server.shutdown(config.shutdown_grace);
+//! server.wait().unwrap();
+//! ```
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use wharf_core::Server;
+use wharf_runtime_mio::MioConfig;
+
+pub mod config;
+pub mod localfs;
+pub mod users;
+
+pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
+pub use localfs::LocalFs;
+pub use users::{hash_password, UserEntry, UserList};
+pub use wharf_runtime_mio::RunningServer;
+
+/// Starts serving `config`: opens the site root, binds every listen address (port 0 is
+/// resolved; see [`RunningServer::local_addrs`]) and returns once the server accepts.
+pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
+    let storage = Arc::new(LocalFs::open(&config.root).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("site root {}: {e}", config.root.display()),
+        )
+    })?);
+    let auth = Arc::new(UserList::new(config.users.clone()));
+    let mio = MioConfig {
+        shards: config.shards,
+        ..MioConfig::default()
+    };
+    let shards = mio.shard_count();
+    // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
+    let per_shard = config.max_connections.div_ceil(shards).max(1);
+    let session = Arc::new(config.session.clone());
+    let make = move |i: usize| Server::new(session.clone(), i as u64, shards as u64, per_shard);
+    match config.runtime {
+        RuntimeKind::Mio => {
+            wharf_runtime_mio::start(config.listen.clone(), mio, make, storage, auth)
+        }
+    }
+}
+
+/// The text of `public/welcome.txt` in the demo site.
+pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. Write a wharf.toml (see examples/wharf.toml) to serve\nyour own directories, with users and uploads.\n";
+
+/// The embedded default: the demo site under `data_dir/public` (created with a welcome
+/// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by
+/// the OS.
+pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
+    let public = data_dir.join("public");
+    std::fs::create_dir_all(&public)?;
+    let welcome = public.join("welcome.txt");
+    if !welcome.exists() {
+        std::fs::write(&welcome, WELCOME)?;
+    }
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:2121\"]\npassive_ports = \"0-0\"\n\n\
+         [site]\nname = \"demo\"\nroot = {:?}\nanonymous = true\n\
+         banner = \"wharf demo server (anonymous, read-only)\"\n",
+        public.display().to_string()
+    );
+    ServerConfig::from_toml_str(&text, "<embedded default>")
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}

@@ -1,0 +1,225 @@
+use std::io::Read;
+use std::os::unix::fs::symlink;
+
+use super::*;
+
+fn vp(s: &str) -> VPath {
+    VPath::root().resolve(s).unwrap()
+}
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    outside: std::path::PathBuf,
+    fs: LocalFs,
+}
+
+/// A root with `a.txt` and `sub/b.txt`, next to an outside directory with `secret`.
+fn site() -> Site {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(root.join("sub/b.txt"), b"beta").unwrap();
+    std::fs::write(outside.join("secret"), b"top secret").unwrap();
+    let fs = LocalFs::open(&root).unwrap();
+    Site {
+        _tmp: tmp,
+        root,
+        outside,
+        fs,
+    }
+}
+
+fn read_all(fs: &LocalFs, p: &str, offset: u64) -> Result<Vec<u8>, FsError> {
+    let (mut d, _) = fs.open_read(&vp(p), offset)?;
+    let mut v = Vec::new();
+    d.read_to_end(&mut v).unwrap();
+    Ok(v)
+}
+
+fn write_file(fs: &LocalFs, p: &str, mode: WriteMode, bytes: &[u8]) -> Box<dyn Upload> {
+    let (mut up, _) = fs.open_write(&vp(p), mode).unwrap();
+    up.write_all(bytes).unwrap();
+    up
+}
+
+#[test]
+fn normal_files_work() {
+    let s = site();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alpha");
+    assert_eq!(read_all(&s.fs, "sub/b.txt", 2).unwrap(), b"ta");
+    let m = s.fs.stat(&vp("/sub")).unwrap();
+    assert!(m.is_dir());
+    let root = s.fs.stat(&VPath::root()).unwrap();
+    assert!(root.is_dir());
+    let names: Vec<_> =
+        s.fs.read_dir(&VPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    assert_eq!(names, vec!["a.txt", "sub"]);
+    s.fs.make_dir(&vp("/new")).unwrap();
+    s.fs.rename(&vp("/a.txt"), &vp("/new/a2.txt")).unwrap();
+    assert_eq!(read_all(&s.fs, "/new/a2.txt", 0).unwrap(), b"alpha");
+    assert_eq!(s.fs.remove_dir(&vp("/new")), Err(FsError::NotEmpty));
+    s.fs.remove_file(&vp("/new/a2.txt")).unwrap();
+    s.fs.remove_dir(&vp("/new")).unwrap();
+    assert_eq!(s.fs.stat(&vp("/new")).unwrap_err(), FsError::NotFound);
+    assert_eq!(
+        read_all(&s.fs, "/sub", 0).unwrap_err(),
+        FsError::IsADirectory
+    );
+}
+
+#[test]
+fn dot_dot_and_absolute_paths_stay_inside() {
+    let s = site();
+    // VPath already folds `..` at the root; what reaches storage is below the root.
+    assert_eq!(
+        read_all(&s.fs, "../../../../etc/hostname", 0).unwrap_err(),
+        FsError::NotFound
+    );
+    let abs = s.outside.join("secret");
+    assert_eq!(
+        read_all(&s.fs, abs.to_str().unwrap(), 0).unwrap_err(),
+        FsError::NotFound
+    );
+    assert_eq!(read_all(&s.fs, "/sub/../a.txt", 0).unwrap(), b"alpha");
+}
+
+#[test]
+fn symlink_to_filesystem_root_is_refused() {
+    let s = site();
+    symlink("/", s.root.join("escape")).unwrap();
+    assert!(read_all(&s.fs, "/escape/etc/hostname", 0).is_err());
+    assert!(s.fs.stat(&vp("/escape/etc")).is_err());
+    assert!(s.fs.read_dir(&vp("/escape")).is_err());
+    assert!(s
+        .fs
+        .open_write(&vp("/escape/tmp/x"), WriteMode::Replace)
+        .is_err());
+    // Listed, but as a link that goes nowhere.
+    let e = s.fs.read_dir(&VPath::root()).unwrap();
+    let esc = e.iter().find(|e| e.name == "escape").unwrap();
+    assert_eq!(esc.meta.kind, FileKind::Symlink);
+}
+
+#[test]
+fn symlinked_directory_pointing_out_is_refused() {
+    let s = site();
+    // Created after the storage was opened, as a user with shell access might.
+    symlink(&s.outside, s.root.join("out")).unwrap();
+    assert!(read_all(&s.fs, "/out/secret", 0).is_err());
+    assert!(s.fs.read_dir(&vp("/out")).is_err());
+    assert!(s
+        .fs
+        .open_write(&vp("/out/planted"), WriteMode::Replace)
+        .is_err());
+    assert!(s
+        .fs
+        .open_write(&vp("/out/secret"), WriteMode::Append)
+        .is_err());
+    assert!(s.fs.remove_file(&vp("/out/secret")).is_err());
+    assert!(s.fs.rename(&vp("/out/secret"), &vp("/stolen")).is_err());
+    assert!(!s.outside.join("planted").exists());
+    assert!(s.outside.join("secret").exists());
+    // A file symlink pointing out is refused as well.
+    symlink(s.outside.join("secret"), s.root.join("secret-link")).unwrap();
+    assert!(read_all(&s.fs, "/secret-link", 0).is_err());
+}
+
+#[test]
+fn symlink_inside_the_root_is_followed() {
+    let s = site();
+    symlink("sub", s.root.join("alias")).unwrap();
+    assert_eq!(read_all(&s.fs, "/alias/b.txt", 0).unwrap(), b"beta");
+}
+
+#[test]
+fn replace_upload_is_invisible_until_commit() {
+    let s = site();
+    let up = write_file(&s.fs, "/a.txt", WriteMode::Replace, b"new contents");
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alpha");
+    let names: Vec<_> =
+        s.fs.read_dir(&VPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    assert_eq!(names, vec!["a.txt", "sub"], "temp file must be hidden");
+    up.commit().unwrap();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"new contents");
+    assert_eq!(
+        std::fs::read_dir(&s.root).unwrap().count(),
+        2,
+        "no temp file left"
+    );
+}
+
+#[test]
+fn discarded_upload_leaves_nothing() {
+    let s = site();
+    let up = write_file(&s.fs, "/a.txt", WriteMode::Replace, b"half");
+    up.discard();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alpha");
+    let up = write_file(&s.fs, "/fresh.bin", WriteMode::Replace, b"half");
+    drop(up);
+    assert_eq!(s.fs.stat(&vp("/fresh.bin")).unwrap_err(), FsError::NotFound);
+    assert_eq!(std::fs::read_dir(&s.root).unwrap().count(), 2);
+}
+
+#[test]
+fn append_and_restart_write_in_place() {
+    let s = site();
+    write_file(&s.fs, "/a.txt", WriteMode::Append, b"bet")
+        .commit()
+        .unwrap();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alphabet");
+    write_file(&s.fs, "/a.txt", WriteMode::At(5), b"BET")
+        .commit()
+        .unwrap();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alphaBET");
+}
+
+#[test]
+fn unique_upload_picks_a_fresh_name() {
+    let s = site();
+    let (mut up, path) = s.fs.open_write(&vp("/a.txt"), WriteMode::Unique).unwrap();
+    assert_eq!(path.as_str(), "/a.txt.1");
+    up.write_all(b"u").unwrap();
+    up.commit().unwrap();
+    assert_eq!(read_all(&s.fs, "/a.txt.1", 0).unwrap(), b"u");
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alpha");
+    let (up, path) = s.fs.open_write(&vp("/a.txt"), WriteMode::Unique).unwrap();
+    assert_eq!(path.as_str(), "/a.txt.2");
+    up.discard();
+    assert!(s.fs.stat(&vp("/a.txt.2")).is_err());
+}
+
+#[test]
+fn temp_names_cannot_be_named() {
+    let s = site();
+    let _up = write_file(&s.fs, "/x", WriteMode::Replace, b"secret in progress");
+    let temp = std::fs::read_dir(&s.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with(TEMP_PREFIX))
+        .unwrap();
+    assert!(read_all(&s.fs, &format!("/{temp}"), 0).is_err());
+    assert!(s
+        .fs
+        .open_write(&vp(&format!("/{temp}")), WriteMode::Replace)
+        .is_err());
+}
+
+#[test]
+fn set_modified_sets_mtime() {
+    let s = site();
+    let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    s.fs.set_modified(&vp("/a.txt"), t).unwrap();
+    assert_eq!(s.fs.stat(&vp("/a.txt")).unwrap().modified, Some(t));
+}

@@ -1,0 +1,217 @@
+//! The `wharf` command.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand};
+use wharf_server::{RuntimeKind, ServerConfig};
+
+/// wharf: an FTP server.
+///
+/// Without --config, wharf serves a demo site: the directory DATA_DIR/public (created on
+/// first run, with a welcome.txt), anonymous and read-only, on 127.0.0.1:2121.
+/// Try it with: curl ftp://127.0.0.1:2121/
+///
+/// SIGINT or SIGTERM shut it down gracefully: no new connections, running transfers may
+/// finish for the grace period, then every session is closed. A second signal exits at once.
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, verbatim_doc_comment)]
+struct Cli {
+    /// Serve the site described by this TOML file (see examples/wharf.toml).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// The event loop to run sessions on. Only "mio" exists so far. Overrides the
+    /// file's server.runtime.
+    #[arg(long, value_name = "NAME")]
+    runtime: Option<String>,
+
+    /// Where the demo site lives when no --config is given.
+    #[arg(long, value_name = "DIR", default_value = "wharf-data")]
+    data_dir: PathBuf,
+
+    /// Seconds a graceful shutdown waits for transfers to finish. Overrides the file's
+    /// server.shutdown_grace (default 30).
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_grace: Option<u64>,
+
+    /// More diagnostics on stderr: -v for connections and warnings in detail, -vv for
+    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_mio=debug) overrides this.
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration file: print OK, or every error with its file, line and
+    /// key. Exit status 0 when valid, 1 when not.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Read a password from standard input and print its argon2id hash, for the
+    /// password_hash of a [[users]] entry.
+    Passwd,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match &cli.command {
+        Some(Command::CheckConfig { file }) => check_config(file),
+        Some(Command::Passwd) => passwd(),
+        None => serve(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("wharf: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    match ServerConfig::from_file(file) {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        Err(errors) => Err(format!("invalid configuration\n{errors}")),
+    }
+}
+
+fn passwd() -> Result<(), String> {
+    let stdin = io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("Password: ");
+        let _ = io::stderr().flush();
+    }
+    let echo = tty.then(EchoOff::new).flatten();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    drop(echo);
+    if tty {
+        eprintln!();
+    }
+    read.map_err(|e| format!("reading the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    let hash = wharf_server::hash_password(password)?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// Turns terminal echo off for as long as it lives.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a struct we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(EchoOff(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes read in `new`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<ServerConfig, String> {
+    let mut config = match &cli.config {
+        Some(file) => ServerConfig::from_file(file)
+            .map_err(|e| format!("invalid configuration, not starting\n{e}"))?,
+        None => wharf_server::default_config(&cli.data_dir)
+            .map_err(|e| format!("preparing {}: {e}", cli.data_dir.display()))?,
+    };
+    if let Some(r) = &cli.runtime {
+        config.runtime = RuntimeKind::parse(r).map_err(|e| format!("--runtime: {e}"))?;
+    }
+    if let Some(s) = cli.shutdown_grace {
+        config.shutdown_grace = Duration::from_secs(s);
+    }
+    Ok(config)
+}
+
+fn serve(cli: &Cli) -> Result<(), String> {
+    let config = load(cli)?;
+    // Signals are taken before the server starts so none is missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
+    for addr in server.local_addrs() {
+        println!(
+            "wharf: serving {} on ftp://{addr}/ (root {})",
+            config.session.site_name,
+            config.root.display()
+        );
+    }
+    if cli.config.is_none() {
+        if let Some(a) = server.local_addrs().first() {
+            println!("wharf: try `curl ftp://{a}/` or `curl ftp://{a}/welcome.txt`; Ctrl-C stops");
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut count = 0;
+        for sig in signals.forever() {
+            count += 1;
+            if count > 1 {
+                eprintln!("wharf: second signal, exiting now");
+                std::process::exit(1);
+            }
+            let _ = tx.send(sig);
+        }
+    });
+    if rx.recv().is_ok() {
+        eprintln!(
+            "wharf: shutting down (up to {} s for running transfers)",
+            config.shutdown_grace.as_secs()
+        );
+        server.shutdown(config.shutdown_grace);
+    }
+    server.wait().map_err(|e| format!("server failed: {e}"))
+}

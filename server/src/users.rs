@@ -1,0 +1,131 @@
+//! Users from the configuration, checked with argon2id password hashes (PHC strings).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use wharf_core::{AuthError, Authenticator, Principal};
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: String,
+    /// An argon2 PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
+    pub password_hash: String,
+    pub groups: Vec<String>,
+}
+
+/// Checks that `hash` is an argon2 PHC string; returns it unchanged.
+pub fn check_hash(hash: &str) -> Result<String, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| {
+        format!("not a password hash in PHC format ({e}); make one with `wharf passwd`")
+    })?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "hash algorithm {:?} is not supported; use argon2id (`wharf passwd`)",
+            parsed.algorithm.as_str()
+        ));
+    }
+    Ok(hash.to_string())
+}
+
+/// Hashes a password with argon2id and a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The configured users. Unknown names cost the same hash work as known ones, so the
+/// time a refusal takes does not tell whether the user exists.
+#[derive(Debug, Clone, Default)]
+pub struct UserList {
+    users: Vec<UserEntry>,
+}
+
+impl UserList {
+    pub fn new(users: Vec<UserEntry>) -> UserList {
+        UserList { users }
+    }
+}
+
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("wharf decoy password").unwrap_or_default())
+}
+
+impl Authenticator for UserList {
+    fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        _peer: SocketAddr,
+    ) -> Result<Principal, AuthError> {
+        let entry = self.users.iter().find(|u| u.name == user);
+        let hash: &str = match entry {
+            Some(u) => &u.password_hash,
+            None => decoy_hash(),
+        };
+        let parsed = PasswordHash::new(hash).map_err(|e| AuthError::Backend(e.to_string()))?;
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        match entry {
+            Some(u) if ok => Ok(Principal {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+                anonymous: false,
+            }),
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn hash_then_verify() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert_eq!(check_hash(&h).unwrap(), h);
+        let users = UserList::new(vec![UserEntry {
+            name: "alice".into(),
+            password_hash: h,
+            groups: vec!["staff".into()],
+        }]);
+        let p = users.authenticate("alice", "s3cret", peer()).unwrap();
+        assert_eq!(p.name, "alice");
+        assert_eq!(p.groups, vec!["staff".to_string()]);
+        assert!(!p.anonymous);
+        assert_eq!(
+            users.authenticate("alice", "wrong", peer()),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            users.authenticate("bob", "s3cret", peer()),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn salts_differ() {
+        assert_ne!(hash_password("x").unwrap(), hash_password("x").unwrap());
+    }
+
+    #[test]
+    fn garbage_hash_is_refused() {
+        assert!(check_hash("plaintext").is_err());
+        assert!(check_hash("$6$rounds=1000$abc$def").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! wharf-tests: the deterministic simulator (see [`sim`]) and tests that span crates.
+
+pub mod sim;

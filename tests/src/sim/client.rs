@@ -1,0 +1,328 @@
+//! A model FTP client: it sends planned commands, parses replies (multi-line aware),
+//! pairs each final reply with its command, and checks it against the model.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use wharf_core::memfs::MemStorage;
+use wharf_core::SessionConfig;
+
+use super::model::Model;
+use super::plan::{Kind, Step};
+use super::rng::Rng;
+use super::swarm::Swarm;
+
+/// What a client callback may touch: the clock, storage (as an oracle), the config.
+pub struct ClientCx<'a> {
+    pub now: Duration,
+    pub storage: &'a MemStorage,
+    pub cfg: &'a SessionConfig,
+    pub swarm: &'a Swarm,
+    pub out: Vec<ClientOut>,
+}
+
+/// What a client asks the network for.
+#[derive(Debug)]
+pub enum ClientOut {
+    Send(Vec<u8>),
+    Eof { reset: bool },
+    Wake(Duration),
+}
+
+#[derive(Debug)]
+pub struct Sent {
+    pub kind: Kind,
+    pub prelim: bool,
+}
+
+pub struct Client {
+    pub idx: usize,
+    pub rng: Rng,
+    pub model: Model,
+    pub v6: bool,
+    inbuf: Vec<u8>,
+    /// Inside a multi-line reply: its code and first line.
+    multi: Option<(u16, String)>,
+    pub outstanding: VecDeque<Sent>,
+    pub steps: VecDeque<Step>,
+    pub ops_left: u32,
+    /// The session as the client believes it is.
+    pub logged_in: bool,
+    pub anon: bool,
+    pub user_ok: bool,
+    pub cwd: String,
+    pub data_ready: bool,
+    pub rest: u64,
+    pub ascii: bool,
+    pub rnfr: Option<String>,
+    /// Bytes this client sends on its current upload / received on its download.
+    pub upload: Vec<u8>,
+    pub data_in: Vec<u8>,
+    pub abor_sent: bool,
+    abort_at: Option<Duration>,
+    /// The client stopped writing (FIN or RST), sent QUIT, or the server said 221/421.
+    pub fin: bool,
+    pub reset: bool,
+    pub quit_sent: bool,
+    pub goodbye: bool,
+    pub server_closed: bool,
+    /// An upload whose outcome the client never learned (connection dropped first).
+    pub unknown_upload: bool,
+    /// Reply codes and checked outcomes seen, for coverage.
+    pub stats: std::collections::BTreeMap<String, u64>,
+}
+
+impl Client {
+    pub fn new(idx: usize, seed: u64, swarm: &Swarm, _cfg: &SessionConfig) -> Client {
+        let mut rng = Rng::stream(seed, &format!("client{idx}"));
+        let ops_left = rng.range(0, 30) as u32;
+        Client {
+            idx,
+            model: Model::new(idx, swarm.sessions),
+            v6: swarm.ipv6 && idx % 2 == 1,
+            rng,
+            inbuf: Vec::new(),
+            multi: None,
+            outstanding: VecDeque::new(),
+            steps: VecDeque::new(),
+            ops_left,
+            logged_in: false,
+            anon: false,
+            user_ok: false,
+            cwd: "/".into(),
+            data_ready: false,
+            rest: 0,
+            ascii: false,
+            rnfr: None,
+            upload: Vec::new(),
+            data_in: Vec::new(),
+            abor_sent: false,
+            abort_at: None,
+            fin: false,
+            reset: false,
+            quit_sent: false,
+            goodbye: false,
+            server_closed: false,
+            unknown_upload: false,
+            stats: Default::default(),
+        }
+    }
+
+    pub fn on_connected(&mut self, cx: &mut ClientCx<'_>, admitted: bool) -> Result<(), String> {
+        self.outstanding.push_back(Sent {
+            kind: Kind::Greeting { admitted },
+            prelim: false,
+        });
+        let _ = cx;
+        Ok(())
+    }
+
+    pub fn on_bytes(&mut self, cx: &mut ClientCx<'_>, bytes: &[u8]) -> Result<(), String> {
+        if self.reset {
+            return Ok(()); // a reset socket reads nothing
+        }
+        self.inbuf.extend_from_slice(bytes);
+        while let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.inbuf.drain(..=lf).collect();
+            let body = line
+                .strip_suffix(b"\r\n")
+                .filter(|b| !b.contains(&b'\r'))
+                .ok_or_else(|| format!("reply line not ended by a lone CR LF: {line:?}"))?;
+            let text = String::from_utf8_lossy(body).into_owned();
+            self.on_line(cx, &text)?;
+        }
+        Ok(())
+    }
+
+    fn on_line(&mut self, cx: &mut ClientCx<'_>, line: &str) -> Result<(), String> {
+        if let Some((code, first)) = &self.multi {
+            if line.len() >= 4 && line[..3] == code.to_string() && &line[3..4] == " " {
+                let (code, first) = (*code, first.clone());
+                self.multi = None;
+                return self.on_reply(cx, code, &first);
+            }
+            return Ok(()); // a continuation line
+        }
+        let code = line
+            .get(..3)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (100..600).contains(c))
+            .ok_or_else(|| format!("reply line without a code: {line:?}"))?;
+        match line.as_bytes().get(3) {
+            Some(b' ') => self.on_reply(cx, code, &line[4..]),
+            Some(b'-') => {
+                self.multi = Some((code, line[4..].to_owned()));
+                Ok(())
+            }
+            _ => Err(format!(
+                "reply line without SP or '-' after the code: {line:?}"
+            )),
+        }
+    }
+
+    pub fn count(&mut self, key: &str) {
+        *self.stats.entry(key.to_owned()).or_default() += 1;
+    }
+
+    fn on_reply(&mut self, cx: &mut ClientCx<'_>, code: u16, text: &str) -> Result<(), String> {
+        self.count(&format!("reply:{code}"));
+        if code == 421 {
+            // The server is closing; nothing outstanding will be answered.
+            self.goodbye = true;
+            self.note_abandoned();
+            self.outstanding.clear();
+            return Ok(());
+        }
+        if self.goodbye {
+            return Err(format!("reply {code} {text:?} after 221/421"));
+        }
+        if code < 200 {
+            let front = self.outstanding.front_mut();
+            let Some(sent) = front.filter(|s| s.kind.is_transfer() && !s.prelim) else {
+                return Err(format!("unexpected preliminary reply {code} {text:?}"));
+            };
+            sent.prelim = true;
+            if let Kind::Store { abort: true, .. } | Kind::Retr { abort: true, .. } = sent.kind {
+                let after = Duration::from_millis(self.rng.range(0, 300));
+                self.abort_at = Some(cx.now + after);
+                cx.out.push(ClientOut::Wake(after));
+            }
+            return Ok(());
+        }
+        let Some(sent) = self.outstanding.pop_front() else {
+            return Err(format!("unsolicited reply {code} {text:?}"));
+        };
+        let what = format!("{:?}", sent.kind);
+        self.expect(cx, sent, code, text)
+            .map_err(|e| format!("{what} got {code} {text:?}: {e}"))?;
+        if code == 221 {
+            self.goodbye = true;
+        }
+        if self.outstanding.is_empty() && !self.unknown_upload {
+            self.model.verify(cx.storage)?;
+        }
+        self.schedule(cx);
+        Ok(())
+    }
+
+    fn note_abandoned(&mut self) {
+        if self.outstanding.iter().any(|s| s.kind.mutates()) {
+            self.unknown_upload = true;
+        }
+    }
+
+    /// Asks for a wake-up after some think time (sometimes longer than the idle timeout).
+    fn schedule(&mut self, cx: &mut ClientCx<'_>) {
+        if !self.outstanding.is_empty() && !self.steps.front().is_some_and(|s| s.pipeline) {
+            return;
+        }
+        let mut ms = self.rng.range(0, 1500);
+        if cx.swarm.idlers && self.rng.chance(3) {
+            ms += cx.cfg.timeouts.idle.as_millis() as u64 + 500;
+        }
+        cx.out.push(ClientOut::Wake(Duration::from_millis(ms)));
+    }
+
+    pub fn on_wake(&mut self, cx: &mut ClientCx<'_>) -> Result<(), String> {
+        if self.fin || self.goodbye || self.server_closed {
+            return Ok(());
+        }
+        if let Some(at) = self.abort_at.filter(|at| *at <= cx.now) {
+            self.abort_at = None;
+            let _ = at;
+            if self
+                .outstanding
+                .front()
+                .is_some_and(|s| s.kind.is_transfer())
+            {
+                self.send_line(cx, b"ABOR\r\n".to_vec(), Kind::Abor);
+                self.abor_sent = true;
+            }
+        }
+        if !self.outstanding.is_empty() && !self.steps.front().is_some_and(|s| s.pipeline) {
+            return Ok(());
+        }
+        if self.steps.is_empty() {
+            self.plan_next(cx);
+        }
+        while let Some(step) = self.steps.pop_front() {
+            match step.kind {
+                Kind::Fin { reset } => {
+                    self.note_abandoned();
+                    self.fin = true;
+                    self.reset = reset;
+                    cx.out.push(ClientOut::Eof { reset });
+                    return Ok(());
+                }
+                kind => {
+                    if kind.is_transfer() {
+                        self.data_in.clear();
+                        self.abor_sent = false;
+                        if let Kind::Store { data, .. } = &kind {
+                            self.upload = data.0.clone();
+                        }
+                    }
+                    if matches!(kind, Kind::Quit) {
+                        self.quit_sent = true;
+                    }
+                    self.send_line(cx, step.line, kind);
+                }
+            }
+            if !self.steps.front().is_some_and(|s| s.pipeline) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_line(&mut self, cx: &mut ClientCx<'_>, line: Vec<u8>, kind: Kind) {
+        self.outstanding.push_back(Sent {
+            kind,
+            prelim: false,
+        });
+        cx.out.push(ClientOut::Send(line));
+    }
+
+    /// The driver started a transfer for this client's session.
+    pub fn transfer_started(&mut self, upload: bool) {
+        if !upload {
+            self.data_in.clear();
+        }
+    }
+
+    pub fn on_server_closed(&mut self, _cx: &mut ClientCx<'_>) -> Result<(), String> {
+        self.server_closed = true;
+        if self.reset {
+            return Ok(());
+        }
+        if !self.inbuf.is_empty() || self.multi.is_some() {
+            return Err(format!(
+                "connection closed inside a reply: {:?}",
+                self.inbuf
+            ));
+        }
+        if !self.goodbye && !self.fin {
+            return Err("server closed the connection without 221 or 421".into());
+        }
+        if self.quit_sent && !self.fin && !self.goodbye {
+            return Err("QUIT got no 221".into());
+        }
+        if !self.fin && !self.outstanding.is_empty() && !self.goodbye {
+            return Err(format!("commands never answered: {:?}", self.outstanding));
+        }
+        Ok(())
+    }
+
+    /// After every session ended: the own directory matches the model (unless an upload
+    /// was cut off unseen, in which case the no-partial-file rule is checked instead).
+    pub fn at_end(&mut self, storage: &MemStorage) -> Result<(), String> {
+        if !self.server_closed {
+            return Err("the client never saw its connection close".into());
+        }
+        if self.unknown_upload || self.outstanding.iter().any(|s| s.kind.mutates()) {
+            return Ok(());
+        }
+        self.model.verify(storage)
+    }
+}
