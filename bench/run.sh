@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# bench/run.sh — measure wharf and peer FTP servers in one run; see bench/README.md.
+#
+#   bench/run.sh [--servers wharf,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
+#                [--runs N] [--quick] [--out DIR]
+#
+# scenarios: limits retr-big stor-big sessions cmd-latency list idle (default: all)
+# Every server listens on 127.0.0.1 only, is started afresh for each run (and for each
+# idle count) in the foreground, and is stopped by its PID. Every step has a time limit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+DATA=${DATA:-/dev/shm/wharf-bench}
+SCRATCH=${SCRATCH:-/work/bench-scratch}
+BENCH_USER=${BENCH_USER:-wharfbench}
+BENCH_PASS=${BENCH_PASS:-wharfbench}
+WHARF_BIN=${WHARF_BIN:-$REPO/target/release/wharf}
+SERVERS=wharf,vsftpd,pureftpd,pyftpdlib
+SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle
+RUNS=3
+QUICK=0
+OUT=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --servers) SERVERS=$2; shift 2 ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+if [[ $QUICK == 1 ]]; then
+    RUNS=1 DURATION=4 NOOPS=10000 IDLE_COUNTS=${IDLE_COUNTS:-1000,10000}
+else
+    DURATION=8 NOOPS=20000 IDLE_COUNTS=${IDLE_COUNTS:-1000,10000,100000}
+fi
+OUT=${OUT:-$SCRATCH/results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+LOG=$OUT/run.log
+has() { [[ ",$1," == *",$2,"* ]]; }
+log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+
+# --- preparation ------------------------------------------------------------------------
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+bash "$HERE/setup.sh" all
+(cd "$REPO" && cargo build --release -q -p wharf-bench)
+LOAD=$REPO/target/release/wharf-load
+if has "$SERVERS" wharf; then
+    if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
+        (cd "$REPO" && cargo build --release -q -p wharf-server)
+    fi
+    [[ -x $WHARF_BIN ]] || { log "no wharf binary at $WHARF_BIN (set WHARF_BIN)"; exit 1; }
+fi
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "command: bench/run.sh --servers $SERVERS --scenarios $SCENARIOS --runs $RUNS$([[ $QUICK == 1 ]] && echo ' --quick')"
+    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
+    echo "kernel: $(uname -r); cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo)"
+    echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; nofile: $NOFILE; ports: $(cat /proc/sys/net/ipv4/ip_local_port_range)"
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+
+# A free loopback TCP port.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+fill() {
+    sed -e "s|@PORT@|$PORT|g" -e "s|@PASV_MIN@|$PASV_MIN|g" -e "s|@PASV_MAX@|$PASV_MAX|g" \
+        -e "s|@DATA@|$DATA|g" -e "s|@USER@|$BENCH_USER|g" -e "s|@HASH@|${HASH:-}|g" "$1"
+}
+PASV_MIN=20000
+PASV_MAX=29999 # below the ephemeral range, so client ports never collide with it
+CG_ROOT=/sys/fs/cgroup/cpuacct
+SERVER_PID=""
+CG=""
+
+# start_server NAME [idle] — start NAME in the foreground (in the background of this
+# script), in its own cpuacct cgroup when possible; wait until it accepts.
+start_server() {
+    local name=$1 mode=${2:-}
+    PORT=$(free_port)
+    local cmd=()
+    case $name in
+    wharf)
+        HASH=$("$SCRATCH/venv/bin/python" -c 'import argon2,sys; print(argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1, type=argon2.Type.ID).hash(sys.argv[1]))' "$BENCH_PASS")
+        fill "$HERE/configs/wharf.toml.in" >"$OUT/wharf.toml"
+        cmd=("$WHARF_BIN" --config "$OUT/wharf.toml") ;;
+    vsftpd)
+        fill "$HERE/configs/vsftpd.conf.in" >"$OUT/vsftpd.conf"
+        cmd=(env LD_LIBRARY_PATH="$SCRATCH/peers/vsftpd/usr/lib/x86_64-linux-gnu"
+            "$SCRATCH/peers/vsftpd/usr/sbin/vsftpd" "$OUT/vsftpd.conf") ;;
+    pureftpd)
+        local args
+        args=$(fill "$HERE/configs/pure-ftpd.args.in")
+        # pure-ftpd admits at most half the passive range as users: no -p for idle.
+        [[ $mode == idle ]] && args=${args/-p $PASV_MIN:$PASV_MAX/}
+        # shellcheck disable=SC2206
+        cmd=("$SCRATCH/peers/pure-ftpd/usr/sbin/pure-ftpd" $args) ;;
+    pyftpdlib)
+        cmd=("$SCRATCH/venv/bin/python" "$HERE/configs/pyftpdlib_server.py" "$PORT"
+            "$PASV_MIN" "$PASV_MAX" "$DATA" "$BENCH_USER" "$BENCH_PASS") ;;
+    *) log "unknown server $name"; return 1 ;;
+    esac
+    CG=$CG_ROOT/wharf-bench-$name
+    if [[ -d $CG_ROOT ]] && { [[ -d $CG ]] || mkdir "$CG" 2>/dev/null; }; then
+        sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" "${cmd[@]}" \
+            >>"$OUT/$name.stdout" 2>>"$OUT/$name.stderr" 0<>"$OUT/$name.fd0" &
+    else
+        CG=""
+        "${cmd[@]}" >>"$OUT/$name.stdout" 2>>"$OUT/$name.stderr" 0<>"$OUT/$name.fd0" &
+    fi
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; then
+            log "started $name pid $SERVER_PID port $PORT${CG:+ cgroup $CG}"
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$name did not start; see $OUT/$name.stderr"
+    stop_server
+    return 1
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    # Session processes of forking servers that outlived their parent: by PID, from the cgroup.
+    if [[ -n $CG && -f $CG/cgroup.procs ]]; then
+        for p in $(cat "$CG/cgroup.procs"); do kill -KILL "$p" 2>/dev/null || true; done
+    fi
+    SERVER_PID=""
+}
+trap 'stop_server' EXIT INT TERM
+
+# load SERVER SCENARIO ARGS... — one loadgen run, bounded in time, appended to results.
+load() {
+    local name=$1 scenario=$2
+    shift 2
+    local cpu=(--server-pid "$SERVER_PID")
+    [[ -n $CG ]] && cpu+=(--server-cgroup "$CG")
+    local line
+    line=$(timeout 400 "$LOAD" "$scenario" --server "$name" --port "$PORT" \
+        --user "$BENCH_USER" --pass "$BENCH_PASS" "${cpu[@]}" --tag "run$RUN" "$@" 2>>"$LOG") ||
+        line=${line:-"{\"scenario\":\"$scenario\",\"server\":\"$name\",\"tag\":\"run$RUN\",\"ok\":false,\"error\":\"loadgen exit $? (timeout or crash)\"}"}
+    echo "$line" >>"$RESULTS"
+    log "$name $scenario: ${line:0:300}"
+}
+
+# Pin every thread of the server tree to CPU 0 (for cmd-latency), or unpin.
+pin_server() {
+    local p
+    for p in $(cat "$CG/cgroup.procs" 2>/dev/null || echo "$SERVER_PID"); do
+        taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true
+    done
+}
+
+run_limits() {
+    local name=machine
+    SERVER_PID=$$ CG=""
+    PORT=1
+    line() { echo "$1" >>"$RESULTS"; log "limits: ${1:0:300}"; }
+    line "$(timeout 120 "$LOAD" echo-floor --server $name --tag "run$RUN" --count "$NOOPS" --echo-cpu 0 --pin-cpu 1)" || true
+    line "$(timeout 120 "$LOAD" echo-floor --server $name --tag "run$RUN" --count "$NOOPS")" || true
+    line "$(timeout 120 "$LOAD" raw-tcp --server $name --tag "run$RUN" --size-mib 4096)" || true
+    line "$(timeout 120 "$LOAD" raw-readwrite --server $name --tag "run$RUN" --path "$DATA/big.bin")" || true
+    line "$(timeout 120 "$LOAD" raw-sendfile --server $name --tag "run$RUN" --path "$DATA/big.bin")" || true
+    SERVER_PID=""
+}
+
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+IFS=, read -r -a IDLE_LIST <<<"$IDLE_COUNTS"
+for RUN in $(seq "$RUNS"); do
+    has "$SCENARIOS" limits && run_limits
+    for s in "${SERVER_LIST[@]}"; do
+        if has "$SCENARIOS" retr-big || has "$SCENARIOS" stor-big || has "$SCENARIOS" sessions ||
+            has "$SCENARIOS" cmd-latency || has "$SCENARIOS" list; then
+            if start_server "$s"; then
+                has "$SCENARIOS" retr-big && load "$s" retr-big --path big.bin --count 2
+                has "$SCENARIOS" stor-big && load "$s" stor-big --size-mib 512 --count 3
+                has "$SCENARIOS" sessions && load "$s" sessions --path small.bin --clients 16 --duration "$DURATION"
+                if has "$SCENARIOS" cmd-latency; then
+                    pin_server 0
+                    load "$s" cmd-latency --count "$NOOPS" --pin-cpu 1
+                    pin_server 0-$(($(nproc) - 1))
+                fi
+                has "$SCENARIOS" list && load "$s" list --path list10k --count 5
+                stop_server
+            fi
+        fi
+        if has "$SCENARIOS" idle; then
+            for n in "${IDLE_LIST[@]}"; do
+                # The client needs one fd per session; so does the best server.
+                if ((n + 100 > NOFILE)); then
+                    echo "{\"scenario\":\"idle\",\"server\":\"$s\",\"tag\":\"run$RUN\",\"ok\":false,\"requested\":$n,\"error\":\"skipped: open-files limit $NOFILE < $n sessions\"}" >>"$RESULTS"
+                    log "$s idle $n skipped: open-files limit $NOFILE"
+                    continue
+                fi
+                start_server "$s" idle || continue
+                load "$s" idle --count "$n" --threads 8 --hold 3 --max-time 180 --timeout 10
+                stop_server
+                sleep 2 # let TIME_WAIT and the server's exit settle
+            done
+        fi
+    done
+done
+python3 "$HERE/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
+log "results: $RESULTS; summary: $OUT/summary.md"

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Markdown tables, median [min-max] over runs, from wharf-load's JSON lines.
+
+usage: summarize.py results.jsonl [more.jsonl ...]
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+ROWS = [
+    ("retr-big", "mb_per_s", "RETR 1 GiB, MB/s", 0),
+    ("retr-big", "mb_per_server_cpu_s", "RETR, MB per server CPU-s", 0),
+    ("stor-big", "mb_per_s", "STOR 512 MiB, MB/s", 0),
+    ("stor-big", "mb_per_server_cpu_s", "STOR, MB per server CPU-s", 0),
+    ("sessions", "sessions_per_s", "sessions/s (16 clients; login+PASV+RETR 4 KiB+QUIT)", 0),
+    ("sessions", "sessions_per_server_cpu_s", "sessions per server CPU-s", 0),
+    ("sessions", "p50_ms", "session latency p50, ms", 2),
+    ("sessions", "p99_ms", "session latency p99, ms", 2),
+    ("sessions", "errors", "session errors (per run)", 0),
+    ("cmd-latency", "ops_per_s", "NOOP/PWD round trips/s (1 session, pinned)", 0),
+    ("cmd-latency", "ops_per_server_cpu_s", "NOOP/PWD ops per server CPU-s", 0),
+    ("cmd-latency", "p50_us", "NOOP/PWD p50, µs", 1),
+    ("cmd-latency", "p99_us", "NOOP/PWD p99, µs", 1),
+    ("list", "list_entries_per_s", "LIST 10k entries/s", 0),
+    ("list", "list_entries_per_server_cpu_s", "LIST entries per server CPU-s", 0),
+    ("list", "mlsd_entries_per_s", "MLSD 10k entries/s", 0),
+    ("list", "mlsd_entries_per_server_cpu_s", "MLSD entries per server CPU-s", 0),
+]
+IDLE_ROWS = [
+    ("opened", "sessions opened", 0),
+    ("logins_per_s", "logins/s while opening", 0),
+    ("server_procs_held", "server processes", 0),
+    ("rss_kib_per_session", "RSS KiB / session", 1),
+    ("pss_kib_per_session", "PSS KiB / session", 1),
+    ("noop_ok_pct", "% answering NOOP after hold", 0),
+]
+
+
+def fmt(v, digits):
+    return f"{v:,.{digits}f}"
+
+
+def cell(values, digits):
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med, digits)
+    return f"{fmt(med, digits)} [{fmt(min(values), digits)}–{fmt(max(values), digits)}]"
+
+
+def main(paths):
+    recs = []
+    for p in paths:
+        with open(p) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        recs.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        print(f"<!-- skipped a bad line in {p} -->")
+    servers = []
+    for r in recs:
+        if r.get("server") not in servers and r.get("server") != "machine":
+            servers.append(r.get("server"))
+    by = defaultdict(list)  # (server, scenario) -> records
+    for r in recs:
+        key = r["scenario"]
+        if key == "idle":
+            key = f"idle {r.get('requested')}"
+        by[(r.get("server"), key)].append(r)
+
+    print("MB = 10^6 bytes; median [min–max] over runs; 'per server CPU-s' = work per second")
+    print("of server CPU (cpuacct cgroup of the server, else its /proc process tree).\n")
+    if servers:
+        print("| figure | " + " | ".join(servers) + " |")
+        print("|---|" + "---|" * len(servers))
+        for scen, key, label, digits in ROWS:
+            cells = [cell([r.get(key) for r in by[(s, scen)] if r.get("ok")], digits) for s in servers]
+            if any(c != "–" for c in cells):
+                print(f"| {label} | " + " | ".join(cells) + " |")
+        idle_keys = sorted({k for (_, k) in by if k.startswith("idle ")}, key=lambda k: int(k.split()[1]))
+        for ik in idle_keys:
+            for key, label, digits in IDLE_ROWS:
+                cells = [cell([r.get(key) for r in by[(s, ik)] if r.get("opened")], digits) for s in servers]
+                print(f"| {ik}: {label} | " + " | ".join(cells) + " |")
+        print()
+    # Failures and anomalies, verbatim.
+    notes = []
+    for r in recs:
+        who = f"{r.get('server')} {r['scenario']} {r.get('tag', '')}".strip()
+        if not r.get("ok"):
+            notes.append(f"- {who}: {r.get('error')}")
+        if r.get("errors"):
+            notes.append(f"- {who}: {r['errors']} session errors, e.g. {r.get('first_errors', '')}")
+        for k in ("list_error", "mlsd_error"):
+            if k in r:
+                notes.append(f"- {who}: {k}: {r[k]}")
+        if r["scenario"] == "idle" and r.get("ok") and r.get("stop_reason") != "all opened":
+            notes.append(f"- {who} {r.get('requested')}: stopped: {r.get('stop_reason')}")
+    if notes:
+        print("Failures and stop reasons:\n")
+        print("\n".join(notes))
+        print()
+    lim = [r for r in recs if r.get("server") == "machine" and r.get("ok")]
+    if lim:
+        print("Machine limits (wharf-load self tests):\n")
+        print("| test | MB/s | sender MB per CPU-s | receiver MB per CPU-s |")
+        print("|---|---|---|---|")
+        for t in ("raw-tcp", "raw-readwrite", "raw-sendfile"):
+            rs = [r for r in lim if r.get("test") == t]
+            if rs:
+                b = rs[0].get("buf_kib")
+                print(f"| {t} (buf {b} KiB) | {cell([r['mb_per_s'] for r in rs], 0)} | "
+                      f"{cell([r.get('mb_per_sender_cpu_s') for r in rs], 0)} | "
+                      f"{cell([r.get('mb_per_receiver_cpu_s') for r in rs], 0)} |")
+        print()
+        print("| echo floor | round trips/s | p50 µs | p99 µs | echo ops per CPU-s |")
+        print("|---|---|---|---|---|")
+        for pinned, label in ((True, "pinned CPUs 0 / 1"), (False, "unpinned")):
+            rs = [r for r in lim if r["scenario"] == "echo-floor" and ("pinned" in r) == pinned]
+            if rs:
+                print(f"| {label} | {cell([r['ops_per_s'] for r in rs], 0)} | "
+                      f"{cell([r['p50_us'] for r in rs], 1)} | {cell([r['p99_us'] for r in rs], 1)} | "
+                      f"{cell([r.get('ops_per_echo_cpu_s') for r in rs], 0)} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
