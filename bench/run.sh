@@ -50,7 +50,7 @@ NOFILE=$(ulimit -n)
 bash "$HERE/setup.sh" all
 (cd "$REPO" && cargo build --release -q -p wharf-bench)
 LOAD=$REPO/target/release/wharf-load
-if has "$SERVERS" wharf; then
+if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0; then
     if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
@@ -71,8 +71,29 @@ fill() {
     sed -e "s|@PORT@|$PORT|g" -e "s|@PASV_MIN@|$PASV_MIN|g" -e "s|@PASV_MAX@|$PASV_MAX|g" \
         -e "s|@DATA@|$DATA|g" -e "s|@USER@|$BENCH_USER|g" -e "s|@HASH@|${HASH:-}|g" "$1"
 }
-PASV_MIN=20000
-PASV_MAX=29999 # below the ephemeral range, so client ports never collide with it
+# Passive ports: 7,000 per server, below the ephemeral range (so client ports never collide
+# with them) and distinct per server, so that one server's TIME_WAIT sockets (a session-rate
+# run leaves thousands) cannot make the next server's PASV fail.
+pasv_range() {
+    case $1 in
+    wharf | wharf-pasv0) PASV_MIN=2000 ;;
+    vsftpd) PASV_MIN=9000 ;;
+    pureftpd) PASV_MIN=16000 ;;
+    *) PASV_MIN=23000 ;;
+    esac
+    PASV_MAX=$((PASV_MIN + 6999))
+}
+
+# Wait (at most 70 s) until fewer than 50 TIME_WAIT sockets use the server's passive ports.
+drain_time_wait() {
+    local n
+    for _ in $(seq 70); do
+        n=$(ss -Htan state time-wait "( sport >= :$PASV_MIN and sport <= :$PASV_MAX )" | wc -l)
+        ((n < 50)) && return 0
+        sleep 1
+    done
+    log "still $n TIME_WAIT sockets on ports $PASV_MIN-$PASV_MAX; going on"
+}
 CG_ROOT=/sys/fs/cgroup/cpuacct
 SERVER_PID=""
 CG=""
@@ -82,12 +103,17 @@ CG=""
 start_server() {
     local name=$1 mode=${2:-}
     PORT=$(free_port)
+    pasv_range "$name"
+    [[ $mode == idle ]] || drain_time_wait # idle opens no data connection
     local cmd=()
     case $name in
-    wharf)
+    wharf | wharf-pasv0)
         HASH=$("$SCRATCH/venv/bin/python" -c 'import argon2,sys; print(argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1, type=argon2.Type.ID).hash(sys.argv[1]))' "$BENCH_PASS")
-        fill "$HERE/configs/wharf.toml.in" >"$OUT/wharf.toml"
-        cmd=("$WHARF_BIN" --config "$OUT/wharf.toml") ;;
+        fill "$HERE/configs/wharf.toml.in" >"$OUT/$name.toml"
+        # wharf-pasv0: the same server with passive_ports = "0-0" (the kernel picks any
+        # free port), which sidesteps TIME_WAIT on a fixed range.
+        [[ $name == wharf-pasv0 ]] && sed -i 's/^passive_ports = .*/passive_ports = "0-0"/' "$OUT/$name.toml"
+        cmd=("$WHARF_BIN" --config "$OUT/$name.toml") ;;
     vsftpd)
         fill "$HERE/configs/vsftpd.conf.in" >"$OUT/vsftpd.conf"
         cmd=(env LD_LIBRARY_PATH="$SCRATCH/peers/vsftpd/usr/lib/x86_64-linux-gnu"
@@ -138,7 +164,8 @@ stop_server() {
     fi
     SERVER_PID=""
 }
-trap 'stop_server' EXIT INT TERM
+trap 'stop_server' EXIT
+trap 'stop_server; exit 130' INT TERM
 
 # load SERVER SCENARIO ARGS... — one loadgen run, bounded in time, appended to results.
 load() {
@@ -185,13 +212,14 @@ for RUN in $(seq "$RUNS"); do
             if start_server "$s"; then
                 has "$SCENARIOS" retr-big && load "$s" retr-big --path big.bin --count 2
                 has "$SCENARIOS" stor-big && load "$s" stor-big --size-mib 512 --count 3
-                has "$SCENARIOS" sessions && load "$s" sessions --path small.bin --clients 16 --duration "$DURATION"
                 if has "$SCENARIOS" cmd-latency; then
                     pin_server 0
                     load "$s" cmd-latency --count "$NOOPS" --pin-cpu 1
                     pin_server 0-$(($(nproc) - 1))
                 fi
                 has "$SCENARIOS" list && load "$s" list --path list10k --count 5
+                # Last: it leaves thousands of passive ports in TIME_WAIT.
+                has "$SCENARIOS" sessions && load "$s" sessions --path small.bin --clients 16 --duration "$DURATION"
                 stop_server
             fi
         fi

@@ -37,6 +37,14 @@ IDLE_ROWS = [
 ]
 
 
+LOWER_IS_BETTER = {"p50_ms", "p99_ms", "errors", "p50_us", "p99_us"}
+
+
+def med(values):
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
 def fmt(v, digits):
     return f"{v:,.{digits}f}"
 
@@ -76,22 +84,40 @@ def main(paths):
     print("MB = 10^6 bytes; median [min–max] over runs; 'per server CPU-s' = work per second")
     print("of server CPU (cpuacct cgroup of the server, else its /proc process tree).\n")
     if servers:
-        print("| figure | " + " | ".join(servers) + " |")
-        print("|---|" + "---|" * len(servers))
+        peers = [s for s in servers if s != "wharf"]
+        ratio = "wharf" in servers and peers
+        print("| figure | " + " | ".join(servers) + (" | wharf ÷ best peer |" if ratio else " |"))
+        print("|---|" + "---|" * (len(servers) + (1 if ratio else 0)))
         for scen, key, label, digits in ROWS:
             cells = [cell([r.get(key) for r in by[(s, scen)] if r.get("ok")], digits) for s in servers]
-            if any(c != "–" for c in cells):
-                print(f"| {label} | " + " | ".join(cells) + " |")
+            if not any(c != "–" for c in cells):
+                continue
+            extra = ""
+            if ratio:
+                w = med([r.get(key) for r in by[("wharf", scen)] if r.get("ok")])
+                ps = [med([r.get(key) for r in by[(s, scen)] if r.get("ok")]) for s in peers]
+                ps = [p for p in ps if p is not None]
+                best = (min(ps) if key in LOWER_IS_BETTER else max(ps)) if ps else None
+                extra = f" {w / best:.2f}x |" if w is not None and best else " – |"
+            print(f"| {label} | " + " | ".join(cells) + " |" + extra)
         idle_keys = sorted({k for (_, k) in by if k.startswith("idle ")}, key=lambda k: int(k.split()[1]))
         for ik in idle_keys:
             for key, label, digits in IDLE_ROWS:
                 cells = [cell([r.get(key) for r in by[(s, ik)] if r.get("opened")], digits) for s in servers]
-                print(f"| {ik}: {label} | " + " | ".join(cells) + " |")
+                if any(c != "–" for c in cells):
+                    print(f"| {ik}: {label} | " + " | ".join(cells) + (" | |" if ratio else " |"))
         print()
     # Failures and anomalies, verbatim.
     notes = []
+    skipped = sorted({f"{r.get('server')} idle {r.get('requested')}" for r in recs
+                      if str(r.get("error", "")).startswith("skipped")})
+    if skipped:
+        why = next(r["error"] for r in recs if str(r.get("error", "")).startswith("skipped"))
+        notes.append(f"- skipped ({why}): " + ", ".join(skipped))
     for r in recs:
         who = f"{r.get('server')} {r['scenario']} {r.get('tag', '')}".strip()
+        if str(r.get("error", "")).startswith("skipped"):
+            continue
         if not r.get("ok"):
             notes.append(f"- {who}: {r.get('error')}")
         if r.get("errors"):
@@ -118,6 +144,24 @@ def main(paths):
                       f"{cell([r.get('mb_per_sender_cpu_s') for r in rs], 0)} | "
                       f"{cell([r.get('mb_per_receiver_cpu_s') for r in rs], 0)} |")
         print()
+        rw = med([r["mb_per_s"] for r in lim if r.get("test") == "raw-readwrite"])
+        echo = med([r["p50_us"] for r in lim if r["scenario"] == "echo-floor" and "pinned" in r])
+        fr = []
+        for s in servers:
+            parts = []
+            for scen, label in (("retr-big", "RETR"), ("stor-big", "STOR")):
+                v = med([r.get("mb_per_s") for r in by[(s, scen)] if r.get("ok")])
+                if v and rw:
+                    parts.append(f"{label} {100 * v / rw:.0f} % of raw read+write")
+            v = med([r.get("p50_us") for r in by[(s, "cmd-latency")] if r.get("ok")])
+            if v and echo:
+                parts.append(f"NOOP p50 {v / echo:.2f}x the pinned echo floor")
+            if parts:
+                fr.append(f"- {s}: " + "; ".join(parts))
+        if fr:
+            print("Fractions of the machine's limits (medians):\n")
+            print("\n".join(fr))
+            print()
         print("| echo floor | round trips/s | p50 µs | p99 µs | echo ops per CPU-s |")
         print("|---|---|---|---|---|")
         for pinned, label in ((True, "pinned CPUs 0 / 1"), (False, "unpinned")):
