@@ -84,7 +84,7 @@ def main(paths):
     print("MB = 10^6 bytes; median [min–max] over runs; 'per server CPU-s' = work per second")
     print("of server CPU (cpuacct cgroup of the server, else its /proc process tree).\n")
     if servers:
-        peers = [s for s in servers if s != "wharf"]
+        peers = [s for s in servers if not s.startswith("wharf")]
         ratio = "wharf" in servers and peers
         print("| figure | " + " | ".join(servers) + (" | wharf ÷ best peer |" if ratio else " |"))
         print("|---|" + "---|" * (len(servers) + (1 if ratio else 0)))
