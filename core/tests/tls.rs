@@ -102,6 +102,16 @@ fn tls_command(
     pump(h, c, seen)
 }
 
+/// AUTH TLS and a completed handshake: the client and how much of the wire it has read.
+fn secured(h: &mut Harness, der: &CertificateDer<'static>) -> (rustls::ClientConnection, usize) {
+    h.expect("AUTH TLS", "234 ");
+    let mut seen = h.wire.len();
+    let mut c = client(der);
+    assert_eq!(pump(h, &mut c, &mut seen), "", "handshake only");
+    assert!(!c.is_handshaking());
+    (c, seen)
+}
+
 fn site(tls: TlsSettings) -> Harness {
     let mut cfg = harness::config();
     cfg.tls = Some(tls);
@@ -121,11 +131,7 @@ fn explicit_ftps_login_and_commands() {
     );
     h.expect("PBSZ 0", "503 ");
     h.expect("PROT P", "503 ");
-    h.expect("AUTH TLS", "234 ");
-    let mut seen = h.wire.len();
-    let mut c = client(&der);
-    assert_eq!(pump(&mut h, &mut c, &mut seen), "", "handshake only");
-    assert!(!c.is_handshaking());
+    let (mut c, mut seen) = secured(&mut h, &der);
     assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
     assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
     assert!(
@@ -209,10 +215,7 @@ fn control_policy_require() {
     let mut h = site(tls);
     h.expect("USER alice", "534 Policy requires TLS");
     h.expect("FEAT", "211-");
-    h.expect("AUTH TLS", "234 ");
-    let mut seen = h.wire.len();
-    let mut c = client(&der);
-    pump(&mut h, &mut c, &mut seen);
+    let (mut c, mut seen) = secured(&mut h, &der);
     assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
 }
 
@@ -240,18 +243,12 @@ fn control_policy_credentials_only_and_anonymous_exemption() {
 fn data_policy_at_prot_time() {
     let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Require);
     let mut h = site(tls);
-    h.expect("AUTH TLS", "234 ");
-    let mut seen = h.wire.len();
-    let mut c = client(&der);
-    pump(&mut h, &mut c, &mut seen);
+    let (mut c, mut seen) = secured(&mut h, &der);
     tls_command(&mut h, &mut c, &mut seen, "PBSZ 0");
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT C").starts_with("534 "));
     let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Deny);
     let mut h = site(tls);
-    h.expect("AUTH TLS", "234 ");
-    let mut seen = h.wire.len();
-    let mut c = client(&der);
-    pump(&mut h, &mut c, &mut seen);
+    let (mut c, mut seen) = secured(&mut h, &der);
     tls_command(&mut h, &mut c, &mut seen, "PBSZ 0");
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT P").starts_with("534 "));
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT C").starts_with("200 "));

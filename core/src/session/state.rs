@@ -531,14 +531,12 @@ impl Session {
 
     /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
-        use std::io::Write as _;
+        if self.tls.is_none() {
+            // The common case, once per command: straight into the wire buffer.
+            return encode_line(&mut self.out, code, text);
+        }
         let mut line = Vec::with_capacity(text.len() + 6);
-        let _ = write!(line, "{code} ");
-        line.extend(
-            text.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
-        line.extend_from_slice(b"\r\n");
+        encode_line(&mut line, code, text);
         self.emit(&line);
     }
 
@@ -622,6 +620,17 @@ impl Session {
             | TransferOutcome::Aborted { bytes } => *bytes,
         }
     }
+}
+
+/// Appends `code SP text CRLF`, with any CR or LF in `text` turned into a space.
+fn encode_line(out: &mut Vec<u8>, code: u16, text: &str) {
+    use std::io::Write as _;
+    let _ = write!(out, "{code} ");
+    out.extend(
+        text.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Commands a client may send before logging in.
