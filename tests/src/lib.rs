@@ -1,3 +1,4 @@
 //! wharf-tests: the deterministic simulator (see [`sim`]) and tests that span crates.
 
+pub mod harness;
 pub mod sim;

@@ -1,0 +1,247 @@
+//! Real-client integration tests: start the real server (TOML config, `LocalFs`, users)
+//! in-process on a loopback port chosen by the OS, on a chosen runtime, and drive it with
+//! clients nobody here wrote (curl, lftp, Python's ftplib, suppaftp).
+//!
+//! Every test is written once and runs on every runtime through [`per_runtime!`]:
+//!
+//! ```ignore
+//! wharf_tests::per_runtime! {
+//!     fn lists_the_root(rt) {
+//!         let f = Fixture::start(rt);
+//!         let listing = curl(&["-u", "alice:s3cret", &f.url("")]);
+//!         assert!(String::from_utf8_lossy(&listing).contains("hello.txt"));
+//!         f.stop();
+//!     }
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wharf_server::{RunningServer, ServerConfig};
+
+/// The runtimes every `per_runtime!` test runs on, by their config name.
+pub const RUNTIMES: &[&str] = &["mio"];
+
+/// Writes one `#[test]` per runtime for each function: `fn name(rt) { .. }` becomes the
+/// module `name` with a test per runtime, where `rt: &'static str` names the runtime
+/// (pass it to [`Fixture::start`]).
+#[macro_export]
+macro_rules! per_runtime {
+    ($( $(#[$meta:meta])* fn $name:ident($rt:ident) $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(dead_code)]
+            fn run($rt: &'static str) $body
+            $(#[$meta])*
+            #[test]
+            fn mio() { run("mio") }
+        }
+    )*};
+}
+
+/// The password of every test user.
+pub const PASSWORD: &str = "s3cret";
+
+/// An argon2 hash of [`PASSWORD`], computed once per test binary.
+pub fn password_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| wharf_server::hash_password(PASSWORD).unwrap())
+}
+
+/// A running server over a temporary site.
+pub struct Fixture {
+    tmp: tempfile::TempDir,
+    /// The site root on disk.
+    pub root: PathBuf,
+    server: Option<RunningServer>,
+    /// The control port on 127.0.0.1.
+    pub port: u16,
+    /// Every control address the server listens on.
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub runtime: &'static str,
+}
+
+impl Fixture {
+    /// The standard site: `hello.txt`, a 3 MiB + 17 B `big.bin` ([`pattern`]),
+    /// `docs/readme.txt`; user `alice` (password [`PASSWORD`], read/write) and anonymous
+    /// read-only.
+    pub fn start(runtime: &'static str) -> Fixture {
+        Fixture::with_config(runtime, "", "")
+    }
+
+    /// The standard site with extra TOML: `server_extra` is appended to the `[server]`
+    /// table, `extra` after the whole file (more tables, `[[users]]`, ...).
+    pub fn with_config(runtime: &'static str, server_extra: &str, extra: &str) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("site");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
+        std::fs::write(root.join("big.bin"), pattern(3 * 1024 * 1024 + 17)).unwrap();
+        std::fs::write(root.join("docs/readme.txt"), b"line one\nline two\n").unwrap();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 2\npassive_ports = \"0-0\"\n\
+             runtime = \"{runtime}\"\n{server_extra}\n\
+             [site]\nroot = {root:?}\nanonymous = true\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n{extra}\n",
+            root = root.display().to_string(),
+            hash = password_hash()
+        );
+        Fixture::from_toml(runtime, tmp, root, &text)
+    }
+
+    /// A server from a complete TOML text; `root` is the directory tests inspect (it
+    /// should be inside `tmp`, which lives as long as the fixture).
+    pub fn from_toml(
+        runtime: &'static str,
+        tmp: tempfile::TempDir,
+        root: PathBuf,
+        text: &str,
+    ) -> Fixture {
+        let config = ServerConfig::from_toml_str(text, "test.toml")
+            .unwrap_or_else(|e| panic!("test config does not parse: {e}\n{text}"));
+        let server = wharf_server::start(&config).unwrap();
+        let addrs = server.local_addrs().to_vec();
+        Fixture {
+            tmp,
+            root,
+            port: addrs[0].port(),
+            addrs,
+            server: Some(server),
+            runtime,
+        }
+    }
+
+    /// A scratch directory that lives as long as the fixture (outside the site root).
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.tmp.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// `ftp://127.0.0.1:PORT/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ftp://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// `host:port` of the control listener.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Graceful shutdown (5 s grace); fails the test if the server does not stop cleanly.
+    pub fn stop(mut self) {
+        let s = self.server.take().unwrap();
+        s.shutdown(Duration::from_secs(5));
+        s.wait().unwrap();
+    }
+
+    /// Fails if an upload temporary (`.wharf-part-*`) is left anywhere under the root.
+    pub fn assert_no_temp_files(&self) {
+        assert_no_temp_files(&self.root);
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::ZERO);
+            let _ = s.wait();
+        }
+    }
+}
+
+/// Deterministic non-repeating-looking bytes: byte `i` is `i * 7 % 251`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Pseudo-random bytes from a seed (xorshift), for byte-exact transfer checks.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn assert_no_temp_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert!(!name.starts_with(".wharf-part-"), "leftover {name}");
+        if e.file_type().unwrap().is_dir() {
+            assert_no_temp_files(&e.path());
+        }
+    }
+}
+
+/// Runs curl (`-sS --max-time 60` plus `args`) and returns its stdout; fails the test
+/// on a non-zero exit.
+pub fn curl(args: &[&str]) -> Vec<u8> {
+    let out = curl_output(args);
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs curl and returns whatever happened (for tests that expect a failure).
+pub fn curl_output(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl must be installed")
+}
+
+/// Runs `lftp -c script` with retries off and a 20 s network timeout prepended; returns
+/// the output (check `status` yourself).
+pub fn lftp(script: &str) -> Output {
+    let script =
+        format!("set net:max-retries 1; set net:timeout 20; set cmd:fail-exit yes; {script}");
+    Command::new("timeout")
+        .args(["120", "lftp", "-c", &script])
+        .output()
+        .expect("lftp must be installed")
+}
+
+/// Runs a Python 3 script with `args` (under a 120 s `timeout`); fails the test unless it
+/// exits 0, and returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["120", "python3", "-c", script])
+        .args(args)
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "python: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails with the output when a client command did not succeed.
+pub fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
