@@ -19,18 +19,29 @@ use crate::users::UserEntry;
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
+    /// `wharf-runtime-mio`: one epoll loop per shard thread, a worker pool.
     Mio,
+    /// `wharf-runtime-smol`: one task per session on a smol executor.
+    Smol,
 }
 
 impl RuntimeKind {
+    /// Every runtime, by its config name.
+    pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Mio, RuntimeKind::Smol];
+
     /// Parses a `--runtime` / `server.runtime` value.
     pub fn parse(s: &str) -> Result<RuntimeKind, String> {
-        match s {
-            "mio" => Ok(RuntimeKind::Mio),
-            "smol" => Err("runtime \"smol\" is not built yet; use \"mio\"".into()),
-            other => Err(format!(
-                "unknown runtime {other:?}; the only one is \"mio\""
-            )),
+        RuntimeKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown runtime {s:?}; use \"mio\" or \"smol\""))
+    }
+
+    /// The config name: `"mio"` or `"smol"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Mio => "mio",
+            RuntimeKind::Smol => "smol",
         }
     }
 }

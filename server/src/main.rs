@@ -24,8 +24,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The event loop to run sessions on. Only "mio" exists so far. Overrides the
-    /// file's server.runtime.
+    /// The event loop to run sessions on: "mio" (epoll loops) or "smol" (async tasks).
+    /// Overrides the file's server.runtime.
     #[arg(long, value_name = "NAME")]
     runtime: Option<String>,
 
@@ -39,7 +39,7 @@ struct Cli {
     shutdown_grace: Option<u64>,
 
     /// More diagnostics on stderr: -v for connections and warnings in detail, -vv for
-    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_mio=debug) overrides this.
+    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_smol=debug) overrides this.
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
 
@@ -184,9 +184,10 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
     for addr in server.local_addrs() {
         println!(
-            "wharf: serving {} on ftp://{addr}/ (root {})",
+            "wharf: serving {} on ftp://{addr}/ (root {}, runtime {})",
             config.session.site_name,
-            config.root.display()
+            config.root.display(),
+            config.runtime.name()
         );
     }
     if cli.config.is_none() {

@@ -20,14 +20,21 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wharf_server::{RunningServer, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wharf_core::memfs::{MemStorage, MemUsers};
+use wharf_core::SessionConfig;
+use wharf_server::{RunningServer, RuntimeKind, ServerConfig};
 
 /// The runtimes every `per_runtime!` test runs on, by their config name.
-pub const RUNTIMES: &[&str] = &["mio"];
+pub const RUNTIMES: &[&str] = &["mio", "smol"];
 
 /// Writes one `#[test]` per runtime for each function: `fn name(rt) { .. }` becomes the
-/// module `name` with a test per runtime, where `rt: &'static str` names the runtime
-/// (pass it to [`Fixture::start`]).
+/// module `name` with a test per runtime (`name::mio`, `name::smol`), where
+/// `rt: &'static str` names the runtime (pass it to [`Fixture::start`] or
+/// [`start_memstore`]). [`RUNTIMES`] and the tests written here list every
+/// [`RuntimeKind`]; `runtimes_are_all_listed` checks the first.
 #[macro_export]
 macro_rules! per_runtime {
     ($( $(#[$meta:meta])* fn $name:ident($rt:ident) $body:block )*) => {$(
@@ -39,6 +46,9 @@ macro_rules! per_runtime {
             $(#[$meta])*
             #[test]
             fn mio() { run("mio") }
+            $(#[$meta])*
+            #[test]
+            fn smol() { run("smol") }
         }
     )*};
 }
@@ -154,6 +164,58 @@ impl Drop for Fixture {
     }
 }
 
+/// The runtime `rt` names (a [`RUNTIMES`] entry).
+pub fn runtime_kind(rt: &str) -> RuntimeKind {
+    RuntimeKind::parse(rt).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The runtime `rt` alone, without config or disk: serves `storage` (the core's
+/// in-memory storage, holding `/hello.txt` = `hello, world\n`) on `listen` with
+/// `shards` threads and at most `max` sessions; user `alice` / `secret`, anonymous
+/// allowed. For tests of the runtime contract that need to see or fake storage.
+pub fn start_memstore(
+    rt: &str,
+    listen: &str,
+    shards: usize,
+    max: usize,
+) -> (RunningServer, Arc<MemStorage>) {
+    start_memstore_with(rt, listen, shards, max, memstore_session())
+}
+
+/// The session configuration of [`start_memstore`]: defaults, anonymous allowed.
+pub fn memstore_session() -> SessionConfig {
+    SessionConfig {
+        allow_anonymous: true,
+        ..SessionConfig::default()
+    }
+}
+
+/// [`start_memstore`] with a session configuration of the test's own.
+pub fn start_memstore_with(
+    rt: &str,
+    listen: &str,
+    shards: usize,
+    max: usize,
+    session: SessionConfig,
+) -> (RunningServer, Arc<MemStorage>) {
+    let storage = Arc::new(MemStorage::new());
+    storage.add_file("/hello.txt", b"hello, world\n");
+    let users = Arc::new(MemUsers::new().with("alice", "secret", &[]));
+    let listen: SocketAddr = listen.parse().unwrap();
+    let server = wharf_server::start_runtime(
+        runtime_kind(rt),
+        vec![listen],
+        shards,
+        max,
+        session,
+        storage.clone(),
+        users,
+    )
+    .unwrap();
+    assert_eq!(server.runtime(), runtime_kind(rt));
+    (server, storage)
+}
+
 /// Deterministic non-repeating-looking bytes: byte `i` is `i * 7 % 251`.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
@@ -244,4 +306,22 @@ pub fn assert_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_are_all_listed() {
+        let all: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(RUNTIMES, &all[..]);
+    }
+
+    crate::per_runtime! {
+        fn the_macro_passes_each_runtime_by_name(rt) {
+            assert!(RUNTIMES.contains(&rt), "{rt}");
+            assert_eq!(runtime_kind(rt).name(), rt);
+        }
+    }
 }

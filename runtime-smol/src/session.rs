@@ -1,0 +1,494 @@
+//! One control connection as one task: the drain rule, the control socket, the timer,
+//! and the events that the session's helper tasks send back.
+//!
+//! The task owns the [`Session`] and everything the session holds (its data connections
+//! and open files). Work that waits runs elsewhere and reports through the session's
+//! event channel: storage and login requests on the blocking pool, passive accepts,
+//! active connects and transfers as tasks of their own. The task itself waits on one
+//! thing at a time out of: control readable, control writable (only while replies are
+//! pending), an event, its timer, and the server's shutdown.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use smol::channel::{Receiver, Sender};
+use smol::future::{self, FutureExt};
+use smol::{Async, Timer};
+use wharf_core::backend::{execute, OpenFile};
+use wharf_core::{
+    Action, Completion, DataConnId, DataError, FileHandle, Input, Request, RequestId, Server,
+    Session, TransferId, TransferOutcome,
+};
+
+use crate::data::DataEntry;
+use crate::{lock, Ctx, CLOSE_LINGER};
+
+/// Control-channel reads go through one buffer per executor thread.
+const SCRATCH: usize = 16 * 1024;
+
+/// Room in a session's event channel. Helper tasks wait when it is full; the session
+/// drains it whenever it waits, so they never wait long.
+const EVENTS: usize = 16;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
+}
+
+/// What a session's helper tasks report.
+pub(crate) enum Event {
+    /// A request ran; an open carries its file.
+    Completed {
+        req: RequestId,
+        completion: Completion,
+        file: Option<(FileHandle, OpenFile)>,
+    },
+    /// A passive listener accepted a connection from the expected peer.
+    Accepted {
+        conn: DataConnId,
+        peer: SocketAddr,
+        stream: Async<TcpStream>,
+    },
+    /// An active connect succeeded.
+    Connected {
+        conn: DataConnId,
+        stream: Async<TcpStream>,
+    },
+    /// A connect failed, or an idle data connection broke.
+    Failed { conn: DataConnId, error: DataError },
+    /// A transfer moved bytes since the session last took its progress.
+    Progress { xfer: TransferId },
+    /// A transfer ended; its data connection is closed. The file comes back.
+    Done {
+        xfer: TransferId,
+        outcome: TransferOutcome,
+        file: Option<(FileHandle, OpenFile)>,
+    },
+}
+
+/// The sending side of a session's events (boxed: an idle channel costs a few words).
+pub(crate) type Events = Sender<Box<Event>>;
+
+/// Sends an event from a helper task; when the session is gone, gives it back.
+pub(crate) async fn report(events: &Events, ev: Event) -> Option<Event> {
+    events
+        .send(Box::new(ev))
+        .await
+        .err()
+        .map(|e| *e.into_inner())
+}
+
+/// Releases a file nobody will close: an upload is discarded on the blocking pool (it
+/// may touch the disk), a download is dropped.
+pub(crate) async fn dispose(file: OpenFile) {
+    if let OpenFile::Write(up) = file {
+        smol::unblock(move || up.discard()).await;
+    }
+}
+
+/// Files carried by an event that will not be delivered.
+fn file_of(ev: Event) -> Option<OpenFile> {
+    match ev {
+        Event::Completed { file, .. } | Event::Done { file, .. } => file.map(|(_, f)| f),
+        _ => None,
+    }
+}
+
+enum Wake {
+    Readable,
+    Writable,
+    Event(Box<Event>),
+    Timer,
+    Shutdown,
+}
+
+pub(crate) struct Driver {
+    pub ctx: Arc<Ctx>,
+    pub session: Session,
+    stream: Async<TcpStream>,
+    pub events: Events,
+    rx: Receiver<Box<Event>>,
+    timer: Timer,
+    /// The deadline `timer` is set to (`None`: not set, or already fired).
+    timer_at: Option<Instant>,
+    /// The socket may have bytes: read before waiting for readiness again.
+    readable: bool,
+    /// The peer closed its side; nothing more to read.
+    read_closed: bool,
+    /// `Action::Close` arrived: close once the output is written.
+    closing: bool,
+    /// When a closing session gives up on a peer that does not read its last replies.
+    linger_until: Option<Instant>,
+    /// The socket failed: output is dropped, the session was told `ControlEof`.
+    broken: bool,
+    /// The server is shutting down: everything still open is closed at this time.
+    hard_stop: Option<Instant>,
+    /// Listeners and data connections, by the core's id.
+    pub data: Vec<DataEntry>,
+    /// Files opened for this session and not in a running transfer.
+    pub files: Vec<(FileHandle, OpenFile)>,
+}
+
+/// Runs one admitted control connection to its end, then releases what it held and
+/// tells `server` the session is gone.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    server: Arc<Mutex<Server>>,
+    stream: Async<TcpStream>,
+    session: Session,
+) {
+    let (events, rx) = smol::channel::bounded(EVENTS);
+    let mut d = Driver {
+        ctx,
+        session,
+        stream,
+        events,
+        rx,
+        timer: Timer::never(),
+        timer_at: None,
+        readable: true,
+        read_closed: false,
+        closing: false,
+        linger_until: None,
+        broken: false,
+        hard_stop: None,
+        data: Vec::new(),
+        files: Vec::new(),
+    };
+    d.drain();
+    d.serve().await;
+    let id = d.session.id();
+    let files = d.release();
+    lock(&server).session_closed(id);
+    for f in files {
+        dispose(f).await;
+    }
+}
+
+impl Driver {
+    /// The loop: read while the session wants bytes, otherwise wait for the next thing.
+    async fn serve(&mut self) {
+        let mut reads = 0;
+        loop {
+            if self.finished() {
+                return;
+            }
+            if self.readable && self.can_read() {
+                self.read_control();
+                reads += 1;
+                if reads >= self.ctx.control_reads_budget {
+                    reads = 0;
+                    future::yield_now().await;
+                }
+                continue;
+            }
+            reads = 0;
+            if let Ok(ev) = self.rx.try_recv() {
+                self.on_event(*ev);
+                continue;
+            }
+            self.arm_timer();
+            match self.wait().await {
+                Wake::Readable => self.readable = true,
+                Wake::Writable => self.drain(),
+                Wake::Event(ev) => self.on_event(*ev),
+                Wake::Shutdown => {
+                    let now = Instant::now();
+                    self.hard_stop = Some(self.ctx.stop.deadline().unwrap_or(now));
+                    self.session.handle_input(now, Input::Shutdown);
+                    self.drain();
+                }
+                Wake::Timer => {
+                    self.timer_at = None;
+                    let now = Instant::now();
+                    let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+                    if past(self.hard_stop) || past(self.linger_until) {
+                        return;
+                    }
+                    if past(self.session.poll_timeout()) {
+                        self.session.handle_timeout(now);
+                        self.drain();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for whichever comes first. Events go first so that a chatty client cannot
+    /// delay the answers the session is waiting for.
+    async fn wait(&mut self) -> Wake {
+        let want_read = self.can_read();
+        let want_write = !self.broken && self.session.poll_transmit().is_some();
+        let watch_stop = self.hard_stop.is_none();
+        let (stream, rx, timer, stop) = (&self.stream, &self.rx, &mut self.timer, &self.ctx.stop);
+        let event = async {
+            match rx.recv().await {
+                Ok(ev) => Wake::Event(ev),
+                // We hold a sender ourselves: never closed while we wait.
+                Err(_) => future::pending().await,
+            }
+        };
+        let timer = async {
+            timer.await;
+            Wake::Timer
+        };
+        let stop = async {
+            if !watch_stop {
+                return future::pending().await;
+            }
+            stop.wait().await;
+            Wake::Shutdown
+        };
+        let read = async {
+            if !want_read {
+                return future::pending().await;
+            }
+            // An error shows up again on the read that follows.
+            let _ = stream.readable().await;
+            Wake::Readable
+        };
+        let write = async {
+            if !want_write {
+                return future::pending().await;
+            }
+            let _ = stream.writable().await;
+            Wake::Writable
+        };
+        event.or(timer).or(stop).or(read).or(write).await
+    }
+
+    fn can_read(&self) -> bool {
+        !self.read_closed && !self.broken && !self.closing && self.session.wants_read()
+    }
+
+    /// Done when the session closed and its last replies are out (or cannot go out).
+    fn finished(&mut self) -> bool {
+        let done = self.closing || self.session.is_closed();
+        if !done {
+            return false;
+        }
+        if self.linger_until.is_none() {
+            self.linger_until = Some(Instant::now() + CLOSE_LINGER);
+        }
+        self.broken || self.session.poll_transmit().is_none()
+    }
+
+    /// Sets the timer to the earliest of the session's deadline, the close linger and
+    /// the shutdown deadline.
+    fn arm_timer(&mut self) {
+        let own = match self.linger_until {
+            Some(t) => Some(t),
+            None => self.session.poll_timeout(),
+        };
+        let want = [own, self.hard_stop].into_iter().flatten().min();
+        if want != self.timer_at {
+            match want {
+                Some(t) => self.timer.set_at(t),
+                None => self.timer = Timer::never(),
+            }
+            self.timer_at = want;
+        }
+    }
+
+    /// One read of the control socket into the thread's scratch buffer, fed to the
+    /// session, then the drain rule.
+    fn read_control(&mut self) {
+        let now = Instant::now();
+        let fed = SCRATCH_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            match self.stream.get_ref().read(&mut buf) {
+                Ok(0) => {
+                    self.readable = false;
+                    self.read_closed = true;
+                    self.session.handle_input(now, Input::ControlEof);
+                    true
+                }
+                Ok(n) => {
+                    self.session
+                        .handle_input(now, Input::ControlBytes(&buf[..n]));
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+                Err(_) => {
+                    self.readable = false;
+                    self.broken = true;
+                    self.session.handle_input(now, Input::ControlEof);
+                    true
+                }
+            }
+        });
+        if fed {
+            self.drain();
+        }
+    }
+
+    /// Feeds one input and drains.
+    pub(crate) fn feed(&mut self, input: Input<'_>) {
+        self.session.handle_input(Instant::now(), input);
+        self.drain();
+    }
+
+    /// The drain rule: write what `poll_transmit` holds, perform every action (feeding
+    /// back the inputs they produce at once), until the session has nothing more. The
+    /// timer is re-armed from `poll_timeout` before the task waits again.
+    pub(crate) fn drain(&mut self) {
+        let mut inputs = std::collections::VecDeque::new();
+        loop {
+            self.flush();
+            while let Some(action) = self.session.poll_action() {
+                if let Some(input) = self.perform(action) {
+                    inputs.push_back(input);
+                }
+            }
+            match inputs.pop_front() {
+                Some(input) => self.session.handle_input(Instant::now(), input),
+                None => break,
+            }
+        }
+    }
+
+    /// Writes pending control output until it is all out or the socket is full.
+    fn flush(&mut self) {
+        while let Some(out) = self.session.poll_transmit() {
+            if self.broken {
+                // Nobody will read it; the session already knows the peer is gone.
+                let n = out.len();
+                self.session.handle_written(n);
+                continue;
+            }
+            match self.stream.get_ref().write(out) {
+                Ok(n) if n > 0 => self.session.handle_written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) => {
+                    self.broken = true;
+                    self.readable = false;
+                    self.session.handle_input(Instant::now(), Input::ControlEof);
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; returns the input it produced at once, if any.
+    fn perform(&mut self, action: Action) -> Option<Input<'static>> {
+        match action {
+            Action::Request { req, request } => {
+                self.submit(req, request);
+                None
+            }
+            Action::ListenData {
+                conn,
+                ip,
+                ports,
+                expect_peer,
+            } => Some(self.listen_data(conn, ip, ports, expect_peer)),
+            Action::ConnectData {
+                conn,
+                local_ip,
+                target,
+            } => self.connect_data(conn, local_ip, target),
+            Action::StartTransfer { xfer, conn, spec } => self.start_transfer(xfer, conn, spec),
+            Action::AbortTransfer { xfer } => {
+                self.abort_transfer(xfer);
+                None
+            }
+            Action::CloseData { conn } => {
+                self.close_data(conn);
+                None
+            }
+            Action::Close => {
+                self.closing = true;
+                None
+            }
+        }
+    }
+
+    /// Runs a request on the blocking pool (at most `blocking_limit` at once over the
+    /// server); its completion comes back as an event.
+    fn submit(&mut self, req: RequestId, request: Request) {
+        let file = match &request {
+            Request::CloseFile { file, .. } => self.take_file(*file),
+            _ => None,
+        };
+        let handle = match &request {
+            Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
+            _ => None,
+        };
+        let ctx = self.ctx.clone();
+        let events = self.events.clone();
+        let task = async move {
+            let (completion, file) = {
+                let _permit = ctx.blocking.acquire().await;
+                let (storage, auth) = (ctx.storage.clone(), ctx.auth.clone());
+                smol::unblock(move || execute(&*storage, &*auth, request, file, SystemTime::now()))
+                    .await
+            };
+            let ev = Event::Completed {
+                req,
+                completion,
+                file: handle.zip(file),
+            };
+            if let Some(f) = report(&events, ev).await.and_then(file_of) {
+                dispose(f).await;
+            }
+        };
+        self.ctx.ex.spawn(task).detach();
+    }
+
+    pub(crate) fn take_file(&mut self, handle: FileHandle) -> Option<OpenFile> {
+        let i = self.files.iter().position(|(h, _)| *h == handle)?;
+        Some(self.files.swap_remove(i).1)
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Completed {
+                req,
+                completion,
+                file,
+            } => {
+                if let Some(f) = file {
+                    self.files.push(f);
+                }
+                self.feed(Input::Completed { req, completion });
+            }
+            Event::Accepted { conn, peer, stream } => self.on_accepted(conn, peer, stream),
+            Event::Connected { conn, stream } => self.on_connected(conn, stream),
+            Event::Failed { conn, error } => self.on_failed(conn, error),
+            Event::Progress { xfer } => self.on_progress(xfer),
+            Event::Done {
+                xfer,
+                outcome,
+                file,
+            } => self.on_done(xfer, outcome, file),
+        }
+    }
+
+    /// The session is over: closes the control connection, stops every helper (a
+    /// running transfer returns its file through the channel, or disposes of it itself
+    /// once the channel is closed) and returns the files left to dispose of.
+    fn release(self) -> Vec<OpenFile> {
+        let Driver {
+            stream,
+            rx,
+            data,
+            files,
+            ..
+        } = self;
+        drop(stream);
+        // Listener, connect and watch tasks are cancelled; transfers are told to stop.
+        drop(data);
+        rx.close();
+        let mut left: Vec<OpenFile> = files.into_iter().map(|(_, f)| f).collect();
+        while let Ok(ev) = rx.try_recv() {
+            left.extend(file_of(*ev));
+        }
+        left
+    }
+}
