@@ -136,7 +136,10 @@ impl Stop {
     fn trigger(&self, grace: Duration) {
         let mut d = lock(&self.deadline);
         if d.is_none() {
-            *d = Some(Instant::now() + grace);
+            let now = Instant::now();
+            // A grace too long to represent is as good as a century.
+            let century = Duration::from_secs(100 * 365 * 24 * 3600);
+            *d = now.checked_add(grace).or_else(|| now.checked_add(century));
         }
         drop(d);
         self.tx.close();
