@@ -151,6 +151,12 @@ impl Stop {
         let _ = self.rx.recv().await;
     }
 
+    /// A receiver of the signal for one waiter to poll as a stream (it ends when the
+    /// shutdown starts).
+    pub(crate) fn subscribe(&self) -> Receiver<()> {
+        self.rx.clone()
+    }
+
     /// When the grace period ends (once the shutdown has started).
     pub(crate) fn deadline(&self) -> Option<Instant> {
         *lock(&self.deadline)

@@ -9,13 +9,17 @@
 //! pending), an event, its timer, and the server's shutdown.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use smol::channel::{Receiver, Sender};
-use smol::future::{self, FutureExt};
+use smol::future;
+use smol::stream::Stream;
 use smol::{Async, Timer};
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::{
@@ -109,7 +113,10 @@ pub(crate) struct Driver {
     pub session: Session,
     stream: Async<TcpStream>,
     pub events: Events,
-    rx: Receiver<Box<Event>>,
+    /// Pinned (boxed) so that `wait` can poll it as a stream.
+    rx: Pin<Box<Receiver<Box<Event>>>>,
+    /// This session's handle on the server's shutdown signal.
+    stop: Pin<Box<Receiver<()>>>,
     timer: Timer,
     /// The deadline `timer` is set to (`None`: not set, or already fired).
     timer_at: Option<Instant>,
@@ -133,19 +140,23 @@ pub(crate) struct Driver {
 
 /// Runs one admitted control connection to its end, then releases what it held and
 /// tells `server` the session is gone.
-pub(crate) async fn run(
+///
+/// Not an `async fn`: the driver is built here and moved into the future once, rather
+/// than the future keeping the arguments beside the driver made from them.
+pub(crate) fn run(
     ctx: Arc<Ctx>,
     server: Arc<Mutex<Server>>,
     stream: Async<TcpStream>,
     session: Session,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let (events, rx) = smol::channel::bounded(EVENTS);
     let mut d = Driver {
+        stop: Box::pin(ctx.stop.subscribe()),
         ctx,
         session,
         stream,
         events,
-        rx,
+        rx: Box::pin(rx),
         timer: Timer::never(),
         timer_at: None,
         readable: true,
@@ -157,13 +168,15 @@ pub(crate) async fn run(
         data: Vec::new(),
         files: Vec::new(),
     };
-    d.drain();
-    d.serve().await;
-    let id = d.session.id();
-    let files = d.release();
-    lock(&server).session_closed(id);
-    for f in files {
-        dispose(f).await;
+    async move {
+        d.drain();
+        d.serve().await;
+        let id = d.session.id();
+        let files = d.release();
+        lock(&server).session_closed(id);
+        for f in files {
+            dispose(f).await;
+        }
     }
 }
 
@@ -218,45 +231,35 @@ impl Driver {
 
     /// Waits for whichever comes first. Events go first so that a chatty client cannot
     /// delay the answers the session is waiting for.
+    ///
+    /// Written as one `poll_fn` over the sources' own poll methods (no sub-futures), so
+    /// a waiting session costs little more than its `Driver`.
     async fn wait(&mut self) -> Wake {
         let want_read = self.can_read();
         let want_write = !self.broken && self.session.poll_transmit().is_some();
         let watch_stop = self.hard_stop.is_none();
-        let (stream, rx, timer, stop) = (&self.stream, &self.rx, &mut self.timer, &self.ctx.stop);
-        let event = async {
-            match rx.recv().await {
-                Ok(ev) => Wake::Event(ev),
-                // We hold a sender ourselves: never closed while we wait.
-                Err(_) => future::pending().await,
+        future::poll_fn(|cx| {
+            // We hold a sender ourselves: the channel is never closed while we wait.
+            if let Poll::Ready(Some(ev)) = self.rx.as_mut().poll_next(cx) {
+                return Poll::Ready(Wake::Event(ev));
             }
-        };
-        let timer = async {
-            timer.await;
-            Wake::Timer
-        };
-        let stop = async {
-            if !watch_stop {
-                return future::pending().await;
+            if Pin::new(&mut self.timer).poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
             }
-            stop.wait().await;
-            Wake::Shutdown
-        };
-        let read = async {
-            if !want_read {
-                return future::pending().await;
+            // Nothing is ever sent on the stop channel: it ends when it is closed.
+            if watch_stop && self.stop.as_mut().poll_next(cx).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
             }
-            // An error shows up again on the read that follows.
-            let _ = stream.readable().await;
-            Wake::Readable
-        };
-        let write = async {
-            if !want_write {
-                return future::pending().await;
+            // An error shows up again on the read or write that follows.
+            if want_read && self.stream.poll_readable(cx).is_ready() {
+                return Poll::Ready(Wake::Readable);
             }
-            let _ = stream.writable().await;
-            Wake::Writable
-        };
-        event.or(timer).or(stop).or(read).or(write).await
+            if want_write && self.stream.poll_writable(cx).is_ready() {
+                return Poll::Ready(Wake::Writable);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     fn can_read(&self) -> bool {
@@ -490,5 +493,52 @@ impl Driver {
             left.extend(file_of(*ev));
         }
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PortCursor, PumpLimits, Stop};
+    use smol::lock::Semaphore;
+    use wharf_core::memfs::{MemStorage, MemUsers};
+    use wharf_core::SessionConfig;
+
+    /// The per-session budget: what the task adds around its `Session` (the session
+    /// itself is budgeted by the core) stays small, so idle sessions stay cheap.
+    #[test]
+    fn an_idle_session_task_is_small() {
+        let (alive, _gone) = smol::channel::bounded(1);
+        let ctx = Arc::new(Ctx {
+            ex: Arc::new(smol::Executor::new()),
+            storage: Arc::new(MemStorage::new()),
+            auth: Arc::new(MemUsers::new()),
+            limits: PumpLimits {
+                buffer: 4096,
+                budget: 65536,
+                use_sendfile: false,
+            },
+            control_reads_budget: 8,
+            ports: PortCursor::default(),
+            stop: Arc::new(Stop::new()),
+            blocking: Semaphore::new(1),
+            _alive: alive,
+        });
+        let mut server = Server::new(Arc::new(SessionConfig::default()), 0, 1, 10);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let (local, remote) = (stream.local_addr().unwrap(), peer.local_addr().unwrap());
+        let session = server.accept(Instant::now(), remote, local).unwrap();
+        let server = Arc::new(Mutex::new(server));
+        let task = run(ctx, server, Async::new(stream).unwrap(), session);
+        let total = std::mem::size_of_val(&task);
+        let session = std::mem::size_of::<Session>();
+        let driver = std::mem::size_of::<Driver>();
+        assert!(
+            total - session <= 512,
+            "the task adds {} bytes (driver {driver}, session {session})",
+            total - session
+        );
     }
 }
