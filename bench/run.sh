@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — measure wharf and peer FTP servers in one run; see bench/README.md.
 #
-#   bench/run.sh [--servers wharf,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
+#   bench/run.sh [--servers wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
 #                [--runs N] [--quick] [--out DIR]
 #
 # scenarios: limits retr-big stor-big sessions cmd-latency list idle (default: all)
@@ -16,7 +16,7 @@ SCRATCH=${SCRATCH:-/work/bench-scratch}
 BENCH_USER=${BENCH_USER:-wharfbench}
 BENCH_PASS=${BENCH_PASS:-wharfbench}
 WHARF_BIN=${WHARF_BIN:-$REPO/target/release/wharf}
-SERVERS=wharf,vsftpd,pureftpd,pyftpdlib
+SERVERS=wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib
 SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle
 RUNS=3
 QUICK=0
@@ -50,7 +50,7 @@ NOFILE=$(ulimit -n)
 bash "$HERE/setup.sh" all
 (cd "$REPO" && cargo build --release -q -p wharf-bench)
 LOAD=$REPO/target/release/wharf-load
-if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0; then
+if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol; then
     if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
@@ -76,7 +76,9 @@ fill() {
 # run leaves thousands) cannot make the next server's PASV fail.
 pasv_range() {
     case $1 in
-    wharf | wharf-pasv0) PASV_MIN=2000 ;;
+    # wharf on either runtime: one range (the runs never overlap, and drain_time_wait
+    # below empties it between them).
+    wharf | wharf-pasv0 | wharf-smol) PASV_MIN=2000 ;;
     vsftpd) PASV_MIN=9000 ;;
     pureftpd) PASV_MIN=16000 ;;
     *) PASV_MIN=23000 ;;
@@ -107,13 +109,16 @@ start_server() {
     [[ $mode == idle ]] || drain_time_wait # idle opens no data connection
     local cmd=()
     case $name in
-    wharf | wharf-pasv0)
+    wharf | wharf-pasv0 | wharf-smol)
         HASH=$("$SCRATCH/venv/bin/python" -c 'import argon2,sys; print(argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1, type=argon2.Type.ID).hash(sys.argv[1]))' "$BENCH_PASS")
         fill "$HERE/configs/wharf.toml.in" >"$OUT/$name.toml"
         # wharf-pasv0: the same server with passive_ports = "0-0" (the kernel picks any
         # free port), which sidesteps TIME_WAIT on a fixed range.
         [[ $name == wharf-pasv0 ]] && sed -i 's/^passive_ports = .*/passive_ports = "0-0"/' "$OUT/$name.toml"
-        cmd=("$WHARF_BIN" --config "$OUT/$name.toml") ;;
+        cmd=("$WHARF_BIN" --config "$OUT/$name.toml")
+        # wharf-smol: the same server and config on the smol runtime.
+        if [[ $name == wharf-smol ]]; then cmd+=(--runtime smol); fi
+        ;;
     vsftpd)
         fill "$HERE/configs/vsftpd.conf.in" >"$OUT/vsftpd.conf"
         cmd=(env LD_LIBRARY_PATH="$SCRATCH/peers/vsftpd/usr/lib/x86_64-linux-gnu"
