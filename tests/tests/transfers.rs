@@ -267,6 +267,57 @@ wharf_tests::per_runtime! {
         f.stop();
     }
 
+    fn exhausted_passive_range_gives_425_and_ports_come_back(rt) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("site");
+        std::fs::create_dir_all(&root).unwrap();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\npassive_ports = \"{port}-{port}\"\n\
+             runtime = \"{rt}\"\n[site]\nroot = {:?}\nanonymous = true\n",
+            root.display().to_string()
+        );
+        let f = Fixture::from_toml(rt, tmp, root, &text);
+        let out = python(
+            r#"
+import ftplib, socket, struct, sys
+def session():
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=30)
+    ftp.login()
+    return ftp
+a, b = session(), session()
+assert a.sendcmd("PASV").startswith("227")
+try:
+    b.sendcmd("PASV")
+    raise SystemExit("a second PASV on a one-port range succeeded")
+except ftplib.error_temp as e:
+    assert str(e).startswith("425"), e
+# A vanishes without QUIT; its port must come back to the pool.
+a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+a.file.close()  # ftplib's reader holds the socket open until it goes too
+a.sock.close()
+for attempt in range(10000):
+    try:
+        reply = b.sendcmd("PASV")
+        break
+    except ftplib.error_temp:
+        continue
+else:
+    raise SystemExit("the port never came back")
+assert reply.startswith("227"), reply
+print("ok")
+"#,
+            &[&f.port.to_string()],
+        );
+        assert!(out.contains("ok"));
+        f.stop();
+    }
+
     fn shutdown_lets_a_client_download_finish(rt) {
         let mut f = Fixture::start(rt);
         std::fs::write(f.root.join("slow.bin"), random_bytes(32 * 1024 * 1024, 21)).unwrap();
@@ -310,6 +361,7 @@ ftp.voidcmd("TYPE I")
 conn = ftp.transfercmd("STOR " + name)
 conn.sendall(open(path, "rb").read())
 # Reset both connections: the server sees a broken upload, never a clean end.
+ftp.file.close()  # ftplib's reader holds the socket open until it goes too
 for s in (conn, ftp.sock):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
