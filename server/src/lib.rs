@@ -20,6 +20,7 @@ use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
+mod login_cache;
 pub mod users;
 
 pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
@@ -36,7 +37,10 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
             format!("site root {}: {e}", config.root.display()),
         )
     })?);
-    let auth = Arc::new(UserList::new(config.users.clone()));
+    let auth = Arc::new(UserList::with_login_cache(
+        config.users.clone(),
+        config.login_cache,
+    ));
     let mio = MioConfig {
         shards: config.shards,
         ..MioConfig::default()
