@@ -106,6 +106,10 @@ fn admit(ctx: &Arc<Ctx>, server: &Arc<Mutex<Server>>, stream: Async<TcpStream>, 
     };
     // Replies are small and latency-bound: never wait for Nagle.
     let _ = stream.get_ref().set_nodelay(true);
+    // Clients send ABOR as TCP urgent data (Python's ftplib sends "ABOR\r\n" with
+    // MSG_OOB); without OOBINLINE the kernel takes the last byte out of the stream and
+    // the line never ends.
+    let _ = socket2::SockRef::from(stream.get_ref()).set_out_of_band_inline(true);
     let admitted = lock(server).accept(Instant::now(), peer, local);
     let session = match admitted {
         Ok(s) => s,

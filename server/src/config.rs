@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub runtime: RuntimeKind,
     /// How long a graceful shutdown lets transfers finish.
     pub shutdown_grace: Duration,
+    /// How long a successful login is remembered (zero: never); see `login_cache`.
+    pub login_cache: Duration,
     /// The site's directory on disk.
     pub root: PathBuf,
     /// What every session of the site is told.
@@ -124,6 +126,7 @@ struct RawServer {
     external_ip: Option<Spanned<String>>,
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
+    login_cache: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -420,6 +423,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         max_connections,
         runtime,
         shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
+        login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
         root: root?,
         session,
         users,

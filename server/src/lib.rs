@@ -23,6 +23,7 @@ use wharf_runtime_smol::SmolConfig;
 
 pub mod config;
 pub mod localfs;
+mod login_cache;
 pub mod users;
 
 pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
@@ -81,7 +82,10 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
             format!("site root {}: {e}", config.root.display()),
         )
     })?);
-    let auth = Arc::new(UserList::new(config.users.clone()));
+    let auth = Arc::new(UserList::with_login_cache(
+        config.users.clone(),
+        config.login_cache,
+    ));
     start_runtime(
         config.runtime,
         config.listen.clone(),
