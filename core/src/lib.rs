@@ -18,6 +18,7 @@ pub mod ids;
 pub mod listing;
 pub mod memfs;
 pub mod path;
+pub mod ports;
 pub mod proto;
 pub mod server;
 pub mod session;

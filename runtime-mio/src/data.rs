@@ -88,7 +88,7 @@ impl Shard {
         expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let (mut listener, lease) = match self.ports.listen(ip, &ports) {
+        let (mut listener, lease) = match crate::ports::listen(&self.ports, ip, &ports) {
             Ok(Some(l)) => l,
             Ok(None) => return failed(DataError::NoFreePort),
             Err(e) => return failed(data_error(&e)),

@@ -15,13 +15,14 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Task, Timer};
 use wharf_core::backend::OpenFile;
+use wharf_core::ports::PortLease;
 use wharf_core::{
     Body, DataConnId, DataError, FileHandle, FsError, Input, TransferId, TransferOutcome,
     TransferSpec,
 };
 
 use crate::session::{dispose, report, Driver, Event, Events};
-use crate::sys::{connect_from, is_exhaustion};
+use crate::sys::{connect_from, data_listener, is_exhaustion};
 use crate::transfer::{DataStream, Progress, Transfer};
 use crate::ACCEPT_BACKOFF;
 
@@ -70,6 +71,7 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 /// unset) arrives; connections from other addresses are closed at once.
 async fn accept_data(
     listener: Async<TcpListener>,
+    lease: Option<PortLease>,
     conn: DataConnId,
     expect_peer: Option<IpAddr>,
     events: Events,
@@ -81,8 +83,10 @@ async fn accept_data(
                     tracing::info!(%peer, "data connection from a stranger refused");
                     continue;
                 }
-                // The listener closes here, before the session hears of the connection.
+                // The listener closes here, before the session hears of the connection,
+                // and its port goes back to the pool.
                 drop(listener);
+                drop(lease);
                 let _ = report(&events, Event::Accepted { conn, peer, stream }).await;
                 return;
             }
@@ -185,7 +189,11 @@ impl Driver {
         expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let listener = match self.ctx.ports.listen(ip, &ports) {
+        let bound = self
+            .ctx
+            .ports
+            .bind(&ports, |port| data_listener(SocketAddr::new(ip, port)));
+        let (listener, lease) = match bound {
             Ok(Some(l)) => l,
             Ok(None) => return failed(DataError::NoFreePort),
             Err(e) => return failed(data_error(&e)),
@@ -198,7 +206,7 @@ impl Driver {
             Ok(l) => l,
             Err(e) => return failed(data_error(&e)),
         };
-        let task = accept_data(listener, conn, expect_peer, self.events.clone());
+        let task = accept_data(listener, lease, conn, expect_peer, self.events.clone());
         let state = DataState::Listening {
             _task: self.ctx.ex.spawn(task),
         };

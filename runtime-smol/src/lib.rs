@@ -57,8 +57,8 @@ mod session;
 mod sys;
 mod transfer;
 
-use sys::PortCursor;
 use transfer::PumpLimits;
+use wharf_core::ports::PortPool;
 
 /// How long to wait before accepting again after running out of descriptors.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -183,7 +183,8 @@ pub(crate) struct Ctx {
     pub auth: Arc<dyn Authenticator>,
     pub limits: PumpLimits,
     pub control_reads_budget: usize,
-    pub ports: PortCursor,
+    /// Passive ports, shared by every session of the server.
+    pub ports: Arc<PortPool>,
     pub stop: Arc<Stop>,
     pub blocking: Semaphore,
     /// Dropped with the last `Arc<Ctx>`: [`Wharf::run`] returns when every task that
@@ -254,7 +255,7 @@ impl Wharf {
                 use_sendfile: self.cfg.use_sendfile,
             },
             control_reads_budget: self.cfg.control_reads_budget.max(1),
-            ports: PortCursor::default(),
+            ports: Arc::default(),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
             _alive: alive,

@@ -499,7 +499,7 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PortCursor, PumpLimits, Stop};
+    use crate::{PumpLimits, Stop};
     use smol::lock::Semaphore;
     use wharf_core::memfs::{MemStorage, MemUsers};
     use wharf_core::SessionConfig;
@@ -519,7 +519,7 @@ mod tests {
                 use_sendfile: false,
             },
             control_reads_budget: 8,
-            ports: PortCursor::default(),
+            ports: Arc::default(),
             stop: Arc::new(Stop::new()),
             blocking: Semaphore::new(1),
             _alive: alive,

@@ -1,14 +1,13 @@
 //! Thin wrappers over the system calls the runtime needs beyond async-io: `SO_REUSEPORT`
-//! control listeners, passive data listeners on a port range (`SO_REUSEADDR`),
+//! control listeners, passive data listeners (`SO_REUSEADDR`; their ports come from the
+//! core's pool, `wharf_core::ports`),
 //! non-blocking connects from a chosen address, `sendfile(2)`, and the open-files limit.
 //!
 //! They return std sockets; the callers wrap them in `smol::Async`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -76,46 +75,8 @@ fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener>
     Ok(s.into())
 }
 
-/// Picks passive ports over a range, starting after the last one handed out, so that
-/// consecutive PASV commands do not all probe the same busy ports. Shared by every
-/// session of a server (the cursor is only a hint; the bind decides).
-#[derive(Debug, Default)]
-pub(crate) struct PortCursor {
-    next: AtomicU32,
-}
-
-impl PortCursor {
-    /// Listens on `ip` on the first free port of `ports` from the cursor on. `Ok(None)`
-    /// when every port is busy. `0..=0` asks the kernel for any port.
-    pub(crate) fn listen(
-        &self,
-        ip: IpAddr,
-        ports: &RangeInclusive<u16>,
-    ) -> io::Result<Option<TcpListener>> {
-        let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
-        if hi < lo {
-            return Ok(None);
-        }
-        let span = hi - lo + 1;
-        let start = self.next.load(Ordering::Relaxed);
-        for i in 0..span {
-            let port = lo + (start.wrapping_add(i)) % span;
-            let addr = SocketAddr::new(ip, port as u16);
-            match data_listener(addr) {
-                Ok(l) => {
-                    self.next
-                        .store((start.wrapping_add(i) + 1) % span, Ordering::Relaxed);
-                    return Ok(Some(l));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-}
-
-fn data_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A non-blocking listener for one passive data connection (`SO_REUSEADDR`, backlog 8).
+pub(crate) fn data_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -193,14 +154,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let range = port..=port;
-        let cursor = PortCursor::default();
-        let listener = cursor
-            .listen(ip, &range)
-            .unwrap()
-            .expect("the port is free");
+        let addr = SocketAddr::new(ip, port);
+        let listener = data_listener(addr).expect("the port is free");
         listener.set_nonblocking(false).unwrap();
-        let mut client = TcpStream::connect((ip, port)).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
         let (server_side, _) = listener.accept().unwrap();
         drop(listener);
         // The server closes first, as after a download; the client sees EOF and closes.
@@ -209,23 +166,13 @@ mod tests {
         client.read_to_end(&mut rest).unwrap();
         client.write_all(b"").unwrap();
         drop(client);
-        let again = cursor.listen(ip, &range).unwrap();
-        assert!(again.is_some(), "port {port} stayed unusable");
-        assert!(
-            cursor.listen(ip, &range).unwrap().is_none(),
-            "but never two listeners on one port"
+        let again = data_listener(addr).expect("usable again");
+        let second = data_listener(addr).unwrap_err();
+        assert_eq!(
+            second.kind(),
+            io::ErrorKind::AddrInUse,
+            "never two listeners"
         );
-    }
-
-    #[test]
-    fn an_exhausted_range_is_none_not_an_error() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let taken = TcpListener::bind((ip, 0)).unwrap();
-        let port = taken.local_addr().unwrap().port();
-        let cursor = PortCursor::default();
-        assert!(cursor.listen(ip, &(port..=port)).unwrap().is_none());
-        #[allow(clippy::reversed_empty_ranges)]
-        let empty = 2..=1;
-        assert!(cursor.listen(ip, &empty).unwrap().is_none());
+        drop(again);
     }
 }
