@@ -11,7 +11,7 @@ use smol::future::{self, FutureExt};
 use smol::{Async, Timer};
 use wharf_core::Server;
 
-use crate::sys::is_exhaustion;
+use crate::sys::{is_exhaustion, is_transient_accept_error};
 use crate::{lock, session, Ctx, ACCEPT_BACKOFF};
 
 /// Connections accepted in a row before yielding to the executor.
@@ -47,12 +47,21 @@ pub(crate) async fn accept_loop(
                 }
                 admit(&ctx, &server, stream, peer);
             }
-            Err(e) if is_exhaustion(&e) => {
-                if !exhausted {
-                    exhausted = true;
-                    tracing::warn!(shard, "accept: {e}; refusing connections");
+            Err(e) if is_transient_accept_error(&e) => {
+                tracing::debug!(shard, "accept: {e}");
+            }
+            Err(e) => {
+                if is_exhaustion(&e) {
+                    if !exhausted {
+                        exhausted = true;
+                        tracing::warn!(shard, "accept: {e}; refusing connections");
+                    }
+                    refuse_pending(&listener, &server, &mut reserve);
+                } else {
+                    tracing::warn!(shard, "accept: {e}; pausing");
                 }
-                refuse_pending(&listener, &server, &mut reserve);
+                // Out of descriptors, or an error that may persist: pause rather than
+                // spin.
                 let stopped = async {
                     Timer::after(ACCEPT_BACKOFF).await;
                     false
@@ -66,7 +75,6 @@ pub(crate) async fn accept_loop(
                     break;
                 }
             }
-            Err(e) => tracing::debug!(shard, "accept: {e}"),
         }
         in_a_row += 1;
         if in_a_row >= ACCEPT_BUDGET {

@@ -22,7 +22,7 @@ use wharf_core::{
 };
 
 use crate::session::{dispose, report, Driver, Event, Events};
-use crate::sys::{connect_from, data_listener, is_exhaustion};
+use crate::sys::{connect_from, data_listener, is_exhaustion, is_transient_accept_error};
 use crate::transfer::{DataStream, Progress, Transfer};
 use crate::ACCEPT_BACKOFF;
 
@@ -90,9 +90,10 @@ async fn accept_data(
                 let _ = report(&events, Event::Accepted { conn, peer, stream }).await;
                 return;
             }
+            Err(e) if is_transient_accept_error(&e) => tracing::debug!("data accept: {e}"),
             Err(e) => {
-                // Out of descriptors, or a connection reset in the backlog: the core's
-                // data-connection timer bounds the wait; do not spin meanwhile.
+                // Out of descriptors, or worse: the core's data-connection timer bounds
+                // the wait; do not spin meanwhile.
                 tracing::debug!("data accept: {e}");
                 Timer::after(ACCEPT_BACKOFF).await;
             }

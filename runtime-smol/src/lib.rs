@@ -163,6 +163,16 @@ impl Stop {
     }
 }
 
+/// Shuts the server down when [`Wharf::run`]'s future goes away (after a normal end the
+/// shutdown has already happened, and this changes nothing).
+struct StopOnDrop(Arc<Stop>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger(Duration::ZERO);
+    }
+}
+
 /// Starts a graceful shutdown of a server; cheap to clone and to send to other threads.
 #[derive(Clone)]
 pub struct ShutdownHandle(Arc<Stop>);
@@ -243,7 +253,10 @@ impl Wharf {
 
     /// Serves on `ex` (every session and helper is a task of it) until a shutdown has
     /// run its course: returns once every session and helper task has ended.
+    ///
+    /// Dropping the future before it returns shuts the server down at once (no grace).
     pub async fn run(self, ex: Arc<Executor<'static>>) -> io::Result<()> {
+        let _stop_if_dropped = StopOnDrop(self.stop.clone());
         let (alive, gone) = smol::channel::bounded::<()>(1);
         let ctx = Arc::new(Ctx {
             ex: ex.clone(),

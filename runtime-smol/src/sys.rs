@@ -130,6 +130,18 @@ pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// Whether an `accept` error concerns only the connection being accepted (it was reset
+/// or aborted in the backlog), so accepting goes on at once.
+pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
 /// Whether a `sendfile` error came from the socket side (the peer went away) rather
 /// than from reading the file.
 pub(crate) fn is_socket_error(e: &io::Error) -> bool {
