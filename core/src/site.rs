@@ -149,6 +149,15 @@ impl Binding {
         self.ip == other.ip && self.port == other.port
     }
 
+    /// Whether one connection can match both (same port; same address, or one is the
+    /// other's family wildcard).
+    fn overlaps(&self, other: &Binding) -> bool {
+        let (a, b) = (self.ip.to_canonical(), other.ip.to_canonical());
+        (self.port == other.port || self.port == 0 || other.port == 0)
+            && (a == b
+                || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified())))
+    }
+
     /// How well this binding matches a local address: 2 exact, 1 wildcard, 0 not at all.
     fn rank(&self, local: SocketAddr) -> u8 {
         if self.port != 0 && self.port != local.port() {
@@ -247,16 +256,16 @@ impl Sites {
         }
         for (i, b) in bindings.iter().enumerate() {
             for (j, earlier) in bindings[..i].iter().enumerate() {
-                if !b.same_address(earlier) {
-                    continue;
-                }
                 let addr = SocketAddr::new(b.ip, b.port).to_string();
-                if b.implicit_tls != earlier.implicit_tls {
+                if b.overlaps(earlier) && b.implicit_tls != earlier.implicit_tls {
                     return Err(SitesError::MixedTls {
                         binding: i,
                         other: j,
                         addr,
                     });
+                }
+                if !b.same_address(earlier) {
+                    continue;
                 }
                 match (&b.host, &earlier.host) {
                     (None, None) => {
@@ -317,40 +326,27 @@ impl Sites {
         &self.bindings
     }
 
-    /// The bindings that apply to a connection on `local`: the exact-address ones if
-    /// there are any, else the wildcard ones.
-    fn matching(&self, local: SocketAddr) -> impl Iterator<Item = &Binding> {
-        let best = self
-            .bindings
-            .iter()
-            .map(|b| b.rank(local))
-            .max()
-            .unwrap_or(0);
-        self.bindings
-            .iter()
-            .filter(move |b| best > 0 && b.rank(local) == best)
+    /// The first binding for `local` that `pred` accepts: bindings on the exact
+    /// address first, then the wildcard ones (IIS order: `ip:port:host`, `*:port:host`,
+    /// `ip:port:`, `*:port:`).
+    fn find(&self, local: SocketAddr, pred: impl Fn(&Binding) -> bool) -> Option<&Binding> {
+        [2, 1].into_iter().find_map(|rank| {
+            self.bindings
+                .iter()
+                .find(|b| b.rank(local) == rank && pred(b))
+        })
     }
 
     /// What a connection arriving on `local` is offered; `None` if no site is bound
     /// there.
     pub fn listener(&self, local: SocketAddr) -> Option<Listener> {
-        let mut first = None;
-        let mut default = None;
-        let mut named = false;
-        let mut implicit_tls = false;
-        for b in self.matching(local) {
-            first.get_or_insert(b.site);
-            implicit_tls = b.implicit_tls;
-            match b.host {
-                None => default = default.or(Some(b.site)),
-                Some(_) => named = true,
-            }
-        }
+        let first = self.find(local, |_| true)?;
+        let default = self.find(local, |b| b.host.is_none()).map(|b| b.site);
         Some(Listener {
             default,
-            fallback: default.or(first)?,
-            implicit_tls,
-            named,
+            fallback: default.unwrap_or(first.site),
+            implicit_tls: first.implicit_tls,
+            named: self.find(local, |b| b.host.is_some()).is_some(),
         })
     }
 
@@ -362,9 +358,7 @@ impl Sites {
         if !listener.named {
             return listener.default;
         }
-        self.matching(local)
-            .find(|b| b.host_is(host))
-            .map(|b| b.site)
+        self.find(local, |b| b.host_is(host)).map(|b| b.site)
     }
 
     /// The site a TLS client asked for by SNI: the same lookup as `HOST`.

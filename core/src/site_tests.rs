@@ -64,7 +64,10 @@ fn ambiguous_and_duplicate_bindings_are_refused() {
 
     let mut tls = bind("10.0.0.1:990", "b", 1);
     tls.implicit_tls = true;
-    let err = Sites::new(three(), vec![bind("10.0.0.1:990", "a", 0), tls]).unwrap_err();
+    let err = Sites::new(three(), vec![bind("10.0.0.1:990", "a", 0), tls.clone()]).unwrap_err();
+    assert!(matches!(err, SitesError::MixedTls { .. }), "{err}");
+    // A wildcard on the same port receives the same connections: the same rule.
+    let err = Sites::new(three(), vec![bind("0.0.0.0:990", "a", 0), tls]).unwrap_err();
     assert!(matches!(err, SitesError::MixedTls { .. }), "{err}");
 
     let err = Sites::new(three(), vec![bind("10.0.0.1:21", "", 7)]).unwrap_err();
@@ -112,19 +115,38 @@ fn the_local_address_selects_the_bindings() {
     assert_eq!((l.default, l.fallback, l.named), (Some(0), 0, true));
     assert_eq!(sites.by_host(addr("192.0.2.1:21"), "TWO.example"), Some(1));
     assert_eq!(sites.by_host(addr("192.0.2.1:21"), "three.example"), None);
-    // The exact address wins over the wildcard: no default there.
+    // On the exact address its own host names come first, then the wildcard's.
     let l = sites.listener(addr("10.0.0.1:21")).unwrap();
-    assert_eq!((l.default, l.fallback), (None, 2));
+    assert_eq!((l.default, l.fallback, l.named), (Some(0), 0, true));
     assert_eq!(sites.by_host(addr("10.0.0.1:21"), "three.example"), Some(2));
-    assert_eq!(sites.by_host(addr("10.0.0.1:21"), "two.example"), None);
+    assert_eq!(sites.by_host(addr("10.0.0.1:21"), "two.example"), Some(1));
     // v4-mapped local addresses count as IPv4.
     assert_eq!(
-        sites
-            .listener(addr("[::ffff:10.0.0.1]:21"))
-            .unwrap()
-            .fallback,
-        2
+        sites.by_host(addr("[::ffff:10.0.0.1]:21"), "three.example"),
+        Some(2)
     );
+    // An exact blank-host binding beats the wildcard's.
+    let exact = Sites::new(
+        three(),
+        vec![bind("0.0.0.0:21", "", 0), bind("10.0.0.1:21", "", 2)],
+    )
+    .unwrap();
+    assert_eq!(
+        exact.listener(addr("10.0.0.1:21")).unwrap().default,
+        Some(2)
+    );
+    assert_eq!(
+        exact.listener(addr("10.0.0.2:21")).unwrap().default,
+        Some(0)
+    );
+    // Only host names here: no default, and the first binding's settings apply.
+    let named = Sites::new(
+        three(),
+        vec![bind("10.0.0.1:21", "b", 1), bind("10.0.0.1:21", "a", 0)],
+    )
+    .unwrap();
+    let l = named.listener(addr("10.0.0.1:21")).unwrap();
+    assert_eq!((l.default, l.fallback, l.named), (None, 1, true));
     // IPv6 wildcard; no virtual hosts there, so any HOST name selects the default.
     let l = sites.listener(addr("[2001:db8::1]:2121")).unwrap();
     assert_eq!((l.default, l.named), (Some(1), false));
