@@ -203,7 +203,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
                     })
             })
             .collect();
-        println!("wharf: serving ftp://{addr}/: {}", sites.join(", "));
+        println!("wharf: serving ftp://{addr}/ for {}", sites.join(", "));
     }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
