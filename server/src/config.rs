@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub runtime: RuntimeKind,
     /// How long a graceful shutdown lets transfers finish.
     pub shutdown_grace: Duration,
+    /// How long a successful login is remembered (zero: never); see `login_cache`.
+    pub login_cache: Duration,
     /// The sites, in configuration order.
     pub sites: Vec<SiteConfig>,
     pub users: Vec<UserEntry>,
@@ -191,6 +193,7 @@ struct RawServer {
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
+    login_cache: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -678,6 +681,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         max_connections,
         runtime,
         shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
+        login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
         sites,
         users: accounts.users,
     };

@@ -21,6 +21,7 @@ use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
+mod login_cache;
 pub mod users;
 
 pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
@@ -33,7 +34,10 @@ pub use wharf_runtime_mio::RunningServer;
 /// once the server accepts.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
-    let auth = Arc::new(UserList::new(config.users.clone()));
+    let auth = Arc::new(UserList::with_login_cache(
+        config.users.clone(),
+        config.login_cache,
+    ));
     let mio = MioConfig {
         shards: config.shards,
         ..MioConfig::default()
