@@ -244,6 +244,12 @@ fn the_example_config_is_valid() {
     );
     let c = ServerConfig::from_toml_str(&text, "examples/wharf.toml").unwrap();
     assert_eq!(c.users.len(), 1);
+    assert_eq!(c.users[0].groups, vec!["staff", "auditors"]);
+    let site = &c.sites[0].session;
+    assert_eq!(site.banner, "wharf FTP server ready\nFiles for the team.");
+    assert_eq!(site.messages.exit.as_deref(), Some("Goodbye."));
+    assert_eq!(site.isolation, Isolation::None);
+    assert!(site.rules.is_none());
     assert_eq!(c.sites[0].session.passive_ports, 50000..=50100);
 }
 

@@ -247,7 +247,7 @@ impl Session {
         if self.site.is_none() {
             return self.reply(
                 220,
-                "wharf FTP server ready; choose a site with HOST name or USER name|user.",
+                "wharf FTP server ready; choose a site with HOST name or USER host|user.",
             );
         }
         let banner = self.config.banner.clone();
