@@ -366,6 +366,12 @@ fn isolation_jails_users_to_their_homes() {
         h.expect("PASV", "227 ");
         h.expect("RETR mine.txt", "150 ");
         assert_eq!(h.received, b"LocalUser/alice");
+        // The jail's root itself cannot be renamed, removed or replaced.
+        for cmd in ["RNFR /", "RNFR ..", "RMD /", "DELE .", "MKD /"] {
+            h.expect(cmd, "550 ");
+        }
+        h.expect("RNFR mine.txt", "350 ");
+        h.expect("RNTO /", "550 ");
         let shared = h.send("CWD /shared");
         requests_stay_below(&h, &["/one/LocalUser/alice", "/shared-store"]);
         if mode == Isolation::IsolateAllDirectories {

@@ -128,7 +128,10 @@ impl Session {
         if arg.is_empty() {
             return self.reply(501, "RNFR needs a path.");
         }
-        if let Some((real, _)) = self.authorize(arg, Access::Write) {
+        if let Some((real, shown)) = self.authorize(arg, Access::Write) {
+            if self.is_a_root(&real, &shown) {
+                return self.reply(550, "Permission denied.");
+            }
             self.request(
                 Request::Stat { path: real.clone() },
                 Then::Rnfr { path: real },
@@ -143,7 +146,10 @@ impl Session {
         if arg.is_empty() {
             return self.reply(501, "RNTO needs a path.");
         }
-        if let Some((to, _)) = self.authorize(arg, Access::Write) {
+        if let Some((to, shown)) = self.authorize(arg, Access::Write) {
+            if self.is_a_root(&to, &shown) {
+                return self.reply(550, "Permission denied.");
+            }
             let then = Then::Reply {
                 code: 250,
                 text: "Rename successful.".into(),
