@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_core::{Authenticator, Server, SessionConfig, Storage};
+use wharf_core::{Authenticator, Server, Sites, Storage};
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
@@ -26,7 +26,7 @@ pub mod localfs;
 mod login_cache;
 pub mod users;
 
-pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
+pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
 pub use users::{hash_password, UserEntry, UserList};
 
@@ -73,40 +73,43 @@ impl RunningServer {
     }
 }
 
-/// Starts serving `config`: opens the site root, binds every listen address (port 0 is
-/// resolved; see [`RunningServer::local_addrs`]) and returns once the server accepts.
+/// Starts serving `config`: opens every site root and virtual directory, binds every
+/// listen address (port 0 is resolved; see [`RunningServer::local_addrs`]) and returns
+/// once the server accepts, on the runtime the configuration names.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
-    let storage = Arc::new(LocalFs::open(&config.root).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("site root {}: {e}", config.root.display()),
-        )
-    })?);
+    let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     let auth = Arc::new(UserList::with_login_cache(
         config.users.clone(),
         config.login_cache,
     ));
+    // Bindings name their listener's port, so port 0 is settled before the sites table
+    // is built: a socket held on the chosen port (SO_REUSEPORT, not listening) keeps it
+    // ours until the runtime has bound it.
+    let (listen, _held) = hold_ports(&config.listen)?;
+    let sites = config
+        .sites_table(&listen)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     start_runtime(
         config.runtime,
-        config.listen.clone(),
+        listen,
         config.shards,
         config.max_connections,
-        config.session.clone(),
+        Arc::new(sites),
         storage,
         auth,
     )
 }
 
-/// Starts `runtime` on `listen` with any storage and authenticator: `shards` threads
-/// (0: one per core), at most `max_connections` sessions over all of them, every session
-/// configured by `session`. [`start`] uses it with the disk storage and the user list;
-/// tests use it with the core's in-memory storage.
+/// Starts `runtime` on `listen` with any sites table, storage and authenticator:
+/// `shards` threads (0: one per core), at most `max_connections` sessions over all of
+/// them. [`start`] uses it with the disk storage and the user list; tests use it with
+/// the core's in-memory storage (`Sites::single(config)` for one site on every address).
 pub fn start_runtime(
     runtime: RuntimeKind,
     listen: Vec<SocketAddr>,
     shards: usize,
     max_connections: usize,
-    session: SessionConfig,
+    sites: Arc<Sites>,
     storage: Arc<dyn Storage>,
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
@@ -116,8 +119,8 @@ pub fn start_runtime(
     };
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = max_connections.div_ceil(shards).max(1);
-    let session = Arc::new(session);
-    let make = move |i: usize| Server::new(session.clone(), i as u64, shards as u64, per_shard);
+    let make =
+        move |i: usize| Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
     Ok(match runtime {
         RuntimeKind::Mio => {
             let cfg = MioConfig {
@@ -134,6 +137,35 @@ pub fn start_runtime(
             RunningServer::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)
         }
     })
+}
+
+/// `addrs` with every port 0 replaced by a free port, and the sockets that hold those
+/// ports until dropped.
+fn hold_ports(addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, Vec<socket2::Socket>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(addrs.len());
+    let mut held = Vec::new();
+    for &addr in addrs {
+        if addr.port() != 0 {
+            out.push(addr);
+            continue;
+        }
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let bound = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a TCP socket without an IP address"))?;
+        out.push(bound);
+        held.push(s);
+    }
+    Ok((out, held))
 }
 
 /// The text of `public/welcome.txt` in the demo site.

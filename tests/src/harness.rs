@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wharf_core::memfs::{MemStorage, MemUsers};
-use wharf_core::SessionConfig;
+use wharf_core::{SessionConfig, Sites};
 use wharf_server::{RunningServer, RuntimeKind, ServerConfig};
 
 /// The runtimes every `per_runtime!` test runs on, by their config name.
@@ -219,7 +219,7 @@ pub fn start_memstore_with(
         vec![listen],
         shards,
         max,
-        session,
+        Arc::new(Sites::single(Arc::new(session))),
         storage.clone(),
         users,
     )

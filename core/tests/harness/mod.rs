@@ -48,6 +48,8 @@ pub struct Harness {
     pub wire: Vec<u8>,
     /// Every non-request action, in order.
     pub actions: Vec<Action>,
+    /// Every request the session made, in order (the only way it reaches storage).
+    pub requests: Vec<wharf_core::Request>,
     pub mode: DataMode,
     /// Bytes the simulated client sends on the next upload.
     pub upload: Vec<u8>,
@@ -77,15 +79,20 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
+        let users = MemUsers::new().with("alice", "secret", &["staff"]);
+        Harness::build(Server::new(Arc::new(config), 0, 1, 100), LOCAL, users)
+    }
+
+    /// A session accepted by `server` on the local address `local`, with these users.
+    pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
         let storage = Arc::new(MemStorage::new());
-        let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
+        let users = Arc::new(users);
         // `Instant` has no constructor; the harness is the driver, so it may read the
         // clock once for an origin. Time then only moves through `advance`.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut server = Server::new(Arc::new(config), 0, 1, 100);
         let session = server
-            .accept(now, PEER.parse().unwrap(), LOCAL.parse().unwrap())
+            .accept(now, PEER.parse().unwrap(), local.parse().unwrap())
             .expect("admitted");
         let mut h = Harness {
             now,
@@ -95,6 +102,7 @@ impl Harness {
             files: BTreeMap::new(),
             wire: Vec::new(),
             actions: Vec::new(),
+            requests: Vec::new(),
             mode: DataMode::Auto,
             upload: Vec::new(),
             received: Vec::new(),
@@ -197,6 +205,7 @@ impl Harness {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Request { req, request } => {
+                self.requests.push(request.clone());
                 let file = match &request {
                     wharf_core::Request::CloseFile { file, .. } => self.files.remove(file),
                     _ => None,
