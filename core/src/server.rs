@@ -7,12 +7,17 @@ use std::time::Instant;
 
 use crate::config::SessionConfig;
 use crate::ids::SessionId;
+use crate::log::{LogRecord, SubStatus};
+use crate::policy::limits::{ServerPolicy, Slot};
 use crate::session::Session;
 
-/// A connection the server will not serve: send `reply` (already encoded) and close.
+/// A connection the server will not serve: send `reply` (already encoded; empty means
+/// close without a word) and close. When the site logs, `log` is the refusal's record for
+/// the log sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reply: Vec<u8>,
+    pub log: Option<Box<LogRecord>>,
 }
 
 /// Admission and the per-server counters.
@@ -23,6 +28,7 @@ pub struct Server {
     id_stride: u64,
     active: usize,
     max_sessions: usize,
+    policy: Arc<ServerPolicy>,
 }
 
 impl Server {
@@ -34,25 +40,95 @@ impl Server {
             id_stride: shards.max(1),
             active: 0,
             max_sessions,
+            policy: Arc::new(ServerPolicy::default()),
         }
     }
 
-    /// Admits a new control connection from `peer` on `local`.
+    /// Shares `policy` (server-wide IP rules, logon restrictions and connection counts)
+    /// with every other `Server` of the process; without it, a server has its own,
+    /// unrestricted one.
+    pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Server {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &Arc<ServerPolicy> {
+        &self.policy
+    }
+
+    /// Admits a new control connection from `peer` on `local`: the server's and then the
+    /// site's IP rules, logon bans, and the connection limits (server, per address).
     pub fn accept(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<Session, Refusal> {
-        if self.active >= self.max_sessions {
-            return Err(Refusal {
-                reply: b"421 Too many connections, try again later.\r\n".to_vec(),
-            });
+        let ip = peer.ip();
+        let denied = [&self.policy.rules().ip_rules, &self.config.ip_rules]
+            .into_iter()
+            .find(|rules| !rules.allows(ip))
+            .map(|rules| rules.deny_action);
+        if let Some(action) = denied {
+            tracing::info!(%peer, "refused by IP rules");
+            return Err(self.refusal(peer, local, action.reply(), SubStatus::IpDenied));
         }
+        if self.policy.is_banned(now, ip) {
+            tracing::info!(%peer, "refused: banned after failed logins");
+            let reply = b"421 Too many failed logins from your address, try again later.\r\n";
+            return Err(self.refusal(peer, local, reply, SubStatus::LogonBanned));
+        }
+        let busy = format!("421 {}\r\n", self.policy.rules().max_clients_message);
+        if self.active >= self.max_sessions {
+            let sub = SubStatus::TooManyConnections;
+            return Err(self.refusal(peer, local, busy.as_bytes(), sub));
+        }
+        let Some(slot) = Slot::admit(self.policy.clone(), ip) else {
+            let sub = SubStatus::TooManyFromIp;
+            return Err(self.refusal(peer, local, busy.as_bytes(), sub));
+        };
         self.active += 1;
+        let id = self.next_id();
+        Ok(Session::new(
+            now,
+            id,
+            self.config.clone(),
+            peer,
+            local,
+            slot,
+        ))
+    }
+
+    fn next_id(&mut self) -> SessionId {
         let id = SessionId(self.next_session);
         self.next_session += self.id_stride;
-        Ok(Session::new(now, id, self.config.clone(), peer, local))
+        id
+    }
+
+    /// A refusal with its log record (when the site logs).
+    fn refusal(
+        &mut self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply: &[u8],
+        sub: SubStatus,
+    ) -> Refusal {
+        let id = self.next_id();
+        let log = self.config.logging.as_ref().map(|cfg| {
+            let method = "ControlChannelOpened".into();
+            let mut rec = LogRecord::new(id, cfg.site.clone(), peer, local, method);
+            rec.status = reply
+                .get(..3)
+                .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
+                .unwrap_or(0);
+            rec.sub = sub;
+            rec.debug = Some(sub.slug().into());
+            Box::new(rec)
+        });
+        Refusal {
+            reply: reply.to_vec(),
+            log,
+        }
     }
 
     /// The reply for a connection the driver cannot serve at all (out of file
@@ -60,6 +136,7 @@ impl Server {
     pub fn busy_reply(&self) -> Refusal {
         Refusal {
             reply: b"421 Server busy, try again later.\r\n".to_vec(),
+            log: None,
         }
     }
 

@@ -12,9 +12,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use wharf_core::policy::limits::ServerRules;
 use wharf_core::{ListingStyle, SessionConfig, Timeouts};
 
 use crate::users::UserEntry;
+use crate::w3c::LogOutput;
+
+#[path = "config_policy.rs"]
+mod policy;
 
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,10 @@ pub struct ServerConfig {
     /// What every session of the site is told.
     pub session: SessionConfig,
     pub users: Vec<UserEntry>,
+    /// Server-wide IP rules, logon restrictions and connection limits.
+    pub server_rules: ServerRules,
+    /// Where the W3C log is written, when the site logs.
+    pub log: Option<LogOutput>,
 }
 
 /// One configuration error, located in its file.
@@ -101,6 +110,7 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     users: Vec<RawUser>,
+    limits: Option<policy::RawLimits>,
 }
 
 #[derive(Deserialize, Default)]
@@ -113,6 +123,9 @@ struct RawServer {
     external_ip: Option<Spanned<String>>,
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logon_restrictions: Option<policy::RawLogon>,
+    logging: Option<policy::RawLogging>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +141,13 @@ struct RawSite {
     listing_style: Option<Spanned<String>>,
     #[serde(default)]
     keep_partial_uploads: bool,
+    #[serde(default)]
+    allow_replace_on_rename: bool,
+    #[serde(default)]
+    allow_read_uploads_in_progress: bool,
+    request_filtering: Option<policy::RawFiltering>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logging: Option<policy::RawLogging>,
 }
 
 #[derive(Deserialize, Default)]
@@ -145,6 +165,8 @@ struct RawUser {
     password_hash: Spanned<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// Bytes per second per transfer for this user.
+    bandwidth: Option<Spanned<u64>>,
 }
 
 /// Collects errors against one file's text.
@@ -327,7 +349,19 @@ impl ServerConfig {
     }
 }
 
-fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+    let mut server_rules = ServerRules {
+        ip_rules: policy::ip_rules(c, raw.server.ip_security.take()),
+        logon: policy::logon(c, raw.server.logon_restrictions.take()),
+        ..ServerRules::default()
+    };
+    let central_log = raw.server.logging.take();
+    let user_bandwidth: Vec<(String, Spanned<u64>)> = raw
+        .users
+        .iter()
+        .filter_map(|u| Some((u.name.get_ref().clone(), u.bandwidth.clone()?)))
+        .collect();
+    let site_limits = policy::limits(c, raw.limits.take(), &mut server_rules, &user_bandwidth);
     let s = &raw.server;
     let listen = match &s.listen {
         None => vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
@@ -370,7 +404,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
             .unwrap_or(1),
         None => 10_000,
     };
-    let Some(site) = raw.site else {
+    let Some(mut site) = raw.site else {
         c.error(0..0, "missing [site] table (it needs at least `root`)");
         return None;
     };
@@ -384,8 +418,17 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
     let data = seconds(c, &t.data, 30);
     let login = seconds(c, &t.login, 30);
     let users = check_users(c, raw.users);
+    let site_name = site.name.clone().unwrap_or_else(|| "default".into());
+    let mut max_line = SessionConfig::default().max_line;
+    let filtering = policy::filtering(c, site.request_filtering.take(), &mut max_line);
+    let ip_rules = policy::ip_rules(c, site.ip_security.take());
+    let logging = policy::logging(c, &site_name, site.logging.take(), central_log, base);
+    let (logging, log) = match logging {
+        Some((cfg, out)) => (Some(cfg), Some(out)),
+        None => (None, None),
+    };
     let session = SessionConfig {
-        site_name: site.name.unwrap_or_else(|| "default".into()),
+        site_name,
         banner: site
             .banner
             .unwrap_or_else(|| SessionConfig::default().banner),
@@ -401,6 +444,13 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         external_ip,
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
+        allow_replace_on_rename: site.allow_replace_on_rename,
+        allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
+        max_line,
+        filtering,
+        ip_rules,
+        limits: site_limits,
+        logging,
         ..SessionConfig::default()
     };
     Some(ServerConfig {
@@ -412,6 +462,8 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         root: root?,
         session,
         users,
+        server_rules,
+        log,
     })
 }
 

@@ -15,12 +15,14 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use wharf_core::policy::ServerPolicy;
 use wharf_core::Server;
 use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
 pub mod users;
+pub mod w3c;
 
 pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
 pub use localfs::LocalFs;
@@ -37,15 +39,29 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
         )
     })?);
     let auth = Arc::new(UserList::new(config.users.clone()));
+    let log = match &config.log {
+        Some(out) => {
+            let key = (!out.central).then(|| config.session.site_name.clone());
+            let logger: Arc<dyn wharf_core::log::LogSink> =
+                w3c::W3cLogger::start(vec![(key, out.clone())])?;
+            Some(logger)
+        }
+        None => None,
+    };
     let mio = MioConfig {
         shards: config.shards,
+        log,
         ..MioConfig::default()
     };
     let shards = mio.shard_count();
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = config.max_connections.div_ceil(shards).max(1);
     let session = Arc::new(config.session.clone());
-    let make = move |i: usize| Server::new(session.clone(), i as u64, shards as u64, per_shard);
+    // IP rules, bans and per-address/per-user counts are one state for all shards.
+    let policy = Arc::new(ServerPolicy::new(config.server_rules.clone()));
+    let make = move |i: usize| {
+        Server::new(session.clone(), i as u64, shards as u64, per_shard).with_policy(policy.clone())
+    };
     match config.runtime {
         RuntimeKind::Mio => {
             wharf_runtime_mio::start(config.listen.clone(), mio, make, storage, auth)

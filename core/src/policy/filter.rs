@@ -82,6 +82,12 @@ impl Denial {
         text: "File type not allowed.",
         sub: SubStatus::ExtensionDenied,
     };
+    /// RNTO over an existing name without `allow_replace_on_rename` (RFC 959's 553).
+    pub const RENAME_TARGET_EXISTS: Denial = Denial {
+        code: 553,
+        text: "File exists; replacing on rename is not allowed.",
+        sub: SubStatus::RenameTargetExists,
+    };
     pub const PATH_TOO_LONG: Denial = Denial {
         code: 553,
         text: "Path too long.",

@@ -26,7 +26,11 @@ impl Session {
             self.reply(553, "File name not allowed.");
             return None;
         };
+        if !self.filter_path(&real, &shown) {
+            return None;
+        }
         if access == Access::Write && !self.may_write() {
+            self.set_substatus(crate::log::SubStatus::PermissionDenied);
             self.reply(550, "Permission denied.");
             return None;
         }
@@ -129,11 +133,8 @@ impl Session {
             return self.reply(501, "RNTO needs a path.");
         }
         if let Some((to, _)) = self.authorize(arg, Access::Write) {
-            let then = Then::Reply {
-                code: 250,
-                text: "Rename successful.".into(),
-            };
-            self.request(Request::Rename { from, to }, then);
+            let replace = self.config.allow_replace_on_rename;
+            self.request(Request::Rename { from, to, replace }, Then::Rnto);
         }
     }
 
@@ -226,6 +227,13 @@ impl Session {
                 self.reply(350, "Ready for RNTO.");
             }
             (Then::Reply { code, text }, Completion::Done(Ok(()))) => self.reply(code, &text),
+            (Then::Rnto, Completion::Done(Ok(()))) => self.reply(250, "Rename successful."),
+            (Then::Rnto, Completion::Done(Err(FsError::AlreadyExists)))
+                if !self.config.allow_replace_on_rename =>
+            {
+                self.note_fs_error(&FsError::AlreadyExists);
+                self.deny(crate::policy::Denial::RENAME_TARGET_EXISTS);
+            }
             (_, Completion::Stat(Err(e)) | Completion::Done(Err(e))) => self.fs_error(&e),
             (_, other) => self.unexpected(other),
         }
@@ -247,6 +255,7 @@ impl Session {
 
     /// The reply for a failed storage operation.
     pub(super) fn fs_error(&mut self, e: &FsError) {
+        self.note_fs_error(e);
         let text = match e {
             FsError::NotFound => "No such file or directory.",
             FsError::PermissionDenied => "Permission denied.",

@@ -19,6 +19,7 @@ impl Sim {
         match action {
             Action::Request { req, request } => self.request(s, req, request),
             Action::Close => self.close(s),
+            Action::Log(_) => Ok(()),
             other => self.data_action(s, other),
         }
     }
@@ -195,7 +196,7 @@ fn check_paths(request: &Request) -> Result<(), String> {
         | Request::RemoveDir { path }
         | Request::RemoveFile { path }
         | Request::SetModified { path, .. } => vec![path],
-        Request::Rename { from, to } => vec![from, to],
+        Request::Rename { from, to, .. } => vec![from, to],
         Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
     };
     for p in paths {

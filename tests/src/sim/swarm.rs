@@ -129,6 +129,7 @@ impl Swarm {
             keep_partial_uploads: rng.chance(40),
             max_pending_output: *rng.pick(&[64 * 1024, 512, 200]),
             max_line: *rng.pick(&[4096, 4096, 600]),
+            allow_replace_on_rename: rng.chance(50),
             ..SessionConfig::default()
         }
     }
