@@ -63,6 +63,13 @@ pub struct Harness {
     wall: SystemTime,
 }
 
+/// `Instant` has no constructor; the harness is the driver, so it may read the clock for
+/// an origin. Time then only moves through `advance`.
+#[allow(clippy::disallowed_methods)]
+pub fn origin() -> Instant {
+    Instant::now()
+}
+
 pub fn config() -> SessionConfig {
     SessionConfig {
         allow_anonymous: true,
@@ -77,16 +84,20 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
+        let mut server = Server::new(Arc::new(config), 0, 1, 100);
+        Harness::accept(&mut server, PEER, origin()).expect("admitted")
+    }
+
+    /// A session `server` admits from `peer` at `now` (several harnesses can share one
+    /// server, its policy and, by cloning `storage`, one storage).
+    pub fn accept(
+        server: &mut Server,
+        peer: &str,
+        now: Instant,
+    ) -> Result<Harness, wharf_core::Refusal> {
         let storage = Arc::new(MemStorage::new());
         let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
-        // `Instant` has no constructor; the harness is the driver, so it may read the
-        // clock once for an origin. Time then only moves through `advance`.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
-        let mut server = Server::new(Arc::new(config), 0, 1, 100);
-        let session = server
-            .accept(now, PEER.parse().unwrap(), LOCAL.parse().unwrap())
-            .expect("admitted");
+        let session = server.accept(now, peer.parse().unwrap(), LOCAL.parse().unwrap())?;
         let mut h = Harness {
             now,
             session,
@@ -105,7 +116,7 @@ impl Harness {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         };
         h.drain();
-        h
+        Ok(h)
     }
 
     /// Sends raw bytes and returns the replies they produced.
