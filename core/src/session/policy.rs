@@ -150,6 +150,8 @@ impl Session {
             rec.debug = Some(Cow::Borrowed(self.sub.slug()));
         }
         self.status = 0;
+        self.sub = SubStatus::None;
+        self.win32 = 0;
         self.actions.push_back(Action::Log(rec));
     }
 
