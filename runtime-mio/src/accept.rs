@@ -68,6 +68,10 @@ impl Shard {
         };
         // Replies are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
+        // Clients send ABOR as TCP urgent data (Python's ftplib sends "ABOR\r\n" with
+        // MSG_OOB); without OOBINLINE the kernel takes the last byte out of the stream and
+        // the line never ends.
+        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
         let session = match self.server.accept(now, peer, local) {
             Ok(s) => s,
             Err(refusal) => {

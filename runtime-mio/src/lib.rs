@@ -50,6 +50,7 @@ use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
 mod data;
+mod ports;
 mod shard;
 mod sys;
 mod timers;
@@ -174,9 +175,10 @@ pub fn start(
     let mut shards = Vec::with_capacity(n);
     let mut built = Vec::with_capacity(n);
     let (done_txs, done_rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+    let ports = Arc::new(ports::PortPool::default());
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         let (tx, rx) = mpsc::channel();
-        let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx)?;
+        let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;
         shards.push((tx, shard.waker()));
         built.push(shard);
     }

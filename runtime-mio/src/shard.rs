@@ -13,7 +13,7 @@ use wharf_core::backend::OpenFile;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
 
 use crate::data::DataSock;
-use crate::sys::PortCursor;
+use crate::ports::PortPool;
 use crate::timers::{TimerHeap, TimerSlot};
 use crate::transfer::PumpLimits;
 use crate::worker::{Done, Job, ReplyTo};
@@ -90,7 +90,8 @@ pub(crate) struct Shard {
     msgs: Receiver<ShardMsg>,
     done: Receiver<Done>,
     jobs: Option<Sender<Job>>,
-    pub ports: PortCursor,
+    /// The passive port pool, shared with every other shard.
+    pub ports: Arc<PortPool>,
     pub limits: PumpLimits,
     control_reads_budget: usize,
     max_events: usize,
@@ -117,6 +118,7 @@ impl Shard {
         listeners: Vec<(usize, TcpListener)>,
         msgs: Receiver<ShardMsg>,
         done: Receiver<Done>,
+        ports: Arc<PortPool>,
     ) -> io::Result<Shard> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -141,7 +143,7 @@ impl Shard {
             msgs,
             done,
             jobs: None,
-            ports: PortCursor::default(),
+            ports,
             limits: PumpLimits {
                 buffer: cfg.transfer_buffer.max(4096),
                 budget: cfg.transfer_budget.max(64 * 1024),

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub runtime: RuntimeKind,
     /// How long a graceful shutdown lets transfers finish.
     pub shutdown_grace: Duration,
+    /// How long a successful login is remembered (zero: never); see `login_cache`.
+    pub login_cache: Duration,
     /// The site's directory on disk.
     pub root: PathBuf,
     /// What every session of the site is told.
@@ -126,6 +128,7 @@ struct RawServer {
     ip_security: Option<policy::RawIpSecurity>,
     logon_restrictions: Option<policy::RawLogon>,
     logging: Option<policy::RawLogging>,
+    login_cache: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +462,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         max_connections,
         runtime,
         shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
+        login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
         root: root?,
         session,
         users,

@@ -21,6 +21,7 @@ use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
+mod login_cache;
 pub mod users;
 pub mod w3c;
 
@@ -38,7 +39,10 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
             format!("site root {}: {e}", config.root.display()),
         )
     })?);
-    let auth = Arc::new(UserList::new(config.users.clone()));
+    let auth = Arc::new(UserList::with_login_cache(
+        config.users.clone(),
+        config.login_cache,
+    ));
     let log = match &config.log {
         Some(out) => {
             let key = (!out.central).then(|| config.session.site_name.clone());

@@ -139,6 +139,18 @@ impl Fixture {
         s.wait().unwrap();
     }
 
+    /// Graceful shutdown that keeps the fixture (and its files) for inspection afterwards.
+    pub fn stop_keeping_files(&mut self) {
+        let s = self.take_server();
+        s.shutdown(Duration::from_secs(5));
+        s.wait().unwrap();
+    }
+
+    /// Takes the running server out of the fixture (for tests that stop it themselves).
+    pub fn take_server(&mut self) -> RunningServer {
+        self.server.take().expect("server already taken")
+    }
+
     /// Fails if an upload temporary (`.wharf-part-*`) is left anywhere under the root.
     pub fn assert_no_temp_files(&self) {
         assert_no_temp_files(&self.root);
