@@ -19,7 +19,10 @@ impl Sim {
         match action {
             Action::Request { req, request } => self.request(s, req, request),
             Action::Close => self.close(s),
-            Action::Log(_) => Ok(()),
+            Action::Log(rec) => match rec.status {
+                0 | 100..=599 if self.cfg.logging.is_some() => Ok(()),
+                _ => Err(format!("s{s}: bad log record {rec:?}")),
+            },
             other => self.data_action(s, other),
         }
     }
