@@ -255,7 +255,11 @@ impl Output {
                 }
             }
         };
-        if self.file.is_some() && key == self.key {
+        // Shards hand records over in nearly, not exactly, time order: a record stamped
+        // just before midnight that arrives after one stamped just after it stays in the
+        // new file rather than reopening the old one.
+        let older = !matches!(self.cfg.period, Period::Size(_)) && key < self.key;
+        if self.file.is_some() && (key == self.key || older) {
             return;
         }
         self.flush();

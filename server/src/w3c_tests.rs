@@ -209,3 +209,36 @@ fn a_full_queue_drops_and_counts_and_the_count_is_remarked() {
     let text = std::fs::read_to_string(file.path()).unwrap();
     assert!(text.contains("#Remark: 7 records dropped"), "{text}");
 }
+
+#[test]
+fn a_late_record_does_not_reopen_yesterdays_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut writer = Writer {
+        outputs: vec![(None, Output::new(output(tmp.path(), Period::Daily)))],
+        dropped: Arc::new(AtomicU64::new(0)),
+        line: String::new(),
+    };
+    let midnight = UNIX_EPOCH + Duration::from_secs(19_676 * 86_400);
+    let (tx, rx) = mpsc::sync_channel(8);
+    for at in [
+        midnight - Duration::from_secs(2),
+        midnight + Duration::from_secs(1),
+        midnight - Duration::from_secs(1),
+    ] {
+        tx.send(Msg::Record(at, record("a", "/x"))).unwrap();
+    }
+    drop(tx);
+    writer.run(rx);
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["u_ex231114.log", "u_ex231115.log"]);
+    let old = std::fs::read_to_string(tmp.path().join(&names[0])).unwrap();
+    let new = std::fs::read_to_string(tmp.path().join(&names[1])).unwrap();
+    assert_eq!(old.lines().filter(|l| !l.starts_with('#')).count(), 1);
+    assert_eq!(new.lines().filter(|l| !l.starts_with('#')).count(), 2);
+    assert_eq!(new.matches("#Fields").count(), 1);
+}
