@@ -219,7 +219,7 @@ pub struct LogRecord {
     pub method: Cow<'static, str>,
     /// `cs-uri-stem`: the path as the user sees it, or the argument (`***` for PASS).
     pub uri: Option<String>,
-    /// `x-fullpath`: the path as the storage sees it.
+    /// `x-fullpath`: the path in the site (for an isolated user, below its home).
     pub full_path: Option<String>,
     /// The command's first final reply code (0: none).
     pub status: u16,

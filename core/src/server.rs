@@ -10,6 +10,7 @@ use crate::ids::SessionId;
 use crate::log::{LogRecord, SubStatus};
 use crate::policy::limits::{ServerPolicy, Slot};
 use crate::session::Session;
+use crate::site::Sites;
 
 /// A connection the server will not serve: send `reply` (already encoded; empty means
 /// close without a word) and close. When the site logs, `log` is the refusal's record for
@@ -22,7 +23,7 @@ pub struct Refusal {
 
 /// Admission and the per-server counters.
 pub struct Server {
-    config: Arc<SessionConfig>,
+    sites: Arc<Sites>,
     next_session: u64,
     /// Added to session ids so that shards never hand out the same id.
     id_stride: u64,
@@ -32,10 +33,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for one site. `shard`/`shards` make session ids unique across shards.
+    /// A server for one site that answers every connection. `shard`/`shards` make
+    /// session ids unique across shards.
     pub fn new(config: Arc<SessionConfig>, shard: u64, shards: u64, max_sessions: usize) -> Server {
+        Server::with_sites(Arc::new(Sites::single(config)), shard, shards, max_sessions)
+    }
+
+    /// A server for several sites: the local address of each connection selects the
+    /// bindings that apply (see [`Sites`]).
+    pub fn with_sites(sites: Arc<Sites>, shard: u64, shards: u64, max_sessions: usize) -> Server {
         Server {
-            config,
+            sites,
             next_session: shard,
             id_stride: shards.max(1),
             active: 0,
@@ -64,35 +72,56 @@ impl Server {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<Session, Refusal> {
+        let Some(listener) = self.sites.listener(local) else {
+            return Err(Refusal {
+                reply: b"421 No site is bound to this address.\r\n".to_vec(),
+                log: None,
+            });
+        };
+        // Before HOST, the listener's default site (or its fallback) is the one to judge
+        // by; a site chosen later by HOST checks its own IP rules again at login.
+        let site = self
+            .sites
+            .site(listener.default.unwrap_or(listener.fallback))
+            .clone();
         let ip = peer.ip();
-        let denied = [&self.policy.rules().ip_rules, &self.config.ip_rules]
+        let denied = [&self.policy.rules().ip_rules, &site.ip_rules]
             .into_iter()
             .find(|rules| !rules.allows(ip))
             .map(|rules| rules.deny_action);
         if let Some(action) = denied {
             tracing::info!(%peer, "refused by IP rules");
-            return Err(self.refusal(peer, local, action.reply(), SubStatus::IpDenied));
+            let reply = action.reply();
+            return Err(self.refusal(&site, peer, local, reply, SubStatus::IpDenied));
         }
         if self.policy.is_banned(now, ip) {
             tracing::info!(%peer, "refused: banned after failed logins");
             let reply = b"421 Too many failed logins from your address, try again later.\r\n";
-            return Err(self.refusal(peer, local, reply, SubStatus::LogonBanned));
+            return Err(self.refusal(&site, peer, local, reply, SubStatus::LogonBanned));
         }
-        let busy = format!("421 {}\r\n", self.policy.rules().max_clients_message);
+        let text = site
+            .messages
+            .max_clients
+            .as_deref()
+            .unwrap_or(&self.policy.rules().max_clients_message);
+        let mut busy = Vec::new();
+        crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
+            .encode_into(&mut busy);
         if self.active >= self.max_sessions {
             let sub = SubStatus::TooManyConnections;
-            return Err(self.refusal(peer, local, busy.as_bytes(), sub));
+            return Err(self.refusal(&site, peer, local, &busy, sub));
         }
         let Some(slot) = Slot::admit(self.policy.clone(), ip) else {
             let sub = SubStatus::TooManyFromIp;
-            return Err(self.refusal(peer, local, busy.as_bytes(), sub));
+            return Err(self.refusal(&site, peer, local, &busy, sub));
         };
         self.active += 1;
         let id = self.next_id();
         Ok(Session::new(
             now,
             id,
-            self.config.clone(),
+            self.sites.clone(),
+            listener,
             peer,
             local,
             slot,
@@ -108,13 +137,14 @@ impl Server {
     /// A refusal with its log record (when the site logs).
     fn refusal(
         &mut self,
+        site: &SessionConfig,
         peer: SocketAddr,
         local: SocketAddr,
         reply: &[u8],
         sub: SubStatus,
     ) -> Refusal {
         let id = self.next_id();
-        let log = self.config.logging.as_ref().map(|cfg| {
+        let log = site.logging.as_ref().map(|cfg| {
             let method = "ControlChannelOpened".into();
             let mut rec = LogRecord::new(id, cfg.site.clone(), peer, local, method);
             rec.status = reply
@@ -150,7 +180,12 @@ impl Server {
         self.active
     }
 
+    /// The settings of the first site (the only one for [`Server::new`]).
     pub fn config(&self) -> &Arc<SessionConfig> {
-        &self.config
+        self.sites.site(0)
+    }
+
+    pub fn sites(&self) -> &Arc<Sites> {
+        &self.sites
     }
 }

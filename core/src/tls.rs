@@ -143,7 +143,6 @@ impl TlsLayer {
     }
 
     /// The SNI name the client asked for, once known.
-    #[allow(dead_code)]
     pub(crate) fn server_name(&self) -> Option<&str> {
         self.conn.server_name()
     }

@@ -764,3 +764,49 @@ fn a_site_without_logging_emits_no_records() {
     h.send("QUIT");
     assert!(!h.actions.iter().any(|a| matches!(a, Action::Log(_))));
 }
+
+/// With virtual hosts the site is known only after HOST: the chosen site's IP rules
+/// decide at login.
+#[test]
+fn a_site_chosen_by_host_applies_its_own_ip_rules() {
+    use wharf_core::site::{Binding, Sites};
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let bind = |site: usize, host: Option<&str>| Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: host.map(str::to_string),
+        site,
+        implicit_tls: false,
+    };
+    let open = Arc::new(config());
+    let closed = Arc::new(SessionConfig {
+        site_name: "closed".into(),
+        ip_rules: IpRules {
+            allow_unlisted: false,
+            rules: vec![IpRule {
+                net: IpNet::parse("10.0.0.0/8").unwrap(),
+                allow: true,
+            }],
+            deny_action: DenyAction::Refuse530,
+        },
+        ..config()
+    });
+    let sites = Sites::new(
+        vec![open, closed],
+        vec![bind(0, None), bind(1, Some("closed.example"))],
+    );
+    let mut server = Server::with_sites(Arc::new(sites.unwrap()), 0, 1, 10);
+    let t0 = origin();
+    // The default site admits the client (192.0.2.7) and lets it log in.
+    let mut h = Harness::accept(&mut server, harness::PEER, t0).unwrap();
+    h.login();
+    // Choosing the closed site: refused at login, and closed.
+    let mut h = Harness::accept(&mut server, harness::PEER, t0).unwrap();
+    h.expect("HOST closed.example", "220");
+    h.expect("USER alice", "331 ");
+    h.expect("PASS secret", "530 Access denied for your address.");
+    assert!(h.session.is_closed());
+    let mut h = Harness::accept(&mut server, "10.1.2.3:5000", t0).unwrap();
+    h.expect("HOST closed.example", "220");
+    h.login();
+}

@@ -253,3 +253,62 @@ fn data_policy_at_prot_time() {
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT P").starts_with("534 "));
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT C").starts_with("200 "));
 }
+
+/// Two sites sharing one address and one certificate; the client's SNI name
+/// (`ftp.example.com`) is bound to site "two".
+fn sni_sites(implicit: bool, blank_host: bool) -> (Harness, CertificateDer<'static>) {
+    use wharf_core::{Binding, Server, Sites};
+    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Allow);
+    let mk = |name: &str| {
+        let mut c = harness::config();
+        c.site_name = name.into();
+        c.tls = Some(tls.clone());
+        Arc::new(c)
+    };
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let bind = |site: usize, host: Option<&str>| Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: host.map(str::to_owned),
+        site,
+        implicit_tls: implicit,
+    };
+    let first = if blank_host {
+        bind(0, None)
+    } else {
+        bind(0, Some("other.example.com"))
+    };
+    let sites = Sites::new(
+        vec![mk("one"), mk("two")],
+        vec![first, bind(1, Some("FTP.example.com"))],
+    )
+    .unwrap();
+    let users = wharf_core::memfs::MemUsers::new().with("alice", "secret", &[]);
+    let server = Server::with_sites(Arc::new(sites), 0, 1, 10);
+    (Harness::build(server, harness::LOCAL, users), der)
+}
+
+#[test]
+fn the_sni_name_chooses_the_site() {
+    // Explicit FTPS: the default site answers until the handshake names another.
+    let (mut h, der) = sni_sites(false, true);
+    let (mut c, mut seen) = secured(&mut h, &der);
+    assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
+    assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
+
+    // Implicit FTPS with no blank-host site: SNI is enough to log in without HOST.
+    let (mut h, der) = sni_sites(true, false);
+    let mut c = client(&der);
+    let mut seen = 0;
+    let banner = pump(&mut h, &mut c, &mut seen);
+    assert!(
+        banner.starts_with("220 ") && banner.contains("HOST"),
+        "{banner}"
+    );
+    assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
+    assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
+}

@@ -378,11 +378,15 @@ fn fields(c: &mut Checker<'_>, raw: &RawLogging) -> LogFields {
     set
 }
 
-fn output(c: &mut Checker<'_>, raw: &RawLogging, base: &Path, central: bool) -> LogOutput {
-    let directory = match &raw.directory {
-        Some(d) => base.join(d.get_ref()),
-        None => base.join("logs"),
+/// Where a log goes: its `directory`, or `logs` (central) or `logs/<site name>` (a
+/// site's own), relative to the configuration file.
+fn output(c: &mut Checker<'_>, raw: &RawLogging, base: &Path, site: Option<&str>) -> LogOutput {
+    let directory = match (&raw.directory, site) {
+        (Some(d), _) => base.join(d.get_ref()),
+        (None, None) => base.join("logs"),
+        (None, Some(name)) => base.join("logs").join(folder_name(name)),
     };
+    let central = site.is_none();
     LogOutput {
         directory,
         period: period(c, raw),
@@ -403,13 +407,13 @@ pub(super) fn logging(
     c: &mut Checker<'_>,
     site_name: &str,
     site: Option<RawLogging>,
-    central: Option<RawLogging>,
+    central: Option<&RawLogging>,
     base: &Path,
 ) -> Option<(LogConfig, LogOutput)> {
     let enabled = site
         .as_ref()
         .map_or(central.is_some(), |s| s.enabled.unwrap_or(true));
-    let out = match (&central, &site) {
+    let out = match (central, &site) {
         (Some(cr), Some(sr)) => {
             if let Some(d) = &sr.directory {
                 c.error(
@@ -417,10 +421,10 @@ pub(super) fn logging(
                     "the site logs into the central log ([server.logging]); remove its directory",
                 );
             }
-            output(c, cr, base, true)
+            output(c, cr, base, None)
         }
-        (Some(cr), None) => output(c, cr, base, true),
-        (None, Some(sr)) => output(c, sr, base, false),
+        (Some(cr), None) => output(c, cr, base, None),
+        (None, Some(sr)) => output(c, sr, base, Some(site_name)),
         (None, None) => return None,
     };
     enabled.then(|| {
@@ -430,4 +434,62 @@ pub(super) fn logging(
         };
         (cfg, out)
     })
+}
+
+/// A site name as one folder name: anything but letters, digits, `-`, `_` and `.`
+/// becomes `_`.
+fn folder_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        "site".into()
+    } else {
+        s
+    }
+}
+
+/// Two sites writing their own logs into one directory would interleave the same files.
+pub(super) fn check_log_directories(c: &mut Checker<'_>, sites: &[super::SiteConfig]) {
+    for (i, a) in sites.iter().enumerate() {
+        let Some(la) = a.log.as_ref().filter(|l| !l.central) else {
+            continue;
+        };
+        for b in &sites[i + 1..] {
+            let same = |lb: &LogOutput| !lb.central && lb.directory == la.directory;
+            if b.log.as_ref().is_some_and(same) {
+                c.error(
+                    0..0,
+                    format!(
+                        "sites {:?} and {:?} both log into {}; give each its own \
+                         logging directory, or use one [server.logging]",
+                        a.name,
+                        b.name,
+                        la.directory.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A user's bandwidth from a users file: at least 1, and not under the minimum rate.
+pub(super) fn check_rate(n: u64, limits: &SiteLimits) -> Result<u64, String> {
+    let min = limits.min_bytes_per_second;
+    if n == 0 {
+        Err("must be at least 1 byte per second".into())
+    } else if min > 0 && n < min {
+        Err(format!(
+            "{n} bytes/s is below limits.min_bytes_per_second ({min}); every transfer would be dropped"
+        ))
+    } else {
+        Ok(n)
+    }
 }

@@ -173,6 +173,13 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// Whether the listener on `wildcard` receives connections for `addr`.
+fn covers(addr: std::net::SocketAddr, wildcard: std::net::SocketAddr) -> bool {
+    wildcard.ip().is_unspecified()
+        && wildcard.is_ipv4() == addr.is_ipv4()
+        && wildcard.port() == addr.port()
+}
+
 fn serve(cli: &Cli) -> Result<(), String> {
     let config = load(cli)?;
     // Signals are taken before the server starts so none is missed.
@@ -182,12 +189,21 @@ fn serve(cli: &Cli) -> Result<(), String> {
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
-    for addr in server.local_addrs() {
-        println!(
-            "wharf: serving {} on ftp://{addr}/ (root {})",
-            config.session.site_name,
-            config.root.display()
-        );
+    for (configured, addr) in config.listen.iter().zip(server.local_addrs()) {
+        let sites: Vec<String> = config
+            .sites
+            .iter()
+            .flat_map(|site| {
+                site.bindings
+                    .iter()
+                    .filter(|b| b.addr == *configured || covers(b.addr, *configured))
+                    .map(move |b| match &b.host {
+                        Some(h) => format!("{} as {h} (root {})", site.name, site.root.display()),
+                        None => format!("{} (root {})", site.name, site.root.display()),
+                    })
+            })
+            .collect();
+        println!("wharf: serving ftp://{addr}/ for {}", sites.join(", "));
     }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {

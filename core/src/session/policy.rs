@@ -13,7 +13,7 @@ use crate::backend::{FsError, Principal};
 use crate::log::{self, Field, LogRecord, SubStatus};
 use crate::path::VPath;
 use crate::policy::filter::{self, Denial};
-use crate::policy::Verdict;
+use crate::policy::{DenyAction, Verdict};
 use crate::proto::command::{Command, ParseError, Verb};
 use crate::session::Session;
 
@@ -233,14 +233,15 @@ impl Session {
 
     /// The chokepoint's filter: hidden segments, path length, and (for file commands)
     /// extensions, judged on the resolved path the user sees. Also puts the resolved paths
-    /// in the log record. False when refused (the reply is sent).
-    pub(super) fn filter_path(&mut self, real: &VPath, shown: &VPath) -> bool {
+    /// in the log record (`x-fullpath` is the site path: with isolation, it shows the
+    /// user's home). False when refused (the reply is sent).
+    pub(super) fn filter_path(&mut self, site: &VPath, shown: &VPath) -> bool {
         if let (Some(l), Some(cfg)) = (&mut self.log, &self.config.logging) {
             if cfg.fields.has(Field::UriStem) {
                 l.rec.uri = Some(shown.to_string());
             }
             if cfg.fields.has(Field::FullPath) {
-                l.rec.full_path = Some(real.to_string());
+                l.rec.full_path = Some(site.to_string());
             }
         }
         let file = self.verb.is_some_and(filter::names_a_file);
@@ -306,6 +307,20 @@ impl Session {
     /// reply is sent and the session closes).
     pub(super) fn admit_user(&mut self, now: Instant, principal: &Principal) -> bool {
         if self.refuse_banned(now) {
+            return false;
+        }
+        // A site chosen after connecting (HOST, USER host|user, SNI) judges the address
+        // by its own IP rules; the listener's default site already did at accept.
+        let rules = &self.config.ip_rules;
+        if !rules.allows(self.peer.ip()) {
+            let action = rules.deny_action;
+            tracing::info!(session = %self.id, peer = %self.peer, site = %self.config.site_name, "refused by the site's IP rules");
+            self.login = Login::Start;
+            self.sub = SubStatus::IpDenied;
+            if action != DenyAction::Drop {
+                self.reply(action.status(), "Access denied for your address.");
+            }
+            self.close();
             return false;
         }
         if !self.slot.take_user(&principal.name) {

@@ -48,6 +48,8 @@ pub struct Harness {
     pub wire: Vec<u8>,
     /// Every non-request action, in order.
     pub actions: Vec<Action>,
+    /// Every request the session made, in order (the only way it reaches storage).
+    pub requests: Vec<wharf_core::Request>,
     pub mode: DataMode,
     /// Bytes the simulated client sends on the next upload.
     pub upload: Vec<u8>,
@@ -84,8 +86,13 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
-        let mut server = Server::new(Arc::new(config), 0, 1, 100);
-        Harness::accept(&mut server, PEER, origin()).expect("admitted")
+        let users = MemUsers::new().with("alice", "secret", &["staff"]);
+        Harness::build(Server::new(Arc::new(config), 0, 1, 100), LOCAL, users)
+    }
+
+    /// A session accepted by `server` on the local address `local`, with these users.
+    pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
+        Harness::accept_on(&mut server, PEER, local, origin(), users).expect("admitted")
     }
 
     /// A session `server` admits from `peer` at `now` (several harnesses can share one
@@ -95,9 +102,20 @@ impl Harness {
         peer: &str,
         now: Instant,
     ) -> Result<Harness, wharf_core::Refusal> {
+        let users = MemUsers::new().with("alice", "secret", &["staff"]);
+        Harness::accept_on(server, peer, LOCAL, now, users)
+    }
+
+    fn accept_on(
+        server: &mut Server,
+        peer: &str,
+        local: &str,
+        now: Instant,
+        users: MemUsers,
+    ) -> Result<Harness, wharf_core::Refusal> {
         let storage = Arc::new(MemStorage::new());
-        let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
-        let session = server.accept(now, peer.parse().unwrap(), LOCAL.parse().unwrap())?;
+        let users = Arc::new(users);
+        let session = server.accept(now, peer.parse().unwrap(), local.parse().unwrap())?;
         let mut h = Harness {
             now,
             session,
@@ -106,6 +124,7 @@ impl Harness {
             files: BTreeMap::new(),
             wire: Vec::new(),
             actions: Vec::new(),
+            requests: Vec::new(),
             mode: DataMode::Auto,
             upload: Vec::new(),
             received: Vec::new(),
@@ -208,6 +227,7 @@ impl Harness {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Request { req, request } => {
+                self.requests.push(request.clone());
                 let file = match &request {
                     wharf_core::Request::CloseFile { file, .. } => self.files.remove(file),
                     _ => None,
