@@ -122,8 +122,14 @@ fn admit(ctx: &Arc<Ctx>, server: &Arc<Mutex<Server>>, stream: Async<TcpStream>, 
     let session = match admitted {
         Ok(s) => s,
         Err(refusal) => {
-            // Best effort: the socket is fresh, its buffer takes a short reply.
-            let _ = stream.get_ref().write(&refusal.reply);
+            // Best effort: the socket is fresh, its buffer takes a short reply (an empty
+            // one means close without a word).
+            if !refusal.reply.is_empty() {
+                let _ = stream.get_ref().write(&refusal.reply);
+            }
+            if let (Some(sink), Some(record)) = (&ctx.log, refusal.log) {
+                sink.log(record);
+            }
             return;
         }
     };

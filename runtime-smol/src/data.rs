@@ -10,11 +10,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Instant;
 
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Task, Timer};
 use wharf_core::backend::OpenFile;
+use wharf_core::policy::TokenBucket;
 use wharf_core::ports::PortLease;
 use wharf_core::{
     Body, DataConnId, DataError, FileHandle, FsError, Input, TransferId, TransferOutcome,
@@ -325,14 +327,22 @@ impl Driver {
         // The watch task was dropped with the idle state, so the stream is ours alone
         // (or soon is); sharing the `Arc` meanwhile is harmless.
         let stream = DataStream::plain(stream);
-        let lim = self.ctx.limits;
+        let mut lim = self.ctx.limits;
+        let rate = spec.rate_limit;
+        if let Some(r) = rate {
+            // Paced transfers move small buffers, so the pacing is smooth (no sendfile:
+            // it would move a megabyte at a time).
+            lim.buffer = lim.buffer.min((r / 8).max(4096) as usize);
+            lim.use_sendfile = false;
+        }
         let p = progress.clone();
-        let t = match (spec.body, file) {
+        let mut t = match (spec.body, file) {
             (Body::Send(_), Some(f)) => Transfer::send_file(xfer, stream, f, spec.ascii, lim, p),
             (Body::Receive(_), Some(f)) => Transfer::receive(xfer, stream, f, spec.ascii, lim, p),
-            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, p),
+            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, lim, p),
             (_, None) => unreachable!("file bodies were checked above"),
         };
+        t.rate = rate.map(|r| TokenBucket::new(r, Instant::now()));
         let ctx = self.ctx.clone();
         let events = self.events.clone();
         let task = async move {

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use smol::channel::{Receiver, Sender};
 use smol::lock::Semaphore;
 use smol::{Async, Executor};
+use wharf_core::log::LogSink;
 use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
@@ -83,6 +84,9 @@ pub struct SmolConfig {
     pub use_sendfile: bool,
     /// Listen backlog of every control listener.
     pub backlog: i32,
+    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
+    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
+    pub log: Option<Arc<dyn LogSink>>,
 }
 
 impl Default for SmolConfig {
@@ -95,6 +99,7 @@ impl Default for SmolConfig {
             control_reads_budget: 8,
             use_sendfile: true,
             backlog: 1024,
+            log: None,
         }
     }
 }
@@ -197,6 +202,7 @@ pub(crate) struct Ctx {
     pub ports: Arc<PortPool>,
     pub stop: Arc<Stop>,
     pub blocking: Semaphore,
+    pub log: Option<Arc<dyn LogSink>>,
     /// Dropped with the last `Arc<Ctx>`: [`Wharf::run`] returns when every task that
     /// holds the context (sessions, requests, transfers, accept loops) is gone.
     _alive: Sender<()>,
@@ -271,6 +277,7 @@ impl Wharf {
             ports: Arc::default(),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
+            log: self.cfg.log.clone(),
             _alive: alive,
         });
         for (i, (server, listeners)) in self.shards.into_iter().enumerate() {

@@ -409,6 +409,12 @@ impl Driver {
                 self.closing = true;
                 None
             }
+            Action::Log(record) => {
+                if let Some(sink) = &self.ctx.log {
+                    sink.log(record);
+                }
+                None
+            }
         }
     }
 
@@ -522,6 +528,7 @@ mod tests {
             ports: Arc::default(),
             stop: Arc::new(Stop::new()),
             blocking: Semaphore::new(1),
+            log: None,
             _alive: alive,
         });
         let mut server = Server::new(Arc::new(SessionConfig::default()), 0, 1, 10);

@@ -18,9 +18,11 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use smol::Async;
+use smol::{Async, Timer};
 use wharf_core::backend::OpenFile;
+use wharf_core::policy::TokenBucket;
 use wharf_core::typea::{FromNetAscii, ToNetAscii};
 use wharf_core::{FileHandle, FsError, TransferId, TransferOutcome};
 
@@ -100,8 +102,8 @@ pub(crate) enum Body {
         raw_fd: Option<RawFd>,
         ascii: Option<ToNetAscii>,
     },
-    /// Rendered bytes (a listing), already in the buffer.
-    Bytes,
+    /// Rendered bytes (a listing), already in the buffer, sent `step` at a time.
+    Bytes { step: usize },
     /// The socket into an open file.
     Receive { ascii: Option<FromNetAscii> },
 }
@@ -120,6 +122,9 @@ pub(crate) struct Transfer {
     /// Bytes moved over the data connection so far.
     pub bytes: u64,
     progress: Arc<Progress>,
+    /// The bandwidth limit (`TransferSpec::rate_limit`): each step waits until the
+    /// bucket grants bytes, and is charged what it moved.
+    pub rate: Option<TokenBucket>,
 }
 
 impl Transfer {
@@ -148,14 +153,17 @@ impl Transfer {
         Transfer::new(xfer, stream, Some(file), body, buf, raw, progress)
     }
 
-    /// Rendered bytes to the socket.
+    /// Rendered bytes to the socket, at most `lim.buffer` of them per step (so that a
+    /// long listing is paced like a file).
     pub(crate) fn send_bytes(
         xfer: TransferId,
         stream: DataStream,
         bytes: Vec<u8>,
+        lim: PumpLimits,
         progress: Arc<Progress>,
     ) -> Transfer {
-        Transfer::new(xfer, stream, None, Body::Bytes, bytes, Vec::new(), progress)
+        let body = Body::Bytes { step: lim.buffer };
+        Transfer::new(xfer, stream, None, body, bytes, Vec::new(), progress)
     }
 
     /// An upload into an open file (`ascii`: TYPE A).
@@ -203,6 +211,7 @@ impl Transfer {
             raw,
             bytes: 0,
             progress,
+            rate: None,
         }
     }
 
@@ -232,11 +241,20 @@ impl Transfer {
         let budget = budget.max(1) as u64;
         let mut since_yield = 0u64;
         loop {
+            if let Some(bucket) = &mut self.rate {
+                let now = Instant::now();
+                if bucket.available(now) == 0 {
+                    Timer::at(bucket.ready_at(now)).await;
+                }
+            }
             let before = self.bytes;
             let step = match self.body {
                 Body::Receive { .. } => self.receive_some(&mut report).await,
-                Body::Send { .. } | Body::Bytes => self.send_some(&mut report).await,
+                Body::Send { .. } | Body::Bytes { .. } => self.send_some(&mut report).await,
             };
+            if let Some(bucket) = &mut self.rate {
+                bucket.consume(Instant::now(), self.bytes - before);
+            }
             if let Some(outcome) = step {
                 return outcome;
             }
@@ -257,13 +275,13 @@ impl Transfer {
             return self.sendfile_some(fd, report).await;
         }
         let len = match self.body {
-            Body::Bytes => {
+            Body::Bytes { step } => {
                 // The rendered body is the buffer; `bytes` is how much of it is out.
                 let at = self.bytes as usize;
                 if at >= self.buf.len() {
                     return Some(self.complete_send().await);
                 }
-                self.buf.len()
+                self.buf.len().min(at.saturating_add(step.max(1)))
             }
             _ => match self.fill() {
                 Ok(0) => return Some(self.complete_send().await),
@@ -272,7 +290,7 @@ impl Transfer {
             },
         };
         let mut start = match self.body {
-            Body::Bytes => self.bytes as usize,
+            Body::Bytes { .. } => self.bytes as usize,
             _ => 0,
         };
         while start < len {

@@ -20,6 +20,11 @@ use wharf_core::{
 };
 
 use crate::users::UserEntry;
+use crate::w3c::LogOutput;
+use wharf_core::policy::limits::ServerRules;
+
+#[path = "config_policy.rs"]
+mod policy;
 
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +75,8 @@ pub struct ServerConfig {
     /// The sites, in configuration order.
     pub sites: Vec<SiteConfig>,
     pub users: Vec<UserEntry>,
+    /// Server-wide IP rules, logon restrictions and connection limits.
+    pub server_rules: ServerRules,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -84,6 +91,8 @@ pub struct SiteConfig {
     /// What every session of the site is told. Its `storage_root` (and the virtual
     /// directories' ones) name the site's mounts in the server's storage.
     pub session: SessionConfig,
+    /// Where the site's W3C log is written (`central`: the one log of every site).
+    pub log: Option<LogOutput>,
 }
 
 /// `ip:port:host`: connections to `ip:port` naming `host` (none: the blank host).
@@ -124,6 +133,21 @@ impl ServerConfig {
 
     /// The storage mounts: each site root and virtual directory under the name its
     /// `storage_root` gives it.
+    /// The W3C log outputs: one per logging site, keyed by its name, or one central
+    /// output (keyed `None`) that every logging site shares.
+    pub fn log_outputs(&self) -> Vec<(Option<String>, LogOutput)> {
+        let mut out: Vec<(Option<String>, LogOutput)> = Vec::new();
+        for site in &self.sites {
+            if let Some(log) = &site.log {
+                let key = (!log.central).then(|| site.name.clone());
+                if !out.iter().any(|(k, _)| *k == key) {
+                    out.push((key, log.clone()));
+                }
+            }
+        }
+        out
+    }
+
     pub fn mounts(&self) -> Vec<(String, &Path)> {
         let mut out = Vec::new();
         for site in &self.sites {
@@ -191,6 +215,7 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default)]
     groups: Vec<RawGroup>,
+    limits: Option<policy::RawLimits>,
 }
 
 #[derive(Deserialize, Default)]
@@ -205,6 +230,9 @@ struct RawServer {
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
     login_cache: Option<u64>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logon_restrictions: Option<policy::RawLogon>,
+    logging: Option<policy::RawLogging>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +258,13 @@ struct RawSite {
     rules: Option<Spanned<Vec<RawRule>>>,
     #[serde(default)]
     virtual_directories: Vec<RawVdir>,
+    #[serde(default)]
+    allow_replace_on_rename: bool,
+    #[serde(default)]
+    allow_read_uploads_in_progress: bool,
+    request_filtering: Option<policy::RawFiltering>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logging: Option<policy::RawLogging>,
 }
 
 #[derive(Deserialize, Default)]
@@ -283,6 +318,8 @@ struct RawUser {
     password_hash: Spanned<String>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+    /// Bytes per second per transfer for this user.
+    bandwidth: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -543,7 +580,20 @@ impl ServerConfig {
     }
 }
 
-fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+    // Server-wide policy: IP rules, logon restrictions, limits (with users' bandwidth).
+    let mut server_rules = ServerRules {
+        ip_rules: policy::ip_rules(c, raw.server.ip_security.take()),
+        logon: policy::logon(c, raw.server.logon_restrictions.take()),
+        ..ServerRules::default()
+    };
+    let central_log = raw.server.logging.take();
+    let user_bandwidth: Vec<(String, Spanned<u64>)> = raw
+        .users
+        .iter()
+        .filter_map(|u| Some((u.name.get_ref().clone(), u.bandwidth.clone()?)))
+        .collect();
+    let mut site_limits = policy::limits(c, raw.limits.take(), &mut server_rules, &user_bandwidth);
     let s = &raw.server;
     let passive_ports = match &s.passive_ports {
         Some(p) => c.check(p, |s| parse_port_range(s)).unwrap_or(0..=0),
@@ -593,6 +643,15 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         };
         match toml::from_str::<RawUsersFile>(text) {
             Ok(raw) => {
+                for u in &raw.users {
+                    if let Some(b) = &u.bandwidth {
+                        let rate = uc.check(b, |&n| policy::check_rate(n, &site_limits));
+                        if let Some(rate) = rate {
+                            let name = u.name.get_ref().clone();
+                            site_limits.user_bandwidth.insert(name, rate);
+                        }
+                    }
+                }
                 accounts.add_users(&mut uc, raw.users);
                 file_groups = raw.groups;
             }
@@ -616,6 +675,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         timeouts,
         passive_ports,
         external_ip,
+        limits: site_limits,
         ..SessionConfig::default()
     };
     let shorthand = raw.site.is_some();
@@ -670,6 +730,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
             defaults: &defaults,
             listen: &listen_default,
             accounts: &accounts,
+            central_log: central_log.as_ref(),
         };
         if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx) {
             if let Some(other) = sites
@@ -695,7 +756,9 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
         sites,
         users: accounts.users,
+        server_rules,
     };
+    policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
         return None;
     }
@@ -895,6 +958,7 @@ struct SiteCtx<'a> {
     defaults: &'a SessionConfig,
     listen: &'a [SocketAddr],
     accounts: &'a Accounts,
+    central_log: Option<&'a policy::RawLogging>,
 }
 
 /// The text of the 220 greeting before any site's own banner.
@@ -902,7 +966,7 @@ pub const DEFAULT_BANNER: &str = "wharf FTP server ready";
 
 fn build_site(
     c: &mut Checker<'_>,
-    site: RawSite,
+    mut site: RawSite,
     ctx: &SiteCtx<'_>,
 ) -> Option<(SiteConfig, Vec<Range<usize>>)> {
     let name = match &site.name {
@@ -1067,6 +1131,16 @@ fn build_site(
         vdir_paths.push((vname, path));
     }
 
+    // Security and operations: filtering, IP rules, the log.
+    let mut max_line = ctx.defaults.max_line;
+    let filtering = policy::filtering(c, site.request_filtering.take(), &mut max_line);
+    let ip_rules = policy::ip_rules(c, site.ip_security.take());
+    let logging = policy::logging(c, &name, site.logging.take(), ctx.central_log, ctx.base);
+    let (logging, log) = match logging {
+        Some((cfg, out)) => (Some(cfg), Some(out)),
+        None => (None, None),
+    };
+
     let session = SessionConfig {
         site_name: name.clone(),
         banner,
@@ -1087,6 +1161,12 @@ fn build_site(
         match_port_peer: site.match_client_address_for_port.unwrap_or(true),
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
+        allow_replace_on_rename: site.allow_replace_on_rename,
+        allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
+        max_line,
+        filtering,
+        ip_rules,
+        logging,
         ..ctx.defaults.clone()
     };
     for (b, span) in bindings.iter().zip(&spans) {
@@ -1104,6 +1184,7 @@ fn build_site(
             bindings,
             virtual_dirs: vdir_paths,
             session,
+            log,
         },
         spans,
     ))

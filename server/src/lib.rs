@@ -17,6 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wharf_core::log::LogSink;
+use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, Server, Sites, Storage};
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod localfs;
 mod login_cache;
 pub mod users;
+pub mod w3c;
 
 pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
@@ -82,6 +85,14 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
         config.users.clone(),
         config.login_cache,
     ));
+    let outputs = config.log_outputs();
+    let log = match outputs.is_empty() {
+        true => None,
+        false => {
+            let logger: Arc<dyn LogSink> = w3c::W3cLogger::start(outputs)?;
+            Some(logger)
+        }
+    };
     // Bindings name their listener's port, so port 0 is settled before the sites table
     // is built: a socket held on the chosen port (SO_REUSEPORT, not listening) keeps it
     // ours until the runtime has bound it.
@@ -89,42 +100,88 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     let sites = config
         .sites_table(&listen)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    start_runtime(
-        config.runtime,
+    let setup = RuntimeSetup {
+        runtime: config.runtime,
         listen,
-        config.shards,
-        config.max_connections,
-        Arc::new(sites),
-        storage,
-        auth,
-    )
+        shards: config.shards,
+        max_connections: config.max_connections,
+        sites: Arc::new(sites),
+        // IP rules, bans and per-address/per-user counts are one state for all shards.
+        policy: Some(Arc::new(ServerPolicy::new(config.server_rules.clone()))),
+        log,
+    };
+    start_runtime(setup, storage, auth)
 }
 
-/// Starts `runtime` on `listen` with any sites table, storage and authenticator:
-/// `shards` threads (0: one per core), at most `max_connections` sessions over all of
-/// them. [`start`] uses it with the disk storage and the user list; tests use it with
-/// the core's in-memory storage (`Sites::single(config)` for one site on every address).
+/// What a runtime is started with, besides storage and authentication.
+pub struct RuntimeSetup {
+    pub runtime: RuntimeKind,
+    /// Control-channel addresses (port 0: the OS picks; see [`RunningServer::local_addrs`]).
+    pub listen: Vec<SocketAddr>,
+    /// Event-loop or executor threads; 0: one per core.
+    pub shards: usize,
+    /// Sessions at once over all shards.
+    pub max_connections: usize,
+    /// The sites, their bindings and settings (`Sites::single(config)`: one site on every
+    /// address).
+    pub sites: Arc<Sites>,
+    /// Server-wide policy state (IP rules, bans, connection counts), shared by all shards;
+    /// `None`: the core's defaults.
+    pub policy: Option<Arc<ServerPolicy>>,
+    /// Where log records go; `None` drops them.
+    pub log: Option<Arc<dyn LogSink>>,
+}
+
+impl RuntimeSetup {
+    /// `runtime` serving `sites` on `listen`: one thread per core, 10,000 sessions, default
+    /// policy, no log.
+    pub fn new(runtime: RuntimeKind, listen: Vec<SocketAddr>, sites: Arc<Sites>) -> Self {
+        RuntimeSetup {
+            runtime,
+            listen,
+            shards: 0,
+            max_connections: 10_000,
+            sites,
+            policy: None,
+            log: None,
+        }
+    }
+}
+
+/// Starts a runtime with any storage and authenticator. [`start`] uses it with the disk
+/// storage and the user list; tests use it with the core's in-memory storage.
 pub fn start_runtime(
-    runtime: RuntimeKind,
-    listen: Vec<SocketAddr>,
-    shards: usize,
-    max_connections: usize,
-    sites: Arc<Sites>,
+    setup: RuntimeSetup,
     storage: Arc<dyn Storage>,
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
+    let RuntimeSetup {
+        runtime,
+        listen,
+        shards,
+        max_connections,
+        sites,
+        policy,
+        log,
+    } = setup;
     let shards = match shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = max_connections.div_ceil(shards).max(1);
-    let make =
-        move |i: usize| Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
+    let make = move |i: usize| {
+        let server = Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
+        match &policy {
+            Some(p) => server.with_policy(p.clone()),
+            None => server,
+        }
+    };
     Ok(match runtime {
         RuntimeKind::Mio => {
             let cfg = MioConfig {
                 shards,
+                log,
                 ..MioConfig::default()
             };
             RunningServer::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
@@ -132,6 +189,7 @@ pub fn start_runtime(
         RuntimeKind::Smol => {
             let cfg = SmolConfig {
                 shards,
+                log,
                 ..SmolConfig::default()
             };
             RunningServer::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)

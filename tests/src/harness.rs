@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use wharf_core::memfs::{MemStorage, MemUsers};
 use wharf_core::{SessionConfig, Sites};
-use wharf_server::{RunningServer, RuntimeKind, ServerConfig};
+use wharf_server::{RunningServer, RuntimeKind, RuntimeSetup, ServerConfig};
 
 /// The runtimes every `per_runtime!` test runs on, by their config name.
 pub const RUNTIMES: &[&str] = &["mio", "smol"];
@@ -214,16 +214,16 @@ pub fn start_memstore_with(
     storage.add_file("/hello.txt", b"hello, world\n");
     let users = Arc::new(MemUsers::new().with("alice", "secret", &[]));
     let listen: SocketAddr = listen.parse().unwrap();
-    let server = wharf_server::start_runtime(
-        runtime_kind(rt),
-        vec![listen],
+    let setup = RuntimeSetup {
         shards,
-        max,
-        Arc::new(Sites::single(Arc::new(session))),
-        storage.clone(),
-        users,
-    )
-    .unwrap();
+        max_connections: max,
+        ..RuntimeSetup::new(
+            runtime_kind(rt),
+            vec![listen],
+            Arc::new(Sites::single(Arc::new(session))),
+        )
+    };
+    let server = wharf_server::start_runtime(setup, storage.clone(), users).unwrap();
     assert_eq!(server.runtime(), runtime_kind(rt));
     (server, storage)
 }

@@ -89,6 +89,9 @@ pub struct TransferSpec {
     /// TYPE A: convert line ends with [`crate::typea`] (never for `Body::Bytes`, which
     /// the core renders with CR LF already).
     pub ascii: bool,
+    /// Bandwidth limit in bytes per second (site or user); the driver paces the data
+    /// pump to it, e.g. with a [`crate::policy::TokenBucket`]. `None`: as fast as it goes.
+    pub rate_limit: Option<u64>,
 }
 
 /// Something the core asks the driver to do, from [`Session::poll_action`].
@@ -128,6 +131,9 @@ pub enum Action {
     /// everything the session still holds (listeners, data connections, transfers;
     /// open uploads are discarded).
     Close,
+    /// A record for the activity log (only when the site logs): hand it to the log sink
+    /// and move on; it never needs an answer and may be dropped under pressure.
+    Log(Box<crate::log::LogRecord>),
 }
 
 pub use state::Session;
@@ -136,6 +142,7 @@ mod data;
 mod login;
 mod misc;
 mod nav;
+mod policy;
 mod security;
 mod state;
 mod timer;
