@@ -100,12 +100,20 @@ fn file_of(ev: Event) -> Option<OpenFile> {
     }
 }
 
-enum Wake {
-    Readable,
-    Writable,
-    Event(Box<Event>),
-    Timer,
-    Shutdown,
+/// What was ready when a session woke.
+#[derive(Default)]
+struct Woke {
+    readable: bool,
+    writable: bool,
+    event: Option<Box<Event>>,
+    timer: bool,
+    shutdown: bool,
+}
+
+impl Woke {
+    fn any(&self) -> bool {
+        self.readable || self.writable || self.event.is_some() || self.timer || self.shutdown
+    }
 }
 
 pub(crate) struct Driver {
@@ -181,83 +189,90 @@ pub(crate) fn run(
 }
 
 impl Driver {
-    /// The loop: read while the session wants bytes, otherwise wait for the next thing.
+    /// The loop: one control read (while the session wants bytes) and one queued event
+    /// per turn, so neither a chatty client nor a busy transfer's events starve the
+    /// other; when there is neither, wait.
     async fn serve(&mut self) {
         let mut reads = 0;
         loop {
             if self.finished() {
                 return;
             }
+            let mut busy = false;
             if self.readable && self.can_read() {
+                busy = true;
                 self.read_control();
                 reads += 1;
                 if reads >= self.ctx.control_reads_budget {
                     reads = 0;
                     future::yield_now().await;
                 }
+            }
+            if let Ok(ev) = self.rx.try_recv() {
+                busy = true;
+                self.on_event(*ev);
+            }
+            if busy {
                 continue;
             }
             reads = 0;
-            if let Ok(ev) = self.rx.try_recv() {
-                self.on_event(*ev);
-                continue;
-            }
             self.arm_timer();
-            match self.wait().await {
-                Wake::Readable => self.readable = true,
-                Wake::Writable => self.drain(),
-                Wake::Event(ev) => self.on_event(*ev),
-                Wake::Shutdown => {
-                    let now = Instant::now();
-                    self.hard_stop = Some(self.ctx.stop.deadline().unwrap_or(now));
-                    self.session.handle_input(now, Input::Shutdown);
-                    self.drain();
+            let woke = self.wait().await;
+            if woke.readable {
+                self.readable = true;
+            }
+            if woke.writable {
+                self.drain();
+            }
+            if let Some(ev) = woke.event {
+                self.on_event(*ev);
+            }
+            if woke.shutdown {
+                let now = Instant::now();
+                self.hard_stop = Some(self.ctx.stop.deadline().unwrap_or(now));
+                self.session.handle_input(now, Input::Shutdown);
+                self.drain();
+            }
+            if woke.timer {
+                self.timer_at = None;
+                let now = Instant::now();
+                let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+                if past(self.hard_stop) || past(self.linger_until) {
+                    return;
                 }
-                Wake::Timer => {
-                    self.timer_at = None;
-                    let now = Instant::now();
-                    let past = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-                    if past(self.hard_stop) || past(self.linger_until) {
-                        return;
-                    }
-                    if past(self.session.poll_timeout()) {
-                        self.session.handle_timeout(now);
-                        self.drain();
-                    }
+                if past(self.session.poll_timeout()) {
+                    self.session.handle_timeout(now);
+                    self.drain();
                 }
             }
         }
     }
 
-    /// Waits for whichever comes first. Events go first so that a chatty client cannot
-    /// delay the answers the session is waiting for.
+    /// Waits until at least one source is ready, and reports every source that is: each
+    /// is polled every time (so each has its waker registered and none is passed over).
     ///
     /// Written as one `poll_fn` over the sources' own poll methods (no sub-futures), so
     /// a waiting session costs little more than its `Driver`.
-    async fn wait(&mut self) -> Wake {
+    async fn wait(&mut self) -> Woke {
         let want_read = self.can_read();
         let want_write = !self.broken && self.session.poll_transmit().is_some();
         let watch_stop = self.hard_stop.is_none();
         future::poll_fn(|cx| {
+            let mut woke = Woke::default();
             // We hold a sender ourselves: the channel is never closed while we wait.
             if let Poll::Ready(Some(ev)) = self.rx.as_mut().poll_next(cx) {
-                return Poll::Ready(Wake::Event(ev));
+                woke.event = Some(ev);
             }
-            if Pin::new(&mut self.timer).poll(cx).is_ready() {
-                return Poll::Ready(Wake::Timer);
-            }
+            woke.timer = Pin::new(&mut self.timer).poll(cx).is_ready();
             // Nothing is ever sent on the stop channel: it ends when it is closed.
-            if watch_stop && self.stop.as_mut().poll_next(cx).is_ready() {
-                return Poll::Ready(Wake::Shutdown);
-            }
+            woke.shutdown = watch_stop && self.stop.as_mut().poll_next(cx).is_ready();
             // An error shows up again on the read or write that follows.
-            if want_read && self.stream.poll_readable(cx).is_ready() {
-                return Poll::Ready(Wake::Readable);
+            woke.readable = want_read && self.stream.poll_readable(cx).is_ready();
+            woke.writable = want_write && self.stream.poll_writable(cx).is_ready();
+            match woke.any() {
+                true => Poll::Ready(woke),
+                false => Poll::Pending,
             }
-            if want_write && self.stream.poll_writable(cx).is_ready() {
-                return Poll::Ready(Wake::Writable);
-            }
-            Poll::Pending
         })
         .await
     }

@@ -298,6 +298,42 @@ fn passive_connections_from_strangers_are_dropped(rt) {
     server.wait().unwrap();
 }
 
+/// ABOR is heard while a download runs at full speed (the client reads as fast as it
+/// can, so the transfer never waits and reports progress all along): the transfer
+/// stops short of the body.
+fn abor_is_heard_during_a_download_at_full_speed(rt) {
+    let (server, storage) = start_memstore(rt, "127.0.0.1:0", 2, 100);
+    let size = 64 << 20;
+    storage.add_file("/huge.bin", &vec![3u8; size]);
+    let addr = server.local_addrs()[0];
+    let mut c = Client::connect(addr);
+    c.login();
+    c.expect("TYPE I", "200");
+    let mut d = c.epsv(addr);
+    c.expect("RETR huge.bin", "150");
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0usize;
+        loop {
+            match d.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    c.w.write_all(b"ABOR\r\n").unwrap();
+    let r = c.next();
+    assert!(r.starts_with("426") || r.starts_with("226"), "{r}");
+    if r.starts_with("426") {
+        assert!(c.next().starts_with("226"));
+    }
+    let got = reader.join().unwrap();
+    assert!(got < size, "the whole body went through before ABOR was heard");
+    c.expect("NOOP", "200");
+    server.shutdown(Duration::from_secs(5));
+    server.wait().unwrap();
+}
+
 /// ABOR during an upload: 426 + 226, and nothing lands (partial uploads are not kept).
 fn abor_during_an_upload_keeps_nothing(rt) {
     let (server, storage) = start_memstore(rt, "127.0.0.1:0", 1, 100);
