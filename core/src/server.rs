@@ -37,12 +37,39 @@ impl Server {
         }
     }
 
-    /// Admits a new control connection from `peer` on `local`.
+    /// Admits a new control connection from `peer` on `local` (plain FTP, with
+    /// explicit FTPS through AUTH TLS when the site has TLS).
     pub fn accept(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         local: SocketAddr,
+    ) -> Result<Session, Refusal> {
+        self.admit(now, peer, local, false)
+    }
+
+    /// Admits a new control connection on an implicit-FTPS binding: TLS from the first
+    /// byte, data connections `PROT P` by default. A refusal is empty (nothing may be
+    /// sent in plaintext there): just close. Refused outright when the site has no TLS.
+    pub fn accept_implicit_tls(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Session, Refusal> {
+        if self.config.tls.is_none() {
+            return Err(Refusal { reply: Vec::new() });
+        }
+        self.admit(now, peer, local, true)
+            .map_err(|_| Refusal { reply: Vec::new() })
+    }
+
+    fn admit(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        local: SocketAddr,
+        implicit: bool,
     ) -> Result<Session, Refusal> {
         if self.active >= self.max_sessions {
             return Err(Refusal {
@@ -52,7 +79,14 @@ impl Server {
         self.active += 1;
         let id = SessionId(self.next_session);
         self.next_session += self.id_stride;
-        Ok(Session::new(now, id, self.config.clone(), peer, local))
+        Ok(Session::new(
+            now,
+            id,
+            self.config.clone(),
+            peer,
+            local,
+            implicit,
+        ))
     }
 
     /// The reply for a connection the driver cannot serve at all (out of file

@@ -159,6 +159,12 @@ impl Shard {
         spec: TransferSpec,
     ) -> Option<Input<'static>> {
         let done = |outcome| Some(Input::TransferDone { xfer, outcome });
+        if spec.tls.is_some() {
+            // Data-channel TLS is not pumped here yet: never send a PROT P body in clear.
+            self.close_data_by_id(key, conn);
+            let error = wharf_core::tls::DataTlsError::Handshake("not supported yet".into());
+            return done(TransferOutcome::Tls { bytes: 0, error });
+        }
         let Some(dkey) = self.find_data(key, conn) else {
             return done(TransferOutcome::ConnectionLost { bytes: 0 });
         };

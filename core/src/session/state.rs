@@ -14,7 +14,7 @@ use crate::listing::Facts;
 use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
-use crate::tls::{TlsEnd, TlsLayer};
+use crate::tls::{Closing, TlsEnd, TlsLayer};
 
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +150,13 @@ pub struct Session {
     pub(super) ending: Option<Ending>,
     pub(super) closed: bool,
     /// The control channel's TLS, once AUTH TLS (or an implicit binding) started it.
+    /// After CCC it stays here until the peer's close_notify has been read.
     pub(super) tls: Option<TlsLayer>,
+    /// A TLS session was established on the control channel at some point (AUTH TLS or
+    /// implicit); PBSZ and PROT need it, and it outlives CCC.
+    pub(super) secured: bool,
+    /// The connection came in on an implicit-FTPS binding.
+    pub(super) implicit: bool,
     /// PBSZ was sent (RFC 2228 requires it before PROT).
     pub(super) pbsz: bool,
     /// PROT P: data connections are to be encrypted.
@@ -164,6 +170,7 @@ impl Session {
         config: Arc<SessionConfig>,
         peer: SocketAddr,
         local: SocketAddr,
+        implicit: bool,
     ) -> Session {
         let mut s = Session {
             id,
@@ -190,12 +197,18 @@ impl Session {
             ending: None,
             closed: false,
             tls: None,
+            secured: false,
+            implicit: false,
             pbsz: false,
             prot_private: false,
             config,
         };
-        if let Some(settings) = s.config.tls.clone().filter(|t| t.implicit) {
-            s.start_tls(&settings);
+        if let Some(settings) = s.config.tls.clone().filter(|_| implicit) {
+            s.implicit = true;
+            if !s.start_tls(&settings) {
+                s.close();
+                return s;
+            }
             s.pbsz = true;
             s.prot_private = true;
         }
@@ -514,7 +527,7 @@ impl Session {
 
     /// Closes at once; the driver releases whatever is still open.
     pub(super) fn close(&mut self) {
-        if let Some(tls) = &mut self.tls {
+        if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_closing()) {
             tls.close(&mut self.out);
         }
         if !self.closed {
@@ -531,7 +544,7 @@ impl Session {
 
     /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
-        if self.tls.is_none() {
+        if !self.control_encrypted() {
             // The common case, once per command: straight into the wire buffer.
             return encode_line(&mut self.out, code, text);
         }
@@ -546,9 +559,14 @@ impl Session {
         self.emit(&bytes);
     }
 
+    /// Whether replies go out encrypted: TLS is on and CCC has not ended it.
+    pub(super) fn control_encrypted(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.is_closing())
+    }
+
     /// Puts reply bytes on the wire, through TLS when the channel is protected.
     fn emit(&mut self, bytes: &[u8]) {
-        match &mut self.tls {
+        match self.tls.as_mut().filter(|t| !t.is_closing()) {
             Some(tls) => tls.send(bytes, &mut self.out),
             None => self.out.extend_from_slice(bytes),
         }
@@ -560,7 +578,20 @@ impl Session {
             return self.framer.feed(bytes);
         };
         let mut plain = Vec::new();
-        let result = tls.receive(bytes, &mut self.out, &mut plain);
+        let result = if tls.is_closing() {
+            match tls.receive_closing(bytes, &mut self.out, &mut plain) {
+                Ok(Closing::Waiting) => Ok(()),
+                Ok(Closing::Done(rest)) => {
+                    // CCC is complete: what follows the peer's close_notify is plaintext.
+                    self.tls = None;
+                    plain.extend_from_slice(&rest);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            tls.receive(bytes, &mut self.out, &mut plain)
+        };
         self.framer.feed(&plain);
         match result {
             Ok(()) => {}
@@ -574,10 +605,14 @@ impl Session {
     }
 
     /// Switches the control channel to TLS; what the peer sends next is a ClientHello.
+    /// The session's TLS state carries this session's token, which data connections
+    /// must present by resuming it.
     pub(super) fn start_tls(&mut self, settings: &crate::tls::TlsSettings) -> bool {
-        match TlsLayer::new(&settings.config) {
+        let token = crate::tls::session_token(self.id);
+        match TlsLayer::new(&settings.config, &token) {
             Ok(layer) => {
                 self.tls = Some(layer);
+                self.secured = true;
                 true
             }
             Err(e) => {
@@ -617,7 +652,8 @@ impl Session {
             TransferOutcome::Complete { bytes }
             | TransferOutcome::ConnectionLost { bytes }
             | TransferOutcome::Storage { bytes, .. }
-            | TransferOutcome::Aborted { bytes } => *bytes,
+            | TransferOutcome::Aborted { bytes }
+            | TransferOutcome::Tls { bytes, .. } => *bytes,
         }
     }
 }

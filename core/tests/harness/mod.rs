@@ -77,16 +77,34 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
+        Harness::on_binding(config, false, 0)
+    }
+
+    /// A session on an implicit-FTPS binding.
+    pub fn implicit(config: SessionConfig) -> Harness {
+        Harness::on_binding(config, true, 0)
+    }
+
+    /// The session with id `n` (as if from the `n`th shard), so that several harnesses
+    /// play distinct sessions of one server.
+    pub fn nth(config: SessionConfig, n: u64) -> Harness {
+        Harness::on_binding(config, false, n)
+    }
+
+    fn on_binding(config: SessionConfig, implicit: bool, n: u64) -> Harness {
         let storage = Arc::new(MemStorage::new());
         let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
         // `Instant` has no constructor; the harness is the driver, so it may read the
         // clock once for an origin. Time then only moves through `advance`.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut server = Server::new(Arc::new(config), 0, 1, 100);
-        let session = server
-            .accept(now, PEER.parse().unwrap(), LOCAL.parse().unwrap())
-            .expect("admitted");
+        let mut server = Server::new(Arc::new(config), n, 1000, 100);
+        let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
+        let session = match implicit {
+            false => server.accept(now, peer, local),
+            true => server.accept_implicit_tls(now, peer, local),
+        }
+        .expect("admitted");
         let mut h = Harness {
             now,
             session,
@@ -213,14 +231,19 @@ impl Harness {
                 }
                 self.input(Input::Completed { req, completion });
             }
-            other => {
-                self.actions.push(other.clone());
-                match self.mode {
-                    DataMode::Auto => self.auto_data(other),
-                    DataMode::Sync => self.sync_data(other),
-                    DataMode::Manual => {}
+            other => match self.mode {
+                DataMode::Auto => {
+                    self.actions.push(record(&other));
+                    self.auto_data(other)
                 }
-            }
+                DataMode::Sync => {
+                    self.actions.push(record(&other));
+                    self.sync_data(other)
+                }
+                // The test answers it, so it gets the action itself (a `StartTransfer`
+                // may own a `DataTls`).
+                DataMode::Manual => self.actions.push(other),
+            },
         }
     }
 
@@ -334,7 +357,70 @@ impl Harness {
         })
     }
 
+    /// Takes the last `StartTransfer`'s spec out of the recorded actions (its `tls` with
+    /// it), leaving the action with `tls: None`.
+    pub fn take_transfer(&mut self) -> (TransferId, wharf_core::TransferSpec) {
+        self.actions
+            .iter_mut()
+            .rev()
+            .find_map(|a| match a {
+                Action::StartTransfer { xfer, spec, .. } => {
+                    let taken = wharf_core::TransferSpec {
+                        body: spec.body.clone(),
+                        ascii: spec.ascii,
+                        tls: spec.tls.take(),
+                    };
+                    Some((*xfer, taken))
+                }
+                _ => None,
+            })
+            .expect("the session started no transfer")
+    }
+
     pub fn replies(&self) -> String {
         String::from_utf8_lossy(&self.wire).into_owned()
+    }
+}
+
+/// A copy of an action for the record: everything but a `StartTransfer`'s TLS
+/// connection, which goes to whoever runs the transfer.
+pub fn record(action: &Action) -> Action {
+    match action {
+        Action::Request { req, request } => Action::Request {
+            req: *req,
+            request: request.clone(),
+        },
+        Action::ListenData {
+            conn,
+            ip,
+            ports,
+            expect_peer,
+        } => Action::ListenData {
+            conn: *conn,
+            ip: *ip,
+            ports: ports.clone(),
+            expect_peer: *expect_peer,
+        },
+        Action::ConnectData {
+            conn,
+            local_ip,
+            target,
+        } => Action::ConnectData {
+            conn: *conn,
+            local_ip: *local_ip,
+            target: *target,
+        },
+        Action::StartTransfer { xfer, conn, spec } => Action::StartTransfer {
+            xfer: *xfer,
+            conn: *conn,
+            spec: wharf_core::TransferSpec {
+                body: spec.body.clone(),
+                ascii: spec.ascii,
+                tls: None,
+            },
+        },
+        Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },
+        Action::CloseData { conn } => Action::CloseData { conn: *conn },
+        Action::Close => Action::Close,
     }
 }
