@@ -31,6 +31,6 @@ pub use backend::{
 pub use config::{ListingStyle, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
-pub use server::{Refusal, Server};
+pub use server::{ListenAddr, Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
 pub use tls::{ControlPolicy, DataPolicy, TlsSettings};

@@ -9,6 +9,34 @@ use crate::config::SessionConfig;
 use crate::ids::SessionId;
 use crate::session::Session;
 
+/// A control-connection listen address, and whether connections there speak TLS from
+/// the first byte (implicit FTPS, port 990 by convention). A plain `SocketAddr` converts
+/// into a plain (explicit-FTPS-capable) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    pub implicit_tls: bool,
+}
+
+impl ListenAddr {
+    /// An implicit-FTPS listen address.
+    pub fn implicit_tls(addr: SocketAddr) -> ListenAddr {
+        ListenAddr {
+            addr,
+            implicit_tls: true,
+        }
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> ListenAddr {
+        ListenAddr {
+            addr,
+            implicit_tls: false,
+        }
+    }
+}
+
 /// A connection the server will not serve: send `reply` (already encoded) and close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

@@ -19,7 +19,10 @@ impl Shard {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    let implicit = self.implicit_tls.get(i).copied().unwrap_or(false);
+                    self.admit(stream, peer, implicit)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
                     if !self.exhausted {
@@ -49,15 +52,18 @@ impl Shard {
             match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "refused: out of descriptors");
-                    // Best effort: a fresh socket's buffer takes a short reply.
-                    let _ = (&stream).write(&self.server.busy_reply().reply);
+                    // Best effort: a fresh socket's buffer takes a short reply (never
+                    // plaintext on an implicit-FTPS port).
+                    if !self.implicit_tls.get(i).copied().unwrap_or(false) {
+                        let _ = (&stream).write(&self.server.busy_reply().reply);
+                    }
                 }
                 Err(_) => return,
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         if self.exhausted {
             self.exhausted = false;
             tracing::info!(shard = self.index, "accepting connections again");
@@ -68,7 +74,11 @@ impl Shard {
         };
         // Replies are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let session = match self.server.accept(now, peer, local) {
+        let admitted = match implicit_tls {
+            false => self.server.accept(now, peer, local),
+            true => self.server.accept_implicit_tls(now, peer, local),
+        };
+        let session = match admitted {
             Ok(s) => s,
             Err(refusal) => {
                 // Best effort: the socket is fresh, its buffer takes a short reply.

@@ -159,12 +159,6 @@ impl Shard {
         spec: TransferSpec,
     ) -> Option<Input<'static>> {
         let done = |outcome| Some(Input::TransferDone { xfer, outcome });
-        if spec.tls.is_some() {
-            // Data-channel TLS is not pumped here yet: never send a PROT P body in clear.
-            self.close_data_by_id(key, conn);
-            let error = wharf_core::tls::DataTlsError::Handshake("not supported yet".into());
-            return done(TransferOutcome::Tls { bytes: 0, error });
-        }
         let Some(dkey) = self.find_data(key, conn) else {
             return done(TransferOutcome::ConnectionLost { bytes: 0 });
         };
@@ -187,11 +181,15 @@ impl Shard {
         let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
             unreachable!()
         };
-        let (lim, ascii) = (self.limits, spec.ascii);
+        let (lim, ascii, tls) = (self.limits, spec.ascii, spec.tls);
         let t = match (spec.body, file) {
-            (Body::Send(_), Some((h, f))) => Transfer::send_file(xfer, stream, h, f, ascii, lim),
-            (Body::Receive(_), Some((h, f))) => Transfer::receive(xfer, stream, h, f, ascii, lim),
-            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b),
+            (Body::Send(_), Some((h, f))) => {
+                Transfer::send_file(xfer, stream, h, f, ascii, lim, tls)
+            }
+            (Body::Receive(_), Some((h, f))) => {
+                Transfer::receive(xfer, stream, h, f, ascii, lim, tls)
+            }
+            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, tls),
             (_, None) => unreachable!("file bodies were checked above"),
         };
         d.state = DataState::Transferring(Box::new(t));
@@ -401,7 +399,7 @@ impl Shard {
     fn note_progress(&mut self, dkey: usize) {
         let d = &mut self.data[dkey];
         if let DataState::Transferring(t) = &d.state {
-            if t.bytes > t.reported && !d.noted {
+            if (t.bytes > t.reported || t.handshake_progress) && !d.noted {
                 d.noted = true;
                 self.progress.push((dkey, d.gen));
             }
@@ -422,6 +420,7 @@ impl Shard {
             // The core takes `bytes` as the running total (it stores, not adds, it).
             let bytes = t.bytes;
             t.reported = t.bytes;
+            t.handshake_progress = false;
             let (owner, xfer) = (d.owner, t.xfer);
             self.feed(owner, Input::TransferProgress { xfer, bytes });
         }

@@ -81,6 +81,8 @@ pub(crate) struct Shard {
     waker: Arc<Waker>,
     pub server: Server,
     pub listeners: Vec<Option<TcpListener>>,
+    /// Per listener: implicit FTPS (TLS from the first byte).
+    pub implicit_tls: Vec<bool>,
     pub conns: Slab<Conn>,
     pub data: Slab<DataSock>,
     timers: TimerHeap,
@@ -111,6 +113,7 @@ impl Shard {
         cfg: &MioConfig,
         server: Server,
         listeners: Vec<(usize, TcpListener)>,
+        implicit_tls: &[bool],
         msgs: Receiver<ShardMsg>,
         done: Receiver<Done>,
     ) -> io::Result<Shard> {
@@ -128,6 +131,7 @@ impl Shard {
             waker,
             server,
             listeners: ls,
+            implicit_tls: implicit_tls.to_vec(),
             conns: Slab::new(),
             data: Slab::new(),
             timers: TimerHeap::default(),

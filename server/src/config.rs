@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use wharf_core::{ListingStyle, SessionConfig, Timeouts};
+use wharf_core::{ControlPolicy, DataPolicy, ListingStyle, SessionConfig, Timeouts, TlsSettings};
 
+use crate::tls::SiteTls;
 use crate::users::UserEntry;
 
 /// Which event loop drives the sessions.
@@ -40,6 +41,9 @@ impl RuntimeKind {
 pub struct ServerConfig {
     /// Control-channel addresses (port 0 lets the OS pick, useful in tests).
     pub listen: Vec<SocketAddr>,
+    /// Implicit-FTPS addresses: TLS from the first byte (990 by convention). The
+    /// running server lists them after `listen` in `local_addrs`.
+    pub listen_implicit: Vec<SocketAddr>,
     /// Event-loop threads; 0 means one per core.
     pub shards: usize,
     /// Simultaneous control connections over all shards.
@@ -49,9 +53,22 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The site's directory on disk.
     pub root: PathBuf,
-    /// What every session of the site is told.
+    /// What every session of the site is told (its `tls` holds the FTPS policy).
     pub session: SessionConfig,
+    /// The site's certificate files, when it offers FTPS ([`SiteTls::reload`] on SIGHUP).
+    pub tls: Option<SiteTls>,
     pub users: Vec<UserEntry>,
+}
+
+impl ServerConfig {
+    /// Re-reads every certificate (SIGHUP); the error names the files. Running sessions
+    /// keep their connections; new handshakes get the new certificate.
+    pub fn reload_certificates(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One configuration error, located in its file.
@@ -107,6 +124,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Vec<Spanned<String>>>,
+    listen_implicit: Option<Spanned<Vec<Spanned<String>>>>,
     shards: Option<usize>,
     max_connections: Option<Spanned<usize>>,
     passive_ports: Option<Spanned<String>>,
@@ -128,6 +146,22 @@ struct RawSite {
     listing_style: Option<Spanned<String>>,
     #[serde(default)]
     keep_partial_uploads: bool,
+    tls: Option<RawTls>,
+}
+
+/// `[site.tls]`: FTPS for the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Spanned<String>,
+    private_key: Spanned<String>,
+    control: Option<Spanned<String>>,
+    data: Option<Spanned<String>>,
+    #[serde(default)]
+    exempt_anonymous: bool,
+    require_tls_session_reuse: Option<bool>,
+    strict_close_notify: Option<bool>,
+    allow_ccc: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -270,6 +304,88 @@ fn parse_listing_style(s: &String) -> Result<ListingStyle, String> {
     }
 }
 
+fn parse_control_policy(s: &String) -> Result<ControlPolicy, String> {
+    match s.as_str() {
+        "allow" => Ok(ControlPolicy::Allow),
+        "require" => Ok(ControlPolicy::Require),
+        "require_credentials_only" => Ok(ControlPolicy::RequireCredentialsOnly),
+        _ => Err(format!(
+            "{s:?} is not a control-channel policy: \"allow\", \"require\" or \"require_credentials_only\""
+        )),
+    }
+}
+
+fn parse_data_policy(s: &String) -> Result<DataPolicy, String> {
+    match s.as_str() {
+        "allow" => Ok(DataPolicy::Allow),
+        "require" => Ok(DataPolicy::Require),
+        "deny" => Ok(DataPolicy::Deny),
+        _ => Err(format!(
+            "{s:?} is not a data-channel policy: \"allow\", \"require\" or \"deny\""
+        )),
+    }
+}
+
+/// `[site.tls]`: loads the certificate (relative paths from the config file's directory)
+/// and builds the site's TLS settings.
+fn check_tls(
+    c: &mut Checker<'_>,
+    raw: RawTls,
+    base: &Path,
+    sessions: usize,
+) -> Option<(TlsSettings, SiteTls)> {
+    let control = match &raw.control {
+        Some(v) => c.check(v, parse_control_policy),
+        None => Some(ControlPolicy::Allow),
+    };
+    let data = match &raw.data {
+        Some(v) => c.check(v, parse_data_policy),
+        None => Some(DataPolicy::Allow),
+    };
+    let certificate = base.join(raw.certificate.get_ref());
+    let private_key = base.join(raw.private_key.get_ref());
+    for (v, p) in [
+        (&raw.certificate, &certificate),
+        (&raw.private_key, &private_key),
+    ] {
+        if let Err(e) = std::fs::metadata(p) {
+            c.error(v.span(), format!("{}: {e}", p.display()));
+        }
+    }
+    if c.errors
+        .iter()
+        .any(|e| e.key.as_deref().is_some_and(|k| k.starts_with("site.tls")))
+    {
+        return None;
+    }
+    let site = match SiteTls::load(&certificate, &private_key) {
+        Ok(site) => site,
+        Err(e) => {
+            let at = match e.contains(&*private_key.display().to_string()) {
+                true => raw.private_key.span(),
+                false => raw.certificate.span(),
+            };
+            c.error(at, e);
+            return None;
+        }
+    };
+    let config = match site.server_config(sessions) {
+        Ok(config) => config,
+        Err(e) => {
+            c.error(raw.certificate.span(), e);
+            return None;
+        }
+    };
+    let mut settings = TlsSettings::new(config);
+    settings.control = control?;
+    settings.data = data?;
+    settings.exempt_anonymous = raw.exempt_anonymous;
+    settings.require_session_reuse = raw.require_tls_session_reuse.unwrap_or(true);
+    settings.strict_close_notify = raw.strict_close_notify.unwrap_or(true);
+    settings.allow_ccc = raw.allow_ccc.unwrap_or(true);
+    Some((settings, site))
+}
+
 fn seconds(c: &mut Checker<'_>, v: &Option<Spanned<u64>>, default: u64) -> Duration {
     let Some(v) = v else {
         return Duration::from_secs(default);
@@ -370,9 +486,32 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
             .unwrap_or(1),
         None => 10_000,
     };
+    let listen_implicit: Vec<SocketAddr> = match &s.listen_implicit {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(|a| c.check(a, parse_listen))
+            .collect(),
+    };
     let Some(site) = raw.site else {
         c.error(0..0, "missing [site] table (it needs at least `root`)");
         return None;
+    };
+    let tls = site
+        .tls
+        .and_then(|t| check_tls(c, t, base, max_connections));
+    if let (Some(list), None) = (&s.listen_implicit, &tls) {
+        if !list.get_ref().is_empty() && c.errors.is_empty() {
+            c.error(
+                list.span(),
+                "implicit FTPS needs a certificate: add a [site.tls] table",
+            );
+        }
+    }
+    let (tls_settings, tls) = match tls {
+        Some((settings, files)) => (Some(settings), Some(files)),
+        None => (None, None),
     };
     let root = c.check(&site.root, |r| check_root(base, r));
     let listing_style = match &site.listing_style {
@@ -401,10 +540,13 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         external_ip,
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
+        tls: tls_settings,
         ..SessionConfig::default()
     };
     Some(ServerConfig {
         listen,
+        listen_implicit,
+        tls,
         shards: s.shards.unwrap_or(0),
         max_connections,
         runtime,

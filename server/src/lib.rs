@@ -15,11 +15,12 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use wharf_core::Server;
+use wharf_core::{ListenAddr, Server};
 use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
+pub mod tls;
 pub mod users;
 
 pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
@@ -46,10 +47,14 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     let per_shard = config.max_connections.div_ceil(shards).max(1);
     let session = Arc::new(config.session.clone());
     let make = move |i: usize| Server::new(session.clone(), i as u64, shards as u64, per_shard);
+    let listeners = config.listen.iter().map(|&a| ListenAddr::from(a));
+    let implicit = config
+        .listen_implicit
+        .iter()
+        .map(|&a| ListenAddr::implicit_tls(a));
+    let listeners: Vec<ListenAddr> = listeners.chain(implicit).collect();
     match config.runtime {
-        RuntimeKind::Mio => {
-            wharf_runtime_mio::start(config.listen.clone(), mio, make, storage, auth)
-        }
+        RuntimeKind::Mio => wharf_runtime_mio::start(listeners, mio, make, storage, auth),
     }
 }
 
@@ -58,7 +63,8 @@ pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `whar
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by
-/// the OS.
+/// the OS, explicit FTPS offered (not required) with a self-signed ECDSA certificate
+/// generated on first run under `data_dir/tls`.
 pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     let public = data_dir.join("public");
     std::fs::create_dir_all(&public)?;
@@ -66,11 +72,15 @@ pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     if !welcome.exists() {
         std::fs::write(&welcome, WELCOME)?;
     }
+    let (cert, key, _) = tls::ensure_self_signed(&data_dir.join("tls"), &["localhost"])?;
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:2121\"]\npassive_ports = \"0-0\"\n\n\
          [site]\nname = \"demo\"\nroot = {:?}\nanonymous = true\n\
-         banner = \"wharf demo server (anonymous, read-only)\"\n",
-        public.display().to_string()
+         banner = \"wharf demo server (anonymous, read-only)\"\n\n\
+         [site.tls]\ncertificate = {:?}\nprivate_key = {:?}\ncontrol = \"allow\"\n",
+        public.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
     );
     ServerConfig::from_toml_str(&text, "<embedded default>")
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))

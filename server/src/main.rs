@@ -179,25 +179,51 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
-    for addr in server.local_addrs() {
+    for (i, addr) in server.local_addrs().into_iter().enumerate() {
+        // Implicit-FTPS addresses come after the plain ones.
+        let scheme = if i < config.listen.len() {
+            "ftp"
+        } else {
+            "ftps"
+        };
         println!(
-            "wharf: serving {} on ftp://{addr}/ (root {})",
+            "wharf: serving {} on {scheme}://{addr}/ (root {})",
             config.session.site_name,
             config.root.display()
+        );
+    }
+    if let Some(tls) = &config.tls {
+        println!(
+            "wharf: FTPS certificate {} (SHA-256 {})",
+            tls.certificate.display(),
+            tls.fingerprint()
         );
     }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
             println!("wharf: try `curl ftp://{a}/` or `curl ftp://{a}/welcome.txt`; Ctrl-C stops");
+            println!("wharf: FTPS: `curl --ssl-reqd -k ftp://{a}/` (check the fingerprint above)");
         }
     }
     let (tx, rx) = mpsc::channel();
+    let reload = config.clone();
     std::thread::spawn(move || {
         let mut count = 0;
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                match reload.reload_certificates() {
+                    Ok(()) if reload.tls.is_some() => eprintln!("wharf: certificates reloaded"),
+                    Ok(()) => {}
+                    Err(e) => {
+                        eprintln!("wharf: certificate reload failed, keeping the old one: {e}")
+                    }
+                }
+                continue;
+            }
             count += 1;
             if count > 1 {
                 eprintln!("wharf: second signal, exiting now");
