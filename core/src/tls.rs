@@ -497,22 +497,40 @@ impl DataTls {
                 });
             }
         }
+        if !self.bound && !self.binding_ok() {
+            self.failed = true;
+            self.conn.send_close_notify();
+            return Err(DataTlsError::NotResumed);
+        }
         if !self.bound && !self.conn.is_handshaking() {
-            if let Some(token) = &self.expect {
-                let resumed = self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            self.bound = true;
+        }
+        Ok(())
+    }
+
+    /// False once it is known that the connection does not resume its control session:
+    /// rustls decides at the (final) ClientHello, so a stranger is refused before it
+    /// can complete a handshake, let alone stall one.
+    fn binding_ok(&self) -> bool {
+        let Some(token) = &self.expect else {
+            return true;
+        };
+        match self.conn.handshake_kind() {
+            // Not decided yet (no ClientHello, or a HelloRetryRequest pending).
+            None | Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+                if self.conn.is_handshaking() =>
+            {
+                true
+            }
+            Some(rustls::HandshakeKind::Resumed) => {
                 let presented = match self.conn.received_resumption_data() {
                     Some(data) => Some(data),
                     None => self.resumed.as_ref().map(|t| &t[..]),
                 };
-                if !resumed || presented != Some(&token[..]) {
-                    self.failed = true;
-                    self.conn.send_close_notify();
-                    return Err(DataTlsError::NotResumed);
-                }
+                presented == Some(&token[..])
             }
-            self.bound = true;
+            _ => false,
         }
-        Ok(())
     }
 
     /// Whether the connection wants more ciphertext now.

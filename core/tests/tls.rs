@@ -64,6 +64,59 @@ fn client_config(
     Arc::new(config)
 }
 
+/// A client session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn tickets(&self) -> usize {
+        self.tickets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        v: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, v)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        v: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, v)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
 fn connect(config: &Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
     let name = ServerName::try_from("ftp.example.com").unwrap();
     rustls::ClientConnection::new(config.clone(), name).unwrap()
@@ -575,6 +628,46 @@ fn prot_p_transfers_both_ways_through_data_tls() {
         assert_eq!(seen.received, b"f.bin\r\nup.bin\r\n");
         assert!(s.done(xfer, seen.outcome).starts_with("226 "));
     }
+}
+
+/// Data connections issue no TLS 1.3 tickets (a ticket in flight when a client closes an
+/// upload is how uploads get lost); control connections issue
+/// `CONTROL_TLS13_TICKETS`, and a rustls client can run that many transfers.
+#[test]
+fn data_connections_send_no_tickets() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(64),
+        tickets: 0.into(),
+    });
+    let mut config = (*client_config(&der, &rustls::version::TLS13)).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let client = Arc::new(config);
+    let mut s = Ftps::login(site(tls), &client);
+    assert_eq!(store.tickets(), wharf_core::tls::CONTROL_TLS13_TICKETS);
+    s.h.storage.add_file("/f", b"body");
+    for i in 0..wharf_core::tls::CONTROL_TLS13_TICKETS {
+        let (xfer, spec) = s.transfer(if i % 2 == 0 { "RETR f" } else { "STOR g" });
+        let mut data = connect(&client);
+        let peer = match i % 2 {
+            0 => Peer::Download,
+            _ => Peer::Upload {
+                body: b"up",
+                close_notify: true,
+            },
+        };
+        let seen = run_tls_transfer(&mut s.h, spec, &mut data, peer);
+        assert!(
+            s.done(xfer, seen.outcome).starts_with("226 "),
+            "transfer {i}"
+        );
+        assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    }
+    assert_eq!(
+        store.tickets(),
+        wharf_core::tls::CONTROL_TLS13_TICKETS,
+        "no data connection sent a ticket"
+    );
 }
 
 #[test]

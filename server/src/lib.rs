@@ -72,7 +72,8 @@ pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     if !welcome.exists() {
         std::fs::write(&welcome, WELCOME)?;
     }
-    let (cert, key, _) = tls::ensure_self_signed(&data_dir.join("tls"), &["localhost"])?;
+    let (cert, key, _) =
+        tls::ensure_self_signed(&data_dir.join("tls"), &["localhost", "127.0.0.1"])?;
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:2121\"]\npassive_ports = \"0-0\"\n\n\
          [site]\nname = \"demo\"\nroot = {:?}\nanonymous = true\n\

@@ -62,6 +62,10 @@ pub struct Fixture {
     pub port: u16,
     /// Every control address the server listens on.
     pub addrs: Vec<std::net::SocketAddr>,
+    /// The first implicit-FTPS port (`server.listen_implicit`), if any.
+    pub implicit_port: Option<u16>,
+    /// The site's certificate (PEM), for `--cacert`, when the fixture has TLS.
+    pub certificate: Option<PathBuf>,
     pub runtime: &'static str,
 }
 
@@ -76,7 +80,34 @@ impl Fixture {
     /// The standard site with extra TOML: `server_extra` is appended to the `[server]`
     /// table, `extra` after the whole file (more tables, `[[users]]`, ...).
     pub fn with_config(runtime: &'static str, server_extra: &str, extra: &str) -> Fixture {
+        Fixture::standard(runtime, tempfile::tempdir().unwrap(), server_extra, extra)
+    }
+
+    /// The standard site with FTPS: a fresh self-signed certificate for `localhost` and
+    /// `127.0.0.1` (see [`Fixture::certificate`]) and a `[site.tls]` table with
+    /// `tls_keys` (policies, ...). `server_extra` as in [`Fixture::with_config`] (e.g.
+    /// `listen_implicit = ["127.0.0.1:0"]`).
+    pub fn with_tls(runtime: &'static str, server_extra: &str, tls_keys: &str) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
+        let names = ["localhost", "127.0.0.1"];
+        let (cert, key, _) =
+            wharf_server::tls::ensure_self_signed(&tmp.path().join("tls"), &names).unwrap();
+        let extra = format!(
+            "[site.tls]\ncertificate = {:?}\nprivate_key = {:?}\n{tls_keys}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let mut f = Fixture::standard(runtime, tmp, server_extra, &extra);
+        f.certificate = Some(cert);
+        f
+    }
+
+    fn standard(
+        runtime: &'static str,
+        tmp: tempfile::TempDir,
+        server_extra: &str,
+        extra: &str,
+    ) -> Fixture {
         let root = tmp.path().join("site");
         std::fs::create_dir_all(root.join("docs")).unwrap();
         std::fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
@@ -105,11 +136,15 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("test config does not parse: {e}\n{text}"));
         let server = wharf_server::start(&config).unwrap();
         let addrs = server.local_addrs().to_vec();
+        // Implicit-FTPS addresses come after the plain ones.
+        let implicit_port = addrs.get(config.listen.len()).map(|a| a.port());
         Fixture {
             tmp,
             root,
             port: addrs[0].port(),
             addrs,
+            implicit_port,
+            certificate: None,
             server: Some(server),
             runtime,
         }
@@ -125,6 +160,20 @@ impl Fixture {
     /// `ftp://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         format!("ftp://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// `ftps://127.0.0.1:IMPLICIT_PORT/path` (implicit FTPS).
+    pub fn ftps_url(&self, path: &str) -> String {
+        let port = self
+            .implicit_port
+            .expect("the fixture has no listen_implicit");
+        format!("ftps://127.0.0.1:{port}/{path}")
+    }
+
+    /// The certificate path as a string, for `curl --cacert`.
+    pub fn cacert(&self) -> &str {
+        let cert = self.certificate.as_ref().expect("the fixture has no TLS");
+        cert.to_str().unwrap()
     }
 
     /// `host:port` of the control listener.
