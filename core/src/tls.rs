@@ -245,8 +245,8 @@ pub(crate) enum TlsEnd {
 /// The control channel's TLS connection, driven with bytes.
 pub(crate) struct TlsLayer {
     conn: Box<rustls::ServerConnection>,
-    /// CCC: close_notify was sent; incoming bytes are TLS records until the peer's
-    /// close_notify, plaintext after it. Holds a partial record meanwhile.
+    /// After CCC: incoming bytes are TLS records until the peer's close_notify,
+    /// plaintext after it. Holds a partial record meanwhile.
     closing: Option<Vec<u8>>,
 }
 
@@ -334,10 +334,13 @@ impl TlsLayer {
         }
     }
 
-    /// CCC: sends close_notify; from now on the peer's bytes are TLS records up to its
-    /// own close_notify (see [`Self::receive_closing`]) and replies go out in plaintext.
-    pub(crate) fn start_closing(&mut self, wire: &mut Vec<u8>) {
-        self.close(wire);
+    /// CCC: from now on the peer's bytes are TLS records up to its close_notify (see
+    /// [`Self::receive_closing`]), answered with ours, and replies go out in plaintext.
+    /// Clients differ on who starts the closure (lftp sends close_notify at once and
+    /// takes one arriving with the `200` for a closed connection; curl waits for the
+    /// server's), so the session waits for the peer's a moment before sending its own
+    /// with [`Self::close`].
+    pub(crate) fn start_closing(&mut self) {
         self.closing = Some(Vec::new());
     }
 
@@ -379,7 +382,11 @@ impl TlsLayer {
             at += len;
             match self.receive(&rest[..len], wire, plain) {
                 Ok(()) => {}
-                Err(TlsEnd::CloseNotify) => return Ok(Closing::Done(pending[at..].to_vec())),
+                Err(TlsEnd::CloseNotify) => {
+                    // Answer it (nothing happens if ours went out already).
+                    self.close(wire);
+                    return Ok(Closing::Done(pending[at..].to_vec()));
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -822,34 +822,70 @@ fn a_data_handshake_failure_is_a_522() {
     s.expect("NOOP", "200 ");
 }
 
-/// CCC: 200 over TLS, the server's close_notify, the client's, then plaintext; also for
-/// a client that skips its close_notify.
+/// CCC: 200 over TLS; then the client's close_notify is answered with the server's
+/// (lftp), or the server sends its own after a second (curl waits for it), or the
+/// client goes straight to plaintext. Plaintext right behind a close_notify is a command.
 #[test]
 fn ccc_returns_the_control_channel_to_plaintext() {
-    for client_says_goodbye in [true, false] {
+    for closure in ["client first", "server after a second", "no close_notify"] {
         let (tls, der) = settings(ControlPolicy::RequireCredentialsOnly, DataPolicy::Allow);
         let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
         let r = s.expect("CCC", "200 ");
         assert!(!r.contains("\r\n2"), "{r}");
         assert!(
-            matches!(s.c.reader().read(&mut [0u8; 8]), Ok(0)),
-            "the server sent close_notify"
+            s.c.reader().read(&mut [0u8; 8]).is_err(),
+            "{closure}: no close_notify from the server yet"
         );
         let mut bytes = Vec::new();
-        if client_says_goodbye {
-            s.c.send_close_notify();
-            s.c.write_tls(&mut bytes).unwrap();
+        match closure {
+            "client first" => {
+                s.c.send_close_notify();
+                s.c.write_tls(&mut bytes).unwrap();
+            }
+            "server after a second" => {
+                s.h.advance(std::time::Duration::from_millis(999));
+                assert_eq!(s.replies(), "");
+                s.h.advance(std::time::Duration::from_millis(1));
+                s.replies();
+                assert!(
+                    matches!(s.c.reader().read(&mut [0u8; 8]), Ok(0)),
+                    "close_notify"
+                );
+            }
+            _ => {}
         }
         // Pipelined in the same segment as the close_notify: plaintext from here on.
         bytes.extend_from_slice(b"PWD\r\n");
+        let start = s.h.wire.len();
         let r = s.h.send_raw(&bytes);
-        assert_eq!(r, "257 \"/\" is the current directory.\r\n");
+        let pwd = "257 \"/\" is the current directory.\r\n";
+        assert!(r.ends_with(pwd), "{closure}: {r:?}");
+        if closure == "client first" {
+            // The server's close_notify answers the client's, ahead of the reply.
+            let mut answer = &s.h.wire[start..s.h.wire.len() - pwd.len()];
+            assert!(!answer.is_empty(), "the server answers the close_notify");
+            while !answer.is_empty() {
+                s.c.read_tls(&mut answer).unwrap();
+            }
+            s.c.process_new_packets().unwrap();
+            assert!(
+                matches!(s.c.reader().read(&mut [0u8; 8]), Ok(0)),
+                "close_notify"
+            );
+        } else {
+            assert_eq!(r, pwd, "{closure}");
+        }
         assert_eq!(s.h.send("NOOP"), "200 NOOP ok.\r\n");
         // Credentials must still be encrypted, and TLS cannot come back.
         s.h.expect("USER alice", "534 ");
         s.h.expect("AUTH TLS", "503 ");
         // Data connections keep PROT P.
         s.h.expect("PBSZ 0", "200 ");
+        assert_eq!(
+            s.h.advance(std::time::Duration::from_secs(5)),
+            "",
+            "no stray close_notify"
+        );
     }
 }
 

@@ -401,6 +401,44 @@ fn a_port_thief_with_its_own_tls_session_is_refused(rt) {
     f.stop();
 }
 
+fn ccc_with_lftp_and_curl(rt) {
+    // Clients forget their TLS session when CCC ends it, so their PROT P data
+    // connections can only run with session reuse off.
+    let f = Fixture::with_tls(rt, "", "require_tls_session_reuse = false");
+    let down = f.scratch().join("big.bin");
+    let out = lftp(&format!(
+        "set ftp:ssl-force true; set ftp:ssl-use-ccc yes; set ftp:ssl-protect-data true; \
+         set ssl:verify-certificate no; open -u alice,s3cret ftp://127.0.0.1:{}; \
+         get big.bin -o {}; quit",
+        f.port,
+        down.display()
+    ));
+    assert_ok("lftp with CCC", &out);
+    assert!(std::fs::read(&down).unwrap() == std::fs::read(f.root.join("big.bin")).unwrap());
+    // curl waits for the server's close_notify (passive, the default) or sends its own.
+    for mode in ["passive", "active"] {
+        let got = curl_tls(&f, &["--ftp-ssl-ccc", "--ftp-ssl-ccc-mode", mode, &f.url("hello.txt")]);
+        assert_eq!(got, b"hello, world\n", "{mode}");
+    }
+    f.stop();
+}
+
+fn a_data_handshake_that_never_comes_times_out(rt) {
+    let f = Fixture::with_tls(rt, "", "\n[timeouts]\ndata = 1");
+    let config = client_config(&f);
+    let mut c = Control::login(&f, &config);
+    let port = c.epsv();
+    // Connected, but never a ClientHello.
+    let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.send("RETR hello.txt");
+    assert!(c.reply().starts_with("150 "));
+    let r = c.reply();
+    assert!(r.starts_with("426 "), "{r}");
+    c.expect("NOOP", "200");
+    drop(silent);
+    f.stop();
+}
+
 fn an_upload_cut_without_close_notify_is_discarded(rt) {
     let f = Fixture::with_tls(rt, "", "");
     let config = client_config(&f);

@@ -6,6 +6,10 @@ use crate::proto::{Command, Verb};
 use crate::session::Session;
 use crate::tls::{ControlPolicy, DataPolicy};
 
+/// How long after CCC's `200` the server waits for the client's close_notify before
+/// sending its own (for clients that wait for the server's, like curl).
+const CCC_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Session {
     pub(super) fn cmd_auth(&mut self, arg: &str) {
         let Some(settings) = self.config.tls.clone() else {
@@ -69,7 +73,7 @@ impl Session {
     /// CCC (RFC 4217 section 6): `200` over TLS, then close_notify; the peer answers
     /// with its own close_notify and the control channel is plaintext from there on.
     /// Data connections keep their protection level.
-    pub(super) fn cmd_ccc(&mut self) {
+    pub(super) fn cmd_ccc(&mut self, now: std::time::Instant) {
         if !self.control_encrypted() {
             return self.reply(533, "The control channel is not protected.");
         }
@@ -93,7 +97,9 @@ impl Session {
             "CCC ok; the control channel is plaintext after TLS closes.",
         );
         if let Some(tls) = &mut self.tls {
-            tls.start_closing(&mut self.out);
+            tls.start_closing();
+            self.timers
+                .set(super::timer::Timer::CccClose, now + CCC_CLOSE_WAIT);
         }
     }
 

@@ -407,7 +407,7 @@ impl Session {
             Verb::Auth => self.cmd_auth(arg),
             Verb::Pbsz => self.cmd_pbsz(arg),
             Verb::Prot => self.cmd_prot(arg),
-            Verb::Ccc => self.cmd_ccc(),
+            Verb::Ccc => self.cmd_ccc(now),
             Verb::Feat => self.cmd_feat(),
             Verb::Opts => self.cmd_opts(arg),
             Verb::Syst => self.reply(215, "UNIX Type: L8"),
@@ -480,6 +480,11 @@ impl Session {
             }
             Timer::DataConnect => self.on_data_connect_timeout(now),
             Timer::TransferStall => self.on_transfer_stall(),
+            Timer::CccClose => {
+                if let Some(tls) = self.tls.as_mut().filter(|t| t.is_closing()) {
+                    tls.close(&mut self.out);
+                }
+            }
         }
     }
 
@@ -584,6 +589,7 @@ impl Session {
                 Ok(Closing::Done(rest)) => {
                     // CCC is complete: what follows the peer's close_notify is plaintext.
                     self.tls = None;
+                    self.timers.stop(Timer::CccClose);
                     plain.extend_from_slice(&rest);
                     Ok(())
                 }

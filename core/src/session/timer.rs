@@ -12,18 +12,21 @@ pub(super) enum Timer {
     DataConnect,
     /// A running transfer with no progress is aborted.
     TransferStall,
+    /// After CCC, the server sends its close_notify if the client has not sent one.
+    CccClose,
 }
 
-const ALL: [Timer; 4] = [
+const ALL: [Timer; 5] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
     Timer::TransferStall,
+    Timer::CccClose,
 ];
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct TimerTable {
-    deadlines: [Option<Instant>; 4],
+    deadlines: [Option<Instant>; 5],
 }
 
 impl TimerTable {
@@ -36,7 +39,7 @@ impl TimerTable {
     }
 
     pub(super) fn clear(&mut self) {
-        self.deadlines = [None; 4];
+        self.deadlines = [None; 5];
     }
 
     pub(super) fn next(&self) -> Option<Instant> {
