@@ -1,4 +1,6 @@
-"""pyftpdlib for bench/run.sh: python pyftpdlib_server.py PORT PASV_MIN PASV_MAX ROOT USER PASS"""
+"""pyftpdlib for bench/run.sh: python pyftpdlib_server.py PORT PASV_MIN PASV_MAX ROOT USER PASS [PEM]
+
+With PEM (certificate and key in one file), explicit FTPS (AUTH TLS) is offered."""
 import logging
 import sys
 
@@ -9,6 +11,10 @@ from pyftpdlib.servers import FTPServer
 port, pasv_min, pasv_max = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 root, user, password = sys.argv[4], sys.argv[5], sys.argv[6]
 logging.basicConfig(level=logging.WARNING)  # per-command INFO logging would dominate
+if len(sys.argv) > 7:
+    from pyftpdlib.handlers import TLS_FTPHandler as FTPHandler  # noqa: F811
+
+    FTPHandler.certfile = sys.argv[7]
 auth = DummyAuthorizer()
 auth.add_user(user, password, root, perm="elradfmwMT")
 FTPHandler.authorizer = auth

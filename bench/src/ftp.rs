@@ -1,10 +1,12 @@
 //! A minimal blocking FTP client: just what the scenarios need.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::tls::{Conn, Mode, Tls};
 
 /// Every error is a message with context; the scenarios count and sample them.
 pub type Res<T> = Result<T, String>;
@@ -23,6 +25,8 @@ pub struct Target {
     pub user: String,
     pub pass: String,
     pub timeout: Duration,
+    /// FTPS, when set: control and data connections are encrypted.
+    pub tls: Option<Tls>,
 }
 
 /// The three-digit code of a reply line, and whether the line ends the reply
@@ -85,29 +89,53 @@ pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> Res<
 
 /// A control connection.
 pub struct Ctrl {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Conn>,
     line: String,
+    tls: Option<Tls>,
 }
 
 impl Ctrl {
-    /// Connect and read the banner (which must be 220).
+    /// Connect and read the banner (which must be 220); with FTPS, secure the session
+    /// (implicit: TLS first; explicit: AUTH TLS, PBSZ 0, PROT P).
     pub fn open(t: &Target, src: Option<IpAddr>) -> Res<Ctrl> {
         let s = connect(t.addr, src, t.timeout)?;
-        let mut c = Ctrl::from_stream(s);
+        let conn = match &t.tls {
+            Some(tls) if tls.mode == Mode::Implicit => tls.wrap(s, t.addr.ip())?,
+            _ => Conn::Plain(s),
+        };
+        let mut c = Ctrl::from_conn(conn, t.tls.clone());
         c.expect_reply(&[220], "banner")?;
+        if let Some(tls) = &t.tls {
+            if tls.mode == Mode::Explicit {
+                c.cmd("AUTH TLS", &[234])?;
+                // Nothing is buffered behind the 234: the reader only ever asks for
+                // complete replies and the server sends nothing more until we speak.
+                let plain = c.reader.into_inner();
+                let sock = plain.into_plain().expect("plain before AUTH");
+                c = Ctrl::from_conn(tls.wrap(sock, t.addr.ip())?, t.tls.clone());
+            }
+            c.cmd("PBSZ 0", &[200])?;
+            c.cmd("PROT P", &[200])?;
+        }
         Ok(c)
     }
 
-    pub fn from_stream(s: TcpStream) -> Ctrl {
-        Ctrl {
-            reader: BufReader::with_capacity(4096, s),
-            line: String::new(),
-        }
+    /// Bounds how long a reply may take from now on.
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        let _ = self.reader.get_ref().tcp().set_read_timeout(t);
     }
 
-    /// Give back the socket (e.g. to hold thousands of idle sessions cheaply).
-    pub fn into_stream(self) -> TcpStream {
-        self.reader.into_inner()
+    #[cfg(test)]
+    pub fn from_stream(s: TcpStream) -> Ctrl {
+        Ctrl::from_conn(Conn::Plain(s), None)
+    }
+
+    fn from_conn(conn: Conn, tls: Option<Tls>) -> Ctrl {
+        Ctrl {
+            reader: BufReader::with_capacity(4096, conn),
+            line: String::new(),
+            tls,
+        }
     }
 
     pub fn peer_ip(&self) -> Res<IpAddr> {
@@ -190,6 +218,20 @@ impl Ctrl {
         connect(addr, None, timeout)
     }
 
+    /// Sends a transfer command on a fresh passive connection and, under FTPS, secures
+    /// the data connection once the server has answered 150 (it handshakes then).
+    fn open_data(&mut self, cmd: &str, timeout: Duration) -> Res<Conn> {
+        let data = self.pasv_connect(timeout)?;
+        self.cmd(cmd, &[125, 150])?;
+        match &self.tls {
+            Some(tls) => {
+                let ip = self.peer_ip()?;
+                tls.wrap(data, ip).map_err(|e| format!("{cmd}: data {e}"))
+            }
+            None => Ok(Conn::Plain(data)),
+        }
+    }
+
     /// Run a command that sends data to us (RETR, LIST, MLSD) and read it all into
     /// `sink`, returning the byte count after the final 226/250.
     pub fn download(
@@ -199,8 +241,7 @@ impl Ctrl {
         buf: &mut [u8],
         sink: &mut dyn FnMut(&[u8]),
     ) -> Res<u64> {
-        let mut data = self.pasv_connect(timeout)?;
-        self.cmd(cmd, &[125, 150])?;
+        let mut data = self.open_data(cmd, timeout)?;
         let mut total = 0u64;
         loop {
             match data.read(buf) {
@@ -220,8 +261,7 @@ impl Ctrl {
 
     /// STOR `total` bytes taken repeatedly from `chunk`.
     pub fn upload(&mut self, cmd: &str, timeout: Duration, chunk: &[u8], total: u64) -> Res<()> {
-        let mut data = self.pasv_connect(timeout)?;
-        self.cmd(cmd, &[125, 150])?;
+        let mut data = self.open_data(cmd, timeout)?;
         let mut left = total;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
@@ -229,7 +269,8 @@ impl Ctrl {
                 .map_err(|e| format!("{cmd}: writing data: {e}"))?;
             left -= n as u64;
         }
-        let _ = data.shutdown(Shutdown::Write);
+        data.finish_sending()
+            .map_err(|e| format!("{cmd}: ending data: {e}"))?;
         drop(data);
         self.expect_reply(&[226, 250], cmd)?;
         Ok(())

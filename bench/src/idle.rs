@@ -1,12 +1,11 @@
 //! `idle`: hold N logged-in control connections and measure the server's memory.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::ftp::{parse_reply_line, Ctrl, Res, Target};
+use crate::ftp::{Ctrl, Res, Target};
 use crate::stats::{mem_available_mib, raise_nofile, tree_memory_kib, Out};
 
 pub struct IdleOpts {
@@ -45,31 +44,15 @@ fn source_for(i: u64, per_source: u64, target_ip: IpAddr, needed: bool) -> Optio
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + k)))
 }
 
-fn open_one(t: &Target, src: Option<IpAddr>) -> Res<TcpStream> {
+fn open_one(t: &Target, src: Option<IpAddr>) -> Res<Ctrl> {
     let mut c = Ctrl::open(t, src)?;
     c.login(&t.user, &t.pass)?;
-    Ok(c.into_stream())
+    Ok(c)
 }
 
 /// NOOP on a held connection; true when it answers 200.
-fn noop(s: &TcpStream) -> bool {
-    let mut w = s;
-    if w.write_all(b"NOOP\r\n").is_err() {
-        return false;
-    }
-    let mut r = BufReader::with_capacity(512, s);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {
-                if let Some((code, true)) = parse_reply_line(&line) {
-                    return code == 200;
-                }
-            }
-        }
-    }
+fn noop(c: &mut Ctrl) -> bool {
+    c.cmd("NOOP", &[200]).is_ok()
 }
 
 pub fn idle(t: &Target, o: &IdleOpts, out: &mut Out) -> Res<()> {
@@ -131,7 +114,7 @@ pub fn idle(t: &Target, o: &IdleOpts, out: &mut Out) -> Res<()> {
             held
         }));
     }
-    let mut held: Vec<TcpStream> = Vec::new();
+    let mut held: Vec<Ctrl> = Vec::new();
     for h in handles {
         held.extend(h.join().map_err(|_| "idle thread panicked".to_string())?);
     }
@@ -165,8 +148,8 @@ pub fn idle(t: &Target, o: &IdleOpts, out: &mut Out) -> Res<()> {
     // NOOP a sample spread over all held connections.
     let step = (held.len() / o.sample.max(1)).max(1);
     let (mut tried, mut ok) = (0u64, 0u64);
-    for s in held.iter().step_by(step).take(o.sample) {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    for s in held.iter_mut().step_by(step).take(o.sample) {
+        s.set_read_timeout(Some(Duration::from_secs(5)));
         tried += 1;
         ok += u64::from(noop(s));
     }

@@ -5,6 +5,7 @@ mod idle;
 mod scenarios;
 mod selftest;
 mod stats;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
@@ -41,6 +42,9 @@ options (defaults):
   --timeout 30  --pin-cpu N (cmd-latency, echo-floor client)  --echo-cpu N
   --threads 8  --hold 3  --max-time 180  --min-avail-mib 4096  --sample 1000
   --buf-kib 1024  --tag TEXT (copied into the output)
+  --tls off|explicit|implicit  FTPS (AUTH TLS + PROT P, or TLS from the first byte);
+                          any certificate is accepted; data connections resume the
+                          control connection's TLS session
 ";
 
 fn parse_args() -> Result<(String, HashMap<String, String>), String> {
@@ -95,6 +99,12 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         user: o.s("user", "anonymous"),
         pass: o.s("pass", "bench@"),
         timeout: Duration::from_secs_f64(o.n("timeout", 30.0)?),
+        tls: match o.s("tls", "off").as_str() {
+            "off" => None,
+            "explicit" => Some(tls::Tls::new(tls::Mode::Explicit)),
+            "implicit" => Some(tls::Tls::new(tls::Mode::Implicit)),
+            other => return Err(format!("--tls: {other:?} is not off, explicit or implicit")),
+        },
     };
     let server_pid: Option<u32> = o.opt("server-pid")?;
     let server_cpu = match (o.0.remove("server-cgroup"), server_pid) {

@@ -5,6 +5,10 @@ use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::authz::Rules;
+use crate::path::VPath;
+use crate::site::{Isolation, PasvAddress, VirtualDir};
+
 /// Timeouts, with IIS's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
@@ -39,24 +43,53 @@ pub enum ListingStyle {
     MsDos,
 }
 
+/// Texts a site says at fixed moments (IIS `messages`). `None` keeps wharf's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Messages {
+    /// Lines sent before the final line of the 230 reply after login (IIS
+    /// `greetingMessage`).
+    pub welcome: Option<String>,
+    /// The 221 text on QUIT (IIS `exitMessage`).
+    pub exit: Option<String>,
+    /// The 421 text when the server is full (IIS `maxClientsMessage`).
+    pub max_clients: Option<String>,
+}
+
 /// Per-site session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The site's name, for logs.
     pub site_name: String,
-    /// The first line of the 220 greeting.
+    /// The 220 greeting; several lines (`\n`) make a multi-line reply.
     pub banner: String,
+    /// Welcome, exit and max-clients texts.
+    pub messages: Messages,
     /// Whether `anonymous`/`ftp` may log in (any password).
     pub allow_anonymous: bool,
-    /// Whether anonymous users may change anything (upload, delete, rename, mkdir).
+    /// Without `rules`: whether anonymous users may change anything (upload, delete,
+    /// rename, mkdir).
     pub anonymous_write: bool,
-    /// Whether logged-in (non-anonymous) users may change anything.
+    /// Without `rules`: whether logged-in (non-anonymous) users may change anything.
     pub user_write: bool,
+    /// IIS authorization rules, evaluated against site paths. `None`: everyone may read
+    /// and `anonymous_write` / `user_write` decide writes. `Some` (even empty): only
+    /// the rules count, and what no rule allows is denied.
+    pub rules: Option<Rules>,
+    /// Where users start and whether they are jailed to their home.
+    pub isolation: Isolation,
+    /// Where the site root is in the storage (`/` when the storage holds only it).
+    pub storage_root: VPath,
+    /// Global virtual directories, visible at the user's `/` unless the isolation mode
+    /// hides them.
+    pub virtual_dirs: Vec<VirtualDir>,
     pub timeouts: Timeouts,
     /// Passive ports to listen on; `0..=0` lets the OS pick.
     pub passive_ports: RangeInclusive<u16>,
     /// The address advertised in 227 replies instead of the control connection's local one.
     pub external_ip: Option<Ipv4Addr>,
+    /// Per client network, the address 227 advertises instead (the first match wins;
+    /// before `external_ip`).
+    pub pasv_addresses: Vec<PasvAddress>,
     /// Lines longer than this are refused with 500 (IIS `maxCommandLine`, 4096).
     pub max_line: usize,
     /// Whether PORT/EPRT targets must be the control peer's address (IIS
@@ -78,12 +111,18 @@ impl Default for SessionConfig {
         SessionConfig {
             site_name: "default".into(),
             banner: "wharf FTP server ready".into(),
+            messages: Messages::default(),
             allow_anonymous: false,
             anonymous_write: false,
             user_write: true,
+            rules: None,
+            isolation: Isolation::None,
+            storage_root: VPath::root(),
+            virtual_dirs: Vec::new(),
             timeouts: Timeouts::default(),
             passive_ports: 0..=0,
             external_ip: None,
+            pasv_addresses: Vec::new(),
             max_line: 4096,
             match_port_peer: true,
             match_pasv_peer: true,

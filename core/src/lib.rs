@@ -12,6 +12,7 @@
 //! Nothing the core asks for happens until it is drained; nothing is lost if the driver
 //! drains late.
 
+pub mod authz;
 pub mod backend;
 pub mod config;
 pub mod ids;
@@ -21,16 +22,19 @@ pub mod path;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod site;
 pub mod tls;
 pub mod typea;
 
+pub use authz::{Access, Rule, Rules, Who};
 pub use backend::{
     AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, OpenedFile,
     Principal, Request, Storage, Upload, WriteMode,
 };
-pub use config::{ListingStyle, SessionConfig, Timeouts};
+pub use config::{ListingStyle, Messages, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
-pub use server::{ListenAddr, Refusal, Server};
+pub use server::{Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
+pub use site::{Binding, IpNet, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
 pub use tls::{ControlPolicy, DataPolicy, TlsSettings};

@@ -96,6 +96,27 @@ impl VPath {
         self.relative().split('/').filter(|s| !s.is_empty())
     }
 
+    /// `self/name` when `name` is one plain segment (not empty, `.` or `..`, no `/` or
+    /// NUL); `None` otherwise.
+    pub fn child(&self, name: &str) -> Option<VPath> {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return None;
+        }
+        Some(if self.is_root() {
+            VPath(format!("/{name}"))
+        } else {
+            VPath(format!("{}/{name}", self.0))
+        })
+    }
+
+    /// The path without its first segment (`/a/b/c` → `/b/c`; `/a` and `/` → `/`).
+    pub fn without_first(&self) -> VPath {
+        match self.relative().split_once('/') {
+            Some((_, rest)) => VPath(format!("/{rest}")),
+            None => VPath::root(),
+        }
+    }
+
     /// `self` placed below `base` (`/home` + `/a` = `/home/a`): a jailed user's path as
     /// the storage sees it.
     pub fn under(&self, base: &VPath) -> VPath {

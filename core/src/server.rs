@@ -8,34 +8,7 @@ use std::time::Instant;
 use crate::config::SessionConfig;
 use crate::ids::SessionId;
 use crate::session::Session;
-
-/// A control-connection listen address, and whether connections there speak TLS from
-/// the first byte (implicit FTPS, port 990 by convention). A plain `SocketAddr` converts
-/// into a plain (explicit-FTPS-capable) one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenAddr {
-    pub addr: SocketAddr,
-    pub implicit_tls: bool,
-}
-
-impl ListenAddr {
-    /// An implicit-FTPS listen address.
-    pub fn implicit_tls(addr: SocketAddr) -> ListenAddr {
-        ListenAddr {
-            addr,
-            implicit_tls: true,
-        }
-    }
-}
-
-impl From<SocketAddr> for ListenAddr {
-    fn from(addr: SocketAddr) -> ListenAddr {
-        ListenAddr {
-            addr,
-            implicit_tls: false,
-        }
-    }
-}
+use crate::site::Sites;
 
 /// A connection the server will not serve: send `reply` (already encoded) and close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +18,7 @@ pub struct Refusal {
 
 /// Admission and the per-server counters.
 pub struct Server {
-    config: Arc<SessionConfig>,
+    sites: Arc<Sites>,
     next_session: u64,
     /// Added to session ids so that shards never hand out the same id.
     id_stride: u64,
@@ -54,10 +27,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for one site. `shard`/`shards` make session ids unique across shards.
+    /// A server for one site that answers every connection. `shard`/`shards` make
+    /// session ids unique across shards.
     pub fn new(config: Arc<SessionConfig>, shard: u64, shards: u64, max_sessions: usize) -> Server {
+        Server::with_sites(Arc::new(Sites::single(config)), shard, shards, max_sessions)
+    }
+
+    /// A server for several sites: the local address of each connection selects the
+    /// bindings that apply (see [`Sites`]).
+    pub fn with_sites(sites: Arc<Sites>, shard: u64, shards: u64, max_sessions: usize) -> Server {
         Server {
-            config,
+            sites,
             next_session: shard,
             id_stride: shards.max(1),
             active: 0,
@@ -65,44 +45,32 @@ impl Server {
         }
     }
 
-    /// Admits a new control connection from `peer` on `local` (plain FTP, with
-    /// explicit FTPS through AUTH TLS when the site has TLS).
+    /// Admits a new control connection from `peer` on `local`.
     pub fn accept(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<Session, Refusal> {
-        self.admit(now, peer, local, false)
-    }
-
-    /// Admits a new control connection on an implicit-FTPS binding: TLS from the first
-    /// byte, data connections `PROT P` by default. A refusal is empty (nothing may be
-    /// sent in plaintext there): just close. Refused outright when the site has no TLS.
-    pub fn accept_implicit_tls(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Result<Session, Refusal> {
-        if self.config.tls.is_none() {
-            return Err(Refusal { reply: Vec::new() });
-        }
-        self.admit(now, peer, local, true)
-            .map_err(|_| Refusal { reply: Vec::new() })
-    }
-
-    fn admit(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        local: SocketAddr,
-        implicit: bool,
-    ) -> Result<Session, Refusal> {
-        if self.active >= self.max_sessions {
+        let Some(listener) = self.sites.listener(local) else {
             return Err(Refusal {
-                reply: b"421 Too many connections, try again later.\r\n".to_vec(),
+                reply: b"421 No site is bound to this address.\r\n".to_vec(),
             });
+        };
+        if self.active >= self.max_sessions {
+            let site = self.sites.site(listener.fallback);
+            let text = site
+                .messages
+                .max_clients
+                .as_deref()
+                .unwrap_or("Too many connections, try again later.");
+            let mut reply = Vec::new();
+            if !listener.implicit_tls {
+                // Never plaintext on an implicit-FTPS port: just close.
+                crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
+                    .encode_into(&mut reply);
+            }
+            return Err(Refusal { reply });
         }
         self.active += 1;
         let id = SessionId(self.next_session);
@@ -110,10 +78,10 @@ impl Server {
         Ok(Session::new(
             now,
             id,
-            self.config.clone(),
+            self.sites.clone(),
+            listener,
             peer,
             local,
-            implicit,
         ))
     }
 
@@ -135,7 +103,12 @@ impl Server {
         self.active
     }
 
+    /// The settings of the first site (the only one for [`Server::new`]).
     pub fn config(&self) -> &Arc<SessionConfig> {
-        &self.config
+        self.sites.site(0)
+    }
+
+    pub fn sites(&self) -> &Arc<Sites> {
+        &self.sites
     }
 }

@@ -395,7 +395,7 @@ impl TlsLayer {
         Ok(Closing::Waiting)
     }
 
-    #[allow(dead_code)] // SNI site selection comes with sites
+    /// The SNI name the client asked for, once known.
     pub(crate) fn server_name(&self) -> Option<&str> {
         self.conn.server_name()
     }
@@ -504,31 +504,26 @@ impl DataTls {
                 });
             }
         }
-        if !self.bound && !self.binding_ok() {
-            self.failed = true;
-            self.conn.send_close_notify();
-            return Err(DataTlsError::NotResumed);
-        }
+        // The binding is checked once the handshake is complete: rustls knows at the
+        // ClientHello, but a client refused before its Finished would find the
+        // connection reset, not read the 522 that says why.
         if !self.bound && !self.conn.is_handshaking() {
+            if !self.binding_ok() {
+                self.failed = true;
+                self.conn.send_close_notify();
+                return Err(DataTlsError::NotResumed);
+            }
             self.bound = true;
         }
         Ok(())
     }
 
-    /// False once it is known that the connection does not resume its control session:
-    /// rustls decides at the (final) ClientHello, so a stranger is refused before it
-    /// can complete a handshake, let alone stall one.
+    /// Whether the completed handshake resumed this connection's control session.
     fn binding_ok(&self) -> bool {
         let Some(token) = &self.expect else {
             return true;
         };
         match self.conn.handshake_kind() {
-            // Not decided yet (no ClientHello, or a HelloRetryRequest pending).
-            None | Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
-                if self.conn.is_handshaking() =>
-            {
-                true
-            }
             Some(rustls::HandshakeKind::Resumed) => {
                 let presented = match self.conn.received_resumption_data() {
                     Some(data) => Some(data),

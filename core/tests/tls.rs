@@ -514,20 +514,41 @@ fn implicit_ftps_starts_with_tls_and_garbage_gets_no_banner() {
     assert!(!h.replies().contains("220"), "and never earns a banner");
 }
 
+/// An implicit binding never answers in plaintext: not for a site without TLS, and not
+/// with "too many connections".
 #[test]
-fn implicit_binding_needs_a_site_with_tls() {
-    let mut server = wharf_core::Server::new(Arc::new(harness::config()), 0, 1, 10);
+fn implicit_bindings_never_speak_plaintext() {
+    use wharf_core::{Binding, Server, Sites};
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let peer = harness::PEER.parse().unwrap();
     #[allow(clippy::disallowed_methods)]
     let now = std::time::Instant::now();
-    let refused = server.accept_implicit_tls(
-        now,
-        harness::PEER.parse().unwrap(),
-        harness::LOCAL.parse().unwrap(),
+    let implicit = |config: wharf_core::SessionConfig| {
+        let binding = Binding {
+            ip: local.ip(),
+            port: local.port(),
+            host: None,
+            site: 0,
+            implicit_tls: true,
+        };
+        Sites::new(vec![Arc::new(config)], vec![binding]).unwrap()
+    };
+    let mut server = Server::with_sites(Arc::new(implicit(harness::config())), 0, 1, 10);
+    let s = server.accept(now, peer, local).unwrap();
+    assert!(
+        s.is_closed() && s.poll_transmit().is_none(),
+        "closed, no banner"
     );
-    assert_eq!(
-        refused.err().map(|r| r.reply),
-        Some(Vec::new()),
-        "closed, not answered"
+
+    let (tls, _) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let mut server = Server::with_sites(Arc::new(implicit(cfg)), 0, 1, 1);
+    let _first = server.accept(now, peer, local).unwrap();
+    let refused = server.accept(now, peer, local).err().unwrap();
+    assert!(
+        refused.reply.is_empty(),
+        "no plaintext 421 on an implicit port"
     );
 }
 
@@ -900,4 +921,63 @@ fn ccc_can_be_disallowed() {
     let r = tls_command(&mut h, &mut c, &mut seen, "CCC");
     assert!(r.starts_with("534 ") && r.contains("allow_ccc"), "{r}");
     assert!(tls_command(&mut h, &mut c, &mut seen, "NOOP").starts_with("200 "));
+}
+
+/// Two sites sharing one address and one certificate; the client's SNI name
+/// (`ftp.example.com`) is bound to site "two".
+fn sni_sites(implicit: bool, blank_host: bool) -> (Harness, CertificateDer<'static>) {
+    use wharf_core::{Binding, Server, Sites};
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mk = |name: &str| {
+        let mut c = harness::config();
+        c.site_name = name.into();
+        c.tls = Some(tls.clone());
+        Arc::new(c)
+    };
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let bind = |site: usize, host: Option<&str>| Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: host.map(str::to_owned),
+        site,
+        implicit_tls: implicit,
+    };
+    let first = if blank_host {
+        bind(0, None)
+    } else {
+        bind(0, Some("other.example.com"))
+    };
+    let sites = Sites::new(
+        vec![mk("one"), mk("two")],
+        vec![first, bind(1, Some("FTP.example.com"))],
+    )
+    .unwrap();
+    let users = wharf_core::memfs::MemUsers::new().with("alice", "secret", &[]);
+    let server = Server::with_sites(Arc::new(sites), 0, 1, 10);
+    (Harness::build(server, harness::LOCAL, users), der)
+}
+
+#[test]
+fn the_sni_name_chooses_the_site() {
+    // Explicit FTPS: the default site answers until the handshake names another.
+    let (mut h, der) = sni_sites(false, true);
+    let (mut c, mut seen) = secured(&mut h, &der);
+    assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
+    assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
+
+    // Implicit FTPS with no blank-host site: SNI is enough to log in without HOST.
+    let (mut h, der) = sni_sites(true, false);
+    let mut c = client(&der);
+    let mut seen = 0;
+    let banner = pump(&mut h, &mut c, &mut seen);
+    assert!(
+        banner.starts_with("220 ") && banner.contains("HOST"),
+        "{banner}"
+    );
+    assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
+    assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
 }

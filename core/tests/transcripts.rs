@@ -206,7 +206,11 @@ fn mkd_rmd_dele_rename() {
     h.expect("DELE g", "550 ");
     h.expect("RNFR nothing", "550 ");
     h.expect("RNTO x", "503 ");
-    h.expect("RNFR /", "350 ");
+    // The root is never renamed.
+    h.expect("RNFR /", "550 ");
+    // RNFR holds for the very next command only.
+    h.storage.add_file("/h", b"2");
+    h.expect("RNFR h", "350 ");
     h.expect("NOOP", "200 ");
     h.expect("RNTO x", "503 ");
     h.expect("MKD", "501 ");

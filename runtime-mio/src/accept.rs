@@ -19,10 +19,7 @@ impl Shard {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => {
-                    let implicit = self.implicit_tls.get(i).copied().unwrap_or(false);
-                    self.admit(stream, peer, implicit)
-                }
+                Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
                     if !self.exhausted {
@@ -52,18 +49,15 @@ impl Shard {
             match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "refused: out of descriptors");
-                    // Best effort: a fresh socket's buffer takes a short reply (never
-                    // plaintext on an implicit-FTPS port).
-                    if !self.implicit_tls.get(i).copied().unwrap_or(false) {
-                        let _ = (&stream).write(&self.server.busy_reply().reply);
-                    }
+                    // Best effort: a fresh socket's buffer takes a short reply.
+                    let _ = (&stream).write(&self.server.busy_reply().reply);
                 }
                 Err(_) => return,
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if self.exhausted {
             self.exhausted = false;
             tracing::info!(shard = self.index, "accepting connections again");
@@ -74,11 +68,11 @@ impl Shard {
         };
         // Replies are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let admitted = match implicit_tls {
-            false => self.server.accept(now, peer, local),
-            true => self.server.accept_implicit_tls(now, peer, local),
-        };
-        let session = match admitted {
+        // Clients send ABOR as TCP urgent data (Python's ftplib sends "ABOR\r\n" with
+        // MSG_OOB); without OOBINLINE the kernel takes the last byte out of the stream and
+        // the line never ends.
+        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+        let session = match self.server.accept(now, peer, local) {
             Ok(s) => s,
             Err(refusal) => {
                 // Best effort: the socket is fresh, its buffer takes a short reply.

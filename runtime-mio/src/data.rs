@@ -15,6 +15,7 @@ use wharf_core::{
     TransferSpec,
 };
 
+use crate::ports::PortLease;
 use crate::shard::{data_token, Ready, Shard};
 use crate::sys::{connect_from, is_exhaustion};
 use crate::transfer::{Step, Transfer};
@@ -23,6 +24,8 @@ pub(crate) enum DataState {
     Listening {
         listener: TcpListener,
         expect_peer: Option<IpAddr>,
+        /// Gives the port back to the pool when the listener goes.
+        _lease: Option<PortLease>,
     },
     Connecting(TcpStream),
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
@@ -85,7 +88,7 @@ impl Shard {
         expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let mut listener = match self.ports.listen(ip, &ports) {
+        let (mut listener, lease) = match self.ports.listen(ip, &ports) {
             Ok(Some(l)) => l,
             Ok(None) => return failed(DataError::NoFreePort),
             Err(e) => return failed(data_error(&e)),
@@ -105,6 +108,7 @@ impl Shard {
         let state = DataState::Listening {
             listener,
             expect_peer,
+            _lease: lease,
         };
         self.insert_data(key, conn, state);
         Input::DataListening { conn, port }
@@ -309,6 +313,7 @@ impl Shard {
             let DataState::Listening {
                 listener,
                 expect_peer,
+                ..
             } = &d.state
             else {
                 return;

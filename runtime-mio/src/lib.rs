@@ -45,10 +45,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wharf_core::{Authenticator, ListenAddr, Server, Storage};
+use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
 mod data;
+mod ports;
 mod shard;
 mod sys;
 mod timers;
@@ -149,14 +150,13 @@ impl RunningServer {
     }
 }
 
-/// Binds `listeners` in every shard and starts serving. Each is a `SocketAddr` (plain
-/// FTP, explicit FTPS when the site has TLS) or a [`ListenAddr`] (marking implicit FTPS).
+/// Binds `listeners` in every shard and starts serving.
 ///
 /// `make_server(i)` builds shard `i`'s [`Server`] (its session-id stride and its share of
 /// the connection limit are the caller's business). `storage` and `auth` are shared by
 /// the worker pool. Errors binding any listener abort the start.
 pub fn start(
-    listeners: impl IntoIterator<Item = impl Into<ListenAddr>>,
+    listeners: Vec<SocketAddr>,
     cfg: MioConfig,
     make_server: impl Fn(usize) -> Server + Send + Sync + 'static,
     storage: Arc<dyn Storage>,
@@ -164,18 +164,16 @@ pub fn start(
 ) -> io::Result<RunningServer> {
     sys::raise_nofile_limit();
     let n = cfg.shard_count();
-    let listeners: Vec<ListenAddr> = listeners.into_iter().map(Into::into).collect();
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
-    let implicit: Vec<bool> = listeners.iter().map(|l| l.implicit_tls).collect();
-    let bound = sys::bind_listeners(&addrs, n, cfg.backlog)?;
+    let bound = sys::bind_listeners(&listeners, n, cfg.backlog)?;
     let local_addrs = bound.addrs.clone();
 
     let mut shards = Vec::with_capacity(n);
     let mut built = Vec::with_capacity(n);
     let (done_txs, done_rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+    let ports = Arc::new(ports::PortPool::default());
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         let (tx, rx) = mpsc::channel();
-        let shard = Shard::new(i, &cfg, make_server(i), sockets, &implicit, rx, done_rx)?;
+        let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;
         shards.push((tx, shard.waker()));
         built.push(shard);
     }

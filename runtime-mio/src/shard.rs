@@ -13,7 +13,7 @@ use wharf_core::backend::OpenFile;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
 
 use crate::data::DataSock;
-use crate::sys::PortCursor;
+use crate::ports::PortPool;
 use crate::timers::{TimerHeap, TimerSlot};
 use crate::transfer::PumpLimits;
 use crate::worker::{Done, Job, ReplyTo};
@@ -81,8 +81,6 @@ pub(crate) struct Shard {
     waker: Arc<Waker>,
     pub server: Server,
     pub listeners: Vec<Option<TcpListener>>,
-    /// Per listener: implicit FTPS (TLS from the first byte).
-    pub implicit_tls: Vec<bool>,
     pub conns: Slab<Conn>,
     pub data: Slab<DataSock>,
     timers: TimerHeap,
@@ -92,7 +90,8 @@ pub(crate) struct Shard {
     msgs: Receiver<ShardMsg>,
     done: Receiver<Done>,
     jobs: Option<Sender<Job>>,
-    pub ports: PortCursor,
+    /// The passive port pool, shared with every other shard.
+    pub ports: Arc<PortPool>,
     pub limits: PumpLimits,
     control_reads_budget: usize,
     max_events: usize,
@@ -113,9 +112,9 @@ impl Shard {
         cfg: &MioConfig,
         server: Server,
         listeners: Vec<(usize, TcpListener)>,
-        implicit_tls: &[bool],
         msgs: Receiver<ShardMsg>,
         done: Receiver<Done>,
+        ports: Arc<PortPool>,
     ) -> io::Result<Shard> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -131,7 +130,6 @@ impl Shard {
             waker,
             server,
             listeners: ls,
-            implicit_tls: implicit_tls.to_vec(),
             conns: Slab::new(),
             data: Slab::new(),
             timers: TimerHeap::default(),
@@ -141,7 +139,7 @@ impl Shard {
             msgs,
             done,
             jobs: None,
-            ports: PortCursor::default(),
+            ports,
             limits: PumpLimits {
                 buffer: cfg.transfer_buffer.max(4096),
                 budget: cfg.transfer_budget.max(64 * 1024),

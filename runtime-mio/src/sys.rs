@@ -1,10 +1,9 @@
 //! Thin wrappers over the system calls the runtime needs beyond mio: `SO_REUSEPORT`
-//! listeners, passive data listeners on a port range, non-blocking connects from a
+//! listeners, passive data listeners, non-blocking connects from a
 //! chosen address, `sendfile(2)`, and the open-files limit.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -73,43 +72,8 @@ fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::Tc
     Ok(mio::net::TcpListener::from_std(s.into()))
 }
 
-/// Picks passive ports over a range, starting after the last one handed out, so that
-/// consecutive PASV commands do not all probe the same busy ports.
-#[derive(Debug, Default)]
-pub(crate) struct PortCursor {
-    next: u32,
-}
-
-impl PortCursor {
-    /// Listens on `ip` on the first free port of `ports` from the cursor on. `Ok(None)`
-    /// when every port is busy. `0..=0` asks the kernel for any port.
-    pub(crate) fn listen(
-        &mut self,
-        ip: IpAddr,
-        ports: &RangeInclusive<u16>,
-    ) -> io::Result<Option<mio::net::TcpListener>> {
-        let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
-        if hi < lo {
-            return Ok(None);
-        }
-        let span = hi - lo + 1;
-        for i in 0..span {
-            let port = lo + (self.next + i) % span;
-            let addr = SocketAddr::new(ip, port as u16);
-            match data_listener(addr) {
-                Ok(l) => {
-                    self.next = (self.next + i + 1) % span;
-                    return Ok(Some(l));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-}
-
-fn data_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+/// A non-blocking listener for one passive data connection (`SO_REUSEADDR`, backlog 8).
+pub(crate) fn data_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -182,12 +146,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let range = port..=port;
-        let mut cursor = PortCursor::default();
-        let listener = cursor
-            .listen(ip, &range)
-            .unwrap()
-            .expect("the port is free");
+        let addr = SocketAddr::new(ip, port);
+        let listener = data_listener(addr).expect("the port is free");
         let mut client = std::net::TcpStream::connect((ip, port)).unwrap();
         // The loopback connect has completed, so the accept is ready or nearly so.
         let server_side = (0..100_000)
@@ -207,13 +167,13 @@ mod tests {
         client.read_to_end(&mut rest).unwrap();
         client.write_all(b"").unwrap();
         drop(client);
-        let again = cursor.listen(ip, &range).unwrap();
+        let again = data_listener(addr);
         assert!(
-            again.is_some(),
+            again.is_ok(),
             "port {port} stayed unusable after its data connection closed"
         );
         assert!(
-            cursor.listen(ip, &range).unwrap().is_none(),
+            data_listener(addr).is_err(),
             "but never two listeners on one port"
         );
     }

@@ -78,7 +78,7 @@ fn serve_on(listen: &str, shards: usize, max: usize) -> (RunningServer, Arc<MemS
         ..MioConfig::default()
     };
     let make = move |i: usize| Server::new(config.clone(), i as u64, shards as u64, max);
-    let listen: Vec<std::net::SocketAddr> = vec![listen.parse().unwrap()];
+    let listen = vec![listen.parse().unwrap()];
     let server = start(listen, cfg, make, storage.clone(), users).unwrap();
     (server, storage)
 }

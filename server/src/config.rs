@@ -5,16 +5,21 @@
 //! semantic check (a bad address, a missing root, a duplicate user, a hash that does not
 //! parse). Validation reports every error it finds, not just the first.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use wharf_core::{ControlPolicy, DataPolicy, ListingStyle, SessionConfig, Timeouts, TlsSettings};
+use wharf_core::{
+    Binding, ControlPolicy, DataPolicy, IpNet, Isolation, ListingStyle, Messages, PasvAddress,
+    Rule, Rules, SessionConfig, Sites, SitesError, Timeouts, TlsSettings, VPath, VirtualDir, Who,
+};
 
-use crate::tls::SiteTls;
+use crate::tls::{SiteTls, TlsShared};
 use crate::users::UserEntry;
 
 /// Which event loop drives the sessions.
@@ -39,11 +44,10 @@ impl RuntimeKind {
 /// A validated configuration, ready to start a server with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Control-channel addresses (port 0 lets the OS pick, useful in tests).
+    /// Control-channel addresses: every distinct `ip:port` of the sites' bindings (a
+    /// wildcard address covers the exact ones on its port). Port 0 lets the OS pick
+    /// when the server starts (tests).
     pub listen: Vec<SocketAddr>,
-    /// Implicit-FTPS addresses: TLS from the first byte (990 by convention). The
-    /// running server lists them after `listen` in `local_addrs`.
-    pub listen_implicit: Vec<SocketAddr>,
     /// Event-loop threads; 0 means one per core.
     pub shards: usize,
     /// Simultaneous control connections over all shards.
@@ -51,24 +55,100 @@ pub struct ServerConfig {
     pub runtime: RuntimeKind,
     /// How long a graceful shutdown lets transfers finish.
     pub shutdown_grace: Duration,
-    /// The site's directory on disk.
-    pub root: PathBuf,
-    /// What every session of the site is told (its `tls` holds the FTPS policy).
-    pub session: SessionConfig,
-    /// The site's certificate files, when it offers FTPS ([`SiteTls::reload`] on SIGHUP).
-    pub tls: Option<SiteTls>,
+    /// How long a successful login is remembered (zero: never); see `login_cache`.
+    pub login_cache: Duration,
+    /// The sites, in configuration order.
+    pub sites: Vec<SiteConfig>,
     pub users: Vec<UserEntry>,
 }
 
+/// One site: where it lives on disk, how it is reached, what its sessions are told.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub name: String,
+    /// The site's directory on disk.
+    pub root: PathBuf,
+    pub bindings: Vec<BindingConfig>,
+    /// Global virtual directories: a name at the site's top and the directory it shows.
+    pub virtual_dirs: Vec<(String, PathBuf)>,
+    /// What every session of the site is told. Its `storage_root` (and the virtual
+    /// directories' ones) name the site's mounts in the server's storage; its `tls` the
+    /// site's FTPS policy.
+    pub session: SessionConfig,
+    /// The site's certificate files, when it offers FTPS ([`SiteTls::reload`] on SIGHUP).
+    pub tls: Option<SiteTls>,
+}
+
+/// `ip:port:host`: connections to `ip:port` naming `host` (none: the blank host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingConfig {
+    /// `0.0.0.0` for `*` (every IPv4 address), `::` for every IPv6 address.
+    pub addr: SocketAddr,
+    pub host: Option<String>,
+    pub implicit_tls: bool,
+}
+
 impl ServerConfig {
-    /// Re-reads every certificate (SIGHUP); the error names the files. Running sessions
-    /// keep their connections; new handshakes get the new certificate.
-    pub fn reload_certificates(&self) -> Result<(), String> {
-        match &self.tls {
-            Some(tls) => tls.reload(),
-            None => Ok(()),
+    /// The core's sites-and-bindings table, with listen addresses of port 0 replaced by
+    /// the ports they were given (`resolved[i]` for `self.listen[i]`).
+    pub fn sites_table(&self, resolved: &[SocketAddr]) -> Result<Sites, SitesError> {
+        let port_of = |addr: SocketAddr| -> u16 {
+            match self.listen.iter().position(|l| *l == addr) {
+                Some(i) if addr.port() == 0 => resolved.get(i).map_or(0, |r| r.port()),
+                _ => addr.port(),
+            }
+        };
+        let mut sessions = Vec::with_capacity(self.sites.len());
+        let mut bindings = Vec::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            sessions.push(Arc::new(site.session.clone()));
+            for b in &site.bindings {
+                bindings.push(Binding {
+                    ip: b.addr.ip(),
+                    port: port_of(b.addr),
+                    host: b.host.clone(),
+                    site: i,
+                    implicit_tls: b.implicit_tls,
+                });
+            }
+        }
+        Sites::new(sessions, bindings)
+    }
+
+    /// Re-reads every site's certificate (SIGHUP); the errors name the files. Running
+    /// sessions keep their connections; new handshakes get the new certificates. A
+    /// certificate that fails to load keeps the old one.
+    pub fn reload_certificates(&self) -> Result<usize, String> {
+        let mut errors = Vec::new();
+        let mut reloaded = 0;
+        for tls in self.sites.iter().filter_map(|s| s.tls.as_ref()) {
+            match tls.reload() {
+                Ok(()) => reloaded += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(reloaded),
+            false => Err(errors.join("; ")),
         }
     }
+
+    /// The storage mounts: each site root and virtual directory under the name its
+    /// `storage_root` gives it.
+    pub fn mounts(&self) -> Vec<(String, &Path)> {
+        let mut out = Vec::new();
+        for site in &self.sites {
+            out.push((mount_name(&site.session.storage_root), site.root.as_path()));
+            for ((_, path), v) in site.virtual_dirs.iter().zip(&site.session.virtual_dirs) {
+                out.push((mount_name(&v.storage_root), path.as_path()));
+            }
+        }
+        out
+    }
+}
+
+fn mount_name(root: &VPath) -> String {
+    root.relative().to_string()
 }
 
 /// One configuration error, located in its file.
@@ -115,9 +195,13 @@ struct RawConfig {
     server: RawServer,
     site: Option<RawSite>,
     #[serde(default)]
+    sites: Vec<RawSite>,
+    #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
 }
 
 #[derive(Deserialize, Default)]
@@ -131,25 +215,37 @@ struct RawServer {
     external_ip: Option<Spanned<String>>,
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
+    users_file: Option<Spanned<String>>,
+    login_cache: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSite {
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     root: Spanned<String>,
+    bindings: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     #[serde(default)]
     anonymous: bool,
-    #[serde(default)]
-    anonymous_write: bool,
-    banner: Option<String>,
+    anonymous_write: Option<Spanned<bool>>,
+    banner: Option<Spanned<String>>,
     listing_style: Option<Spanned<String>>,
     #[serde(default)]
     keep_partial_uploads: bool,
+    isolation: Option<Spanned<String>>,
+    external_ip: Option<Spanned<String>>,
+    #[serde(default)]
+    passive_addresses: Vec<RawPasv>,
+    match_client_address_for_pasv: Option<bool>,
+    match_client_address_for_port: Option<bool>,
+    messages: Option<RawMessages>,
+    rules: Option<Spanned<Vec<RawRule>>>,
+    #[serde(default)]
+    virtual_directories: Vec<RawVdir>,
     tls: Option<RawTls>,
 }
 
-/// `[site.tls]`: FTPS for the site.
+/// `[site.tls]` / `[sites.tls]`: FTPS for the site.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
@@ -166,6 +262,42 @@ struct RawTls {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawMessages {
+    banner: Option<Spanned<String>>,
+    #[serde(default)]
+    suppress_default_banner: bool,
+    welcome: Option<String>,
+    exit: Option<String>,
+    max_clients: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: Option<Spanned<String>>,
+    access: Spanned<String>,
+    users: Option<Spanned<toml::Value>>,
+    groups: Option<Spanned<toml::Value>>,
+    roles: Option<Spanned<toml::Value>>,
+    permissions: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVdir {
+    name: Spanned<String>,
+    path: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPasv {
+    networks: Spanned<Vec<Spanned<String>>>,
+    ip: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawTimeouts {
     control: Option<Spanned<u64>>,
     data: Option<Spanned<u64>>,
@@ -178,7 +310,25 @@ struct RawUser {
     name: Spanned<String>,
     password_hash: Spanned<String>,
     #[serde(default)]
-    groups: Vec<String>,
+    groups: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    #[serde(default)]
+    members: Vec<Spanned<String>>,
+}
+
+/// A `users_file`: accounts kept apart from the rest of the configuration.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsersFile {
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
 }
 
 /// Collects errors against one file's text.
@@ -215,23 +365,16 @@ impl Checker<'_> {
     }
 }
 
-/// Line and column (1-based) of byte `offset`, and the key written on that line,
-/// prefixed by its table (`[server]` + `listen = ..` = `server.listen`; array tables are
-/// numbered: `users[1].name`).
+/// Line and column (1-based) of byte `offset`, and the key it is about, prefixed by its
+/// table (`[server]` + `listen = ..` = `server.listen`; array tables are numbered,
+/// nested ones within their parent: `sites[1].rules[0].access`).
 fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line_no = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
-    let line_end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let line = &text[line_start..line_end];
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.starts_with('#'));
+    let key = key_at(text, line_start, offset);
     let table = current_table(&text[..line_start]);
     let key = match (table, key) {
         (Some(t), Some(k)) => Some(format!("{t}.{k}")),
@@ -241,35 +384,97 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     (line_no, column, key)
 }
 
-/// The table header in force at the end of `text` (`server`, `users[2]`).
-fn current_table(text: &str) -> Option<String> {
-    let headers: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with('['))
-        .collect();
-    let last = *headers.last()?;
-    if let Some(name) = last.strip_prefix("[[") {
-        let name = name.split("]]").next().unwrap_or("").trim();
-        let index = headers
-            .iter()
-            .filter(|h| {
-                h.strip_prefix("[[")
-                    .and_then(|h| h.split("]]").next())
-                    .map(str::trim)
-                    == Some(name)
-            })
-            .count()
-            - 1;
-        return Some(format!("{name}[{index}]"));
+/// The key whose value holds `offset`: the last `key =` before it on its line (inline
+/// tables: `{ path = "/", access = "x" }`), else on the nearest line above that has one
+/// (a multi-line array), without crossing a table header.
+fn key_at(text: &str, line_start: usize, offset: usize) -> Option<String> {
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    // An error pointing at a key itself (an unknown key) is about that key.
+    let rest = &text[offset..line_end];
+    let ident_len = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    if ident_len > 0 && rest[ident_len..].trim_start().starts_with('=') {
+        return Some(rest[..ident_len].to_string());
     }
-    Some(
-        last.trim_start_matches('[')
-            .split(']')
-            .next()?
-            .trim()
-            .to_string(),
-    )
+    let upto = if text[line_start..offset].trim().is_empty() {
+        line_end
+    } else {
+        offset
+    };
+    let candidates = std::iter::once(&text[line_start..upto]).chain(
+        text[..line_start]
+            .lines()
+            .rev()
+            .take_while(|l| !l.trim_start().starts_with('[')),
+    );
+    for piece in candidates {
+        if let Some(k) = last_key(piece) {
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// The identifier before the last `=` of `piece` (outside strings, roughly).
+fn last_key(piece: &str) -> Option<String> {
+    if piece.trim_start().starts_with('#') {
+        return None;
+    }
+    let mut in_str = false;
+    let mut eq = None;
+    for (i, ch) in piece.char_indices() {
+        match ch {
+            '"' => in_str = !in_str,
+            '=' if !in_str => eq = Some(i),
+            _ => {}
+        }
+    }
+    let head = piece[..eq?].trim_end();
+    let start = head
+        .rfind(|c: char| c.is_whitespace() || c == '{' || c == ',')
+        .map_or(0, |i| i + 1);
+    let k = head[start..].trim_matches('"');
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
+}
+
+/// The table header in force at the end of `text` (`server`, `users[2]`,
+/// `sites[1].rules[0]`, `sites[0].messages`).
+fn current_table(text: &str) -> Option<String> {
+    // Array tables seen so far, by their resolved path, with their element count.
+    let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines().map(str::trim).filter(|l| l.starts_with('[')) {
+        let (is_array, name) = match line.strip_prefix("[[") {
+            Some(rest) => (true, rest.split("]]").next().unwrap_or("")),
+            None => (false, line[1..].split(']').next().unwrap_or("")),
+        };
+        let segs: Vec<&str> = name
+            .split('.')
+            .map(|s| s.trim().trim_matches('"'))
+            .collect();
+        let mut resolved = String::new();
+        for (k, seg) in segs.iter().enumerate() {
+            if !resolved.is_empty() {
+                resolved.push('.');
+            }
+            resolved.push_str(seg);
+            let index = if k + 1 == segs.len() && is_array {
+                let n = arrays.entry(resolved.clone()).or_insert(0);
+                *n += 1;
+                Some(*n - 1)
+            } else {
+                arrays.get(&resolved).map(|n| n - 1)
+            };
+            if let Some(i) = index {
+                resolved = format!("{resolved}[{i}]");
+            }
+        }
+        current = Some(resolved);
+    }
+    current
 }
 
 fn parse_listen(s: &String) -> Result<SocketAddr, String> {
@@ -326,12 +531,14 @@ fn parse_data_policy(s: &String) -> Result<DataPolicy, String> {
     }
 }
 
-/// `[site.tls]`: loads the certificate (relative paths from the config file's directory)
-/// and builds the site's TLS settings.
+/// A site's TLS table: loads the certificate (relative paths from the configuration's
+/// directory) and builds the site's TLS settings on the server's shared tickets,
+/// session cache and SNI names (`shared`, made on first use).
 fn check_tls(
     c: &mut Checker<'_>,
-    raw: RawTls,
+    raw: &RawTls,
     base: &Path,
+    shared: &mut Option<TlsShared>,
     sessions: usize,
 ) -> Option<(TlsSettings, SiteTls)> {
     let control = match &raw.control {
@@ -344,18 +551,17 @@ fn check_tls(
     };
     let certificate = base.join(raw.certificate.get_ref());
     let private_key = base.join(raw.private_key.get_ref());
+    let mut missing = false;
     for (v, p) in [
         (&raw.certificate, &certificate),
         (&raw.private_key, &private_key),
     ] {
         if let Err(e) = std::fs::metadata(p) {
             c.error(v.span(), format!("{}: {e}", p.display()));
+            missing = true;
         }
     }
-    if c.errors
-        .iter()
-        .any(|e| e.key.as_deref().is_some_and(|k| k.starts_with("site.tls")))
-    {
+    if missing {
         return None;
     }
     let site = match SiteTls::load(&certificate, &private_key) {
@@ -369,7 +575,16 @@ fn check_tls(
             return None;
         }
     };
-    let config = match site.server_config(sessions) {
+    if shared.is_none() {
+        match TlsShared::new(sessions) {
+            Ok(s) => *shared = Some(s),
+            Err(e) => {
+                c.error(raw.certificate.span(), e);
+                return None;
+            }
+        }
+    }
+    let config = match site.server_config(shared.as_ref()?) {
         Ok(config) => config,
         Err(e) => {
             c.error(raw.certificate.span(), e);
@@ -423,7 +638,12 @@ impl ServerConfig {
         let cfg = build(&mut c, raw, base);
         match cfg {
             Some(cfg) if c.errors.is_empty() => Ok(cfg),
-            _ => Err(ConfigErrors(c.errors)),
+            _ => {
+                // In file order: this file's first, then the users file's.
+                c.errors
+                    .sort_by_key(|e| (e.file != file_name, e.line, e.column));
+                Err(ConfigErrors(c.errors))
+            }
         }
     }
 
@@ -445,29 +665,11 @@ impl ServerConfig {
 
 fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfig> {
     let s = &raw.server;
-    let listen = match &s.listen {
-        None => vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
-        Some(list) => list
-            .iter()
-            .filter_map(|a| c.check(a, parse_listen))
-            .collect(),
-    };
-    if s.listen.as_ref().is_some_and(|l| l.is_empty()) {
-        c.error(
-            0..0,
-            "server.listen is empty: the server would accept nothing",
-        );
-    }
     let passive_ports = match &s.passive_ports {
         Some(p) => c.check(p, |s| parse_port_range(s)).unwrap_or(0..=0),
         None => 0..=0,
     };
-    let external_ip = s.external_ip.as_ref().and_then(|v| {
-        c.check(v, |s| {
-            s.parse::<Ipv4Addr>()
-                .map_err(|_| format!("{s:?} is not an IPv4 address"))
-        })
-    });
+    let external_ip = s.external_ip.as_ref().and_then(|v| c.check(v, parse_ipv4));
     let runtime = match &s.runtime {
         Some(r) => c
             .check(r, |s| RuntimeKind::parse(s))
@@ -486,75 +688,782 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
             .unwrap_or(1),
         None => 10_000,
     };
-    let listen_implicit: Vec<SocketAddr> = match &s.listen_implicit {
-        None => Vec::new(),
-        Some(list) => list
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        idle: seconds(c, &t.control, 120),
+        data_connect: seconds(c, &t.data, 30),
+        transfer_stall: seconds(c, &t.data, 30),
+        login: seconds(c, &t.login, 30),
+    };
+
+    // Accounts: this file's users, the users file's, then the groups of each (members
+    // must be users of either). Errors in the users file name that file.
+    let mut accounts = Accounts::default();
+    accounts.add_users(c, raw.users);
+    let users_file = s
+        .users_file
+        .as_ref()
+        .and_then(|f| read_users_file(c, f, base));
+    let mut file_groups = Vec::new();
+    if let Some((name, text)) = &users_file {
+        let mut uc = Checker {
+            file: name,
+            text,
+            errors: Vec::new(),
+        };
+        match toml::from_str::<RawUsersFile>(text) {
+            Ok(raw) => {
+                accounts.add_users(&mut uc, raw.users);
+                file_groups = raw.groups;
+            }
+            Err(e) => uc.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string()),
+        }
+        c.errors.append(&mut uc.errors);
+    }
+    accounts.add_groups(c, raw.groups);
+    if let Some((name, text)) = &users_file {
+        let mut uc = Checker {
+            file: name,
+            text,
+            errors: Vec::new(),
+        };
+        accounts.add_groups(&mut uc, file_groups);
+        c.errors.append(&mut uc.errors);
+    }
+
+    // Sites: the `[site]` shorthand (on `server.listen`) or `[[sites]]`.
+    let defaults = SessionConfig {
+        timeouts,
+        passive_ports,
+        external_ip,
+        ..SessionConfig::default()
+    };
+    let shorthand = raw.site.is_some();
+    let raw_sites: Vec<RawSite> = match (raw.site, raw.sites.is_empty()) {
+        (Some(site), true) => vec![site],
+        (None, false) => raw.sites,
+        (Some(site), false) => {
+            c.error(
+                site.root.span(),
+                "use either one [site] or several [[sites]], not both",
+            );
+            return None;
+        }
+        (None, true) => {
+            c.error(
+                0..0,
+                "missing [site] table (it needs at least `root`), or [[sites]] tables",
+            );
+            return None;
+        }
+    };
+    let listen_default = match (&s.listen, shorthand) {
+        (Some(list), true) => {
+            if list.is_empty() {
+                c.error(
+                    0..0,
+                    "server.listen is empty: the server would accept nothing",
+                );
+            }
+            list.iter()
+                .filter_map(|a| c.check(a, parse_listen))
+                .collect()
+        }
+        (None, true) => vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
+        (Some(list), false) => {
+            let span = list.first().map_or(0..0, |a| a.span());
+            c.error(
+                span,
+                "server.listen is for the single [site] form; [[sites]] are reached through their `bindings`",
+            );
+            Vec::new()
+        }
+        (None, false) => Vec::new(),
+    };
+    let listen_implicit: Vec<SocketAddr> = match (&s.listen_implicit, shorthand) {
+        (Some(list), true) => list
             .get_ref()
             .iter()
             .filter_map(|a| c.check(a, parse_listen))
             .collect(),
-    };
-    let Some(site) = raw.site else {
-        c.error(0..0, "missing [site] table (it needs at least `root`)");
-        return None;
-    };
-    let tls = site
-        .tls
-        .and_then(|t| check_tls(c, t, base, max_connections));
-    if let (Some(list), None) = (&s.listen_implicit, &tls) {
-        if !list.get_ref().is_empty() && c.errors.is_empty() {
+        (Some(list), false) => {
             c.error(
                 list.span(),
-                "implicit FTPS needs a certificate: add a [site.tls] table",
+                "server.listen_implicit is for the single [site] form; give [[sites]] bindings like { address = \"0.0.0.0:990:\", implicit_tls = true }",
             );
+            Vec::new()
+        }
+        (None, _) => Vec::new(),
+    };
+    let mut tls_shared: Option<TlsShared> = None;
+    let mut sites: Vec<SiteConfig> = Vec::with_capacity(raw_sites.len());
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for (i, raw_site) in raw_sites.into_iter().enumerate() {
+        let ctx = SiteCtx {
+            index: i,
+            shorthand,
+            base,
+            defaults: &defaults,
+            listen: &listen_default,
+            listen_implicit: &listen_implicit,
+            listen_implicit_span: s.listen_implicit.as_ref().map_or(0..0, |l| l.span()),
+            accounts: &accounts,
+            max_connections,
+        };
+        if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx, &mut tls_shared) {
+            if let Some(other) = sites
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(&site.name))
+            {
+                let name = other.name.clone();
+                c.error(
+                    binding_spans.first().cloned().unwrap_or(0..0),
+                    format!("two sites are named {name:?}"),
+                );
+            }
+            spans.extend(binding_spans);
+            sites.push(site);
         }
     }
-    let (tls_settings, tls) = match tls {
-        Some((settings, files)) => (Some(settings), Some(files)),
-        None => (None, None),
-    };
-    let root = c.check(&site.root, |r| check_root(base, r));
-    let listing_style = match &site.listing_style {
-        Some(v) => c.check(v, parse_listing_style).unwrap_or_default(),
-        None => ListingStyle::Unix,
-    };
-    let t = &raw.timeouts;
-    let idle = seconds(c, &t.control, 120);
-    let data = seconds(c, &t.data, 30);
-    let login = seconds(c, &t.login, 30);
-    let users = check_users(c, raw.users);
-    let session = SessionConfig {
-        site_name: site.name.unwrap_or_else(|| "default".into()),
-        banner: site
-            .banner
-            .unwrap_or_else(|| SessionConfig::default().banner),
-        allow_anonymous: site.anonymous,
-        anonymous_write: site.anonymous_write,
-        timeouts: Timeouts {
-            login,
-            idle,
-            data_connect: data,
-            transfer_stall: data,
-        },
-        passive_ports,
-        external_ip,
-        listing_style,
-        keep_partial_uploads: site.keep_partial_uploads,
-        tls: tls_settings,
-        ..SessionConfig::default()
-    };
-    Some(ServerConfig {
-        listen,
-        listen_implicit,
-        tls,
+    if let Some(shared) = &tls_shared {
+        // SNI names choose certificates as they choose sites.
+        shared.set_names(sites.iter().flat_map(|site| {
+            let tls = site.tls.as_ref();
+            site.bindings
+                .iter()
+                .filter_map(move |b| Some((b.host.as_deref()?, tls?)))
+        }));
+    }
+    let cfg = ServerConfig {
+        listen: Vec::new(),
         shards: s.shards.unwrap_or(0),
         max_connections,
         runtime,
         shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(30)),
-        root: root?,
-        session,
-        users,
+        login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
+        sites,
+        users: accounts.users,
+    };
+    if !c.errors.is_empty() {
+        return None;
+    }
+    // Ambiguous or clashing bindings, as the core sees them.
+    if let Err(e) = cfg.sites_table(&[]) {
+        let at = match &e {
+            SitesError::AmbiguousDefault { binding, .. }
+            | SitesError::DuplicateHost { binding, .. }
+            | SitesError::MixedTls { binding, .. }
+            | SitesError::NoSuchSite { binding, .. } => spans.get(*binding).cloned(),
+            SitesError::NoSites => None,
+        };
+        c.error(at.unwrap_or(0..0), e.to_string());
+        return None;
+    }
+    let listen = listen_addresses(&cfg.sites);
+    Some(ServerConfig { listen, ..cfg })
+}
+
+/// Every distinct binding address, in order; an exact address is left out when a
+/// wildcard of its family listens on the same (non-zero) port, which receives its
+/// connections.
+fn listen_addresses(sites: &[SiteConfig]) -> Vec<SocketAddr> {
+    let all: Vec<SocketAddr> = sites
+        .iter()
+        .flat_map(|s| s.bindings.iter().map(|b| b.addr))
+        .collect();
+    let covered = |a: &SocketAddr| {
+        a.port() != 0
+            && !a.ip().is_unspecified()
+            && all.iter().any(|w| {
+                w.ip().is_unspecified() && w.is_ipv4() == a.is_ipv4() && w.port() == a.port()
+            })
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in &all {
+        if !out.contains(a) && !covered(a) {
+            out.push(*a);
+        }
+    }
+    out
+}
+
+/// Users and groups, as the configuration and the users file define them.
+#[derive(Default)]
+struct Accounts {
+    users: Vec<UserEntry>,
+    /// Every group name (as first written), from `[[groups]]` and users' `groups`.
+    groups: Vec<String>,
+}
+
+impl Accounts {
+    fn user(&self, name: &str) -> Option<&UserEntry> {
+        self.users
+            .iter()
+            .find(|u| u.name.eq_ignore_ascii_case(name))
+    }
+
+    fn has_group(&self, name: &str) -> bool {
+        self.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
+    }
+
+    fn note_group(&mut self, name: &str) {
+        if !self.has_group(name) {
+            self.groups.push(name.to_string());
+        }
+    }
+
+    fn add_users(&mut self, c: &mut Checker<'_>, raw: Vec<RawUser>) {
+        for u in raw {
+            let name = u.name.get_ref().clone();
+            if let Err(m) = check_account_name("user", &name) {
+                c.error(u.name.span(), m);
+                continue;
+            }
+            if let Some(other) = self.user(&name) {
+                let msg = if other.name == name {
+                    format!("user {name:?} is defined twice")
+                } else {
+                    format!(
+                        "user {name:?} is defined twice (as {:?}; names ignore case)",
+                        other.name
+                    )
+                };
+                c.error(u.name.span(), msg);
+                continue;
+            }
+            let Some(hash) = c.check(&u.password_hash, |h| crate::users::check_hash(h)) else {
+                continue;
+            };
+            let mut groups: Vec<String> = Vec::new();
+            for g in &u.groups {
+                match check_account_name("group", g.get_ref()) {
+                    Ok(()) if !groups.iter().any(|x| x.eq_ignore_ascii_case(g.get_ref())) => {
+                        groups.push(g.get_ref().clone())
+                    }
+                    Ok(()) => {}
+                    Err(m) => c.error(g.span(), m),
+                }
+            }
+            for g in &groups {
+                self.note_group(g);
+            }
+            self.users.push(UserEntry {
+                name,
+                password_hash: hash,
+                groups,
+            });
+        }
+    }
+
+    /// `[[groups]]`: names and members (who must be users).
+    fn add_groups(&mut self, c: &mut Checker<'_>, raw: Vec<RawGroup>) {
+        let mut defined: Vec<String> = Vec::new();
+        for g in raw {
+            let name = g.name.get_ref().clone();
+            if let Err(m) = check_account_name("group", &name) {
+                c.error(g.name.span(), m);
+                continue;
+            }
+            if defined.iter().any(|d| d.eq_ignore_ascii_case(&name)) {
+                c.error(g.name.span(), format!("group {name:?} is defined twice"));
+                continue;
+            }
+            defined.push(name.clone());
+            self.note_group(&name);
+            for m in &g.members {
+                let Some(i) = self
+                    .users
+                    .iter()
+                    .position(|u| u.name.eq_ignore_ascii_case(m.get_ref()))
+                else {
+                    c.error(
+                        m.span(),
+                        format!("group {name:?} lists {:?}, who is not a user", m.get_ref()),
+                    );
+                    continue;
+                };
+                let user = &mut self.users[i];
+                if !user.groups.iter().any(|x| x.eq_ignore_ascii_case(&name)) {
+                    user.groups.push(name.clone());
+                }
+            }
+        }
+    }
+}
+
+/// User and group names: not empty, no spaces or control characters, no `/` (a home
+/// directory is named after the user) and no `|` (it separates `host|user`).
+fn check_account_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|ch| ch.is_control() || ch == ' ' || ch == '/' || ch == '|' || ch == ',')
+    {
+        return Err(format!(
+            "{name:?} is not a usable {what} name (no spaces, control characters, '/', '|' or ',')"
+        ));
+    }
+    if matches!(name, "*" | "?") {
+        return Err(format!(
+            "{name:?} is reserved in rules (all users, anonymous)"
+        ));
+    }
+    if what == "user"
+        && (name.eq_ignore_ascii_case("anonymous") || name.eq_ignore_ascii_case("ftp"))
+    {
+        return Err(format!(
+            "{name:?} means an anonymous login; choose another user name"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `server.users_file` (relative to the configuration's directory): its name
+/// for error messages and its text.
+fn read_users_file(
+    c: &mut Checker<'_>,
+    file: &Spanned<String>,
+    base: &Path,
+) -> Option<(String, String)> {
+    let path = base.join(file.get_ref());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some((path.display().to_string(), text)),
+        Err(e) => {
+            c.error(file.span(), format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// What building one site needs to know.
+struct SiteCtx<'a> {
+    index: usize,
+    shorthand: bool,
+    base: &'a Path,
+    defaults: &'a SessionConfig,
+    listen: &'a [SocketAddr],
+    /// `server.listen_implicit`, for the `[site]` form, and where it is written.
+    listen_implicit: &'a [SocketAddr],
+    listen_implicit_span: Range<usize>,
+    accounts: &'a Accounts,
+    /// Sizes the TLS session cache.
+    max_connections: usize,
+}
+
+/// The text of the 220 greeting before any site's own banner.
+pub const DEFAULT_BANNER: &str = "wharf FTP server ready";
+
+fn build_site(
+    c: &mut Checker<'_>,
+    site: RawSite,
+    ctx: &SiteCtx<'_>,
+    tls_shared: &mut Option<TlsShared>,
+) -> Option<(SiteConfig, Vec<Range<usize>>)> {
+    let name = match &site.name {
+        Some(n) => c
+            .check(n, |n| {
+                if n.trim().is_empty() || n.chars().any(char::is_control) {
+                    Err(format!("{n:?} is not a usable site name"))
+                } else {
+                    Ok(n.clone())
+                }
+            })
+            .unwrap_or_default(),
+        None if ctx.shorthand => "default".to_string(),
+        None => {
+            c.error(site.root.span(), "every [[sites]] entry needs a `name`");
+            String::new()
+        }
+    };
+    let root = c.check(&site.root, |r| check_root(ctx.base, r));
+
+    // Bindings.
+    let mut bindings = Vec::new();
+    let mut spans = Vec::new();
+    match &site.bindings {
+        Some(list) if ctx.shorthand && !ctx.listen.is_empty() && list.get_ref().is_empty() => {
+            c.error(
+                list.span(),
+                "bindings is empty: the site would be unreachable",
+            );
+        }
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                c.error(
+                    list.span(),
+                    "bindings is empty: the site would be unreachable",
+                );
+            }
+            for v in list.get_ref() {
+                if let Some(b) = c.check(v, parse_binding_value) {
+                    bindings.push(b);
+                    spans.push(v.span());
+                }
+            }
+        }
+        None if ctx.shorthand => {
+            let plain = ctx.listen.iter().map(|a| (a, false, site.root.span()));
+            let implicit = ctx
+                .listen_implicit
+                .iter()
+                .map(|a| (a, true, ctx.listen_implicit_span.clone()));
+            for (addr, implicit_tls, span) in plain.chain(implicit) {
+                bindings.push(BindingConfig {
+                    addr: *addr,
+                    host: None,
+                    implicit_tls,
+                });
+                spans.push(span);
+            }
+        }
+        None => c.error(
+            site.root.span(),
+            "a [[sites]] entry needs `bindings`, like [\"127.0.0.1:21:\"] (ip:port:host)",
+        ),
+    }
+
+    let listing_style = match &site.listing_style {
+        Some(v) => c.check(v, parse_listing_style).unwrap_or_default(),
+        None => ListingStyle::Unix,
+    };
+    let isolation = match &site.isolation {
+        Some(v) => c.check(v, parse_isolation).unwrap_or_default(),
+        None => Isolation::None,
+    };
+    let external_ip = match &site.external_ip {
+        Some(v) => c.check(v, parse_ipv4),
+        None => ctx.defaults.external_ip,
+    };
+    let mut pasv_addresses = Vec::new();
+    for p in &site.passive_addresses {
+        let ip = p.ip.as_ref().and_then(|v| c.check(v, parse_ipv4));
+        if p.networks.get_ref().is_empty() {
+            c.error(p.networks.span(), "networks is empty");
+        }
+        for n in p.networks.get_ref() {
+            if let Some(network) = c.check(n, |s| {
+                IpNet::parse(s).ok_or_else(|| {
+                    format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fd00::/8\"")
+                })
+            }) {
+                pasv_addresses.push(PasvAddress { network, ip });
+            }
+        }
+    }
+
+    // Messages: the legacy `banner` is the whole greeting; `messages.banner` follows
+    // wharf's own line unless `suppress_default_banner`.
+    let m = site.messages.unwrap_or_default();
+    let banner = match (&site.banner, &m.banner) {
+        (Some(b), Some(mb)) => {
+            c.error(
+                mb.span(),
+                format!(
+                    "both banner ({:?}) and messages.banner are set; keep messages.banner",
+                    b.get_ref()
+                ),
+            );
+            String::new()
+        }
+        (Some(b), None) => b.get_ref().clone(),
+        (None, Some(mb)) if m.suppress_default_banner => mb.get_ref().clone(),
+        (None, Some(mb)) => format!("{DEFAULT_BANNER}\n{}", mb.get_ref()),
+        (None, None) if m.suppress_default_banner => "FTP server ready.".to_string(),
+        (None, None) => DEFAULT_BANNER.to_string(),
+    };
+
+    // Authorization: rules, or the anonymous_write switch, not both.
+    let rules = match &site.rules {
+        Some(list) => {
+            if let Some(w) = &site.anonymous_write {
+                c.error(
+                    w.span(),
+                    "anonymous_write has no effect when the site has rules: write a rule for \"?\" instead",
+                );
+            }
+            Some(build_rules(c, list.get_ref(), ctx.accounts))
+        }
+        None => None,
+    };
+
+    // Virtual directories, each a mount of its own.
+    let storage_root = VPath::root()
+        .child(&format!("site{}", ctx.index))
+        .unwrap_or_else(VPath::root);
+    let mut virtual_dirs = Vec::new();
+    let mut vdir_paths = Vec::new();
+    for (j, v) in site.virtual_directories.iter().enumerate() {
+        let Some(vname) = c.check(&v.name, |n| {
+            if wharf_core::site::is_plain_segment(n) {
+                Ok(n.clone())
+            } else {
+                Err(format!(
+                    "{n:?} is not one folder name (no '/', '\\\\', '.' or '..')"
+                ))
+            }
+        }) else {
+            continue;
+        };
+        if virtual_dirs
+            .iter()
+            .any(|d: &VirtualDir| wharf_core::site::same_name(&d.name, &vname))
+        {
+            c.error(
+                v.name.span(),
+                format!("virtual directory {vname:?} is defined twice"),
+            );
+            continue;
+        }
+        let Some(path) = c.check(&v.path, |p| check_root(ctx.base, p)) else {
+            continue;
+        };
+        virtual_dirs.push(VirtualDir {
+            name: vname.clone(),
+            storage_root: VPath::root()
+                .child(&format!("site{}.vdir{j}", ctx.index))
+                .unwrap_or_else(VPath::root),
+        });
+        vdir_paths.push((vname, path));
+    }
+
+    let tls = site
+        .tls
+        .as_ref()
+        .and_then(|t| check_tls(c, t, ctx.base, tls_shared, ctx.max_connections));
+    let (tls_settings, tls) = match tls {
+        Some((settings, files)) => (Some(settings), Some(files)),
+        None => (None, None),
+    };
+    let session = SessionConfig {
+        site_name: name.clone(),
+        banner,
+        messages: Messages {
+            welcome: m.welcome,
+            exit: m.exit,
+            max_clients: m.max_clients,
+        },
+        allow_anonymous: site.anonymous,
+        anonymous_write: site.anonymous_write.as_ref().is_some_and(|w| *w.get_ref()),
+        rules,
+        isolation,
+        storage_root,
+        virtual_dirs,
+        external_ip,
+        pasv_addresses,
+        match_pasv_peer: site.match_client_address_for_pasv.unwrap_or(true),
+        match_port_peer: site.match_client_address_for_port.unwrap_or(true),
+        listing_style,
+        keep_partial_uploads: site.keep_partial_uploads,
+        tls: tls_settings,
+        ..ctx.defaults.clone()
+    };
+    for (b, span) in bindings.iter().zip(&spans) {
+        // (A TLS table with errors has been reported already.)
+        if b.implicit_tls && site.tls.is_none() {
+            c.error(
+                span.clone(),
+                "implicit TLS needs TLS settings (a certificate) on this site: add a [site.tls] (or [sites.tls]) table with certificate and private_key",
+            );
+        }
+    }
+    Some((
+        SiteConfig {
+            name,
+            root: root?,
+            bindings,
+            virtual_dirs: vdir_paths,
+            session,
+            tls,
+        },
+        spans,
+    ))
+}
+
+fn build_rules(c: &mut Checker<'_>, raw: &[RawRule], accounts: &Accounts) -> Rules {
+    let mut rules = Vec::with_capacity(raw.len());
+    for r in raw {
+        let path = match &r.path {
+            Some(p) => c.check(p, |p| {
+                VPath::root()
+                    .resolve(p)
+                    .map_err(|_| format!("{p:?} is not a path"))
+            }),
+            None => Some(VPath::root()),
+        };
+        let allow = c.check(&r.access, |a| match a.to_ascii_lowercase().as_str() {
+            "allow" => Ok(true),
+            "deny" => Ok(false),
+            _ => Err(format!("{a:?}: access is \"allow\" or \"deny\"")),
+        });
+        let perms = c.check(&r.permissions, |p| {
+            let (mut read, mut write) = (false, false);
+            for word in p.split([',', '|', ' ']).filter(|w| !w.is_empty()) {
+                match word.to_ascii_lowercase().as_str() {
+                    "read" => read = true,
+                    "write" => write = true,
+                    _ => {
+                        return Err(format!(
+                            "{word:?}: permissions are \"read\", \"write\" or \"read,write\""
+                        ))
+                    }
+                }
+            }
+            if read || write {
+                Ok((read, write))
+            } else {
+                Err("permissions name nothing: \"read\", \"write\" or \"read,write\"".into())
+            }
+        });
+        let mut who = Vec::new();
+        if let Some(users) = &r.users {
+            for name in names(c, users) {
+                who.push(match name.as_str() {
+                    "*" => Who::All,
+                    "?" => Who::Anonymous,
+                    _ => match accounts.user(&name) {
+                        Some(_) => Who::User(name),
+                        None => {
+                            c.error(
+                                users.span(),
+                                format!("{name:?} is not a user (\"*\" is everyone, \"?\" anonymous)"),
+                            );
+                            continue;
+                        }
+                    },
+                });
+            }
+        }
+        for groups in [&r.groups, &r.roles].into_iter().flatten() {
+            for name in names(c, groups) {
+                if accounts.has_group(&name) {
+                    who.push(Who::Group(name));
+                } else {
+                    c.error(groups.span(), format!("{name:?} is not a group"));
+                }
+            }
+        }
+        if r.users.is_none() && r.groups.is_none() && r.roles.is_none() {
+            c.error(
+                r.access.span(),
+                "the rule names nobody: give `users` (names, \"*\" or \"?\") and/or `groups`",
+            );
+        }
+        if let (Some(path), Some(allow), Some((read, write))) = (path, allow, perms) {
+            rules.push(Rule {
+                path,
+                allow,
+                who,
+                read,
+                write,
+            });
+        }
+    }
+    Rules::new(rules)
+}
+
+/// `"a, b"` or `["a", "b"]`.
+fn names(c: &mut Checker<'_>, v: &Spanned<toml::Value>) -> Vec<String> {
+    let list: Option<Vec<String>> = match v.get_ref() {
+        toml::Value::String(s) => Some(
+            s.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        ),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(|s| s.trim().to_string()))
+            .collect(),
+        _ => None,
+    };
+    match list {
+        Some(l) if !l.is_empty() => l,
+        _ => {
+            c.error(
+                v.span(),
+                "expected names: \"a, b\" or [\"a\", \"b\"] (\"*\" everyone, \"?\" anonymous)",
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// A binding: `"ip:port:host"`, or `{ address = "ip:port:host", implicit_tls = true }`.
+fn parse_binding_value(v: &toml::Value) -> Result<BindingConfig, String> {
+    match v {
+        toml::Value::String(s) => parse_binding(s, false),
+        toml::Value::Table(t) => {
+            let mut address = None;
+            let mut implicit_tls = false;
+            for (k, v) in t {
+                match (k.as_str(), v) {
+                    ("address", toml::Value::String(s)) => address = Some(s.clone()),
+                    ("implicit_tls", toml::Value::Boolean(b)) => implicit_tls = *b,
+                    (k, _) => {
+                        return Err(format!(
+                            "unexpected {k:?} in a binding: it takes `address` (string) and `implicit_tls` (boolean)"
+                        ))
+                    }
+                }
+            }
+            let address = address.ok_or("a binding table needs `address = \"ip:port:host\"`")?;
+            parse_binding(&address, implicit_tls)
+        }
+        _ => Err(
+            "a binding is \"ip:port:host\" or { address = \"ip:port:host\", implicit_tls = true }"
+                .into(),
+        ),
+    }
+}
+
+/// `ip:port:host`: `*` for every IPv4 address, `[::]` for every IPv6 one, an empty host
+/// for the site that answers without a host name.
+pub fn parse_binding(s: &str, implicit_tls: bool) -> Result<BindingConfig, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a binding \"ip:port:host\" (\"*:21:\", \"127.0.0.1:2121:ftp.example.com\", \"[::]:21:\")"
+        )
+    };
+    let (addr, host) = s.rsplit_once(':').ok_or_else(bad)?;
+    let addr = match addr.strip_prefix("*:") {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
+    let host = host.trim();
+    if host
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '|' || ch == '/')
+    {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    Ok(BindingConfig {
+        addr,
+        host: (!host.is_empty()).then(|| host.to_ascii_lowercase()),
+        implicit_tls,
     })
+}
+
+fn parse_ipv4(s: &String) -> Result<Ipv4Addr, String> {
+    s.parse::<Ipv4Addr>()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+fn parse_isolation(s: &String) -> Result<Isolation, String> {
+    let key: String = s
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match key.as_str() {
+        "none" => Ok(Isolation::None),
+        "startinusersdirectory" => Ok(Isolation::StartInUsersDirectory),
+        "isolaterootdirectoryonly" => Ok(Isolation::IsolateRootDirectoryOnly),
+        "isolatealldirectories" => Ok(Isolation::IsolateAllDirectories),
+        _ => Err(format!(
+            "{s:?} is not an isolation mode: \"none\", \"start_in_users_directory\", \"isolate_root_directory_only\" or \"isolate_all_directories\""
+        )),
+    }
 }
 
 fn check_root(base: &Path, root: &String) -> Result<PathBuf, String> {
@@ -564,30 +1473,6 @@ fn check_root(base: &Path, root: &String) -> Result<PathBuf, String> {
         Ok(_) => Err(format!("{} is not a directory", p.display())),
         Err(e) => Err(format!("{}: {e}", p.display())),
     }
-}
-
-fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<UserEntry> {
-    let mut users: Vec<UserEntry> = Vec::with_capacity(raw.len());
-    for u in raw {
-        let name = u.name.get_ref().clone();
-        if name.is_empty() || name.chars().any(|ch| ch.is_control() || ch == ' ') {
-            c.error(u.name.span(), format!("{name:?} is not a usable user name"));
-            continue;
-        }
-        if users.iter().any(|x| x.name == name) {
-            c.error(u.name.span(), format!("user {name:?} is defined twice"));
-            continue;
-        }
-        let Some(hash) = c.check(&u.password_hash, |h| crate::users::check_hash(h)) else {
-            continue;
-        };
-        users.push(UserEntry {
-            name,
-            password_hash: hash,
-            groups: u.groups,
-        });
-    }
-    users
 }
 
 #[cfg(test)]

@@ -69,16 +69,22 @@ fn a_good_config_builds_the_session_config() {
     assert!(c.listen[1].is_ipv6());
     assert_eq!(c.shards, 2);
     assert_eq!(c.max_connections, 500);
-    assert_eq!(c.session.passive_ports, 50000..=50100);
-    assert_eq!(c.session.external_ip, Some(Ipv4Addr::new(203, 0, 113, 7)));
-    assert!(c.session.allow_anonymous);
-    assert!(!c.session.anonymous_write);
-    assert!(c.session.keep_partial_uploads);
-    assert_eq!(c.session.listing_style, ListingStyle::MsDos);
-    assert_eq!(c.session.timeouts.idle, Duration::from_secs(60));
-    assert_eq!(c.session.timeouts.data_connect, Duration::from_secs(10));
-    assert_eq!(c.session.timeouts.login, Duration::from_secs(5));
-    assert_eq!(c.session.banner, "hello");
+    assert_eq!(c.sites[0].session.passive_ports, 50000..=50100);
+    assert_eq!(
+        c.sites[0].session.external_ip,
+        Some(Ipv4Addr::new(203, 0, 113, 7))
+    );
+    assert!(c.sites[0].session.allow_anonymous);
+    assert!(!c.sites[0].session.anonymous_write);
+    assert!(c.sites[0].session.keep_partial_uploads);
+    assert_eq!(c.sites[0].session.listing_style, ListingStyle::MsDos);
+    assert_eq!(c.sites[0].session.timeouts.idle, Duration::from_secs(60));
+    assert_eq!(
+        c.sites[0].session.timeouts.data_connect,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.sites[0].session.timeouts.login, Duration::from_secs(5));
+    assert_eq!(c.sites[0].session.banner, "hello");
     assert_eq!(c.users.len(), 2);
     assert_eq!(c.users[0].groups, vec!["staff".to_string()]);
 }
@@ -89,9 +95,9 @@ fn minimal_config_takes_defaults() {
     let text = format!("[site]\nroot = {:?}\n", r.path().display().to_string());
     let c = ServerConfig::from_toml_str(&text, "m.toml").unwrap();
     assert_eq!(c.listen, vec!["127.0.0.1:2121".parse().unwrap()]);
-    assert_eq!(c.session.passive_ports, 0..=0);
-    assert!(!c.session.allow_anonymous);
-    assert_eq!(c.session.timeouts.idle, Duration::from_secs(120));
+    assert_eq!(c.sites[0].session.passive_ports, 0..=0);
+    assert!(!c.sites[0].session.allow_anonymous);
+    assert_eq!(c.sites[0].session.timeouts.idle, Duration::from_secs(120));
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
 }
 
@@ -225,7 +231,7 @@ fn relative_root_is_resolved_against_the_config_file() {
     let file = r.path().join("wharf.toml");
     std::fs::write(&file, "[site]\nroot = \"pub\"\n").unwrap();
     let c = ServerConfig::from_file(&file).unwrap();
-    assert_eq!(c.root, r.path().join("pub"));
+    assert_eq!(c.sites[0].root, r.path().join("pub"));
 }
 
 #[test]
@@ -252,9 +258,401 @@ fn the_example_config_is_valid() {
         .replacen("# listen_implicit", "listen_implicit", 1);
     let c = ServerConfig::from_toml_str(&text, "examples/wharf.toml").unwrap();
     assert_eq!(c.users.len(), 1);
-    assert_eq!(c.session.passive_ports, 50000..=50100);
-    assert!(c.session.tls.is_some());
-    assert_eq!(c.listen_implicit.len(), 1);
+    assert_eq!(c.users[0].groups, vec!["staff", "auditors"]);
+    let site = &c.sites[0].session;
+    assert_eq!(site.banner, "wharf FTP server ready\nFiles for the team.");
+    assert_eq!(site.messages.exit.as_deref(), Some("Goodbye."));
+    assert_eq!(site.isolation, Isolation::None);
+    assert!(site.rules.is_none());
+    assert_eq!(c.sites[0].session.passive_ports, 50000..=50100);
+    assert!(c.sites[0].session.tls.is_some() && c.sites[0].tls.is_some());
+    let implicit: Vec<_> = c.sites[0]
+        .bindings
+        .iter()
+        .filter(|b| b.implicit_tls)
+        .collect();
+    assert_eq!(
+        implicit.len(),
+        1,
+        "listen_implicit makes an implicit binding"
+    );
+}
+
+/// Two sites on one address, one of them isolated, with rules, groups, a virtual
+/// directory, passive addresses and messages; accounts in a users file.
+fn sites_config(dir: &Path) -> String {
+    for d in ["one", "two", "shared"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("users.toml"),
+        format!(
+            "[[users]]\nname = \"user3\"\npassword_hash = \"{HASH}\"\n\n\
+             [[groups]]\nname = \"FTPUsersB\"\nmembers = [\"user3\"]\n"
+        ),
+    )
+    .unwrap();
+    format!(
+        r#"[server]
+passive_ports = "50000-50010"
+external_ip = "203.0.113.1"
+users_file = "users.toml"
+
+[[users]]
+name = "user1"
+password_hash = "{HASH}"
+groups = ["FTPUsersA"]
+
+[[sites]]
+name = "ftpsite01.com"
+root = "one"
+bindings = ["*:2121:", "127.0.0.1:2121:ftpsite01.com", "127.0.0.1:0:"]
+anonymous = true
+
+[sites.messages]
+banner = "Site one"
+welcome = "Hello"
+
+[[sites.rules]]
+access = "allow"
+users = "?"
+permissions = "read"
+
+[[sites.rules]]
+access = "allow"
+roles = ["FTPUsersA", "ftpusersb"]
+permissions = "read, write"
+
+[[sites.rules]]
+path = "/test.txt"
+access = "deny"
+users = ["user3"]
+permissions = "read,write"
+
+[[sites]]
+name = "ftpsite02.com"
+root = "two"
+bindings = ["*:2121:ftpsite02.com"]
+isolation = "isolate_root_directory_only"
+external_ip = "203.0.113.2"
+match_client_address_for_pasv = false
+
+[[sites.passive_addresses]]
+networks = ["10.0.0.0/8", "192.168.0.0/16"]
+
+[[sites.virtual_directories]]
+name = "shared"
+path = "shared"
+
+[sites.messages]
+banner = "Only this"
+suppress_default_banner = true
+exit = "Bye"
+"#
+    )
+}
+
+#[test]
+fn a_sites_config_builds_every_site() {
+    let r = root();
+    let file = r.path().join("wharf.toml");
+    std::fs::write(&file, sites_config(r.path())).unwrap();
+    let c = ServerConfig::from_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    // The wildcard on 2121 receives 127.0.0.1:2121 too; port 0 is its own listener.
+    assert_eq!(
+        c.listen,
+        vec![
+            "0.0.0.0:2121".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.sites.len(), 2);
+    let (one, two) = (&c.sites[0], &c.sites[1]);
+    assert_eq!(one.name, "ftpsite01.com");
+    assert_eq!(one.root, r.path().join("one"));
+    assert_eq!(one.bindings[1].host.as_deref(), Some("ftpsite01.com"));
+    assert_eq!(one.session.banner, "wharf FTP server ready\nSite one");
+    assert_eq!(one.session.messages.welcome.as_deref(), Some("Hello"));
+    assert_eq!(one.session.external_ip, Some(Ipv4Addr::new(203, 0, 113, 1)));
+    assert_eq!(one.session.passive_ports, 50000..=50010);
+    let rules = one.session.rules.as_ref().unwrap();
+    assert_eq!(rules.rules().len(), 3);
+    assert_eq!(rules.rules()[0].who, vec![Who::Anonymous]);
+    assert_eq!(rules.rules()[2].path.as_str(), "/test.txt");
+    assert!(!rules.rules()[2].allow);
+    assert!(one.session.match_pasv_peer);
+
+    assert_eq!(two.session.banner, "Only this");
+    assert_eq!(two.session.messages.exit.as_deref(), Some("Bye"));
+    assert_eq!(two.session.isolation, Isolation::IsolateRootDirectoryOnly);
+    assert_eq!(two.session.external_ip, Some(Ipv4Addr::new(203, 0, 113, 2)));
+    assert_eq!(two.session.pasv_addresses.len(), 2);
+    assert_eq!(two.session.pasv_addresses[0].ip, None);
+    assert!(!two.session.match_pasv_peer);
+    assert!(two.session.rules.is_none());
+    assert_eq!(
+        two.virtual_dirs,
+        vec![("shared".to_string(), r.path().join("shared"))]
+    );
+    assert_ne!(one.session.storage_root, two.session.storage_root);
+    assert_eq!(c.mounts().len(), 3);
+
+    // Users from both files; group membership from both ways of saying it.
+    let u3 = c.users.iter().find(|u| u.name == "user3").unwrap();
+    assert_eq!(u3.groups, vec!["FTPUsersB".to_string()]);
+    let u1 = c.users.iter().find(|u| u.name == "user1").unwrap();
+    assert_eq!(u1.groups, vec!["FTPUsersA".to_string()]);
+
+    // The core table: the blank host of 2121 is site one, ftpsite02.com site two.
+    let sites = c
+        .sites_table(&[
+            "0.0.0.0:2121".parse().unwrap(),
+            "127.0.0.1:4000".parse().unwrap(),
+        ])
+        .unwrap();
+    let local = "127.0.0.1:2121".parse().unwrap();
+    assert_eq!(sites.listener(local).unwrap().default, Some(0));
+    assert_eq!(sites.by_host(local, "FTPSITE02.COM"), Some(1));
+    let resolved = "127.0.0.1:4000".parse().unwrap();
+    assert_eq!(sites.listener(resolved).unwrap().default, Some(0));
+}
+
+fn sites_errors(r: &Path, from: &str, to: &str) -> (String, Vec<ConfigError>) {
+    let text = sites_config(r);
+    assert!(text.contains(from), "{from}");
+    let text = text.replacen(from, to, 1);
+    let file = r.join("wharf.toml");
+    std::fs::write(&file, &text).unwrap();
+    let e = ServerConfig::from_file(&file).unwrap_err().0;
+    (text, e)
+}
+
+#[test]
+fn ambiguous_bindings_name_the_binding() {
+    let r = root();
+    let (text, e) = sites_errors(
+        r.path(),
+        "bindings = [\"*:2121:ftpsite02.com\"]",
+        "bindings = [\"0.0.0.0:2121:\"]",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, line_of(&text, "bindings = [\"0.0.0.0:2121:\"]"));
+    assert_eq!(e[0].key.as_deref(), Some("sites[1].bindings"));
+    assert!(
+        e[0].message.contains("ftpsite01.com and ftpsite02.com"),
+        "{}",
+        e[0].message
+    );
+    assert!(
+        e[0].message.contains("without a host name"),
+        "{}",
+        e[0].message
+    );
+
+    let (_, e) = sites_errors(
+        r.path(),
+        "bindings = [\"*:2121:ftpsite02.com\"]",
+        "bindings = [\"0.0.0.0:2121:FTPSITE01.COM\", \"127.0.0.1:2121:ftpsite01.com\"]",
+    );
+    // 127.0.0.1 and 0.0.0.0 are different addresses; the first clashes with nothing
+    // at 0.0.0.0 but ... the second repeats site one's exact binding.
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("bound twice"), "{}", e[0].message);
+}
+
+#[test]
+fn rule_errors_name_the_rule() {
+    let r = root();
+    let (text, e) = sites_errors(r.path(), "users = [\"user3\"]", "users = [\"user9\"]");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key.as_deref(), Some("sites[0].rules[2].users"));
+    assert_eq!(e[0].line, line_of(&text, "user9"));
+    assert!(e[0].message.contains("\"user9\" is not a user"));
+
+    let (_, e) = sites_errors(r.path(), "access = \"deny\"", "access = \"refuse\"");
+    assert_eq!(
+        e[0].key.as_deref(),
+        Some("sites[0].rules[2].access"),
+        "{e:?}"
+    );
+    let (_, e) = sites_errors(
+        r.path(),
+        "permissions = \"read, write\"",
+        "permissions = \"rw\"",
+    );
+    assert_eq!(
+        e[0].key.as_deref(),
+        Some("sites[0].rules[1].permissions"),
+        "{e:?}"
+    );
+    let (_, e) = sites_errors(
+        r.path(),
+        "roles = [\"FTPUsersA\", \"ftpusersb\"]",
+        "roles = [\"nobody\"]",
+    );
+    assert!(e[0].message.contains("\"nobody\" is not a group"), "{e:?}");
+    let (_, e) = sites_errors(r.path(), "users = \"?\"\n", "");
+    assert_eq!(
+        e[0].key.as_deref(),
+        Some("sites[0].rules[0].access"),
+        "{e:?}"
+    );
+    assert!(e[0].message.contains("names nobody"), "{e:?}");
+    let (_, e) = sites_errors(r.path(), "anonymous = true", "anonymous_write = true");
+    assert!(
+        e[0].message.contains("anonymous_write has no effect"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e[0].key.as_deref(),
+        Some("sites[0].anonymous_write"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn site_errors_name_file_line_and_key() {
+    let r = root();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "isolation = \"isolate_root_directory_only\"",
+            "isolation = \"jail\"",
+            "sites[1].isolation",
+            "isolation mode",
+        ),
+        (
+            "external_ip = \"203.0.113.2\"",
+            "external_ip = \"::1\"",
+            "sites[1].external_ip",
+            "IPv4",
+        ),
+        (
+            "networks = [\"10.0.0.0/8\"",
+            "networks = [\"10.0.0.0/33\"",
+            "sites[1].passive_addresses[0].networks",
+            "network",
+        ),
+        (
+            "name = \"shared\"",
+            "name = \"../up\"",
+            "sites[1].virtual_directories[0].name",
+            "folder name",
+        ),
+        (
+            "path = \"shared\"",
+            "path = \"missing\"",
+            "sites[1].virtual_directories[0].path",
+            "missing",
+        ),
+        (
+            "\"127.0.0.1:0:\"]",
+            "\"127.0.0.1:0\"]",
+            "sites[0].bindings",
+            "ip:port:host",
+        ),
+        (
+            "name = \"ftpsite02.com\"",
+            "name = \"FTPSITE01.com\"",
+            "sites[1].bindings",
+            "two sites are named",
+        ),
+        (
+            "banner = \"Only this\"",
+            "bannr = \"Only this\"",
+            "sites[1].messages.bannr",
+            "bannr",
+        ),
+    ];
+    for (from, to, key, words) in cases {
+        let (text, e) = sites_errors(r.path(), from, to);
+        assert_eq!(e.len(), 1, "{to}: {e:?}");
+        assert_eq!(e[0].key.as_deref(), Some(*key), "{to}: {e:?}");
+        assert!(e[0].message.contains(words), "{to}: {e:?}");
+        let needle = to.split('"').nth(1).unwrap_or(to);
+        if *key != "sites[1].bindings" {
+            assert_eq!(e[0].line, line_of(&text, needle), "{to}: {e:?}");
+        }
+        assert!(e[0]
+            .to_string()
+            .starts_with(&format!("{}:{}:", e[0].file, e[0].line)));
+    }
+}
+
+#[test]
+fn implicit_tls_needs_tls_settings() {
+    let r = root();
+    let (_, e) = sites_errors(
+        r.path(),
+        "bindings = [\"*:2121:ftpsite02.com\"]",
+        "bindings = [\"*:2121:ftpsite02.com\", { address = \"127.0.0.1:990:\", implicit_tls = true }]",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].message.contains("implicit TLS needs TLS settings"),
+        "{e:?}"
+    );
+    assert_eq!(e[0].key.as_deref(), Some("sites[1].bindings"), "{e:?}");
+}
+
+#[test]
+fn site_and_sites_and_listen_do_not_mix() {
+    let r = root();
+    let (_, e) = sites_errors(
+        r.path(),
+        "[server]\n",
+        "[server]\nlisten = [\"127.0.0.1:21\"]\n",
+    );
+    assert!(
+        e[0].message
+            .contains("server.listen is for the single [site] form"),
+        "{e:?}"
+    );
+    let text = format!(
+        "{}\n[site]\nroot = {:?}\n",
+        sites_config(r.path()),
+        r.path().display().to_string()
+    );
+    let e = errors(&text);
+    assert!(e.iter().any(|e| e.message.contains("not both")), "{e:?}");
+    let (_, e) = sites_errors(r.path(), "name = \"ftpsite01.com\"\n", "");
+    assert!(e[0].message.contains("needs a `name`"), "{e:?}");
+}
+
+#[test]
+fn account_errors_name_their_file() {
+    let r = root();
+    let (_, e) = sites_errors(r.path(), "groups = [\"FTPUsersA\"]", "groups = [\"A B\"]");
+    assert!(e[0].message.contains("not a usable group name"), "{e:?}");
+    std::fs::write(
+        r.path().join("users.toml"),
+        "[[users]]\nname = \"user1\"\npassword_hash = \"x\"\n",
+    )
+    .unwrap();
+    let text =
+        sites_config(r.path()).replace("users_file = \"users.toml\"", "users_file = \"u2.toml\"");
+    std::fs::write(
+        r.path().join("u2.toml"),
+        "[[users]]\nname = \"User1\"\npassword_hash = \"plain\"\n[[groups]]\nname = \"G\"\nmembers = [\"ghost\"]\n",
+    )
+    .unwrap();
+    let file = r.path().join("wharf.toml");
+    std::fs::write(&file, &text).unwrap();
+    let e = ServerConfig::from_file(&file).unwrap_err().0;
+    let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert!(
+        shown.iter().any(|s| s.contains("u2.toml:2:")
+            && s.contains("users[0].name")
+            && s.contains("defined twice")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("u2.toml:6:") && s.contains("\"ghost\", who is not a user")),
+        "{shown:?}"
+    );
+    // The file's own errors come first.
+    assert!(shown.iter().all(|s| s.contains("u2.toml")) || !shown[0].contains("u2.toml"));
 }
 
 /// The good config plus a `[site.tls]` table over a fresh self-signed certificate
@@ -284,7 +682,7 @@ fn site_tls_builds_the_policy_with_secure_defaults() {
     let r = root();
     let (text, file) = with_tls(r.path(), "listen_implicit = [\"127.0.0.1:990\"]", "");
     let c = ServerConfig::from_toml_str(&text, &file).unwrap();
-    let tls = c.session.tls.as_ref().expect("tls");
+    let tls = c.sites[0].session.tls.as_ref().expect("tls");
     assert_eq!(tls.control, ControlPolicy::Allow);
     assert_eq!(tls.data, DataPolicy::Allow);
     assert!(tls.require_session_reuse && tls.strict_close_notify && tls.allow_ccc);
@@ -297,9 +695,19 @@ fn site_tls_builds_the_policy_with_secure_defaults() {
         tls.config.ticketer.enabled(),
         "stateless tickets for resumption"
     );
-    assert_eq!(c.listen_implicit, vec!["127.0.0.1:990".parse().unwrap()]);
+    let implicit: Vec<SocketAddr> = c.sites[0]
+        .bindings
+        .iter()
+        .filter(|b| b.implicit_tls)
+        .map(|b| b.addr)
+        .collect();
     assert_eq!(
-        c.tls.as_ref().unwrap().certificate,
+        implicit,
+        vec!["127.0.0.1:990".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(c.listen.contains(&"127.0.0.1:990".parse().unwrap()));
+    assert_eq!(
+        c.sites[0].tls.as_ref().unwrap().certificate,
         r.path().join("cert.pem")
     );
 
@@ -307,7 +715,7 @@ fn site_tls_builds_the_policy_with_secure_defaults() {
                 require_tls_session_reuse = false\nstrict_close_notify = false\nallow_ccc = false";
     let (text, file) = with_tls(r.path(), "", keys);
     let c = ServerConfig::from_toml_str(&text, &file).unwrap();
-    let tls = c.session.tls.as_ref().unwrap();
+    let tls = c.sites[0].session.tls.as_ref().unwrap();
     assert_eq!(tls.control, ControlPolicy::RequireCredentialsOnly);
     assert_eq!(tls.data, DataPolicy::Deny);
     assert!(tls.exempt_anonymous);

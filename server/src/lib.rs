@@ -12,32 +12,33 @@
 //! ```
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use wharf_core::{ListenAddr, Server};
+use wharf_core::Server;
 use wharf_runtime_mio::MioConfig;
 
 pub mod config;
 pub mod localfs;
+mod login_cache;
 pub mod tls;
 pub mod users;
 
-pub use config::{ConfigError, ConfigErrors, RuntimeKind, ServerConfig};
+pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
 pub use users::{hash_password, UserEntry, UserList};
 pub use wharf_runtime_mio::RunningServer;
 
-/// Starts serving `config`: opens the site root, binds every listen address (port 0 is
-/// resolved; see [`RunningServer::local_addrs`]) and returns once the server accepts.
+/// Starts serving `config`: opens every site root and virtual directory, binds every
+/// listen address (port 0 is resolved; see [`RunningServer::local_addrs`]) and returns
+/// once the server accepts.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
-    let storage = Arc::new(LocalFs::open(&config.root).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("site root {}: {e}", config.root.display()),
-        )
-    })?);
-    let auth = Arc::new(UserList::new(config.users.clone()));
+    let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
+    let auth = Arc::new(UserList::with_login_cache(
+        config.users.clone(),
+        config.login_cache,
+    ));
     let mio = MioConfig {
         shards: config.shards,
         ..MioConfig::default()
@@ -45,17 +46,48 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     let shards = mio.shard_count();
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = config.max_connections.div_ceil(shards).max(1);
-    let session = Arc::new(config.session.clone());
-    let make = move |i: usize| Server::new(session.clone(), i as u64, shards as u64, per_shard);
-    let listeners = config.listen.iter().map(|&a| ListenAddr::from(a));
-    let implicit = config
-        .listen_implicit
-        .iter()
-        .map(|&a| ListenAddr::implicit_tls(a));
-    let listeners: Vec<ListenAddr> = listeners.chain(implicit).collect();
+    // Bindings name their listener's port, so port 0 is settled before the sites table
+    // is built: a socket held on the chosen port (SO_REUSEPORT, not listening) keeps it
+    // ours until the runtime has bound it.
+    let (listen, _held) = hold_ports(&config.listen)?;
+    let sites = config
+        .sites_table(&listen)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let sites = Arc::new(sites);
+    let make =
+        move |i: usize| Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
     match config.runtime {
-        RuntimeKind::Mio => wharf_runtime_mio::start(listeners, mio, make, storage, auth),
+        RuntimeKind::Mio => wharf_runtime_mio::start(listen, mio, make, storage, auth),
     }
+}
+
+/// `addrs` with every port 0 replaced by a free port, and the sockets that hold those
+/// ports until dropped.
+fn hold_ports(addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, Vec<socket2::Socket>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(addrs.len());
+    let mut held = Vec::new();
+    for &addr in addrs {
+        if addr.port() != 0 {
+            out.push(addr);
+            continue;
+        }
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let bound = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a TCP socket without an IP address"))?;
+        out.push(bound);
+        held.push(s);
+    }
+    Ok((out, held))
 }
 
 /// The text of `public/welcome.txt` in the demo site.

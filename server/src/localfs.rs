@@ -5,6 +5,10 @@
 //! and symlinks pointing outside — including one created after the server started.
 //! Symlinks that stay inside the root are followed.
 //!
+//! A `LocalFs` can also serve several directories, each mounted at a top-level name of
+//! the storage namespace (`/site0`, `/site0.vdir0`, ...): every site root and global
+//! virtual directory of a multi-site server is one mount, sandboxed the same way.
+//!
 //! Uploads that replace a file (STOR, STOU) write to a hidden temporary name in the same
 //! directory and are renamed over the final name on [`Upload::commit`], so a reader never
 //! sees half a file and a failed upload leaves the old one. Temporary names are hidden
@@ -22,10 +26,12 @@ use wharf_core::{DirEntry, FileKind, FsError, Metadata, Storage, VPath, WriteMod
 /// The prefix of in-progress upload files.
 pub const TEMP_PREFIX: &str = ".wharf-part-";
 
-/// A directory on disk served as a site root.
+/// Directories on disk served as storage: one root at `/`, or several mounts.
 #[derive(Debug)]
 pub struct LocalFs {
-    root: Dir,
+    /// `(name, dir)`: the storage path `/name/rest` is `rest` below `dir`. The empty
+    /// name is the single root mounted at `/`.
+    mounts: Vec<(String, Dir)>,
 }
 
 fn io_err(e: io::Error) -> FsError {
@@ -64,28 +70,65 @@ fn convert(m: &cap_std::fs::Metadata) -> Metadata {
 }
 
 impl LocalFs {
-    /// Opens `root` (which must be a directory) as a site root.
+    /// Opens `root` (which must be a directory) as the whole storage, at `/`.
     pub fn open(root: &Path) -> io::Result<LocalFs> {
         let root = Dir::open_ambient_dir(root, ambient_authority())?;
-        Ok(LocalFs { root })
+        Ok(LocalFs {
+            mounts: vec![(String::new(), root)],
+        })
     }
 
-    /// The directory holding `path` (opened through the root) and the last name.
-    fn parent_of<'p>(&self, path: &'p VPath) -> Result<(Dir, &'p str), FsError> {
+    /// Opens each directory as a mount: `/name/...` in the storage is below it. Names
+    /// are single path segments and unique; nothing is served at `/` itself.
+    pub fn with_mounts(mounts: &[(String, &Path)]) -> io::Result<LocalFs> {
+        let mut out: Vec<(String, Dir)> = Vec::with_capacity(mounts.len());
+        for (name, path) in mounts {
+            if VPath::root().child(name).is_none() || out.iter().any(|(n, _)| n == name) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bad or duplicate mount name {name:?}"),
+                ));
+            }
+            let dir = Dir::open_ambient_dir(path, ambient_authority())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            out.push((name.clone(), dir));
+        }
+        Ok(LocalFs { mounts: out })
+    }
+
+    /// The mounted directory `path` is in, and the path below it.
+    fn locate(&self, path: &VPath) -> Result<(&Dir, VPath), FsError> {
+        if let [(name, dir)] = self.mounts.as_slice() {
+            if name.is_empty() {
+                return Ok((dir, path.clone()));
+            }
+        }
+        let first = path.segments().next().ok_or(FsError::NotFound)?;
+        let (_, dir) = self
+            .mounts
+            .iter()
+            .find(|(name, _)| name == first)
+            .ok_or(FsError::NotFound)?;
+        Ok((dir, path.without_first()))
+    }
+
+    /// The directory holding `path` (opened through its mount) and the last name.
+    fn parent_of(&self, path: &VPath) -> Result<(Dir, String), FsError> {
+        let (root, path) = self.locate(path)?;
         let name = path.file_name().ok_or(FsError::IsADirectory)?;
         if name.starts_with(TEMP_PREFIX) {
             return Err(FsError::BadName);
         }
         let parent = path.parent().unwrap_or_else(VPath::root);
-        let dir = self.root.open_dir(rel(&parent)?).map_err(io_err)?;
-        Ok((dir, name))
+        let dir = root.open_dir(rel(&parent)?).map_err(io_err)?;
+        Ok((dir, name.to_string()))
     }
 
-    fn entry(&self, dir: &Path, name: String, m: &cap_std::fs::Metadata) -> DirEntry {
+    fn entry(root: &Dir, dir: &Path, name: String, m: &cap_std::fs::Metadata) -> DirEntry {
         // A symlink that stays inside the root is listed as what it points to; one that
         // leads out (or dangles) is listed as a link and cannot be opened.
         let meta = if m.is_symlink() {
-            match self.root.metadata(dir.join(&name)) {
+            match root.metadata(dir.join(&name)) {
                 Ok(target) => convert(&target),
                 Err(_) => convert(m),
             }
@@ -98,30 +141,32 @@ impl LocalFs {
 
 impl Storage for LocalFs {
     fn stat(&self, path: &VPath) -> Result<Metadata, FsError> {
-        self.root
-            .metadata(rel(path)?)
+        let (root, path) = self.locate(path)?;
+        root.metadata(rel(&path)?)
             .map(|m| convert(&m))
             .map_err(io_err)
     }
 
     fn read_dir(&self, path: &VPath) -> Result<Vec<DirEntry>, FsError> {
-        let dir = rel(path)?;
+        let (root, path) = self.locate(path)?;
+        let dir = rel(&path)?;
         let mut out = Vec::new();
-        for e in self.root.read_dir(dir).map_err(io_err)? {
+        for e in root.read_dir(dir).map_err(io_err)? {
             let e = e.map_err(io_err)?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
             let Ok(m) = e.metadata() else { continue };
-            out.push(self.entry(dir, name, &m));
+            out.push(LocalFs::entry(root, dir, name, &m));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     fn open_read(&self, path: &VPath, offset: u64) -> Result<(Box<dyn Download>, u64), FsError> {
-        let mut f = self.root.open(rel(path)?).map_err(io_err)?;
+        let (root, path) = self.locate(path)?;
+        let mut f = root.open(rel(&path)?).map_err(io_err)?;
         let m = f.metadata().map_err(io_err)?;
         if m.is_dir() {
             return Err(FsError::IsADirectory);
@@ -140,12 +185,12 @@ impl Storage for LocalFs {
         let (dir, name) = self.parent_of(path)?;
         match mode {
             WriteMode::Replace => {
-                refuse_dir(&dir, name)?;
-                let up = LocalUpload::temp(dir, name.to_string(), false)?;
+                refuse_dir(&dir, &name)?;
+                let up = LocalUpload::temp(dir, name, false)?;
                 Ok((Box::new(up), path.clone()))
             }
             WriteMode::Unique => {
-                let chosen = reserve_unique(&dir, name)?;
+                let chosen = reserve_unique(&dir, &name)?;
                 let final_path = path
                     .parent()
                     .unwrap_or_else(VPath::root)
@@ -162,7 +207,7 @@ impl Storage for LocalFs {
                 } else {
                     opts.write(true);
                 }
-                let mut f = dir.open_with(name, &opts).map_err(io_err)?;
+                let mut f = dir.open_with(&name, &opts).map_err(io_err)?;
                 if let WriteMode::At(off) = mode {
                     f.seek(SeekFrom::Start(off)).map_err(io_err)?;
                 }
@@ -193,7 +238,8 @@ impl Storage for LocalFs {
     }
 
     fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError> {
-        let f = self.root.open(rel(path)?).map_err(io_err)?;
+        let (root, path) = self.locate(path)?;
+        let f = root.open(rel(&path)?).map_err(io_err)?;
         f.into_std().set_modified(modified).map_err(io_err)
     }
 }

@@ -223,3 +223,50 @@ fn set_modified_sets_mtime() {
     s.fs.set_modified(&vp("/a.txt"), t).unwrap();
     assert_eq!(s.fs.stat(&vp("/a.txt")).unwrap().modified, Some(t));
 }
+
+/// Two mounts: `site0` on the root of [`site`] and `vd` on its outside directory.
+fn mounted() -> (Site, LocalFs) {
+    let s = site();
+    let fs = LocalFs::with_mounts(&[
+        ("site0".to_string(), s.root.as_path()),
+        ("vd".to_string(), s.outside.as_path()),
+    ])
+    .unwrap();
+    (s, fs)
+}
+
+#[test]
+fn mounts_serve_each_directory_under_its_name() {
+    let (s, fs) = mounted();
+    assert_eq!(read_all(&fs, "/site0/a.txt", 0).unwrap(), b"alpha");
+    assert_eq!(read_all(&fs, "/vd/secret", 0).unwrap(), b"top secret");
+    assert!(fs.stat(&vp("/site0")).unwrap().is_dir());
+    // Nothing at `/`, nothing under an unknown name.
+    assert_eq!(fs.stat(&VPath::root()), Err(FsError::NotFound));
+    assert_eq!(fs.read_dir(&VPath::root()), Err(FsError::NotFound));
+    assert_eq!(read_all(&fs, "/other/a.txt", 0), Err(FsError::NotFound));
+    assert!(fs.remove_dir(&vp("/site0")).is_err());
+    assert!(s.root.is_dir());
+    // Writes land in the right directory, through the same temp-and-rename.
+    write_file(&fs, "/site0/sub/new.txt", WriteMode::Replace, b"new")
+        .commit()
+        .unwrap();
+    assert_eq!(std::fs::read(s.root.join("sub/new.txt")).unwrap(), b"new");
+    fs.make_dir(&vp("/vd/made")).unwrap();
+    assert!(s.outside.join("made").is_dir());
+}
+
+#[test]
+fn a_mount_is_a_sandbox_too() {
+    let (s, fs) = mounted();
+    // A symlink inside site0 pointing at the other mount's directory leaves site0.
+    symlink(&s.outside, s.root.join("link")).unwrap();
+    assert!(read_all(&fs, "/site0/link/secret", 0).is_err());
+    assert!(fs.stat(&vp("/site0/link/secret")).is_err());
+    assert!(LocalFs::with_mounts(&[("a/b".to_string(), s.root.as_path())]).is_err());
+    assert!(LocalFs::with_mounts(&[
+        ("x".to_string(), s.root.as_path()),
+        ("x".to_string(), s.outside.as_path())
+    ])
+    .is_err());
+}

@@ -173,6 +173,13 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// Whether the listener on `wildcard` receives connections for `addr`.
+fn covers(addr: std::net::SocketAddr, wildcard: std::net::SocketAddr) -> bool {
+    wildcard.ip().is_unspecified()
+        && wildcard.is_ipv4() == addr.is_ipv4()
+        && wildcard.port() == addr.port()
+}
+
 fn serve(cli: &Cli) -> Result<(), String> {
     let config = load(cli)?;
     // Signals are taken before the server starts so none is missed.
@@ -183,25 +190,38 @@ fn serve(cli: &Cli) -> Result<(), String> {
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
-    for (i, addr) in server.local_addrs().into_iter().enumerate() {
-        // Implicit-FTPS addresses come after the plain ones.
-        let scheme = if i < config.listen.len() {
-            "ftp"
-        } else {
-            "ftps"
-        };
-        println!(
-            "wharf: serving {} on {scheme}://{addr}/ (root {})",
-            config.session.site_name,
-            config.root.display()
-        );
+    for (configured, addr) in config.listen.iter().zip(server.local_addrs()) {
+        let sites: Vec<String> = config
+            .sites
+            .iter()
+            .flat_map(|site| {
+                site.bindings
+                    .iter()
+                    .filter(|b| b.addr == *configured || covers(b.addr, *configured))
+                    .map(move |b| match &b.host {
+                        Some(h) => format!("{} as {h} (root {})", site.name, site.root.display()),
+                        None => format!("{} (root {})", site.name, site.root.display()),
+                    })
+            })
+            .collect();
+        // Implicit-FTPS listeners speak TLS from the first byte.
+        let implicit = config
+            .sites
+            .iter()
+            .flat_map(|s| &s.bindings)
+            .any(|b| b.implicit_tls && (b.addr == *configured || covers(b.addr, *configured)));
+        let scheme = if implicit { "ftps" } else { "ftp" };
+        println!("wharf: serving {scheme}://{addr}/ for {}", sites.join(", "));
     }
-    if let Some(tls) = &config.tls {
-        println!(
-            "wharf: FTPS certificate {} (SHA-256 {})",
-            tls.certificate.display(),
-            tls.fingerprint()
-        );
+    for site in &config.sites {
+        if let Some(tls) = &site.tls {
+            println!(
+                "wharf: FTPS for {}: certificate {} (SHA-256 {})",
+                site.name,
+                tls.certificate.display(),
+                tls.fingerprint()
+            );
+        }
     }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
@@ -216,8 +236,8 @@ fn serve(cli: &Cli) -> Result<(), String> {
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
                 match reload.reload_certificates() {
-                    Ok(()) if reload.tls.is_some() => eprintln!("wharf: certificates reloaded"),
-                    Ok(()) => {}
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
                     Err(e) => {
                         eprintln!("wharf: certificate reload failed, keeping the old one: {e}")
                     }

@@ -1,16 +1,63 @@
-//! FTPS certificates: PEM loading, a certificate resolver that SIGHUP can swap, the
-//! site's rustls configuration, and the self-signed certificate of the embedded default.
+//! FTPS certificates: PEM loading, a certificate resolver that SIGHUP can swap and SNI
+//! steers, the sites' rustls configurations, and the self-signed certificate of the
+//! embedded default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
+
+/// What every site's TLS configuration shares: one ticket key and one session cache (a
+/// data connection resumes its control session whichever site the SNI name chose; the
+/// session tokens are unique per server), and the certificates by host name.
+#[derive(Clone)]
+pub struct TlsShared {
+    ticketer: Arc<dyn ProducesTickets>,
+    sessions: Arc<dyn StoresServerSessions>,
+    names: Arc<OnceLock<BTreeMap<String, Arc<SwappableCert>>>>,
+}
+
+impl fmt::Debug for TlsShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsShared").finish_non_exhaustive()
+    }
+}
+
+impl TlsShared {
+    /// Stateless session tickets with a fresh random key, and a TLS 1.2 session cache of
+    /// `sessions` entries.
+    pub fn new(sessions: usize) -> Result<TlsShared, String> {
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("TLS session tickets: {e}"))?;
+        Ok(TlsShared {
+            ticketer,
+            sessions: ServerSessionMemoryCache::new(sessions.max(256)),
+            names: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Which certificate answers an SNI name: `(host, site)` pairs, the first for a name
+    /// winning. Set once, when every site is known; until then (and for other names) a
+    /// site's own certificate answers.
+    pub fn set_names<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a SiteTls)>) {
+        let mut map = BTreeMap::new();
+        for (host, site) in names {
+            map.entry(host.to_ascii_lowercase())
+                .or_insert_with(|| site.resolver.clone());
+        }
+        let _ = self.names.set(map);
+    }
+}
 
 /// A site's certificate files and the live certificate, which [`SiteTls::reload`]
 /// replaces without a restart (new handshakes get the new one; running ones are
@@ -61,18 +108,22 @@ impl SiteTls {
     }
 
     /// The site's rustls configuration: TLS 1.3 and 1.2 with rustls' default cipher
-    /// suites, this certificate, stateless session tickets and a TLS 1.2 session cache of
-    /// `sessions` entries (so data connections can resume their control session).
-    pub fn server_config(&self, sessions: usize) -> Result<rustls::ServerConfig, String> {
+    /// suites, this certificate (or, for an SNI name bound to another site, that site's),
+    /// and the server's shared tickets and session cache (so data connections can resume
+    /// their control session).
+    pub fn server_config(&self, shared: &TlsShared) -> Result<rustls::ServerConfig, String> {
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let resolver = SniResolver {
+            own: self.resolver.clone(),
+            names: shared.names.clone(),
+        };
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
-        config.ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|e| format!("TLS session tickets: {e}"))?;
-        config.session_storage = ServerSessionMemoryCache::new(sessions.max(256));
+            .with_cert_resolver(Arc::new(resolver));
+        config.ticketer = shared.ticketer.clone();
+        config.session_storage = shared.sessions.clone();
         Ok(config)
     }
 }
@@ -91,9 +142,20 @@ impl SwappableCert {
     }
 }
 
-impl ResolvesServerCert for SwappableCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+/// A site's certificate, or the one of the site an SNI name is bound to.
+#[derive(Debug)]
+struct SniResolver {
+    own: Arc<SwappableCert>,
+    names: Arc<OnceLock<BTreeMap<String, Arc<SwappableCert>>>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello.server_name().and_then(|name| {
+            let names = self.names.get()?;
+            names.get(&name.to_ascii_lowercase())
+        });
+        Some(named.unwrap_or(&self.own).current())
     }
 }
 
@@ -185,7 +247,7 @@ mod tests {
         ensure_self_signed(dir.path(), &["localhost"]).unwrap();
         tls.reload().unwrap();
         assert_ne!(tls.fingerprint(), before);
-        assert!(tls.server_config(10).is_ok());
+        assert!(tls.server_config(&TlsShared::new(10).unwrap()).is_ok());
     }
 
     #[test]

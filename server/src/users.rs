@@ -1,11 +1,14 @@
 //! Users from the configuration, checked with argon2id password hashes (PHC strings).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use wharf_core::{AuthError, Authenticator, Principal};
+
+use crate::login_cache::LoginCache;
 
 /// One `[[users]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +46,34 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// The configured users. Unknown names cost the same hash work as known ones, so the
 /// time a refusal takes does not tell whether the user exists.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct UserList {
     users: Vec<UserEntry>,
+    cache: Option<Arc<LoginCache>>,
+}
+
+impl std::fmt::Debug for UserList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserList")
+            .field("users", &self.users)
+            .field("login_cache", &self.cache.is_some())
+            .finish()
+    }
 }
 
 impl UserList {
+    /// Users without a login cache: every login runs the full hash.
     pub fn new(users: Vec<UserEntry>) -> UserList {
-        UserList { users }
+        UserList { users, cache: None }
+    }
+
+    /// Users whose successful logins are remembered for `ttl` (zero: never); see
+    /// [`crate::login_cache`].
+    pub fn with_login_cache(users: Vec<UserEntry>, ttl: Duration) -> UserList {
+        UserList {
+            users,
+            cache: LoginCache::new(ttl).map(Arc::new),
+        }
     }
 }
 
@@ -71,10 +94,20 @@ impl Authenticator for UserList {
             Some(u) => &u.password_hash,
             None => decoy_hash(),
         };
-        let parsed = PasswordHash::new(hash).map_err(|e| AuthError::Backend(e.to_string()))?;
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let now = Instant::now();
+        let cached = match (entry, &self.cache) {
+            (Some(_), Some(c)) => c.hit(user, password, hash, now),
+            _ => false,
+        };
+        let ok = cached || {
+            let parsed = PasswordHash::new(hash).map_err(|e| AuthError::Backend(e.to_string()))?;
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        };
+        if let (true, false, Some(_), Some(c)) = (ok, cached, entry, &self.cache) {
+            c.insert(user, password, hash, now);
+        }
         match entry {
             Some(u) if ok => Ok(Principal {
                 name: u.name.clone(),
@@ -92,6 +125,32 @@ mod tests {
 
     fn peer() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn cached_logins_still_refuse_wrong_passwords() {
+        let users = UserList::with_login_cache(
+            vec![UserEntry {
+                name: "alice".into(),
+                password_hash: hash_password("s3cret").unwrap(),
+                groups: vec![],
+            }],
+            Duration::from_secs(60),
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                users.authenticate("alice", "s3cret", peer()).unwrap().name,
+                "alice"
+            );
+            assert_eq!(
+                users.authenticate("alice", "s3cret!", peer()),
+                Err(AuthError::BadCredentials)
+            );
+            assert_eq!(
+                users.authenticate("nobody", "s3cret", peer()),
+                Err(AuthError::BadCredentials)
+            );
+        }
     }
 
     #[test]

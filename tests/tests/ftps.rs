@@ -199,7 +199,7 @@ print("ok")
 wharf_tests::per_runtime! {
 fn curl_explicit_ftps_lists_downloads_and_uploads(rt) {
     // Both channels must be encrypted: a plaintext transfer could not succeed here.
-    let f = Fixture::with_tls(rt, "", "control = \"require\"\ndata = \"require\"");
+    let f = Fixture::with_tls(rt, "control = \"require\"\ndata = \"require\"");
     let listing = String::from_utf8(curl_tls(&f, &[&f.url("")])).unwrap();
     for name in ["hello.txt", "big.bin", "docs"] {
         assert!(listing.contains(name), "{listing}");
@@ -221,7 +221,7 @@ fn curl_explicit_ftps_lists_downloads_and_uploads(rt) {
 }
 
 fn curl_implicit_ftps_lists_downloads_and_uploads(rt) {
-    let f = Fixture::with_tls(rt, "listen_implicit = [\"127.0.0.1:0\"]", "data = \"require\"");
+    let f = Fixture::with_implicit_tls(rt, "data = \"require\"");
     let tls = ["--cacert", f.cacert(), "-u", ALICE];
     let listing = String::from_utf8(curl(&[&tls[..], &[&f.ftps_url("")]].concat())).unwrap();
     assert!(listing.contains("big.bin"), "{listing}");
@@ -238,7 +238,7 @@ fn curl_implicit_ftps_lists_downloads_and_uploads(rt) {
 }
 
 fn implicit_port_given_plaintext_gets_no_banner(rt) {
-    let f = Fixture::with_tls(rt, "listen_implicit = [\"127.0.0.1:0\"]", "");
+    let f = Fixture::with_implicit_tls(rt, "");
     // Plaintext FTP, HTTP, an SSLv2 ClientHello, a TLS record of nonsense.
     let sslv2 = b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10\x07\x00\xc0";
     let nonsense = b"\x16\x03\x01\x00\x05hello";
@@ -261,7 +261,7 @@ fn implicit_port_given_plaintext_gets_no_banner(rt) {
 }
 
 fn plaintext_pipelined_after_auth_tls_never_logs_in(rt) {
-    let f = Fixture::with_tls(rt, "", "");
+    let f = Fixture::with_tls(rt, "");
     let mut tcp = TcpStream::connect(f.addr()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     assert!(read_plain_reply(&mut tcp).starts_with("220 "));
@@ -276,7 +276,7 @@ fn plaintext_pipelined_after_auth_tls_never_logs_in(rt) {
 }
 
 fn lftp_ftps_mirrors_both_ways(rt) {
-    let f = Fixture::with_tls(rt, "", "control = \"require\"\ndata = \"require\"");
+    let f = Fixture::with_tls(rt, "control = \"require\"\ndata = \"require\"");
     let down = f.scratch().join("down");
     let src = f.scratch().join("src");
     let names = many_files(&src, 30);
@@ -298,7 +298,7 @@ fn lftp_ftps_mirrors_both_ways(rt) {
 }
 
 fn curl_uploads_many_files_over_prot_p(rt) {
-    let f = Fixture::with_tls(rt, "", "data = \"require\"");
+    let f = Fixture::with_tls(rt, "data = \"require\"");
     let src = f.scratch().join("src");
     let names = many_files(&src, 30);
     // 30 uploads over TLS 1.3, each resuming its control session: the class of bug where
@@ -328,12 +328,12 @@ fn curl_uploads_many_files_over_prot_p(rt) {
 fn python_ftplib_prot_p_needs_session_reuse_off(rt) {
     // ftplib's data connections never resume the control session: refused, with a
     // reply that names the setting.
-    let f = Fixture::with_tls(rt, "", "");
+    let f = Fixture::with_tls(rt, "");
     let out = python(FTPLIB_PROT_P, &[&f.port.to_string(), "refused"]);
     assert!(out.contains("522") && out.contains("require_tls_session_reuse"), "{out}");
     f.stop();
     // With the setting off it works.
-    let f = Fixture::with_tls(rt, "", "require_tls_session_reuse = false");
+    let f = Fixture::with_tls(rt, "require_tls_session_reuse = false");
     let out = python(FTPLIB_PROT_P, &[&f.port.to_string(), "works"]);
     assert!(out.contains("ok"), "{out}");
     assert!(std::fs::read(f.root.join("py.bin")).unwrap() == b"\x00\xff".repeat(50000));
@@ -345,7 +345,7 @@ fn suppaftp_rustls_prot_p_upload_and_download(rt) {
     use suppaftp::{RustlsConnector, RustlsFtpStream};
     // suppaftp's data connections reuse its rustls configuration, so they resume the
     // control session: this works with session reuse required.
-    let f = Fixture::with_tls(rt, "", "data = \"require\"");
+    let f = Fixture::with_tls(rt, "data = \"require\"");
     let config = client_config(&f);
     let ftp = RustlsFtpStream::connect(f.addr()).unwrap();
     let mut ftp = ftp.into_secure(RustlsConnector::from(config), "localhost").unwrap();
@@ -363,7 +363,7 @@ fn suppaftp_rustls_prot_p_upload_and_download(rt) {
 }
 
 fn a_port_thief_with_its_own_tls_session_is_refused(rt) {
-    let f = Fixture::with_tls(rt, "", "");
+    let f = Fixture::with_tls(rt, "");
     let victim_config = client_config(&f);
     let thief_config = client_config(&f);
     let mut victim = Control::login(&f, &victim_config);
@@ -404,7 +404,7 @@ fn a_port_thief_with_its_own_tls_session_is_refused(rt) {
 fn ccc_with_lftp_and_curl(rt) {
     // Clients forget their TLS session when CCC ends it, so their PROT P data
     // connections can only run with session reuse off.
-    let f = Fixture::with_tls(rt, "", "require_tls_session_reuse = false");
+    let f = Fixture::with_tls(rt, "require_tls_session_reuse = false");
     let down = f.scratch().join("big.bin");
     let out = lftp(&format!(
         "set ftp:ssl-force true; set ftp:ssl-use-ccc yes; set ftp:ssl-protect-data true; \
@@ -424,7 +424,7 @@ fn ccc_with_lftp_and_curl(rt) {
 }
 
 fn a_data_handshake_that_never_comes_times_out(rt) {
-    let f = Fixture::with_tls(rt, "", "\n[timeouts]\ndata = 1");
+    let f = Fixture::with_tls(rt, "\n[timeouts]\ndata = 1");
     let config = client_config(&f);
     let mut c = Control::login(&f, &config);
     let port = c.epsv();
@@ -440,7 +440,7 @@ fn a_data_handshake_that_never_comes_times_out(rt) {
 }
 
 fn an_upload_cut_without_close_notify_is_discarded(rt) {
-    let f = Fixture::with_tls(rt, "", "");
+    let f = Fixture::with_tls(rt, "");
     let config = client_config(&f);
     let mut c = Control::login(&f, &config);
     let port = c.epsv();

@@ -70,6 +70,67 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// Every verb, in declaration order.
+    pub const ALL: &'static [Verb] = &[
+        Verb::User,
+        Verb::Pass,
+        Verb::Acct,
+        Verb::Host,
+        Verb::Auth,
+        Verb::Adat,
+        Verb::Pbsz,
+        Verb::Prot,
+        Verb::Ccc,
+        Verb::Feat,
+        Verb::Opts,
+        Verb::Syst,
+        Verb::Noop,
+        Verb::Help,
+        Verb::Stat,
+        Verb::Quit,
+        Verb::Rein,
+        Verb::Type,
+        Verb::Mode,
+        Verb::Stru,
+        Verb::Pwd,
+        Verb::Cwd,
+        Verb::Cdup,
+        Verb::Mkd,
+        Verb::Rmd,
+        Verb::Dele,
+        Verb::Rnfr,
+        Verb::Rnto,
+        Verb::Size,
+        Verb::Mdtm,
+        Verb::Mfmt,
+        Verb::Pasv,
+        Verb::Epsv,
+        Verb::Port,
+        Verb::Eprt,
+        Verb::Retr,
+        Verb::Stor,
+        Verb::Appe,
+        Verb::Stou,
+        Verb::Rest,
+        Verb::List,
+        Verb::Nlst,
+        Verb::Mlsd,
+        Verb::Mlst,
+        Verb::Allo,
+        Verb::Abor,
+        Verb::Site,
+        Verb::Smnt,
+        Verb::Lprt,
+        Verb::Lpsv,
+        Verb::Mic,
+        Verb::Conf,
+        Verb::Enc,
+        Verb::Lang,
+        Verb::Mfct,
+        Verb::Mff,
+        Verb::Spsv,
+    ];
+
     /// The verb for a command word, case-insensitively; X-prefixed RFC 775 aliases
     /// (XPWD, XCWD, XCUP, XMKD, XRMD) map to their modern verbs.
     pub fn from_word(word: &[u8]) -> Option<Verb> {
@@ -252,66 +313,6 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 mod tests {
     use super::*;
 
-    const ALL: &[Verb] = &[
-        Verb::User,
-        Verb::Pass,
-        Verb::Acct,
-        Verb::Host,
-        Verb::Auth,
-        Verb::Adat,
-        Verb::Pbsz,
-        Verb::Prot,
-        Verb::Ccc,
-        Verb::Feat,
-        Verb::Opts,
-        Verb::Syst,
-        Verb::Noop,
-        Verb::Help,
-        Verb::Stat,
-        Verb::Quit,
-        Verb::Rein,
-        Verb::Type,
-        Verb::Mode,
-        Verb::Stru,
-        Verb::Pwd,
-        Verb::Cwd,
-        Verb::Cdup,
-        Verb::Mkd,
-        Verb::Rmd,
-        Verb::Dele,
-        Verb::Rnfr,
-        Verb::Rnto,
-        Verb::Size,
-        Verb::Mdtm,
-        Verb::Mfmt,
-        Verb::Pasv,
-        Verb::Epsv,
-        Verb::Port,
-        Verb::Eprt,
-        Verb::Retr,
-        Verb::Stor,
-        Verb::Appe,
-        Verb::Stou,
-        Verb::Rest,
-        Verb::List,
-        Verb::Nlst,
-        Verb::Mlsd,
-        Verb::Mlst,
-        Verb::Allo,
-        Verb::Abor,
-        Verb::Site,
-        Verb::Smnt,
-        Verb::Lprt,
-        Verb::Lpsv,
-        Verb::Mic,
-        Verb::Conf,
-        Verb::Enc,
-        Verb::Lang,
-        Verb::Mfct,
-        Verb::Mff,
-        Verb::Spsv,
-    ];
-
     fn cmd(verb: Verb, arg: &str) -> Result<Command, ParseError> {
         Ok(Command {
             verb,
@@ -319,9 +320,33 @@ mod tests {
         })
     }
 
+    /// `Verb::ALL` is complete: every word the parser accepts is one of its verbs (the
+    /// authorization test relies on it to reach every command).
+    #[test]
+    fn all_lists_every_parseable_verb() {
+        let mut word = Vec::with_capacity(MAX_VERB);
+        fn walk(word: &mut Vec<u8>, found: &mut std::collections::BTreeSet<Verb>) {
+            if let Some(v) = Verb::from_word(word) {
+                assert!(Verb::ALL.contains(&v), "{v:?} is missing from Verb::ALL");
+                found.insert(v);
+            }
+            if word.len() == MAX_VERB {
+                return;
+            }
+            for b in b'A'..=b'Z' {
+                word.push(b);
+                walk(word, found);
+                word.pop();
+            }
+        }
+        let mut found = std::collections::BTreeSet::new();
+        walk(&mut word, &mut found);
+        assert_eq!(found.len(), Verb::ALL.len());
+    }
+
     #[test]
     fn names_round_trip_in_any_case() {
-        for &verb in ALL {
+        for &verb in Verb::ALL {
             let name = verb.name();
             assert!(name.len() <= MAX_VERB && name.bytes().all(|b| b.is_ascii_uppercase()));
             assert_eq!(Verb::from_word(name.as_bytes()), Some(verb));

@@ -66,14 +66,27 @@ impl Session {
         if extended {
             self.reply(229, &addr::format_epsv(port));
         } else {
-            let ip = match (self.config.external_ip, self.local.ip()) {
-                (Some(ip), _) => ip,
-                (None, IpAddr::V4(ip)) => ip,
-                (None, IpAddr::V6(ip)) => ip
-                    .to_ipv4_mapped()
-                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-            };
+            let ip = self.pasv_address();
             self.reply(227, &addr::format_pasv(ip, port));
+        }
+    }
+
+    /// The address a 227 reply advertises: the one configured for the client's network,
+    /// else the site's external address, else the address the client connected to.
+    fn pasv_address(&self) -> std::net::Ipv4Addr {
+        let local = match self.local.ip().to_canonical() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let by_network = self
+            .config
+            .pasv_addresses
+            .iter()
+            .find(|p| p.network.contains(self.peer.ip()));
+        match (by_network, self.config.external_ip) {
+            (Some(p), _) => p.ip.unwrap_or(local),
+            (None, Some(ip)) => ip,
+            (None, None) => local,
         }
     }
 

@@ -7,6 +7,7 @@ use super::timer::Timer;
 use crate::backend::{AuthError, Completion, Principal, Request, Secret};
 use crate::path::VPath;
 use crate::session::Session;
+use crate::site::{home_for, map_path, Home, View};
 
 /// User names that mean an anonymous login.
 fn is_anonymous_name(name: &str) -> bool {
@@ -21,13 +22,35 @@ impl Session {
         if arg.is_empty() {
             return self.reply(501, "USER needs a user name.");
         }
-        let anonymous = is_anonymous_name(arg);
+        // IIS virtual host syntax: `USER host|user`.
+        let name = match arg.split_once('|') {
+            Some((host, user)) => {
+                if host.is_empty() || user.is_empty() {
+                    self.login = Login::Start;
+                    return self.reply(501, "USER host|user needs both a host and a user name.");
+                }
+                if !self.choose_site_by_user_host(host) {
+                    self.login = Login::Start;
+                    return;
+                }
+                user
+            }
+            None => arg,
+        };
+        if self.site.is_none() {
+            self.login = Login::Start;
+            return self.reply(
+                530,
+                "Several sites share this address: send HOST name first, or log in as USER host|user.",
+            );
+        }
+        let anonymous = is_anonymous_name(name);
         if anonymous && !self.config.allow_anonymous {
             self.login = Login::Start;
             return self.reply(530, "Anonymous access is not allowed here.");
         }
         self.login = Login::User {
-            name: arg.to_string(),
+            name: name.to_string(),
             anonymous,
         };
         if anonymous {
@@ -36,7 +59,56 @@ impl Session {
                 "Anonymous login ok, send your e-mail address as password.",
             );
         } else {
-            self.reply(331, &format!("Password required for {arg}."));
+            self.reply(331, &format!("Password required for {name}."));
+        }
+    }
+
+    /// `USER host|user`: picks the site bound to `host`, unless HOST already chose a
+    /// different one. Replies and returns false on refusal.
+    fn choose_site_by_user_host(&mut self, host: &str) -> bool {
+        match self.sites.by_host(self.local, host) {
+            None => {
+                self.reply(
+                    530,
+                    &format!("Unknown host {host:?}: no site by that name here."),
+                );
+                false
+            }
+            Some(i) if self.host_given && self.site != Some(i) => {
+                self.reply(
+                    530,
+                    &format!("Host {host:?} in USER differs from the site already chosen."),
+                );
+                false
+            }
+            Some(i) => {
+                self.select_site(i);
+                true
+            }
+        }
+    }
+
+    /// Makes site `i` the one this session talks to.
+    pub(super) fn select_site(&mut self, i: usize) {
+        self.site = Some(i);
+        self.host_given = true;
+        if !std::sync::Arc::ptr_eq(&self.config, self.sites.site(i)) {
+            self.config = self.sites.site(i).clone();
+        }
+    }
+
+    /// The TLS SNI name is known: pick the site bound to it, as HOST would (before login
+    /// and only if no host name was given yet). Unknown names change nothing.
+    pub(super) fn select_site_by_sni(&mut self, server_name: &str) -> bool {
+        if self.host_given || !matches!(self.login, Login::Start) {
+            return false;
+        }
+        match self.sites.by_sni(self.local, server_name) {
+            Some(i) => {
+                self.select_site(i);
+                true
+            }
+            None => false,
         }
     }
 
@@ -52,7 +124,7 @@ impl Session {
                 groups: Vec::new(),
                 anonymous: true,
             };
-            return self.logged_in_as(now, principal);
+            return self.authenticated(now, principal);
         }
         let request = Request::Authenticate {
             user: name.clone(),
@@ -64,7 +136,7 @@ impl Session {
 
     pub(super) fn on_login(&mut self, now: Instant, user: String, completion: Completion) {
         match completion {
-            Completion::Auth(Ok(principal)) => self.logged_in_as(now, principal),
+            Completion::Auth(Ok(principal)) => self.authenticated(now, principal),
             Completion::Auth(Err(err)) => {
                 if let AuthError::Backend(why) = &err {
                     tracing::warn!(session = %self.id, %user, %why, "authentication backend failed");
@@ -81,19 +153,82 @@ impl Session {
         }
     }
 
-    fn logged_in_as(&mut self, now: Instant, principal: Principal) {
+    /// The credentials are good: find the home directory the isolation mode asks for,
+    /// then log in.
+    fn authenticated(&mut self, now: Instant, principal: Principal) {
+        let mode = self.config.isolation;
+        match home_for(mode, &principal) {
+            Err(_) => self.refuse_home(&principal),
+            Ok(None) => self.logged_in_as(now, principal, View::default(), VPath::root()),
+            Ok(Some(home)) => {
+                let view = View {
+                    root: VPath::root(),
+                    virtual_dirs: !mode.jails(),
+                };
+                let (_, storage) = map_path(&self.config, &view, &home.path);
+                self.request(
+                    Request::Stat { path: storage },
+                    Then::Home { principal, home },
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_home(
+        &mut self,
+        now: Instant,
+        principal: Principal,
+        home: Home,
+        completion: Completion,
+    ) {
+        let exists = match completion {
+            Completion::Stat(Ok(meta)) => meta.is_dir(),
+            Completion::Stat(Err(_)) => false,
+            other => return self.unexpected(other),
+        };
+        let mode = self.config.isolation;
+        match (exists, mode.jails()) {
+            (true, true) => {
+                let view = View {
+                    root: home.path,
+                    virtual_dirs: mode.shows_virtual_dirs(),
+                };
+                self.logged_in_as(now, principal, view, VPath::root());
+            }
+            (true, false) => self.logged_in_as(now, principal, View::default(), home.path),
+            (false, _) if home.required => self.refuse_home(&principal),
+            (false, _) => self.logged_in_as(now, principal, View::default(), VPath::root()),
+        }
+    }
+
+    fn refuse_home(&mut self, principal: &Principal) {
+        tracing::info!(session = %self.id, user = %principal.name, "home directory inaccessible");
+        self.login = Login::Start;
+        self.reply(530, "User cannot log in, home directory inaccessible.");
+    }
+
+    fn logged_in_as(&mut self, now: Instant, principal: Principal, view: View, cwd: VPath) {
         let text = if principal.anonymous {
             "Anonymous access granted, restrictions apply.".to_string()
         } else {
             format!("User {} logged in.", principal.name)
         };
-        tracing::debug!(session = %self.id, user = %principal.name, "logged in");
+        tracing::debug!(session = %self.id, user = %principal.name, site = %self.config.site_name, "logged in");
         self.login = Login::LoggedIn(principal);
         self.login_failures = 0;
+        self.view = view;
+        self.cwd = cwd;
         self.timers.stop(Timer::Login);
         self.timers
             .set(Timer::Idle, now + self.config.timeouts.idle);
-        self.reply(230, &text);
+        match self.config.messages.welcome.clone() {
+            Some(welcome) => {
+                let mut lines: Vec<String> = welcome.lines().map(str::to_owned).collect();
+                lines.push(text);
+                self.reply_multi(230, lines);
+            }
+            None => self.reply(230, &text),
+        }
     }
 
     pub(super) fn cmd_acct(&mut self) {
@@ -104,22 +239,55 @@ impl Session {
         }
     }
 
+    /// RFC 7151: before USER, choose the virtual host. Success resets the session to
+    /// what a new connection to that site would be (transfer parameters, data channel)
+    /// and greets with the site's banner.
     pub(super) fn cmd_host(&mut self, arg: &str) {
         match &self.login {
-            Login::Start if arg.is_empty() => self.reply(501, "HOST needs a host name."),
-            Login::Start => self.reply(220, "Host accepted."),
-            _ => self.reply(503, "HOST must come before USER."),
+            Login::Start => {}
+            Login::User { .. } => return self.reply(503, "HOST must come before USER."),
+            Login::LoggedIn(_) => {
+                return self.reply(503, "Already logged in; HOST must come before USER.")
+            }
         }
+        let host = arg.trim();
+        if host.is_empty() {
+            return self.reply(501, "HOST needs a host name.");
+        }
+        let Some(i) = self.sites.by_host(self.local, host) else {
+            return self.reply(
+                504,
+                &format!("Unknown host {host:?}: no site by that name here."),
+            );
+        };
+        self.reset_transfer_state();
+        self.select_site(i);
+        self.greet();
     }
 
-    pub(super) fn cmd_rein(&mut self, now: Instant) {
+    /// Back to the transfer parameters of a new connection.
+    fn reset_transfer_state(&mut self) {
         self.drop_data_channel();
-        self.login = Login::Start;
-        self.root = VPath::root();
-        self.cwd = VPath::root();
         self.ascii = false;
         self.rest = 0;
         self.epsv_all = false;
+        self.rename_from = None;
+        self.facts = crate::listing::Facts::default();
+    }
+
+    /// REIN: as if the connection were new (RFC 959), the host choice included (RFC
+    /// 7151); TLS stays.
+    pub(super) fn cmd_rein(&mut self, now: Instant) {
+        self.reset_transfer_state();
+        self.login = Login::Start;
+        self.view = View::default();
+        self.cwd = VPath::root();
+        self.site = self.listener.default;
+        self.host_given = false;
+        self.config = self
+            .sites
+            .site(self.listener.default.unwrap_or(self.listener.fallback))
+            .clone();
         self.timers.stop(Timer::Idle);
         self.timers
             .set(Timer::Login, now + self.config.timeouts.login);

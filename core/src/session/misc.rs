@@ -8,7 +8,7 @@ impl Session {
     pub(super) fn cmd_feat(&mut self) {
         let mut lines = vec!["Features:".to_string()];
         if self.config.tls.is_some() {
-            if !self.implicit {
+            if !self.listener.implicit_tls {
                 lines.push(" AUTH TLS".into());
             }
             if self.ccc_offered() {

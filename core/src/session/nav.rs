@@ -10,39 +10,54 @@ use crate::path::VPath;
 use crate::proto::reply::quote_path;
 use crate::session::Session;
 
-/// What a command wants to do to a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    Read,
-    Write,
-}
+pub(crate) use crate::authz::Access;
 
 impl Session {
     /// The chokepoint every path-taking command goes through: resolves the argument
-    /// against the current directory inside the user's root and checks the user may
-    /// `access` it. On refusal the reply is sent and `None` returned.
+    /// against the current directory inside the user's view (home, virtual
+    /// directories) and checks the site's rules let the user `access` it. On refusal the
+    /// reply is sent and `None` returned; otherwise the storage path and the shown path.
     pub(super) fn authorize(&mut self, arg: &str, access: Access) -> Option<(VPath, VPath)> {
-        let Some((real, shown)) = self.resolve(arg) else {
+        let Some(path) = self.resolve(arg) else {
             self.reply(553, "File name not allowed.");
             return None;
         };
-        if access == Access::Write && !self.may_write() {
+        if !self.may(access, &path.site) {
+            tracing::debug!(session = %self.id, site_path = %path.site, ?access, "denied by rule");
             self.reply(550, "Permission denied.");
             return None;
         }
-        Some((real, shown))
+        Some((path.storage, path.shown))
     }
 
-    fn may_write(&self) -> bool {
-        match &self.login {
-            Login::LoggedIn(p) if p.anonymous => self.config.anonymous_write,
-            Login::LoggedIn(_) => self.config.user_write,
-            _ => false,
+    /// Whether the logged-in user may `access` the site path `site_path`.
+    pub(super) fn may(&self, access: Access, site_path: &VPath) -> bool {
+        let Login::LoggedIn(who) = &self.login else {
+            return false;
+        };
+        match (&self.config.rules, access) {
+            (Some(rules), _) => rules.allows(who, site_path, access),
+            (None, Access::Read) => true,
+            (None, Access::Write) if who.anonymous => self.config.anonymous_write,
+            (None, Access::Write) => self.config.user_write,
         }
     }
 
-    pub(super) fn writable(&self) -> bool {
-        self.may_write()
+    /// Whether a storage path is the root of the site, of the user's jail or of a
+    /// virtual directory: never removed, renamed or written as a file.
+    fn is_a_root(&self, real: &VPath, shown: &VPath) -> bool {
+        shown.is_root()
+            || *real == self.config.storage_root
+            || self
+                .config
+                .virtual_dirs
+                .iter()
+                .any(|v| v.storage_root == *real)
+    }
+
+    /// The site path of a shown path.
+    pub(super) fn site_path_of(&self, shown: &VPath) -> VPath {
+        crate::site::map_path(&self.config, &self.view, shown).0
     }
 
     pub(super) fn cmd_pwd(&mut self) {
@@ -101,7 +116,7 @@ impl Session {
             return self.reply(501, "A path is required.");
         }
         if let Some((real, shown)) = self.authorize(arg, access) {
-            if real.is_root() && access == Access::Write {
+            if access == Access::Write && self.is_a_root(&real, &shown) {
                 return self.reply(550, "Permission denied.");
             }
             let (code, text) = ok(&shown);
@@ -113,7 +128,10 @@ impl Session {
         if arg.is_empty() {
             return self.reply(501, "RNFR needs a path.");
         }
-        if let Some((real, _)) = self.authorize(arg, Access::Write) {
+        if let Some((real, shown)) = self.authorize(arg, Access::Write) {
+            if self.is_a_root(&real, &shown) {
+                return self.reply(550, "Permission denied.");
+            }
             self.request(
                 Request::Stat { path: real.clone() },
                 Then::Rnfr { path: real },
@@ -128,7 +146,10 @@ impl Session {
         if arg.is_empty() {
             return self.reply(501, "RNTO needs a path.");
         }
-        if let Some((to, _)) = self.authorize(arg, Access::Write) {
+        if let Some((to, shown)) = self.authorize(arg, Access::Write) {
+            if self.is_a_root(&to, &shown) {
+                return self.reply(550, "Permission denied.");
+            }
             let then = Then::Reply {
                 code: 250,
                 text: "Rename successful.".into(),
@@ -177,7 +198,8 @@ impl Session {
     pub(super) fn cmd_mlst(&mut self, arg: &str) {
         let arg = if arg.is_empty() { "." } else { arg };
         if let Some((real, shown)) = self.authorize(arg, Access::Read) {
-            self.request(Request::Stat { path: real }, Then::Mlst { shown });
+            let writable = self.may(Access::Write, &self.site_path_of(&shown));
+            self.request(Request::Stat { path: real }, Then::Mlst { shown, writable });
         }
     }
 
@@ -220,7 +242,9 @@ impl Session {
             (Then::Size | Then::Mdtm, Completion::Stat(Ok(_))) => {
                 self.reply(550, "Not a regular file.")
             }
-            (Then::Mlst { shown }, Completion::Stat(Ok(meta))) => self.mlst_reply(&shown, meta),
+            (Then::Mlst { shown, writable }, Completion::Stat(Ok(meta))) => {
+                self.mlst_reply(&shown, meta, writable)
+            }
             (Then::Rnfr { path }, Completion::Stat(Ok(_))) => {
                 self.rename_from = Some(path);
                 self.reply(350, "Ready for RNTO.");
@@ -231,13 +255,13 @@ impl Session {
         }
     }
 
-    fn mlst_reply(&mut self, shown: &VPath, meta: Metadata) {
+    fn mlst_reply(&mut self, shown: &VPath, meta: Metadata, writable: bool) {
         let entry = DirEntry {
             name: shown.to_string(),
             meta,
         };
         let mut line = vec![b' '];
-        listing::mlsx_line(&entry, self.facts, self.writable(), &mut line);
+        listing::mlsx_line(&entry, self.facts, writable, &mut line);
         let fact_line = String::from_utf8_lossy(&line).trim_end().to_string();
         self.reply_multi(
             250,
@@ -264,6 +288,7 @@ impl Session {
     pub(super) fn on_then(&mut self, now: Instant, then: Then, completion: Completion) {
         match then {
             Then::Login { user } => self.on_login(now, user, completion),
+            Then::Home { principal, home } => self.on_home(now, principal, home, completion),
             Then::List(job) => self.on_listing(now, job, completion),
             Then::Open(job) => self.on_opened(now, job, completion),
             Then::CloseUpload { replies } => self.on_upload_closed(replies, completion),

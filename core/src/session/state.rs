@@ -14,6 +14,7 @@ use crate::listing::Facts;
 use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
+use crate::site::{Listener, Sites, View};
 use crate::tls::{Closing, TlsEnd, TlsLayer};
 
 /// Where the login stands.
@@ -61,6 +62,11 @@ pub(super) enum Then {
     Login {
         user: String,
     },
+    /// Authentication succeeded; the home directory is being checked.
+    Home {
+        principal: Principal,
+        home: crate::site::Home,
+    },
     Cwd {
         path: VPath,
     },
@@ -68,6 +74,8 @@ pub(super) enum Then {
     Mdtm,
     Mlst {
         shown: VPath,
+        /// Whether the perm fact offers changes.
+        writable: bool,
     },
     Rnfr {
         path: VPath,
@@ -122,7 +130,18 @@ pub(super) enum Ending {
 /// One control connection's protocol state.
 pub struct Session {
     pub(super) id: SessionId,
+    /// The settings of the chosen site (or, before one is chosen, of the listener's
+    /// fallback site).
     pub(super) config: Arc<SessionConfig>,
+    /// Every site, for `HOST`, `USER host|user` and SNI.
+    pub(super) sites: Arc<Sites>,
+    /// What the address this connection arrived on offers.
+    pub(super) listener: Listener,
+    /// The site this session talks to; `None` until HOST (or `host|user`, or SNI) picks
+    /// one on an address without a blank-host binding.
+    pub(super) site: Option<usize>,
+    /// A host name chose the site (HOST, `host|user` or SNI).
+    pub(super) host_given: bool,
     pub(super) peer: SocketAddr,
     pub(super) local: SocketAddr,
     pub(super) framer: LineFramer,
@@ -136,8 +155,9 @@ pub struct Session {
     pub(super) timers: TimerTable,
     pub(super) login: Login,
     pub(super) login_failures: u8,
-    /// The storage path the user's `/` maps to (user isolation).
-    pub(super) root: VPath,
+    /// The site path the user's `/` maps to (user isolation), and whether global virtual
+    /// directories appear there.
+    pub(super) view: View,
     pub(super) cwd: VPath,
     pub(super) data: DataChan,
     pub(super) epsv_all: bool,
@@ -155,8 +175,6 @@ pub struct Session {
     /// A TLS session was established on the control channel at some point (AUTH TLS or
     /// implicit); PBSZ and PROT need it, and it outlives CCC.
     pub(super) secured: bool,
-    /// The connection came in on an implicit-FTPS binding.
-    pub(super) implicit: bool,
     /// PBSZ was sent (RFC 2228 requires it before PROT).
     pub(super) pbsz: bool,
     /// PROT P: data connections are to be encrypted.
@@ -167,13 +185,20 @@ impl Session {
     pub(crate) fn new(
         now: Instant,
         id: SessionId,
-        config: Arc<SessionConfig>,
+        sites: Arc<Sites>,
+        listener: Listener,
         peer: SocketAddr,
         local: SocketAddr,
-        implicit: bool,
     ) -> Session {
+        let config = sites
+            .site(listener.default.unwrap_or(listener.fallback))
+            .clone();
         let mut s = Session {
             id,
+            sites,
+            listener,
+            site: listener.default,
+            host_given: false,
             framer: LineFramer::new(config.max_line),
             peer,
             local,
@@ -185,7 +210,7 @@ impl Session {
             timers: TimerTable::default(),
             login: Login::Start,
             login_failures: 0,
-            root: VPath::root(),
+            view: View::default(),
             cwd: VPath::root(),
             data: DataChan::None,
             epsv_all: false,
@@ -198,24 +223,41 @@ impl Session {
             closed: false,
             tls: None,
             secured: false,
-            implicit: false,
             pbsz: false,
             prot_private: false,
             config,
         };
-        if let Some(settings) = s.config.tls.clone().filter(|_| implicit) {
-            s.implicit = true;
-            if !s.start_tls(&settings) {
+        if listener.implicit_tls {
+            let started = match s.config.tls.clone() {
+                Some(settings) => s.start_tls(&settings),
+                None => {
+                    tracing::error!(site = %s.config.site_name, "implicit TLS binding without TLS settings");
+                    false
+                }
+            };
+            if !started {
                 s.close();
                 return s;
             }
             s.pbsz = true;
             s.prot_private = true;
         }
-        let banner = s.config.banner.clone();
-        s.reply(220, &banner);
+        s.greet();
         s.timers.set(Timer::Login, now + s.config.timeouts.login);
         s
+    }
+
+    /// The 220 greeting of the chosen site, or, when no site answers without a host
+    /// name, how to choose one.
+    pub(super) fn greet(&mut self) {
+        if self.site.is_none() {
+            return self.reply(
+                220,
+                "wharf FTP server ready; choose a site with HOST name or USER host|user.",
+            );
+        }
+        let banner = self.config.banner.clone();
+        self.reply_text(220, &banner);
     }
 
     pub fn id(&self) -> SessionId {
@@ -521,7 +563,10 @@ impl Session {
 
     fn finish(&mut self, ending: Ending) {
         match ending {
-            Ending::Quit => self.reply(221, "Goodbye."),
+            Ending::Quit => {
+                let text = self.config.messages.exit.clone();
+                self.reply_text(221, text.as_deref().unwrap_or("Goodbye."))
+            }
             Ending::Shutdown => {
                 self.reply(421, "Server shutting down, closing control connection.")
             }
@@ -558,6 +603,15 @@ impl Session {
         self.emit(&line);
     }
 
+    /// A reply whose text may hold several lines (`\n`): configured messages.
+    pub(super) fn reply_text(&mut self, code: u16, text: &str) {
+        if text.contains('\n') {
+            self.reply_multi(code, text.lines().map(str::to_owned).collect());
+        } else {
+            self.reply(code, text);
+        }
+    }
+
     pub(super) fn reply_multi(&mut self, code: u16, lines: Vec<String>) {
         let mut bytes = Vec::new();
         Reply::multi(code, lines).encode_into(&mut bytes);
@@ -583,6 +637,7 @@ impl Session {
             return self.framer.feed(bytes);
         };
         let mut plain = Vec::new();
+        let mut sni = None;
         let result = if tls.is_closing() {
             match tls.receive_closing(bytes, &mut self.out, &mut plain) {
                 Ok(Closing::Waiting) => Ok(()),
@@ -596,8 +651,16 @@ impl Session {
                 Err(e) => Err(e),
             }
         } else {
-            tls.receive(bytes, &mut self.out, &mut plain)
+            let result = tls.receive(bytes, &mut self.out, &mut plain);
+            if !self.host_given && matches!(self.login, Login::Start) {
+                sni = tls.server_name().map(str::to_owned);
+            }
+            result
         };
+        if let Some(name) = sni {
+            // The SNI name chooses the site as HOST would (before any command of it runs).
+            self.select_site_by_sni(&name);
+        }
         self.framer.feed(&plain);
         match result {
             Ok(()) => {}
@@ -638,10 +701,16 @@ impl Session {
         self.ids.next()
     }
 
-    /// Resolves client input to the path the storage sees, and the path the user sees.
-    pub(super) fn resolve(&self, arg: &str) -> Option<(VPath, VPath)> {
+    /// Resolves client input to the path the storage sees, the path the rules see, and
+    /// the path the user sees (see [`crate::site`]).
+    pub(super) fn resolve(&self, arg: &str) -> Option<Resolved> {
         let shown = self.cwd.resolve(arg).ok()?;
-        Some((shown.under(&self.root), shown))
+        let (site, storage) = crate::site::map_path(&self.config, &self.view, &shown);
+        Some(Resolved {
+            storage,
+            site,
+            shown,
+        })
     }
 
     pub(super) fn data_error_text(error: &DataError) -> &'static str {
@@ -662,6 +731,14 @@ impl Session {
             | TransferOutcome::Tls { bytes, .. } => *bytes,
         }
     }
+}
+
+/// One path in its three namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Resolved {
+    pub(super) storage: VPath,
+    pub(super) site: VPath,
+    pub(super) shown: VPath,
 }
 
 /// Appends `code SP text CRLF`, with any CR or LF in `text` turned into a space.

@@ -35,6 +35,8 @@ pub(crate) enum StoreKind {
 pub(crate) struct ListJob {
     kind: ListKind,
     real: VPath,
+    /// The listed directory as the user names it.
+    shown: VPath,
     /// A name pattern (`*.txt`) that filters the entries.
     glob: Option<String>,
     /// The path named a file, so it is being listed on its own.
@@ -59,13 +61,14 @@ impl Session {
             return;
         }
         let (dir, glob) = split_glob(arg);
-        let Some((real, _)) = self.authorize(dir, Access::Read) else {
+        let Some((real, shown)) = self.authorize(dir, Access::Read) else {
             return;
         };
         self.rest = 0;
         let job = ListJob {
             kind,
             real: real.clone(),
+            shown,
             glob,
             single: false,
         };
@@ -149,7 +152,7 @@ impl Session {
     }
 
     pub(super) fn on_listing(&mut self, now: Instant, mut job: ListJob, completion: Completion) {
-        let (entries, wall) = match completion {
+        let (mut entries, wall) = match completion {
             Completion::Listing(Ok(listing)) => listing,
             Completion::Listing(Err(FsError::NotADirectory)) if job.kind != ListKind::Mlsd => {
                 job.single = true;
@@ -166,6 +169,9 @@ impl Session {
             Completion::Listing(Err(e)) | Completion::Stat(Err(e)) => return self.fs_error(&e),
             other => return self.unexpected(other),
         };
+        if !job.single && job.shown.is_root() && self.view.virtual_dirs {
+            self.add_virtual_dirs(&mut entries);
+        }
         let body = self.render(&job, entries, wall);
         if job.kind == ListKind::Stat {
             let mut lines = vec!["Status follows:".to_string()];
@@ -183,6 +189,36 @@ impl Session {
         self.begin_transfer(now, Body::Bytes(body), None, false, opening, done);
     }
 
+    /// Global virtual directories appear in the listing of the user's `/` (replacing a
+    /// physical entry of the same name, which they hide).
+    fn add_virtual_dirs(&self, entries: &mut Vec<DirEntry>) {
+        for v in &self.config.virtual_dirs {
+            entries.retain(|e| !crate::site::same_name(&e.name, &v.name));
+            entries.push(DirEntry {
+                name: v.name.clone(),
+                meta: crate::backend::Metadata {
+                    kind: crate::backend::FileKind::Dir,
+                    size: 0,
+                    modified: None,
+                    mode: 0o755,
+                    unique: None,
+                    nlink: 2,
+                },
+            });
+        }
+    }
+
+    /// Whether the MLSD perm fact of `name` in the listed directory offers changes.
+    fn entry_writable(&self, job: &ListJob, name: &str) -> bool {
+        if self.config.rules.is_none() {
+            // The switches do not depend on the path.
+            return self.may(Access::Write, &job.shown);
+        }
+        job.shown
+            .child(name)
+            .is_some_and(|p| self.may(Access::Write, &self.site_path_of(&p)))
+    }
+
     fn render(&self, job: &ListJob, mut entries: Vec<DirEntry>, wall: SystemTime) -> Vec<u8> {
         if let Some(pattern) = &job.glob {
             entries.retain(|e| glob_match(pattern.as_bytes(), e.name.as_bytes()));
@@ -196,7 +232,8 @@ impl Session {
                     out.extend_from_slice(b"\r\n");
                 }
                 (ListKind::Mlsd, _) => {
-                    listing::mlsx_line(entry, self.facts, self.writable(), &mut out)
+                    let writable = self.entry_writable(job, &entry.name);
+                    listing::mlsx_line(entry, self.facts, writable, &mut out)
                 }
                 (_, ListingStyle::MsDos) => listing::msdos_line(entry, &mut out),
                 (_, ListingStyle::Unix) => listing::unix_line(entry, wall, &mut out),

@@ -48,6 +48,8 @@ pub struct Harness {
     pub wire: Vec<u8>,
     /// Every non-request action, in order.
     pub actions: Vec<Action>,
+    /// Every request the session made, in order (the only way it reaches storage).
+    pub requests: Vec<wharf_core::Request>,
     pub mode: DataMode,
     /// Bytes the simulated client sends on the next upload.
     pub upload: Vec<u8>,
@@ -77,34 +79,41 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
-        Harness::on_binding(config, false, 0)
+        Harness::nth(config, 0)
     }
 
-    /// A session on an implicit-FTPS binding.
+    /// A session on an implicit-FTPS binding (`LOCAL`).
     pub fn implicit(config: SessionConfig) -> Harness {
-        Harness::on_binding(config, true, 0)
+        let local: std::net::SocketAddr = LOCAL.parse().unwrap();
+        let binding = wharf_core::Binding {
+            ip: local.ip(),
+            port: local.port(),
+            host: None,
+            site: 0,
+            implicit_tls: true,
+        };
+        let sites = wharf_core::Sites::new(vec![Arc::new(config)], vec![binding]).unwrap();
+        let server = Server::with_sites(Arc::new(sites), 0, 1, 100);
+        Harness::build(server, LOCAL, alice())
     }
 
     /// The session with id `n` (as if from the `n`th shard), so that several harnesses
     /// play distinct sessions of one server.
     pub fn nth(config: SessionConfig, n: u64) -> Harness {
-        Harness::on_binding(config, false, n)
+        Harness::build(Server::new(Arc::new(config), n, 1000, 100), LOCAL, alice())
     }
 
-    fn on_binding(config: SessionConfig, implicit: bool, n: u64) -> Harness {
+    /// A session accepted by `server` on the local address `local`, with these users.
+    pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
         let storage = Arc::new(MemStorage::new());
-        let users = Arc::new(MemUsers::new().with("alice", "secret", &["staff"]));
+        let users = Arc::new(users);
         // `Instant` has no constructor; the harness is the driver, so it may read the
         // clock once for an origin. Time then only moves through `advance`.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut server = Server::new(Arc::new(config), n, 1000, 100);
-        let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
-        let session = match implicit {
-            false => server.accept(now, peer, local),
-            true => server.accept_implicit_tls(now, peer, local),
-        }
-        .expect("admitted");
+        let session = server
+            .accept(now, PEER.parse().unwrap(), local.parse().unwrap())
+            .expect("admitted");
         let mut h = Harness {
             now,
             session,
@@ -113,6 +122,7 @@ impl Harness {
             files: BTreeMap::new(),
             wire: Vec::new(),
             actions: Vec::new(),
+            requests: Vec::new(),
             mode: DataMode::Auto,
             upload: Vec::new(),
             received: Vec::new(),
@@ -215,6 +225,7 @@ impl Harness {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Request { req, request } => {
+                self.requests.push(request.clone());
                 let file = match &request {
                     wharf_core::Request::CloseFile { file, .. } => self.files.remove(file),
                     _ => None,
@@ -423,4 +434,9 @@ pub fn record(action: &Action) -> Action {
         Action::CloseData { conn } => Action::CloseData { conn: *conn },
         Action::Close => Action::Close,
     }
+}
+
+/// The harness's user: alice, password `secret`, group staff.
+pub fn alice() -> MemUsers {
+    MemUsers::new().with("alice", "secret", &["staff"])
 }
