@@ -250,6 +250,63 @@ mod tests {
         assert!(tls.server_config(&TlsShared::new(10).unwrap()).is_ok());
     }
 
+    /// The certificate a client verifying `name` accepts from a site's configuration.
+    fn handshake(config: rustls::ServerConfig, roots: &[PathBuf], name: &str) -> bool {
+        let mut store = rustls::RootCertStore::empty();
+        for r in roots {
+            let pem = std::fs::read(r).unwrap();
+            store.add(CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            if s.read_tls(&mut &buf[..]).is_ok() && s.process_new_packets().is_err() {
+                return false;
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            if c.read_tls(&mut &buf[..]).is_ok() && c.process_new_packets().is_err() {
+                return false;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_sni_name_chooses_the_certificate() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cert_a, key_a, _) = ensure_self_signed(a.path(), &["a.example"]).unwrap();
+        let (cert_b, key_b, _) = ensure_self_signed(b.path(), &["b.example"]).unwrap();
+        let site_a = SiteTls::load(&cert_a, &key_a).unwrap();
+        let site_b = SiteTls::load(&cert_b, &key_b).unwrap();
+        let shared = TlsShared::new(16).unwrap();
+        shared.set_names([("B.example", &site_b), ("a.example", &site_a)]);
+        let roots = [cert_a, cert_b];
+        // Whichever site's configuration answers (the listener's), the name decides.
+        for site in [&site_a, &site_b] {
+            assert!(handshake(site.server_config(&shared).unwrap(), &roots, "b.example"));
+            assert!(handshake(site.server_config(&shared).unwrap(), &roots, "a.example"));
+        }
+        // An unknown name gets the listener site's own certificate.
+        let config = site_a.server_config(&shared).unwrap();
+        assert!(!handshake(config, &roots, "c.example"), "a.example's cert is not c's");
+    }
+
     #[test]
     fn a_key_of_another_certificate_is_refused() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
