@@ -255,7 +255,9 @@ mod tests {
         let mut store = rustls::RootCertStore::empty();
         for r in roots {
             let pem = std::fs::read(r).unwrap();
-            store.add(CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+            store
+                .add(CertificateDer::from_pem_slice(&pem).unwrap())
+                .unwrap();
         }
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -299,12 +301,23 @@ mod tests {
         let roots = [cert_a, cert_b];
         // Whichever site's configuration answers (the listener's), the name decides.
         for site in [&site_a, &site_b] {
-            assert!(handshake(site.server_config(&shared).unwrap(), &roots, "b.example"));
-            assert!(handshake(site.server_config(&shared).unwrap(), &roots, "a.example"));
+            assert!(handshake(
+                site.server_config(&shared).unwrap(),
+                &roots,
+                "b.example"
+            ));
+            assert!(handshake(
+                site.server_config(&shared).unwrap(),
+                &roots,
+                "a.example"
+            ));
         }
         // An unknown name gets the listener site's own certificate.
         let config = site_a.server_config(&shared).unwrap();
-        assert!(!handshake(config, &roots, "c.example"), "a.example's cert is not c's");
+        assert!(
+            !handshake(config, &roots, "c.example"),
+            "a.example's cert is not c's"
+        );
     }
 
     #[test]
