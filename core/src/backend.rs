@@ -189,9 +189,11 @@ pub enum Request {
     RemoveFile {
         path: VPath,
     },
+    /// `replace`: whether an existing `to` may be replaced (else `AlreadyExists`).
     Rename {
         from: VPath,
         to: VPath,
+        replace: bool,
     },
     SetModified {
         path: VPath,
@@ -255,6 +257,16 @@ pub trait Storage: Send + Sync + 'static {
     fn remove_dir(&self, path: &VPath) -> Result<(), FsError>;
     fn remove_file(&self, path: &VPath) -> Result<(), FsError>;
     fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError>;
+    /// Renames only if `to` does not exist (`AlreadyExists` otherwise). Storages should
+    /// make this atomic (`renameat2(RENAME_NOREPLACE)`); this default checks first, which
+    /// leaves a window for a racing writer.
+    fn rename_noreplace(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        if from == to || self.stat(to).is_ok() {
+            self.stat(from)?;
+            return Err(FsError::AlreadyExists);
+        }
+        self.rename(from, to)
+    }
     fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError>;
 }
 
@@ -344,7 +356,14 @@ pub fn execute(
         Request::MakeDir { path } => (Completion::Done(storage.make_dir(&path)), None),
         Request::RemoveDir { path } => (Completion::Done(storage.remove_dir(&path)), None),
         Request::RemoveFile { path } => (Completion::Done(storage.remove_file(&path)), None),
-        Request::Rename { from, to } => (Completion::Done(storage.rename(&from, &to)), None),
+        Request::Rename { from, to, replace } => {
+            let result = if replace {
+                storage.rename(&from, &to)
+            } else {
+                storage.rename_noreplace(&from, &to)
+            };
+            (Completion::Done(result), None)
+        }
         Request::SetModified { path, modified } => (
             Completion::Done(storage.set_modified(&path, modified)),
             None,

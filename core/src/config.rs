@@ -104,6 +104,21 @@ pub struct SessionConfig {
     pub max_pending_output: usize,
     /// FTPS: certificates and policy. `None`: the site offers no TLS.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Request filtering: extensions, hidden segments, denied sequences, commands,
+    /// path length, upload size.
+    pub filtering: crate::policy::RequestFiltering,
+    /// The site's IP rules, checked at accept after the server's.
+    pub ip_rules: crate::policy::IpRules,
+    /// Minimum data rate and bandwidth.
+    pub limits: crate::policy::SiteLimits,
+    /// The activity log; `None`: the site logs nothing (and pays nothing for it).
+    pub logging: Option<crate::log::LogConfig>,
+    /// Whether RNTO may replace an existing file (IIS `allowReplaceOnRename`, off).
+    pub allow_replace_on_rename: bool,
+    /// Whether a file being written in place (APPE, REST+STOR) may be downloaded
+    /// meanwhile (IIS `allowReadUploadsInProgress`, off). STOR and STOU write under a
+    /// temporary name, so their files are never read half-written either way.
+    pub allow_read_uploads_in_progress: bool,
 }
 
 impl Default for SessionConfig {
@@ -130,6 +145,12 @@ impl Default for SessionConfig {
             keep_partial_uploads: false,
             max_pending_output: 64 * 1024,
             tls: None,
+            filtering: crate::policy::RequestFiltering::default(),
+            ip_rules: crate::policy::IpRules::default(),
+            limits: crate::policy::SiteLimits::default(),
+            logging: None,
+            allow_replace_on_rename: false,
+            allow_read_uploads_in_progress: false,
         }
     }
 }

@@ -484,6 +484,25 @@ impl Storage for MemStorage {
 
     /// POSIX `rename`: replaces a file or an empty directory of the same kind.
     fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        self.rename_with(from, to, true)
+    }
+
+    /// Atomic: the check and the move happen under one lock.
+    fn rename_noreplace(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        self.rename_with(from, to, false)
+    }
+
+    fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError> {
+        let mut t = lock(&self.tree);
+        t.check_io()?;
+        let node = t.nodes.get_mut(path.as_str()).ok_or(FsError::NotFound)?;
+        node.modified = modified;
+        Ok(())
+    }
+}
+
+impl MemStorage {
+    fn rename_with(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
         let mut t = lock(&self.tree);
         t.check_io()?;
         let from_dir = t.node(from)?.is_dir();
@@ -491,6 +510,9 @@ impl Storage for MemStorage {
             return Err(FsError::PermissionDenied);
         }
         t.check_parent(to)?;
+        if !replace && t.node(to).is_ok() {
+            return Err(FsError::AlreadyExists);
+        }
         if from == to {
             return Ok(());
         }
@@ -511,14 +533,6 @@ impl Storage for MemStorage {
         t.move_subtree(from, to);
         t.touch_parent(from);
         t.touch_parent(to);
-        Ok(())
-    }
-
-    fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError> {
-        let mut t = lock(&self.tree);
-        t.check_io()?;
-        let node = t.nodes.get_mut(path.as_str()).ok_or(FsError::NotFound)?;
-        node.modified = modified;
         Ok(())
     }
 }

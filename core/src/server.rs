@@ -7,13 +7,18 @@ use std::time::Instant;
 
 use crate::config::SessionConfig;
 use crate::ids::SessionId;
+use crate::log::{LogRecord, SubStatus};
+use crate::policy::limits::{ServerPolicy, Slot};
 use crate::session::Session;
 use crate::site::Sites;
 
-/// A connection the server will not serve: send `reply` (already encoded) and close.
+/// A connection the server will not serve: send `reply` (already encoded; empty means
+/// close without a word) and close. When the site logs, `log` is the refusal's record for
+/// the log sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reply: Vec<u8>,
+    pub log: Option<Box<LogRecord>>,
 }
 
 /// Admission and the per-server counters.
@@ -24,6 +29,7 @@ pub struct Server {
     id_stride: u64,
     active: usize,
     max_sessions: usize,
+    policy: Arc<ServerPolicy>,
 }
 
 impl Server {
@@ -42,11 +48,41 @@ impl Server {
             id_stride: shards.max(1),
             active: 0,
             max_sessions,
+            policy: Arc::new(ServerPolicy::default()),
         }
     }
 
-    /// Admits a new control connection from `peer` on `local`.
+    /// Shares `policy` (server-wide IP rules, logon restrictions and connection counts)
+    /// with every other `Server` of the process; without it, a server has its own,
+    /// unrestricted one.
+    pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Server {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &Arc<ServerPolicy> {
+        &self.policy
+    }
+
+    /// Admits a new control connection from `peer` on `local`: the server's and then the
+    /// site's IP rules, logon bans, and the connection limits (server, per address).
     pub fn accept(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Session, Refusal> {
+        let implicit_tls = self.sites.listener(local).is_some_and(|l| l.implicit_tls);
+        self.admit(now, peer, local).map_err(|mut refusal| {
+            if implicit_tls {
+                // Never plaintext on an implicit-FTPS port: just close.
+                refusal.reply.clear();
+            }
+            refusal
+        })
+    }
+
+    fn admit(
         &mut self,
         now: Instant,
         peer: SocketAddr,
@@ -55,26 +91,48 @@ impl Server {
         let Some(listener) = self.sites.listener(local) else {
             return Err(Refusal {
                 reply: b"421 No site is bound to this address.\r\n".to_vec(),
+                log: None,
             });
         };
-        if self.active >= self.max_sessions {
-            let site = self.sites.site(listener.fallback);
-            let text = site
-                .messages
-                .max_clients
-                .as_deref()
-                .unwrap_or("Too many connections, try again later.");
-            let mut reply = Vec::new();
-            if !listener.implicit_tls {
-                // Never plaintext on an implicit-FTPS port: just close.
-                crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
-                    .encode_into(&mut reply);
-            }
-            return Err(Refusal { reply });
+        // Before HOST, the listener's default site (or its fallback) is the one to judge
+        // by; a site chosen later by HOST checks its own IP rules again at login.
+        let site = self
+            .sites
+            .site(listener.default.unwrap_or(listener.fallback))
+            .clone();
+        let ip = peer.ip();
+        let denied = [&self.policy.rules().ip_rules, &site.ip_rules]
+            .into_iter()
+            .find(|rules| !rules.allows(ip))
+            .map(|rules| rules.deny_action);
+        if let Some(action) = denied {
+            tracing::info!(%peer, "refused by IP rules");
+            let reply = action.reply();
+            return Err(self.refusal(&site, peer, local, reply, SubStatus::IpDenied));
         }
+        if self.policy.is_banned(now, ip) {
+            tracing::info!(%peer, "refused: banned after failed logins");
+            let reply = b"421 Too many failed logins from your address, try again later.\r\n";
+            return Err(self.refusal(&site, peer, local, reply, SubStatus::LogonBanned));
+        }
+        let text = site
+            .messages
+            .max_clients
+            .as_deref()
+            .unwrap_or(&self.policy.rules().max_clients_message);
+        let mut busy = Vec::new();
+        crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
+            .encode_into(&mut busy);
+        if self.active >= self.max_sessions {
+            let sub = SubStatus::TooManyConnections;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
+        }
+        let Some(slot) = Slot::admit(self.policy.clone(), ip) else {
+            let sub = SubStatus::TooManyFromIp;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
+        };
         self.active += 1;
-        let id = SessionId(self.next_session);
-        self.next_session += self.id_stride;
+        let id = self.next_id();
         Ok(Session::new(
             now,
             id,
@@ -82,7 +140,41 @@ impl Server {
             listener,
             peer,
             local,
+            slot,
         ))
+    }
+
+    fn next_id(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += self.id_stride;
+        id
+    }
+
+    /// A refusal with its log record (when the site logs).
+    fn refusal(
+        &mut self,
+        site: &SessionConfig,
+        peer: SocketAddr,
+        local: SocketAddr,
+        reply: &[u8],
+        sub: SubStatus,
+    ) -> Refusal {
+        let id = self.next_id();
+        let log = site.logging.as_ref().map(|cfg| {
+            let method = "ControlChannelOpened".into();
+            let mut rec = LogRecord::new(id, cfg.site.clone(), peer, local, method);
+            rec.status = reply
+                .get(..3)
+                .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok())
+                .unwrap_or(0);
+            rec.sub = sub;
+            rec.debug = Some(sub.slug().into());
+            Box::new(rec)
+        });
+        Refusal {
+            reply: reply.to_vec(),
+            log,
+        }
     }
 
     /// The reply for a connection the driver cannot serve at all (out of file
@@ -90,6 +182,7 @@ impl Server {
     pub fn busy_reply(&self) -> Refusal {
         Refusal {
             reply: b"421 Server busy, try again later.\r\n".to_vec(),
+            log: None,
         }
     }
 

@@ -322,7 +322,7 @@ fn requests_stay_below(h: &Harness, prefixes: &[&str]) {
             | Request::RemoveDir { path }
             | Request::RemoveFile { path }
             | Request::SetModified { path, .. } => vec![path],
-            Request::Rename { from, to } => vec![from, to],
+            Request::Rename { from, to, .. } => vec![from, to],
             Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
         };
         for p in paths {
@@ -600,7 +600,9 @@ fn every_path_verb_is_checked_against_a_denied_folder() {
             | Request::RemoveDir { path }
             | Request::RemoveFile { path }
             | Request::SetModified { path, .. } => path.starts_with(&secret),
-            Request::Rename { from, to } => from.starts_with(&secret) || to.starts_with(&secret),
+            Request::Rename { from, to, .. } => {
+                from.starts_with(&secret) || to.starts_with(&secret)
+            }
             Request::Authenticate { .. } | Request::CloseFile { .. } => false,
         }
     };

@@ -75,8 +75,14 @@ impl Shard {
         let session = match self.server.accept(now, peer, local) {
             Ok(s) => s,
             Err(refusal) => {
-                // Best effort: the socket is fresh, its buffer takes a short reply.
-                let _ = (&stream).write(&refusal.reply);
+                // Best effort: the socket is fresh, its buffer takes a short reply (an
+                // empty one means close without a word).
+                if !refusal.reply.is_empty() {
+                    let _ = (&stream).write(&refusal.reply);
+                }
+                if let (Some(sink), Some(record)) = (&self.log, refusal.log) {
+                    sink.log(record);
+                }
                 return;
             }
         };

@@ -185,8 +185,15 @@ impl Shard {
         let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
             unreachable!()
         };
-        let (lim, ascii, tls) = (self.limits, spec.ascii, spec.tls);
-        let t = match (spec.body, file) {
+        let (mut lim, ascii, tls) = (self.limits, spec.ascii, spec.tls);
+        let rate = spec.rate_limit;
+        if let Some(r) = rate {
+            // Paced transfers move small buffers, so the pacing is smooth (no sendfile:
+            // it would move a megabyte at a time).
+            lim.buffer = lim.buffer.min((r / 8).max(4096) as usize);
+            lim.use_sendfile = false;
+        }
+        let mut t = match (spec.body, file) {
             (Body::Send(_), Some((h, f))) => {
                 Transfer::send_file(xfer, stream, h, f, ascii, lim, tls)
             }
@@ -196,6 +203,7 @@ impl Shard {
             (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, tls),
             (_, None) => unreachable!("file bodies were checked above"),
         };
+        t.rate = rate.map(|r| wharf_core::policy::TokenBucket::new(r, Instant::now()));
         d.state = DataState::Transferring(Box::new(t));
         self.queue_data(dkey);
         None
@@ -378,14 +386,47 @@ impl Shard {
         }
     }
 
+    /// How much a transfer may move now: the per-wake-up budget, or less under a
+    /// bandwidth limit; `None` (with a wake-up queued for when its bucket refills) when
+    /// it must wait.
+    fn paced_budget(&mut self, dkey: usize) -> Option<usize> {
+        let budget = self.limits.budget;
+        let d = &mut self.data[dkey];
+        let DataState::Transferring(t) = &mut d.state else {
+            return Some(budget);
+        };
+        let Some(bucket) = &mut t.rate else {
+            return Some(budget);
+        };
+        let now = Instant::now();
+        match bucket.available(now) {
+            0 => {
+                let at = bucket.ready_at(now);
+                // Queued: readiness events do not pump it before its time.
+                d.queued = true;
+                let gen = d.gen;
+                self.throttled.push(std::cmp::Reverse((at, dkey, gen)));
+                None
+            }
+            n => Some(budget.min(usize::try_from(n).unwrap_or(usize::MAX))),
+        }
+    }
+
     /// Runs a transfer for one budget; reports its end to the owner.
     fn pump(&mut self, dkey: usize) {
-        let budget = self.limits.budget;
+        let Some(budget) = self.paced_budget(dkey) else {
+            return;
+        };
         let d = &mut self.data[dkey];
         let DataState::Transferring(t) = &mut d.state else {
             return;
         };
-        match t.pump(budget) {
+        let before = t.bytes;
+        let step = t.pump(budget);
+        if let Some(bucket) = &mut t.rate {
+            bucket.consume(Instant::now(), t.bytes - before);
+        }
+        match step {
             Step::Blocked => self.note_progress(dkey),
             Step::Yield => {
                 self.note_progress(dkey);

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use wharf_core::log::LogSink;
 use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
@@ -78,6 +79,9 @@ pub struct MioConfig {
     pub use_sendfile: bool,
     /// Listen backlog of every control listener.
     pub backlog: i32,
+    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
+    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
+    pub log: Option<Arc<dyn LogSink>>,
 }
 
 impl Default for MioConfig {
@@ -91,6 +95,7 @@ impl Default for MioConfig {
             control_reads_budget: 8,
             use_sendfile: true,
             backlog: 1024,
+            log: None,
         }
     }
 }

@@ -104,6 +104,10 @@ pub(crate) struct Shard {
     pub reserve_fd: Option<std::fs::File>,
     /// Data keys whose transfer moved bytes since its last progress report.
     pub progress: Vec<(usize, u64)>,
+    /// Where log records go.
+    pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
+    /// Rate-limited transfers waiting for their token bucket: (when, data key, gen).
+    pub throttled: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
 }
 
 impl Shard {
@@ -152,6 +156,8 @@ impl Shard {
             exhausted: false,
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             progress: Vec::new(),
+            log: cfg.log.clone(),
+            throttled: Default::default(),
         })
     }
 
@@ -202,6 +208,7 @@ impl Shard {
             self.timers.next_deadline(),
             self.accept_retry,
             self.shutdown_at,
+            self.throttled.peek().map(|r| r.0 .0),
         ]
         .into_iter()
         .flatten()
@@ -444,6 +451,12 @@ impl Shard {
                 self.conns[key].closing = true;
                 None
             }
+            Action::Log(record) => {
+                if let Some(sink) = &self.log {
+                    sink.log(record);
+                }
+                None
+            }
         }
     }
 
@@ -481,6 +494,14 @@ impl Shard {
             for i in 0..self.listeners.len() {
                 self.on_accept(i);
             }
+        }
+        while let Some(std::cmp::Reverse((at, dkey, gen))) = self.throttled.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.throttled.pop();
+            // Still queued (see `paced_budget`); a stale key or gen is skipped on arrival.
+            self.ready.push_back(Ready::Data(dkey, gen));
         }
         while let Some((key, gen, entry)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {

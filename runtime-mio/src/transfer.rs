@@ -80,6 +80,8 @@ pub(crate) struct Transfer {
     pub bytes: u64,
     /// `bytes` at the last `TransferProgress` report.
     pub reported: u64,
+    /// The bandwidth limit (`TransferSpec::rate_limit`), paced by the shard's pump.
+    pub rate: Option<wharf_core::policy::TokenBucket>,
 }
 
 impl Transfer {
@@ -175,6 +177,7 @@ impl Transfer {
             end: 0,
             bytes: 0,
             reported: 0,
+            rate: None,
         }
     }
 

@@ -21,6 +21,11 @@ use wharf_core::{
 
 use crate::tls::{SiteTls, TlsShared};
 use crate::users::UserEntry;
+use crate::w3c::LogOutput;
+use wharf_core::policy::limits::ServerRules;
+
+#[path = "config_policy.rs"]
+mod policy;
 
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,8 @@ pub struct ServerConfig {
     /// The sites, in configuration order.
     pub sites: Vec<SiteConfig>,
     pub users: Vec<UserEntry>,
+    /// Server-wide IP rules, logon restrictions and connection limits.
+    pub server_rules: ServerRules,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -77,6 +84,8 @@ pub struct SiteConfig {
     pub session: SessionConfig,
     /// The site's certificate files, when it offers FTPS ([`SiteTls::reload`] on SIGHUP).
     pub tls: Option<SiteTls>,
+    /// Where the site's W3C log is written (`central`: the one log of every site).
+    pub log: Option<LogOutput>,
 }
 
 /// `ip:port:host`: connections to `ip:port` naming `host` (none: the blank host).
@@ -135,6 +144,21 @@ impl ServerConfig {
 
     /// The storage mounts: each site root and virtual directory under the name its
     /// `storage_root` gives it.
+    /// The W3C log outputs: one per logging site, keyed by its name, or one central
+    /// output (keyed `None`) that every logging site shares.
+    pub fn log_outputs(&self) -> Vec<(Option<String>, LogOutput)> {
+        let mut out: Vec<(Option<String>, LogOutput)> = Vec::new();
+        for site in &self.sites {
+            if let Some(log) = &site.log {
+                let key = (!log.central).then(|| site.name.clone());
+                if !out.iter().any(|(k, _)| *k == key) {
+                    out.push((key, log.clone()));
+                }
+            }
+        }
+        out
+    }
+
     pub fn mounts(&self) -> Vec<(String, &Path)> {
         let mut out = Vec::new();
         for site in &self.sites {
@@ -202,6 +226,7 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default)]
     groups: Vec<RawGroup>,
+    limits: Option<policy::RawLimits>,
 }
 
 #[derive(Deserialize, Default)]
@@ -217,6 +242,9 @@ struct RawServer {
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
     login_cache: Option<u64>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logon_restrictions: Option<policy::RawLogon>,
+    logging: Option<policy::RawLogging>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +270,13 @@ struct RawSite {
     rules: Option<Spanned<Vec<RawRule>>>,
     #[serde(default)]
     virtual_directories: Vec<RawVdir>,
+    #[serde(default)]
+    allow_replace_on_rename: bool,
+    #[serde(default)]
+    allow_read_uploads_in_progress: bool,
+    request_filtering: Option<policy::RawFiltering>,
+    ip_security: Option<policy::RawIpSecurity>,
+    logging: Option<policy::RawLogging>,
     tls: Option<RawTls>,
 }
 
@@ -311,6 +346,8 @@ struct RawUser {
     password_hash: Spanned<String>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+    /// Bytes per second per transfer for this user.
+    bandwidth: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -663,7 +700,20 @@ impl ServerConfig {
     }
 }
 
-fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerConfig> {
+    // Server-wide policy: IP rules, logon restrictions, limits (with users' bandwidth).
+    let mut server_rules = ServerRules {
+        ip_rules: policy::ip_rules(c, raw.server.ip_security.take()),
+        logon: policy::logon(c, raw.server.logon_restrictions.take()),
+        ..ServerRules::default()
+    };
+    let central_log = raw.server.logging.take();
+    let user_bandwidth: Vec<(String, Spanned<u64>)> = raw
+        .users
+        .iter()
+        .filter_map(|u| Some((u.name.get_ref().clone(), u.bandwidth.clone()?)))
+        .collect();
+    let mut site_limits = policy::limits(c, raw.limits.take(), &mut server_rules, &user_bandwidth);
     let s = &raw.server;
     let passive_ports = match &s.passive_ports {
         Some(p) => c.check(p, |s| parse_port_range(s)).unwrap_or(0..=0),
@@ -713,6 +763,15 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         };
         match toml::from_str::<RawUsersFile>(text) {
             Ok(raw) => {
+                for u in &raw.users {
+                    if let Some(b) = &u.bandwidth {
+                        let rate = uc.check(b, |&n| policy::check_rate(n, &site_limits));
+                        if let Some(rate) = rate {
+                            let name = u.name.get_ref().clone();
+                            site_limits.user_bandwidth.insert(name, rate);
+                        }
+                    }
+                }
                 accounts.add_users(&mut uc, raw.users);
                 file_groups = raw.groups;
             }
@@ -736,6 +795,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         timeouts,
         passive_ports,
         external_ip,
+        limits: site_limits,
         ..SessionConfig::default()
     };
     let shorthand = raw.site.is_some();
@@ -809,6 +869,7 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
             listen_implicit_span: s.listen_implicit.as_ref().map_or(0..0, |l| l.span()),
             accounts: &accounts,
             max_connections,
+            central_log: central_log.as_ref(),
         };
         if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx, &mut tls_shared) {
             if let Some(other) = sites
@@ -843,7 +904,9 @@ fn build(c: &mut Checker<'_>, raw: RawConfig, base: &Path) -> Option<ServerConfi
         login_cache: Duration::from_secs(s.login_cache.unwrap_or(900)),
         sites,
         users: accounts.users,
+        server_rules,
     };
+    policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
         return None;
     }
@@ -1048,6 +1111,7 @@ struct SiteCtx<'a> {
     accounts: &'a Accounts,
     /// Sizes the TLS session cache.
     max_connections: usize,
+    central_log: Option<&'a policy::RawLogging>,
 }
 
 /// The text of the 220 greeting before any site's own banner.
@@ -1055,7 +1119,7 @@ pub const DEFAULT_BANNER: &str = "wharf FTP server ready";
 
 fn build_site(
     c: &mut Checker<'_>,
-    site: RawSite,
+    mut site: RawSite,
     ctx: &SiteCtx<'_>,
     tls_shared: &mut Option<TlsShared>,
 ) -> Option<(SiteConfig, Vec<Range<usize>>)> {
@@ -1234,6 +1298,16 @@ fn build_site(
         Some((settings, files)) => (Some(settings), Some(files)),
         None => (None, None),
     };
+    // Security and operations: filtering, IP rules, the log.
+    let mut max_line = ctx.defaults.max_line;
+    let filtering = policy::filtering(c, site.request_filtering.take(), &mut max_line);
+    let ip_rules = policy::ip_rules(c, site.ip_security.take());
+    let logging = policy::logging(c, &name, site.logging.take(), ctx.central_log, ctx.base);
+    let (logging, log) = match logging {
+        Some((cfg, out)) => (Some(cfg), Some(out)),
+        None => (None, None),
+    };
+
     let session = SessionConfig {
         site_name: name.clone(),
         banner,
@@ -1255,6 +1329,12 @@ fn build_site(
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
         tls: tls_settings,
+        allow_replace_on_rename: site.allow_replace_on_rename,
+        allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
+        max_line,
+        filtering,
+        ip_rules,
+        logging,
         ..ctx.defaults.clone()
     };
     for (b, span) in bindings.iter().zip(&spans) {
@@ -1274,6 +1354,7 @@ fn build_site(
             virtual_dirs: vdir_paths,
             session,
             tls,
+            log,
         },
         spans,
     ))

@@ -767,3 +767,310 @@ fn site_tls_errors_name_file_line_and_key() {
     assert_eq!(e[0].key.as_deref(), Some("server.listen_implicit"));
     assert!(e[0].message.contains("[site.tls]"), "{}", e[0].message);
 }
+
+fn policy_config(root: &Path) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+
+[server.ip_security]
+deny = ["203.0.113.0/24"]
+
+[server.logon_restrictions]
+max_failures = 3
+window = 60
+ban = 600
+exempt = ["10.0.0.0 255.0.0.0"]
+
+[site]
+name = "files"
+root = {root:?}
+allow_replace_on_rename = true
+
+[site.request_filtering]
+allow_unlisted_extensions = false
+allowed_extensions = [".txt", "PDF", "."]
+denied_extensions = ["exe"]
+hidden_segments = ["_private"]
+denied_sequences = ["..", "~"]
+denied_commands = ["SITE", "XMKD"]
+max_path_length = 512
+max_command_line = 1024
+max_upload_size = 1048576
+
+[site.ip_security]
+allow_unlisted = false
+deny_action = "drop"
+allow = ["127.0.0.1", "::1", "2001:db8::/32"]
+
+[site.logging]
+directory = "w3c"
+period = "size"
+max_size = 1000000
+fields = ["date", "time", "c-ip", "sc-status", "sc-substatus"]
+
+[limits]
+max_connections_per_ip = 8
+max_connections_per_user = 2
+max_clients_message = "Full up."
+min_bytes_per_second = 100
+bandwidth = 1000000
+
+[[users]]
+name = "alice"
+password_hash = "{HASH}"
+bandwidth = 50000
+"#,
+        root = root.display().to_string()
+    )
+}
+
+#[test]
+fn policy_tables_build_the_policy() {
+    use wharf_core::log::Field;
+    use wharf_core::policy::DenyAction;
+    use wharf_core::proto::command::Verb;
+    let r = root();
+    let c = ServerConfig::from_toml_str(&policy_config(r.path()), "/etc/wharf/site.toml").unwrap();
+    let f = &c.sites[0].session.filtering;
+    assert!(!f.allow_unlisted_extensions);
+    assert_eq!(f.allowed_extensions, ["txt", "pdf", ""]);
+    assert_eq!(f.denied_extensions, ["exe"]);
+    assert_eq!(f.hidden_segments, ["_private"]);
+    assert_eq!(f.denied_sequences, ["..", "~"]);
+    assert_eq!(f.denied_commands, [Verb::Site, Verb::Mkd]);
+    assert_eq!(f.max_path_length, 512);
+    assert_eq!(f.max_upload_size, Some(1 << 20));
+    assert_eq!(c.sites[0].session.max_line, 1024);
+    assert!(c.sites[0].session.allow_replace_on_rename);
+    assert!(!c.sites[0].session.allow_read_uploads_in_progress);
+
+    let ip = &c.sites[0].session.ip_rules;
+    assert!(!ip.allow_unlisted);
+    assert_eq!(ip.deny_action, DenyAction::Drop);
+    assert!(ip.allows("127.0.0.1".parse().unwrap()));
+    assert!(ip.allows("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(!ip.allows("127.0.0.2".parse().unwrap()));
+    assert!(ip.allows("2001:db8::7".parse().unwrap()));
+
+    let rules = &c.server_rules;
+    assert!(!rules.ip_rules.allows("203.0.113.9".parse().unwrap()));
+    assert!(rules.ip_rules.allows("198.51.100.1".parse().unwrap()));
+    assert!(rules.logon.enabled);
+    assert_eq!(rules.logon.max_failures, 3);
+    assert_eq!(rules.logon.window, Duration::from_secs(60));
+    assert_eq!(rules.logon.ban, Duration::from_secs(600));
+    assert!(rules.logon.exempt[0].contains("10.9.9.9".parse().unwrap()));
+    assert_eq!(rules.max_per_ip, 8);
+    assert_eq!(rules.max_per_user, 2);
+    assert_eq!(rules.max_clients_message, "Full up.");
+
+    let limits = &c.sites[0].session.limits;
+    assert_eq!(limits.min_bytes_per_second, 100);
+    assert_eq!(limits.rate_for(Some("alice"), false), Some(50_000));
+    assert_eq!(limits.rate_for(Some("bob"), false), Some(1_000_000));
+
+    let log = c.sites[0].session.logging.as_ref().unwrap();
+    assert_eq!(&*log.site, "files");
+    assert_eq!(log.fields.iter().count(), 5);
+    assert!(log.fields.has(Field::SubStatus) && !log.fields.has(Field::UserName));
+    let out = c.sites[0].log.as_ref().unwrap();
+    assert_eq!(out.directory, Path::new("/etc/wharf/w3c"));
+    assert_eq!(out.period, crate::w3c::Period::Size(1_000_000));
+    assert!(!out.central);
+}
+
+#[test]
+fn policy_defaults_follow_iis() {
+    let r = root();
+    let text = format!("[site]\nroot = {:?}\n", r.path().display().to_string());
+    let c = ServerConfig::from_toml_str(&text, "m.toml").unwrap();
+    assert_eq!(
+        c.sites[0].session.filtering,
+        wharf_core::policy::RequestFiltering::default()
+    );
+    assert!(!c.sites[0].session.ip_rules.restricts());
+    assert!(!c.server_rules.logon.enabled);
+    assert_eq!(c.server_rules.logon.max_failures, 4);
+    assert_eq!(c.server_rules.logon.window, Duration::from_secs(30));
+    assert_eq!(c.sites[0].session.limits.min_bytes_per_second, 240);
+    assert!(c.sites[0].session.logging.is_none() && c.sites[0].log.is_none());
+    assert!(!c.sites[0].session.allow_replace_on_rename);
+}
+
+#[test]
+fn central_logging_takes_every_site() {
+    let r = root();
+    let text = format!(
+        "[server.logging]\ndirectory = \"/var/log/wharf\"\nperiod = \"hourly\"\n\
+         [site]\nroot = {:?}\n",
+        r.path().display().to_string()
+    );
+    let c = ServerConfig::from_toml_str(&text, "m.toml").unwrap();
+    let out = c.sites[0].log.clone().unwrap();
+    assert!(out.central);
+    assert_eq!(out.period, crate::w3c::Period::Hourly);
+    assert!(c.sites[0].session.logging.is_some());
+}
+
+#[test]
+fn policy_errors_name_their_keys() {
+    let r = root();
+    let good = policy_config(r.path());
+    let cases = [
+        (
+            "denied_commands = [\"SITE\", \"XMKD\"]",
+            "denied_commands = [\"SITE\", \"FROB\"]",
+            "site.request_filtering.denied_commands",
+            "not an FTP command",
+        ),
+        (
+            "allowed_extensions = [\".txt\", \"PDF\", \".\"]",
+            "allowed_extensions = [\"tar.gz\"]",
+            "site.request_filtering.allowed_extensions",
+            "last dot",
+        ),
+        (
+            "hidden_segments = [\"_private\"]",
+            "hidden_segments = [\"a/b\"]",
+            "site.request_filtering.hidden_segments",
+            "single path segment",
+        ),
+        (
+            "denied_sequences = [\"..\", \"~\"]",
+            "denied_sequences = [\"\"]",
+            "site.request_filtering.denied_sequences",
+            "every path",
+        ),
+        (
+            "max_command_line = 1024",
+            "max_command_line = 8",
+            "site.request_filtering.max_command_line",
+            "at least 32",
+        ),
+        (
+            "deny_action = \"drop\"",
+            "deny_action = \"reset\"",
+            "site.ip_security.deny_action",
+            "not a deny action",
+        ),
+        (
+            "allow = [\"127.0.0.1\", \"::1\", \"2001:db8::/32\"]",
+            "allow = [\"127.0.0.1/40\"]",
+            "site.ip_security.allow",
+            "longer than 32",
+        ),
+        (
+            "allow = [\"127.0.0.1\", \"::1\", \"2001:db8::/32\"]",
+            "allow = [\"ftp.example.com\"]",
+            "site.ip_security.allow",
+            "reverse DNS",
+        ),
+        (
+            "deny = [\"203.0.113.0/24\"]",
+            "deny = [\"10.0.0.0 255.0.255.0\"]",
+            "server.ip_security.deny",
+            "contiguous",
+        ),
+        (
+            "max_failures = 3",
+            "max_failures = 0",
+            "server.logon_restrictions.max_failures",
+            "at least 1",
+        ),
+        (
+            "period = \"size\"",
+            "period = \"weekly\"",
+            "site.logging.period",
+            "not a period",
+        ),
+        (
+            "fields = [\"date\", \"time\", \"c-ip\", \"sc-status\", \"sc-substatus\"]",
+            "fields = [\"date\", \"cs(User-Agent)\"]",
+            "site.logging.fields",
+            "not a field",
+        ),
+        (
+            "bandwidth = 50000",
+            "bandwidth = 7",
+            "users[0].bandwidth",
+            "below limits.min_bytes_per_second",
+        ),
+        (
+            "max_clients_message = \"Full up.\"",
+            "max_clients_message = \"a\\r\\n230 ok\"",
+            "limits.max_clients_message",
+            "one line",
+        ),
+    ];
+    for (from, to, key, message) in cases {
+        assert!(good.contains(from), "{from}");
+        let text = good.replacen(from, to, 1);
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{to}: {e:?}");
+        assert_eq!(e[0].key.as_deref(), Some(key), "{to}: {}", e[0]);
+        assert_eq!(e[0].line, line_of(&text, to), "{}", e[0]);
+        assert!(e[0].message.contains(message), "{to}: {}", e[0].message);
+    }
+    let both = good.replacen(
+        "denied_commands = [\"SITE\", \"XMKD\"]",
+        "denied_commands = [\"SITE\"]\nallowed_commands = [\"site\"]",
+        1,
+    );
+    let e = errors(&both);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("both allowed and denied"), "{}", e[0]);
+}
+
+#[test]
+fn each_site_logs_into_its_own_directory_or_the_central_one() {
+    let r = root();
+    let two = |logging_a: &str, logging_b: &str, central: &str| {
+        format!(
+            "{central}\n[[sites]]\nname = \"a.example\"\nroot = {root:?}\nbindings = [\"127.0.0.1:2121:\"]\n{logging_a}\n\
+             [[sites]]\nname = \"b/x\"\nroot = {root:?}\nbindings = [\"127.0.0.1:2121:b.example\"]\n{logging_b}\n",
+            root = r.path().display().to_string()
+        )
+    };
+    let c = ServerConfig::from_toml_str(
+        &two("[sites.logging]", "[sites.logging]", ""),
+        "/etc/w/w.toml",
+    )
+    .unwrap();
+    let dirs: Vec<_> = c
+        .sites
+        .iter()
+        .map(|s| s.log.as_ref().unwrap().directory.clone())
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            Path::new("/etc/w/logs/a.example"),
+            Path::new("/etc/w/logs/b_x")
+        ]
+    );
+    assert_eq!(c.log_outputs().len(), 2);
+    assert_eq!(c.log_outputs()[1].0.as_deref(), Some("b/x"));
+
+    let same = two(
+        "[sites.logging]\ndirectory = \"l\"",
+        "[sites.logging]\ndirectory = \"l\"",
+        "",
+    );
+    let e = errors(&same);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("both log into"), "{}", e[0]);
+
+    let central = two(
+        "",
+        "[sites.logging]\nenabled = false",
+        "[server.logging]\ndirectory = \"all\"",
+    );
+    let c = ServerConfig::from_toml_str(&central, "/etc/w/w.toml").unwrap();
+    assert!(c.sites[0].log.as_ref().unwrap().central);
+    assert!(c.sites[1].log.is_none() && c.sites[1].session.logging.is_none());
+    let outputs = c.log_outputs();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].0, None);
+    assert_eq!(outputs[0].1.directory, Path::new("/etc/w/all"));
+}

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use wharf_core::policy::ServerPolicy;
 use wharf_core::Server;
 use wharf_runtime_mio::MioConfig;
 
@@ -24,6 +25,7 @@ pub mod localfs;
 mod login_cache;
 pub mod tls;
 pub mod users;
+pub mod w3c;
 
 pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
@@ -39,8 +41,17 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
         config.users.clone(),
         config.login_cache,
     ));
+    let outputs = config.log_outputs();
+    let log = match outputs.is_empty() {
+        true => None,
+        false => {
+            let logger: Arc<dyn wharf_core::log::LogSink> = w3c::W3cLogger::start(outputs)?;
+            Some(logger)
+        }
+    };
     let mio = MioConfig {
         shards: config.shards,
+        log,
         ..MioConfig::default()
     };
     let shards = mio.shard_count();
@@ -54,8 +65,12 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
         .sites_table(&listen)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let sites = Arc::new(sites);
-    let make =
-        move |i: usize| Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
+    // IP rules, bans and per-address/per-user counts are one state for all shards.
+    let policy = Arc::new(ServerPolicy::new(config.server_rules.clone()));
+    let make = move |i: usize| {
+        Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard)
+            .with_policy(policy.clone())
+    };
     match config.runtime {
         RuntimeKind::Mio => wharf_runtime_mio::start(listen, mio, make, storage, auth),
     }

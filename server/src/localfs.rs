@@ -237,11 +237,63 @@ impl Storage for LocalFs {
         fdir.rename(fname, &tdir, tname).map_err(io_err)
     }
 
+    /// `renameat2(RENAME_NOREPLACE)` between the two parent directories (opened through
+    /// the root, so no component can lead out; the last names are single segments), so
+    /// no racing writer can slip a file in between a check and the rename. Filesystems
+    /// without it fall back to check-then-rename.
+    fn rename_noreplace(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        let (fdir, fname) = self.parent_of(from)?;
+        let (tdir, tname) = self.parent_of(to)?;
+        match renameat2_noreplace(&fdir, &fname, &tdir, &tname) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                if tdir.symlink_metadata(&tname).is_ok() {
+                    fdir.symlink_metadata(&fname).map_err(io_err)?;
+                    return Err(FsError::AlreadyExists);
+                }
+                fdir.rename(&fname, &tdir, &tname).map_err(io_err)
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
     fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError> {
         let (root, path) = self.locate(path)?;
         let f = root.open(rel(&path)?).map_err(io_err)?;
         f.into_std().set_modified(modified).map_err(io_err)
     }
+}
+
+#[cfg(target_os = "linux")]
+fn renameat2_noreplace(fdir: &Dir, fname: &str, tdir: &Dir, tname: &str) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let bad = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let (f, t) = (
+        CString::new(fname).map_err(bad)?,
+        CString::new(tname).map_err(bad)?,
+    );
+    // SAFETY: both descriptors are open directories borrowed for the call, and both
+    // names are NUL-terminated strings that outlive it.
+    let r = unsafe {
+        libc::renameat2(
+            fdir.as_raw_fd(),
+            f.as_ptr(),
+            tdir.as_raw_fd(),
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn renameat2_noreplace(_: &Dir, _: &str, _: &Dir, _: &str) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 fn refuse_dir(dir: &Dir, name: &str) -> Result<(), FsError> {

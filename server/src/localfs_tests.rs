@@ -224,6 +224,47 @@ fn set_modified_sets_mtime() {
     assert_eq!(s.fs.stat(&vp("/a.txt")).unwrap().modified, Some(t));
 }
 
+#[test]
+fn rename_without_replace_refuses_an_existing_target() {
+    let s = site();
+    std::fs::write(s.root.join("x.txt"), b"x").unwrap();
+    std::fs::write(s.root.join("y.txt"), b"y").unwrap();
+    std::fs::create_dir(s.root.join("d")).unwrap();
+    std::fs::create_dir(s.root.join("e")).unwrap();
+    for (from, to) in [("/x.txt", "/y.txt"), ("/d", "/e"), ("/x.txt", "/x.txt")] {
+        assert_eq!(
+            s.fs.rename_noreplace(&vp(from), &vp(to)),
+            Err(FsError::AlreadyExists),
+            "{from} -> {to}"
+        );
+    }
+    assert_eq!(std::fs::read(s.root.join("y.txt")).unwrap(), b"y");
+    assert_eq!(
+        s.fs.rename_noreplace(&vp("/missing"), &vp("/new")),
+        Err(FsError::NotFound)
+    );
+    s.fs.rename_noreplace(&vp("/x.txt"), &vp("/d/x2.txt"))
+        .unwrap();
+    assert_eq!(std::fs::read(s.root.join("d/x2.txt")).unwrap(), b"x");
+    assert!(!s.root.join("x.txt").exists());
+    // Through execute, `replace` picks the call.
+    let request = |replace| wharf_core::Request::Rename {
+        from: vp("/d/x2.txt"),
+        to: vp("/y.txt"),
+        replace,
+    };
+    let users = wharf_core::memfs::MemUsers::new();
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    let (done, _) = wharf_core::backend::execute(&s.fs, &users, request(false), None, now);
+    assert_eq!(
+        done,
+        wharf_core::Completion::Done(Err(FsError::AlreadyExists))
+    );
+    let (done, _) = wharf_core::backend::execute(&s.fs, &users, request(true), None, now);
+    assert_eq!(done, wharf_core::Completion::Done(Ok(())));
+    assert_eq!(std::fs::read(s.root.join("y.txt")).unwrap(), b"x");
+}
+
 /// Two mounts: `site0` on the root of [`site`] and `vd` on its outside directory.
 fn mounted() -> (Site, LocalFs) {
     let s = site();

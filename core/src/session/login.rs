@@ -46,6 +46,7 @@ impl Session {
         }
         let anonymous = is_anonymous_name(name);
         if anonymous && !self.config.allow_anonymous {
+            self.set_substatus(crate::log::SubStatus::AnonymousDenied);
             self.login = Login::Start;
             return self.reply(530, "Anonymous access is not allowed here.");
         }
@@ -118,6 +119,9 @@ impl Session {
             Login::LoggedIn(_) => return self.reply(503, "Already logged in."),
             Login::Start => return self.reply(503, "Login with USER first."),
         };
+        if self.refuse_banned(now) {
+            return;
+        }
         if anonymous {
             let principal = Principal {
                 name: "anonymous".into(),
@@ -143,6 +147,9 @@ impl Session {
                 }
                 self.login = Login::Start;
                 self.login_failures = self.login_failures.saturating_add(1);
+                if matches!(err, AuthError::BadCredentials) && self.login_failed(now) {
+                    return; // banned: replied and closing
+                }
                 self.reply(530, "Login incorrect.");
                 if self.login_failures >= MAX_FAILURES {
                     self.reply(421, "Too many failed logins, closing control connection.");
@@ -208,6 +215,9 @@ impl Session {
     }
 
     fn logged_in_as(&mut self, now: Instant, principal: Principal, view: View, cwd: VPath) {
+        if !self.admit_user(now, &principal) {
+            return;
+        }
         let text = if principal.anonymous {
             "Anonymous access granted, restrictions apply.".to_string()
         } else {
@@ -278,6 +288,7 @@ impl Session {
     /// REIN: as if the connection were new (RFC 959), the host choice included (RFC
     /// 7151); TLS stays.
     pub(super) fn cmd_rein(&mut self, now: Instant) {
+        self.release_user();
         self.reset_transfer_state();
         self.login = Login::Start;
         self.view = View::default();

@@ -98,6 +98,9 @@ pub struct TransferSpec {
     /// `PROT P`: the body moves through this TLS connection, handshake first (see
     /// [`crate::tls::DataTls`]). No `sendfile` then.
     pub tls: Option<crate::tls::DataTls>,
+    /// Bandwidth limit in bytes per second (site or user); the driver paces the data
+    /// pump to it, e.g. with a [`crate::policy::TokenBucket`]. `None`: as fast as it goes.
+    pub rate_limit: Option<u64>,
 }
 
 /// Something the core asks the driver to do, from [`Session::poll_action`]. Not `Clone`:
@@ -138,6 +141,9 @@ pub enum Action {
     /// everything the session still holds (listeners, data connections, transfers;
     /// open uploads are discarded).
     Close,
+    /// A record for the activity log (only when the site logs): hand it to the log sink
+    /// and move on; it never needs an answer and may be dropped under pressure.
+    Log(Box<crate::log::LogRecord>),
 }
 
 pub use state::Session;
@@ -146,6 +152,7 @@ mod data;
 mod login;
 mod misc;
 mod nav;
+mod policy;
 mod security;
 mod state;
 mod timer;

@@ -22,8 +22,12 @@ impl Session {
             self.reply(553, "File name not allowed.");
             return None;
         };
+        if !self.filter_path(&path.site, &path.shown) {
+            return None;
+        }
         if !self.may(access, &path.site) {
             tracing::debug!(session = %self.id, site_path = %path.site, ?access, "denied by rule");
+            self.set_substatus(crate::log::SubStatus::PermissionDenied);
             self.reply(550, "Permission denied.");
             return None;
         }
@@ -150,11 +154,8 @@ impl Session {
             if self.is_a_root(&to, &shown) {
                 return self.reply(550, "Permission denied.");
             }
-            let then = Then::Reply {
-                code: 250,
-                text: "Rename successful.".into(),
-            };
-            self.request(Request::Rename { from, to }, then);
+            let replace = self.config.allow_replace_on_rename;
+            self.request(Request::Rename { from, to, replace }, Then::Rnto);
         }
     }
 
@@ -250,6 +251,13 @@ impl Session {
                 self.reply(350, "Ready for RNTO.");
             }
             (Then::Reply { code, text }, Completion::Done(Ok(()))) => self.reply(code, &text),
+            (Then::Rnto, Completion::Done(Ok(()))) => self.reply(250, "Rename successful."),
+            (Then::Rnto, Completion::Done(Err(FsError::AlreadyExists)))
+                if !self.config.allow_replace_on_rename =>
+            {
+                self.note_fs_error(&FsError::AlreadyExists);
+                self.deny(crate::policy::Denial::RENAME_TARGET_EXISTS);
+            }
             (_, Completion::Stat(Err(e)) | Completion::Done(Err(e))) => self.fs_error(&e),
             (_, other) => self.unexpected(other),
         }
@@ -271,6 +279,7 @@ impl Session {
 
     /// The reply for a failed storage operation.
     pub(super) fn fs_error(&mut self, e: &FsError) {
+        self.note_fs_error(e);
         let text = match e {
             FsError::NotFound => "No such file or directory.",
             FsError::PermissionDenied => "Permission denied.",

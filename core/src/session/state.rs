@@ -80,6 +80,7 @@ pub(super) enum Then {
     Rnfr {
         path: VPath,
     },
+    Rnto,
     /// Success earns this reply; failure the error's own.
     Reply {
         code: u16,
@@ -108,12 +109,18 @@ pub(super) struct Transfer {
     pub(super) abort: Option<AbortCause>,
     /// The 226 text on success.
     pub(super) done_text: String,
+    /// Start of the current minimum-rate window and the bytes moved by then.
+    pub(super) rate_mark: (Instant, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AbortCause {
     Abor,
     Stalled,
+    /// An upload went over the maximum upload size.
+    TooLarge,
+    /// The transfer ran below the minimum data rate.
+    TooSlow,
 }
 
 /// Why the session will end once nothing is pending.
@@ -179,6 +186,20 @@ pub struct Session {
     pub(super) pbsz: bool,
     /// PROT P: data connections are to be encrypted.
     pub(super) prot_private: bool,
+    /// The session's share of the process-wide counts (released on drop).
+    pub(super) slot: crate::policy::limits::Slot,
+    /// The command being executed, its first final reply code, and why it failed.
+    pub(super) verb: Option<Verb>,
+    pub(super) status: u16,
+    pub(super) sub: crate::log::SubStatus,
+    pub(super) win32: u32,
+    /// The command's log record (only when the site logs).
+    pub(super) log: Option<super::policy::CmdLog>,
+    pub(super) log_user: Option<Arc<str>>,
+    pub(super) log_host: Option<Arc<str>>,
+    pub(super) opened: Instant,
+    /// The `now` of the latest `handle_*` call.
+    pub(super) last_now: Instant,
 }
 
 impl Session {
@@ -189,6 +210,7 @@ impl Session {
         listener: Listener,
         peer: SocketAddr,
         local: SocketAddr,
+        slot: crate::policy::limits::Slot,
     ) -> Session {
         let config = sites
             .site(listener.default.unwrap_or(listener.fallback))
@@ -225,6 +247,16 @@ impl Session {
             secured: false,
             pbsz: false,
             prot_private: false,
+            slot,
+            verb: None,
+            status: 0,
+            sub: crate::log::SubStatus::None,
+            win32: 0,
+            log: None,
+            log_user: None,
+            log_host: None,
+            opened: now,
+            last_now: now,
             config,
         };
         if listener.implicit_tls {
@@ -269,6 +301,7 @@ impl Session {
         if self.closed {
             return;
         }
+        self.last_now = now;
         match input {
             Input::ControlBytes(bytes) => self.receive(bytes),
             Input::ControlEof => self.end(Ending::PeerGone),
@@ -289,6 +322,7 @@ impl Session {
         if self.closed {
             return;
         }
+        self.last_now = now;
         while let Some(timer) = self.timers.expired(now) {
             self.on_timer(now, timer);
             if self.closed {
@@ -357,9 +391,10 @@ impl Session {
             if self.closed {
                 return;
             }
+            self.command_done(now);
             if self.pending.is_none() {
                 if let Some(ending) = self.ending {
-                    self.finish(ending);
+                    self.finish(now, ending);
                     return;
                 }
             }
@@ -370,10 +405,11 @@ impl Session {
             self.timers
                 .set(Timer::Idle, now + self.config.timeouts.idle);
             match line {
-                Frame::TooLong => self.reply(500, "Command line too long."),
+                Frame::TooLong => self.on_too_long(now),
                 Frame::Line(bytes) => self.on_line(now, &bytes),
             }
         }
+        self.command_done(now);
         // No `framer.clear()` here: the framer frees its own memory when idle, and
         // clearing it mid-line would forget it is discarding an over-long line, letting
         // the line's tail run as a command.
@@ -415,7 +451,14 @@ impl Session {
     }
 
     fn on_line(&mut self, now: Instant, line: &[u8]) {
-        let cmd = match command::parse(line) {
+        let parsed = command::parse(line);
+        let suspended = self.begin_command(now, &parsed, line);
+        self.run_line(now, parsed);
+        self.end_urgent(now, suspended);
+    }
+
+    fn run_line(&mut self, now: Instant, parsed: Result<Command, ParseError>) {
+        let cmd = match parsed {
             Ok(cmd) => cmd,
             Err(ParseError::Empty) => return self.reply(500, "Empty command."),
             Err(ParseError::Unknown) => return self.reply(500, "Unknown command."),
@@ -433,6 +476,9 @@ impl Session {
         }
         if cmd.verb != Verb::Rnto {
             self.rename_from = None;
+        }
+        if !self.filter_command(&cmd) {
+            return;
         }
         self.dispatch(now, cmd);
     }
@@ -527,6 +573,7 @@ impl Session {
                     tls.close(&mut self.out);
                 }
             }
+            Timer::MinRate => self.on_min_rate_check(now),
         }
     }
 
@@ -561,7 +608,7 @@ impl Session {
         }
     }
 
-    fn finish(&mut self, ending: Ending) {
+    fn finish(&mut self, now: Instant, ending: Ending) {
         match ending {
             Ending::Quit => {
                 let text = self.config.messages.exit.clone();
@@ -572,6 +619,7 @@ impl Session {
             }
             Ending::PeerGone => {}
         }
+        self.command_done(now);
         self.close();
     }
 
@@ -581,6 +629,7 @@ impl Session {
             tls.close(&mut self.out);
         }
         if !self.closed {
+            self.log_close(self.last_now);
             self.closed = true;
             self.pending = None;
             self.timers.clear();
@@ -594,6 +643,7 @@ impl Session {
 
     /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
+        self.note_reply(code, text.len() + 6);
         if !self.control_encrypted() {
             // The common case, once per command: straight into the wire buffer.
             return encode_line(&mut self.out, code, text);
@@ -615,6 +665,7 @@ impl Session {
     pub(super) fn reply_multi(&mut self, code: u16, lines: Vec<String>) {
         let mut bytes = Vec::new();
         Reply::multi(code, lines).encode_into(&mut bytes);
+        self.note_reply(code, bytes.len());
         self.emit(&bytes);
     }
 

@@ -85,6 +85,9 @@ impl Session {
         let Some((real, shown)) = self.authorize(arg, Access::Read) else {
             return;
         };
+        if !self.may_read_now(&real) {
+            return;
+        }
         let file = FileHandle(self.next_id());
         let offset = std::mem::take(&mut self.rest);
         let job = OpenJob {
@@ -121,6 +124,9 @@ impl Session {
             StoreKind::Appe => WriteMode::Append,
             StoreKind::Stou => WriteMode::Unique,
         };
+        if matches!(mode, WriteMode::Append | WriteMode::At(_)) {
+            self.writing_in_place(&real);
+        }
         let file = FileHandle(self.next_id());
         let job = OpenJob {
             file,
@@ -223,6 +229,7 @@ impl Session {
         if let Some(pattern) = &job.glob {
             entries.retain(|e| glob_match(pattern.as_bytes(), e.name.as_bytes()));
         }
+        entries.retain(|e| self.listed(&e.name));
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::with_capacity(entries.len() * 64);
         for entry in &entries {
@@ -303,6 +310,7 @@ impl Session {
             bytes: 0,
             abort: None,
             done_text,
+            rate_mark: (now, 0),
         }));
         if connected {
             self.start_transfer(now);
@@ -312,6 +320,7 @@ impl Session {
     /// The data connection is there: hand the body to the driver.
     pub(super) fn start_transfer(&mut self, now: Instant) {
         let xfer = TransferId(self.next_id());
+        let rate_limit = self.rate_limit();
         let Some(Pending::Transfer(t)) = &mut self.pending else {
             return;
         };
@@ -328,7 +337,12 @@ impl Session {
                 return self.reply(425, "Can't open data connection: TLS unavailable.");
             }
         };
-        let spec = TransferSpec { body, ascii, tls };
+        let spec = TransferSpec {
+            body,
+            ascii,
+            rate_limit,
+            tls,
+        };
         self.actions
             .push_back(Action::StartTransfer { xfer, conn, spec });
         self.timers.stop(Timer::DataConnect);
@@ -336,6 +350,7 @@ impl Session {
             Timer::TransferStall,
             now + self.config.timeouts.transfer_stall,
         );
+        self.arm_min_rate(now);
     }
 
     pub(super) fn on_progress(&mut self, now: Instant, xfer: TransferId, bytes: u64) {
@@ -346,6 +361,7 @@ impl Session {
                     Timer::TransferStall,
                     now + self.config.timeouts.transfer_stall,
                 );
+                self.check_upload_size();
             }
         }
     }
@@ -364,31 +380,44 @@ impl Session {
             }
         };
         self.timers.stop(Timer::TransferStall);
-        let complete = matches!(outcome, TransferOutcome::Complete { .. });
-        let replies = match (&outcome, t.abort) {
-            (TransferOutcome::Complete { .. }, None) => vec![(226, t.done_text)],
-            (_, Some(AbortCause::Abor)) => {
+        self.timers.stop(Timer::MinRate);
+        let too_large = self.upload_too_large(t.upload, Self::outcome_bytes(&outcome));
+        let abort = if too_large {
+            Some(AbortCause::TooLarge)
+        } else {
+            t.abort
+        };
+        let complete = matches!(outcome, TransferOutcome::Complete { .. }) && !too_large;
+        let policy_reply = abort.and_then(|cause| self.policy_abort_replies(cause));
+        let replies = match (policy_reply, &outcome, abort) {
+            (Some(reply), _, _) => vec![reply],
+            (None, TransferOutcome::Complete { .. }, None) => vec![(226, t.done_text)],
+            (None, _, Some(AbortCause::Abor)) => {
                 vec![
                     (426, "Transfer aborted.".into()),
                     (226, "ABOR successful.".into()),
                 ]
             }
-            (_, Some(AbortCause::Stalled)) => {
+            (None, _, Some(AbortCause::Stalled)) => {
                 vec![(
                     426,
                     "No progress on the data connection; transfer aborted.".into(),
                 )]
             }
-            (TransferOutcome::Storage { error, .. }, None) => {
+            (None, TransferOutcome::Storage { error, .. }, None) => {
                 vec![(error.reply_code(), format!("Transfer failed: {error}."))]
             }
-            (TransferOutcome::Tls { error, .. }, None) => vec![Self::tls_failure_reply(error)],
-            (_, None) => vec![(426, "Data connection lost; transfer aborted.".into())],
+            (None, TransferOutcome::Tls { error, .. }, None) => {
+                vec![Self::tls_failure_reply(error)]
+            }
+            (None, _, _) => vec![(426, "Data connection lost; transfer aborted.".into())],
         };
+        self.note_transfer(t.upload, &outcome);
         tracing::debug!(session = %self.id, bytes = Self::outcome_bytes(&outcome), ?outcome, "transfer done");
         match t.file {
             Some(file) if t.upload => {
-                let commit = complete || self.config.keep_partial_uploads;
+                // An upload cut at the size limit is never kept, even in part.
+                let commit = complete || (self.config.keep_partial_uploads && !too_large);
                 let request = Request::CloseFile { file, commit };
                 self.request(request, Then::CloseUpload { replies });
             }

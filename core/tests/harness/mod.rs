@@ -65,6 +65,13 @@ pub struct Harness {
     wall: SystemTime,
 }
 
+/// `Instant` has no constructor; the harness is the driver, so it may read the clock for
+/// an origin. Time then only moves through `advance`.
+#[allow(clippy::disallowed_methods)]
+pub fn origin() -> Instant {
+    Instant::now()
+}
+
 pub fn config() -> SessionConfig {
     SessionConfig {
         allow_anonymous: true,
@@ -105,15 +112,30 @@ impl Harness {
 
     /// A session accepted by `server` on the local address `local`, with these users.
     pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
+        Harness::accept_on(&mut server, PEER, local, origin(), users).expect("admitted")
+    }
+
+    /// A session `server` admits from `peer` at `now` (several harnesses can share one
+    /// server, its policy and, by cloning `storage`, one storage).
+    pub fn accept(
+        server: &mut Server,
+        peer: &str,
+        now: Instant,
+    ) -> Result<Harness, wharf_core::Refusal> {
+        let users = MemUsers::new().with("alice", "secret", &["staff"]);
+        Harness::accept_on(server, peer, LOCAL, now, users)
+    }
+
+    fn accept_on(
+        server: &mut Server,
+        peer: &str,
+        local: &str,
+        now: Instant,
+        users: MemUsers,
+    ) -> Result<Harness, wharf_core::Refusal> {
         let storage = Arc::new(MemStorage::new());
         let users = Arc::new(users);
-        // `Instant` has no constructor; the harness is the driver, so it may read the
-        // clock once for an origin. Time then only moves through `advance`.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
-        let session = server
-            .accept(now, PEER.parse().unwrap(), local.parse().unwrap())
-            .expect("admitted");
+        let session = server.accept(now, peer.parse().unwrap(), local.parse().unwrap())?;
         let mut h = Harness {
             now,
             session,
@@ -133,7 +155,7 @@ impl Harness {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         };
         h.drain();
-        h
+        Ok(h)
     }
 
     /// Sends raw bytes and returns the replies they produced.
@@ -379,6 +401,7 @@ impl Harness {
                     let taken = wharf_core::TransferSpec {
                         body: spec.body.clone(),
                         ascii: spec.ascii,
+                        rate_limit: spec.rate_limit,
                         tls: spec.tls.take(),
                     };
                     Some((*xfer, taken))
@@ -427,12 +450,14 @@ pub fn record(action: &Action) -> Action {
             spec: wharf_core::TransferSpec {
                 body: spec.body.clone(),
                 ascii: spec.ascii,
+                rate_limit: spec.rate_limit,
                 tls: None,
             },
         },
         Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },
         Action::CloseData { conn } => Action::CloseData { conn: *conn },
         Action::Close => Action::Close,
+        Action::Log(record) => Action::Log(record.clone()),
     }
 }
 

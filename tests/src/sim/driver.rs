@@ -19,6 +19,10 @@ impl Sim {
         match action {
             Action::Request { req, request } => self.request(s, req, request),
             Action::Close => self.close(s),
+            Action::Log(rec) => match rec.status {
+                0 | 100..=599 if self.cfg.logging.is_some() => Ok(()),
+                _ => Err(format!("s{s}: bad log record {rec:?}")),
+            },
             other => self.data_action(s, other),
         }
     }
@@ -195,7 +199,7 @@ fn check_paths(request: &Request) -> Result<(), String> {
         | Request::RemoveDir { path }
         | Request::RemoveFile { path }
         | Request::SetModified { path, .. } => vec![path],
-        Request::Rename { from, to } => vec![from, to],
+        Request::Rename { from, to, .. } => vec![from, to],
         Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
     };
     for p in paths {

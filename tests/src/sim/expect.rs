@@ -229,7 +229,14 @@ impl Client {
             (Kind::Dele { .. }, Look::File(_)) => true,
             (Kind::Rnfr { .. }, Look::File(_) | Look::Dir) => true,
             (Kind::Rnto { .. }, _) => {
-                self.rename_ok(from.as_deref().unwrap_or("/"), &path, &look, parent_dir)
+                let replace = cx.cfg.allow_replace_on_rename;
+                self.rename_ok(
+                    from.as_deref().unwrap_or("/"),
+                    &path,
+                    &look,
+                    parent_dir,
+                    replace,
+                )
             }
             _ => false,
         };
@@ -262,10 +269,21 @@ impl Client {
         Ok(())
     }
 
-    /// POSIX rename rules, as the storage implements them.
-    fn rename_ok(&self, from: &str, to: &str, dest: &Look, parent_dir: bool) -> bool {
+    /// POSIX rename rules, as the storage implements them; without `replace`
+    /// (`allow_replace_on_rename` off), an existing target is refused.
+    fn rename_ok(
+        &self,
+        from: &str,
+        to: &str,
+        dest: &Look,
+        parent_dir: bool,
+        replace: bool,
+    ) -> bool {
         let src = self.model.look(from);
         if !parent_dir || !self.model.is_own(from) || matches!(src, Look::Missing) {
+            return false;
+        }
+        if !replace && *dest != Look::Missing {
             return false;
         }
         if from == to {

@@ -129,6 +129,12 @@ impl Swarm {
             keep_partial_uploads: rng.chance(40),
             max_pending_output: *rng.pick(&[64 * 1024, 512, 200]),
             max_line: *rng.pick(&[4096, 4096, 600]),
+            allow_replace_on_rename: rng.chance(50),
+            // Records change no reply; logging on exercises their path under every fault.
+            logging: rng.chance(30).then(|| wharf_core::log::LogConfig {
+                site: "sim".into(),
+                fields: wharf_core::log::LogFields::ALL,
+            }),
             ..SessionConfig::default()
         }
     }

@@ -1,0 +1,383 @@
+//! Logon attempt restrictions (IIS `denyByFailure`): failed logins per client address are
+//! counted in a window; reaching the limit bans the address for a while.
+//!
+//! The table is bounded: at most `capacity` addresses are tracked. Expired entries go
+//! first; when the table is still full, the counter that would expire soonest is dropped,
+//! and only if every entry is a ban, the ban that ends soonest. IPv6 clients are tracked
+//! per prefix (a /64 by default), since anyone holding one address usually holds the
+//! whole /64. Time is the driver's `now`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::ip::{mask, IpNet};
+
+/// The settings, with IIS's defaults (off; 4 failures in 30 s ban for 30 s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogonRestrictions {
+    pub enabled: bool,
+    /// Failed logins within `window` that ban an address.
+    pub max_failures: u32,
+    pub window: Duration,
+    /// How long a ban lasts.
+    pub ban: Duration,
+    /// Count and log, but never ban.
+    pub logging_only: bool,
+    /// Addresses never counted (IIS: allow-listed addresses bypass the restriction).
+    pub exempt: Vec<IpNet>,
+    /// IPv6 addresses are counted per network of this prefix length (1..=128).
+    pub ipv6_prefix: u8,
+    /// The most addresses tracked at once.
+    pub capacity: usize,
+}
+
+impl Default for LogonRestrictions {
+    fn default() -> Self {
+        LogonRestrictions {
+            enabled: false,
+            max_failures: 4,
+            window: Duration::from_secs(30),
+            ban: Duration::from_secs(30),
+            logging_only: false,
+            exempt: Vec::new(),
+            ipv6_prefix: 64,
+            capacity: 10_000,
+        }
+    }
+}
+
+/// What one failed login led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Restrictions are off, or the address is exempt.
+    NotCounted,
+    /// Counted; this many failures in the current window.
+    Counted(u32),
+    /// This failure reached the limit: the address is banned from now on.
+    Banned,
+    /// The limit was reached in logging-only mode.
+    WouldBan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Counting { until: Instant, failures: u32 },
+    Banned { until: Instant },
+}
+
+/// The failure counters and bans of a whole process (behind a mutex in
+/// [`super::ServerPolicy`]).
+#[derive(Debug, Default)]
+pub struct BanTable {
+    entries: BTreeMap<IpAddr, Entry>,
+    /// Counters by the end of their window.
+    counting: BTreeSet<(Instant, IpAddr)>,
+    /// Bans by their end.
+    banned: BTreeSet<(Instant, IpAddr)>,
+}
+
+impl BanTable {
+    /// The key an address is tracked under.
+    fn key(cfg: &LogonRestrictions, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            v4 @ IpAddr::V4(_) => v4,
+            v6 => mask(v6, cfg.ipv6_prefix.clamp(1, 128)),
+        }
+    }
+
+    fn exempt(cfg: &LogonRestrictions, ip: IpAddr) -> bool {
+        cfg.exempt.iter().any(|net| net.contains(ip))
+    }
+
+    /// Whether `ip` is banned at `now`.
+    pub fn is_banned(&mut self, cfg: &LogonRestrictions, now: Instant, ip: IpAddr) -> bool {
+        if !cfg.enabled || cfg.logging_only || Self::exempt(cfg, ip) {
+            return false;
+        }
+        self.purge(now);
+        let key = Self::key(cfg, ip);
+        matches!(self.entries.get(&key), Some(Entry::Banned { until }) if *until > now)
+    }
+
+    /// Counts one failed login from `ip`.
+    pub fn record_failure(&mut self, cfg: &LogonRestrictions, now: Instant, ip: IpAddr) -> Verdict {
+        if !cfg.enabled || cfg.capacity == 0 || Self::exempt(cfg, ip) {
+            return Verdict::NotCounted;
+        }
+        self.purge(now);
+        let key = Self::key(cfg, ip);
+        let failures = match self.entries.get(&key).copied() {
+            Some(Entry::Banned { .. }) => return Verdict::Banned,
+            Some(Entry::Counting { until, failures }) => {
+                self.counting.remove(&(until, key));
+                failures + 1
+            }
+            None => {
+                self.make_room(cfg.capacity);
+                1
+            }
+        };
+        if failures >= cfg.max_failures.max(1) {
+            if cfg.logging_only {
+                // Start a fresh window, so the warning comes once per `max_failures`.
+                self.entries.remove(&key);
+                return Verdict::WouldBan;
+            }
+            let until = now + cfg.ban;
+            self.entries.insert(key, Entry::Banned { until });
+            self.banned.insert((until, key));
+            return Verdict::Banned;
+        }
+        // The window starts at the first failure and does not slide.
+        let until = match self.entries.get(&key) {
+            Some(Entry::Counting { until, .. }) => *until,
+            _ => now + cfg.window,
+        };
+        self.entries
+            .insert(key, Entry::Counting { until, failures });
+        self.counting.insert((until, key));
+        Verdict::Counted(failures)
+    }
+
+    /// Forgets everything that expired by `now`.
+    fn purge(&mut self, now: Instant) {
+        for set in [&mut self.counting, &mut self.banned] {
+            while let Some(&(until, key)) = set.first() {
+                if until > now {
+                    break;
+                }
+                set.pop_first();
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Drops entries until a new one fits: the counter nearest its end first, then (only
+    /// when every entry is a ban) the ban nearest its end.
+    fn make_room(&mut self, capacity: usize) {
+        while self.entries.len() >= capacity {
+            let victim = self
+                .counting
+                .pop_first()
+                .or_else(|| self.banned.pop_first());
+            match victim {
+                Some((_, key)) => {
+                    self.entries.remove(&key);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Addresses (or IPv6 networks) tracked.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The internal indexes agree with the entries (for tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.counting.len() + self.banned.len() != self.entries.len() {
+            return Err(format!(
+                "{} counters + {} bans != {} entries",
+                self.counting.len(),
+                self.banned.len(),
+                self.entries.len()
+            ));
+        }
+        for &(until, key) in &self.counting {
+            match self.entries.get(&key) {
+                Some(Entry::Counting { until: u, .. }) if *u == until => {}
+                other => return Err(format!("counter {key} is {other:?}")),
+            }
+        }
+        for &(until, key) in &self.banned {
+            match self.entries.get(&key) {
+                Some(Entry::Banned { until: u }) if *u == until => {}
+                other => return Err(format!("ban {key} is {other:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::{quickcheck, TestResult};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[allow(clippy::disallowed_methods)]
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn on() -> LogonRestrictions {
+        LogonRestrictions {
+            enabled: true,
+            ..LogonRestrictions::default()
+        }
+    }
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn four_failures_ban_for_the_duration() {
+        let cfg = on();
+        let t0 = origin();
+        let mut t = BanTable::default();
+        let ip = v4(1);
+        for n in 1..=3 {
+            assert_eq!(t.record_failure(&cfg, t0, ip), Verdict::Counted(n));
+            assert!(!t.is_banned(&cfg, t0, ip));
+        }
+        assert_eq!(t.record_failure(&cfg, t0, ip), Verdict::Banned);
+        assert!(t.is_banned(&cfg, t0, ip));
+        assert!(t.is_banned(&cfg, t0 + Duration::from_secs(29), ip));
+        assert!(
+            !t.is_banned(&cfg, t0, v4(2)),
+            "other addresses are not banned"
+        );
+        assert!(
+            !t.is_banned(&cfg, t0 + Duration::from_secs(30), ip),
+            "lifted"
+        );
+        assert!(t.is_empty());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let cfg = on();
+        let t0 = origin();
+        let mut t = BanTable::default();
+        let ip = v4(3);
+        for i in 0..20u64 {
+            // Three failures per 31 s: never four in one window.
+            let at = t0 + Duration::from_secs(31 * (i / 3)) + Duration::from_millis(i % 3);
+            assert!(matches!(
+                t.record_failure(&cfg, at, ip),
+                Verdict::Counted(_)
+            ));
+        }
+        assert!(!t.is_banned(&cfg, t0 + Duration::from_secs(300), ip));
+    }
+
+    #[test]
+    fn logging_only_and_exempt_and_disabled_never_ban() {
+        let t0 = origin();
+        let ip = v4(4);
+        let logging = LogonRestrictions {
+            logging_only: true,
+            ..on()
+        };
+        let mut t = BanTable::default();
+        let verdicts: Vec<Verdict> = (0..8).map(|_| t.record_failure(&logging, t0, ip)).collect();
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::WouldBan).count(),
+            2
+        );
+        assert!(!t.is_banned(&logging, t0, ip));
+
+        let exempt = LogonRestrictions {
+            exempt: vec![IpNet::parse("192.0.2.0/24").unwrap()],
+            ..on()
+        };
+        for _ in 0..10 {
+            assert_eq!(t.record_failure(&exempt, t0, ip), Verdict::NotCounted);
+        }
+        assert!(!t.is_banned(&exempt, t0, ip));
+        for _ in 0..10 {
+            assert_eq!(
+                t.record_failure(&LogonRestrictions::default(), t0, ip),
+                Verdict::NotCounted
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_prefix_and_mapped_as_ipv4() {
+        let cfg = on();
+        let t0 = origin();
+        let mut t = BanTable::default();
+        for i in 0..4u16 {
+            let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i));
+            t.record_failure(&cfg, t0, ip);
+        }
+        let neighbour = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 9));
+        assert!(t.is_banned(&cfg, t0, neighbour));
+        let other_net = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(!t.is_banned(&cfg, t0, other_net));
+        for _ in 0..4 {
+            t.record_failure(&cfg, t0, "::ffff:198.51.100.7".parse().unwrap());
+        }
+        assert!(t.is_banned(&cfg, t0, "198.51.100.7".parse().unwrap()));
+    }
+
+    /// Failures from 100,000 distinct IPv6 addresses (each its own /64, so aggregation
+    /// does not help) keep the table within its capacity, and a ban made before the
+    /// flood survives it while counters are what get dropped.
+    #[test]
+    fn table_is_bounded_under_a_flood_of_distinct_ipv6_addresses() {
+        let cfg = LogonRestrictions {
+            capacity: 1_000,
+            ..on()
+        };
+        let t0 = origin();
+        let mut t = BanTable::default();
+        let victim = v4(9);
+        for _ in 0..4 {
+            t.record_failure(&cfg, t0, victim);
+        }
+        assert!(t.is_banned(&cfg, t0, victim));
+        let mut max_len = 0;
+        for i in 0..100_000u128 {
+            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64) | 1));
+            let at = t0 + Duration::from_micros(i as u64);
+            t.record_failure(&cfg, at, ip);
+            max_len = max_len.max(t.len());
+        }
+        assert!(max_len <= 1_000, "table grew to {max_len}");
+        t.check_invariants().unwrap();
+        assert!(t.is_banned(&cfg, t0 + Duration::from_millis(100), victim));
+    }
+
+    quickcheck! {
+        /// Any sequence of failures and checks over any addresses keeps the table within
+        /// its capacity and its indexes consistent, and a ban always lifts after `ban`.
+        fn prop_bounded_and_consistent(events: Vec<(u8, u16, bool)>, capacity: u8) -> TestResult {
+            let cfg = LogonRestrictions {
+                capacity: usize::from(capacity % 16) + 1,
+                max_failures: 2,
+                ..on()
+            };
+            let t0 = origin();
+            let mut t = BanTable::default();
+            let mut now = t0;
+            for (host, dt_ms, check) in events {
+                now += Duration::from_millis(u64::from(dt_ms % 5_000));
+                let ip = IpAddr::V6(Ipv6Addr::from(u128::from(host % 40) << 64));
+                if check {
+                    t.is_banned(&cfg, now, ip);
+                } else if t.record_failure(&cfg, now, ip) == Verdict::Banned
+                    && t.is_banned(&cfg, now + cfg.ban, ip)
+                {
+                    return TestResult::error("ban did not lift");
+                }
+                if t.len() > cfg.capacity {
+                    return TestResult::error(format!("{} > {}", t.len(), cfg.capacity));
+                }
+                if let Err(e) = t.check_invariants() {
+                    return TestResult::error(e);
+                }
+            }
+            TestResult::passed()
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Limits: the process-wide [`ServerPolicy`] (IP rules, logon restrictions, connections
+//! per address and per user, uploads in progress) and a site's [`SiteLimits`] (minimum
+//! data rate, bandwidth).
+//!
+//! A session's share of the counts is a [`Slot`], released when the session is dropped,
+//! so no driver bookkeeping can leak a count.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::bans::{BanTable, LogonRestrictions, Verdict};
+use super::ip::IpRules;
+use crate::path::VPath;
+
+/// Server-wide rules (one process, every shard, every site).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRules {
+    /// Checked at accept, before the site's own rules.
+    pub ip_rules: IpRules,
+    pub logon: LogonRestrictions,
+    /// Control connections from one address; 0: no limit.
+    pub max_per_ip: u32,
+    /// Logged-in sessions of one user name; 0: no limit.
+    pub max_per_user: u32,
+    /// The text of the `421` a connection over a limit gets (IIS `maxClientsMessage`).
+    pub max_clients_message: String,
+}
+
+impl Default for ServerRules {
+    fn default() -> Self {
+        ServerRules {
+            ip_rules: IpRules::default(),
+            logon: LogonRestrictions::default(),
+            max_per_ip: 0,
+            max_per_user: 0,
+            max_clients_message: "Too many connections, try again later.".into(),
+        }
+    }
+}
+
+/// The rules and the state every shard of a process shares.
+#[derive(Debug, Default)]
+pub struct ServerPolicy {
+    rules: ServerRules,
+    bans: Mutex<BanTable>,
+    per_ip: Mutex<BTreeMap<IpAddr, u32>>,
+    per_user: Mutex<BTreeMap<Box<str>, u32>>,
+    /// Storage paths being written in place (APPE, REST+STOR), with their writers.
+    uploads: Mutex<BTreeMap<VPath, u32>>,
+}
+
+/// Never panics on a poisoned mutex: the tables stay usable (each update is one step).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ServerPolicy {
+    pub fn new(rules: ServerRules) -> ServerPolicy {
+        ServerPolicy {
+            rules,
+            ..ServerPolicy::default()
+        }
+    }
+
+    pub fn rules(&self) -> &ServerRules {
+        &self.rules
+    }
+
+    /// Whether `ip` is banned by the logon restrictions at `now`.
+    pub fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
+        if !self.rules.logon.enabled {
+            return false;
+        }
+        lock(&self.bans).is_banned(&self.rules.logon, now, ip)
+    }
+
+    /// Counts a failed login from `ip`.
+    pub fn record_failure(&self, now: Instant, ip: IpAddr) -> Verdict {
+        if !self.rules.logon.enabled || self.rules.ip_rules.explicitly_allows(ip) {
+            return Verdict::NotCounted;
+        }
+        lock(&self.bans).record_failure(&self.rules.logon, now, ip)
+    }
+
+    /// Addresses the ban table tracks.
+    pub fn tracked_addresses(&self) -> usize {
+        lock(&self.bans).len()
+    }
+
+    /// Takes a connection slot for `ip`; false when its limit is reached.
+    fn take_ip(&self, ip: IpAddr) -> bool {
+        take(&mut lock(&self.per_ip), ip, self.rules.max_per_ip)
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        release(&mut lock(&self.per_ip), &ip);
+    }
+
+    fn take_user(&self, user: &str) -> bool {
+        take(
+            &mut lock(&self.per_user),
+            Box::from(user),
+            self.rules.max_per_user,
+        )
+    }
+
+    fn release_user(&self, user: &str) {
+        release(&mut lock(&self.per_user), user);
+    }
+
+    /// Connections from `ip` now (0 when no limit is set: nothing is counted then).
+    pub fn connections_from(&self, ip: IpAddr) -> u32 {
+        lock(&self.per_ip)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a storage path is being written in place by some session.
+    pub fn upload_in_progress(&self, path: &VPath) -> bool {
+        lock(&self.uploads).contains_key(path)
+    }
+}
+
+fn take<K: Ord>(map: &mut BTreeMap<K, u32>, key: K, max: u32) -> bool {
+    // Only called with `max > 0`, so a refusal never leaves a zero entry behind.
+    let n = map.entry(key).or_insert(0);
+    if *n >= max {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+fn release<K: Ord + ?Sized, Q: Ord + std::borrow::Borrow<K>>(map: &mut BTreeMap<Q, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// A session's share of the shared counts: its address (when a per-address limit is
+/// set), its user (when a per-user limit is set), its in-place upload. Dropping the slot
+/// releases all of them.
+#[derive(Debug)]
+pub struct Slot {
+    policy: Arc<ServerPolicy>,
+    ip: Option<IpAddr>,
+    user: Option<Box<str>>,
+    upload: Option<VPath>,
+}
+
+impl Slot {
+    /// Admits a connection from `ip`: `None` when the per-address limit is reached.
+    pub fn admit(policy: Arc<ServerPolicy>, ip: IpAddr) -> Option<Slot> {
+        let ip = ip.to_canonical();
+        let counted = policy.rules.max_per_ip > 0;
+        if counted && !policy.take_ip(ip) {
+            return None;
+        }
+        Some(Slot {
+            policy,
+            ip: counted.then_some(ip),
+            user: None,
+            upload: None,
+        })
+    }
+
+    pub fn policy(&self) -> &Arc<ServerPolicy> {
+        &self.policy
+    }
+
+    /// Counts a logged-in session of `user`; false when the per-user limit is reached.
+    /// A session counts for one user at a time.
+    pub fn take_user(&mut self, user: &str) -> bool {
+        self.release_user();
+        if self.policy.rules.max_per_user == 0 {
+            return true;
+        }
+        if !self.policy.take_user(user) {
+            return false;
+        }
+        self.user = Some(Box::from(user));
+        true
+    }
+
+    /// Forgets the user (REIN, or a login that failed afterwards).
+    pub fn release_user(&mut self) {
+        if let Some(user) = self.user.take() {
+            self.policy.release_user(&user);
+        }
+    }
+
+    /// Marks `path` as being written in place until [`Slot::end_upload`] or drop.
+    pub fn start_upload(&mut self, path: VPath) {
+        self.end_upload();
+        *lock(&self.policy.uploads).entry(path.clone()).or_insert(0) += 1;
+        self.upload = Some(path);
+    }
+
+    pub fn end_upload(&mut self) {
+        if let Some(path) = self.upload.take() {
+            release(&mut lock(&self.policy.uploads), &path);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip.take() {
+            self.policy.release_ip(ip);
+        }
+        self.release_user();
+        self.end_upload();
+    }
+}
+
+/// A site's limits on transfers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiteLimits {
+    /// A transfer slower than this over a data-timeout window is dropped (IIS
+    /// `minBytesPerSecond`, 240 in IIS; 0: off).
+    pub min_bytes_per_second: u64,
+    /// Bytes per second per transfer for everyone; `None`: unlimited.
+    pub bandwidth: Option<u64>,
+    /// Per transfer for anonymous users.
+    pub anonymous_bandwidth: Option<u64>,
+    /// Per transfer for these users (by name).
+    pub user_bandwidth: BTreeMap<String, u64>,
+}
+
+impl SiteLimits {
+    /// The bandwidth limit of a transfer by `user` (the tightest that applies).
+    pub fn rate_for(&self, user: Option<&str>, anonymous: bool) -> Option<u64> {
+        let own = match (anonymous, user) {
+            (true, _) => self.anonymous_bandwidth,
+            (false, Some(name)) => self.user_bandwidth.get(name).copied(),
+            (false, None) => None,
+        };
+        match (self.bandwidth, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .filter(|&r| r > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_ip_slots_are_counted_and_released_on_drop() {
+        let policy = Arc::new(ServerPolicy::new(ServerRules {
+            max_per_ip: 2,
+            ..ServerRules::default()
+        }));
+        let a = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        let b = Slot::admit(policy.clone(), ip("::ffff:192.0.2.1")).unwrap();
+        assert!(Slot::admit(policy.clone(), ip("192.0.2.1")).is_none());
+        let other = Slot::admit(policy.clone(), ip("192.0.2.2"));
+        assert!(other.is_some());
+        assert_eq!(policy.connections_from(ip("192.0.2.1")), 2);
+        drop(a);
+        let c = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        drop((b, c, other));
+        assert_eq!(policy.connections_from(ip("192.0.2.1")), 0);
+        assert!(lock(&policy.per_ip).is_empty(), "no zero entries are left");
+    }
+
+    #[test]
+    fn nothing_is_counted_without_limits() {
+        let policy = Arc::new(ServerPolicy::default());
+        let mut slots: Vec<Slot> = (0..100)
+            .map(|_| Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap())
+            .collect();
+        for s in &mut slots {
+            assert!(s.take_user("alice"));
+        }
+        assert!(lock(&policy.per_ip).is_empty());
+        assert!(lock(&policy.per_user).is_empty());
+    }
+
+    #[test]
+    fn per_user_sessions_are_limited_and_released() {
+        let policy = Arc::new(ServerPolicy::new(ServerRules {
+            max_per_user: 1,
+            ..ServerRules::default()
+        }));
+        let mut a = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        let mut b = Slot::admit(policy.clone(), ip("192.0.2.2")).unwrap();
+        assert!(a.take_user("alice"));
+        assert!(!b.take_user("alice"));
+        assert!(b.take_user("bob"));
+        a.release_user();
+        assert!(b.take_user("alice"), "switching user releases bob");
+        assert!(a.take_user("bob"));
+        drop(b);
+        let mut c = Slot::admit(policy.clone(), ip("192.0.2.3")).unwrap();
+        assert!(c.take_user("alice"));
+        drop((a, c));
+        assert!(lock(&policy.per_user).is_empty());
+    }
+
+    #[test]
+    fn uploads_in_progress_are_tracked_until_the_slot_lets_go() {
+        let policy = Arc::new(ServerPolicy::default());
+        let path = VPath::root().resolve("/a/f").unwrap();
+        let mut a = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        let mut b = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        a.start_upload(path.clone());
+        b.start_upload(path.clone());
+        a.end_upload();
+        assert!(policy.upload_in_progress(&path));
+        drop(b);
+        assert!(!policy.upload_in_progress(&path));
+    }
+
+    #[test]
+    fn bandwidth_for_users() {
+        let limits = SiteLimits {
+            bandwidth: Some(1000),
+            anonymous_bandwidth: Some(100),
+            user_bandwidth: [("fast".to_string(), 5000), ("slow".to_string(), 10)].into(),
+            ..SiteLimits::default()
+        };
+        assert_eq!(limits.rate_for(Some("anonymous"), true), Some(100));
+        assert_eq!(limits.rate_for(Some("fast"), false), Some(1000));
+        assert_eq!(limits.rate_for(Some("slow"), false), Some(10));
+        assert_eq!(limits.rate_for(Some("other"), false), Some(1000));
+        assert_eq!(SiteLimits::default().rate_for(Some("x"), false), None);
+    }
+}

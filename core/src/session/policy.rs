@@ -1,0 +1,498 @@
+//! The session's side of policy, called from the command path by one line each: command
+//! filtering and raw-argument checks before dispatch, path filtering at the chokepoint,
+//! logon restrictions and per-user limits at login, the upload size and minimum data rate
+//! during transfers, and the log record of every command.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use super::state::{AbortCause, Login, Pending};
+use super::timer::Timer;
+use super::{Action, TransferOutcome};
+use crate::backend::{FsError, Principal};
+use crate::log::{self, Field, LogRecord, SubStatus};
+use crate::path::VPath;
+use crate::policy::filter::{self, Denial};
+use crate::policy::{DenyAction, Verdict};
+use crate::proto::command::{Command, ParseError, Verb};
+use crate::session::Session;
+
+/// The log record of the command being executed, with its start time.
+#[derive(Debug)]
+pub(super) struct CmdLog {
+    rec: Box<LogRecord>,
+    started: Instant,
+}
+
+/// What an urgent command (ABOR, STAT, QUIT during a transfer) sets aside: the running
+/// transfer's command state, restored once the urgent one has been handled.
+pub(super) struct Suspended {
+    verb: Option<Verb>,
+    status: u16,
+    sub: SubStatus,
+    win32: u32,
+    log: Option<CmdLog>,
+}
+
+impl Session {
+    /// Starts a command: what it is (for filtering and logging) and, when the site logs,
+    /// its record. During a transfer the transfer's state is set aside and returned.
+    pub(super) fn begin_command(
+        &mut self,
+        now: Instant,
+        parsed: &Result<Command, ParseError>,
+        line: &[u8],
+    ) -> Option<Suspended> {
+        let urgent = matches!(self.pending, Some(Pending::Transfer(_)));
+        let suspended = urgent.then(|| Suspended {
+            verb: self.verb.take(),
+            status: std::mem::take(&mut self.status),
+            sub: std::mem::take(&mut self.sub),
+            win32: std::mem::take(&mut self.win32),
+            log: self.log.take(),
+        });
+        let (verb, arg) = match parsed {
+            Ok(cmd) => (Some(cmd.verb), cmd.arg.as_str()),
+            Err(ParseError::BadUtf8(v) | ParseError::ControlChar(v)) => (Some(*v), ""),
+            Err(_) => (None, ""),
+        };
+        self.verb = verb;
+        self.status = 0;
+        self.sub = SubStatus::None;
+        self.win32 = 0;
+        if self.config.logging.is_some() {
+            self.note_identity(verb, arg);
+            let method = match verb {
+                Some(v) => Cow::Borrowed(v.name()),
+                None => Cow::Owned(unknown_word(line)),
+            };
+            let uri = match verb {
+                Some(Verb::Pass) => "***",
+                _ => arg,
+            };
+            self.start_record(now, method, uri, line.len() as u64 + 2);
+        }
+        suspended
+    }
+
+    fn start_record(&mut self, now: Instant, method: Cow<'static, str>, uri: &str, cs: u64) {
+        let Some(cfg) = &self.config.logging else {
+            return;
+        };
+        let mut rec = LogRecord::new(self.id, cfg.site.clone(), self.peer, self.local, method);
+        if cfg.fields.has(Field::UriStem) && !uri.is_empty() {
+            rec.uri = Some(uri.to_string());
+        }
+        rec.user = self.log_user.clone();
+        rec.host = self.log_host.clone();
+        rec.bytes_received = cs;
+        self.log = Some(CmdLog {
+            rec: Box::new(rec),
+            started: now,
+        });
+    }
+
+    /// USER and HOST name who and where the session is, for every later record.
+    fn note_identity(&mut self, verb: Option<Verb>, arg: &str) {
+        let arg = arg.trim();
+        match verb {
+            Some(Verb::User) if !arg.is_empty() && !self.logged_in() => {
+                self.log_user = Some(arg.into());
+            }
+            Some(Verb::Host) if !arg.is_empty() && matches!(self.login, Login::Start) => {
+                self.log_host = Some(arg.into());
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends an urgent command at once (its record is written now) and puts the
+    /// transfer's state back.
+    pub(super) fn end_urgent(&mut self, now: Instant, suspended: Option<Suspended>) {
+        let Some(s) = suspended else { return };
+        if self.status == 0 {
+            // ABOR's 226 and QUIT's 221 come after the transfer's own final reply.
+            self.status = match self.verb {
+                Some(Verb::Abor) => 226,
+                Some(Verb::Quit) => 221,
+                _ => 0,
+            };
+        }
+        self.emit_log(now);
+        self.verb = s.verb;
+        self.status = s.status;
+        self.sub = s.sub;
+        self.win32 = s.win32;
+        self.log = s.log;
+    }
+
+    /// Called whenever the session may have finished a command: once nothing is pending
+    /// and the command has its final reply, its record is written and what it held of
+    /// the shared state (an in-place upload) is let go.
+    pub(super) fn command_done(&mut self, now: Instant) {
+        if self.pending.is_some() || self.verb.is_none() || self.status == 0 {
+            return;
+        }
+        self.emit_log(now);
+        self.slot.end_upload();
+        self.verb = None;
+    }
+
+    fn emit_log(&mut self, now: Instant) {
+        let Some(CmdLog { mut rec, started }) = self.log.take() else {
+            return;
+        };
+        rec.status = self.status;
+        rec.sub = self.sub;
+        rec.win32 = self.win32;
+        rec.time_taken = now.saturating_duration_since(started);
+        if rec.debug.is_none() && self.sub != SubStatus::None {
+            rec.debug = Some(Cow::Borrowed(self.sub.slug()));
+        }
+        self.status = 0;
+        self.sub = SubStatus::None;
+        self.win32 = 0;
+        self.actions.push_back(Action::Log(rec));
+    }
+
+    /// At close: the unfinished command's record, then `ControlChannelClosed`.
+    pub(super) fn log_close(&mut self, now: Instant) {
+        if self.config.logging.is_none() {
+            return;
+        }
+        if self.log.is_some() {
+            self.emit_log(now);
+        }
+        self.start_record(now, Cow::Borrowed("ControlChannelClosed"), "", 0);
+        if let Some(l) = &mut self.log {
+            l.started = self.opened;
+            l.rec.bytes_received = 0;
+        }
+        self.emit_log(now);
+    }
+
+    /// Notes the reply code (the first final one is the command's status) and its bytes.
+    #[inline]
+    pub(super) fn note_reply(&mut self, code: u16, bytes: usize) {
+        if code >= 200 && self.status == 0 {
+            self.status = code;
+        }
+        if let Some(l) = &mut self.log {
+            l.rec.bytes_sent += bytes as u64;
+        }
+    }
+
+    /// Refuses the command with a policy reply and logs why.
+    pub(super) fn deny(&mut self, d: Denial) {
+        self.sub = d.sub;
+        self.reply(d.code, d.text);
+    }
+
+    pub(super) fn set_substatus(&mut self, sub: SubStatus) {
+        self.sub = sub;
+    }
+
+    /// A storage error is logged with the Windows code IIS would show.
+    pub(super) fn note_fs_error(&mut self, e: &FsError) {
+        self.win32 = log::win32_of(e);
+        if let (FsError::Io(why), Some(l)) = (e, &mut self.log) {
+            l.rec.debug = Some(Cow::Owned(why.clone()));
+        }
+    }
+
+    /// A line over the length limit.
+    pub(super) fn on_too_long(&mut self, now: Instant) {
+        self.begin_command(now, &Err(ParseError::Unknown), b"-");
+        self.deny(Denial {
+            code: 500,
+            text: "Command line too long.",
+            sub: SubStatus::CommandLineTooLong,
+        });
+    }
+
+    /// Command filtering, then the raw argument of a path command (denied sequences, its
+    /// length). False when refused (the reply is sent).
+    pub(super) fn filter_command(&mut self, cmd: &Command) -> bool {
+        let rules = &self.config.filtering;
+        let verdict = rules.check_command(cmd.verb).and_then(|()| {
+            if filter::takes_path(cmd.verb) {
+                rules.check_argument(&cmd.arg)
+            } else {
+                Ok(())
+            }
+        });
+        match verdict {
+            Ok(()) => true,
+            Err(d) => {
+                tracing::info!(session = %self.id, verb = cmd.verb.name(), sub = d.sub.code(), "request filtered");
+                self.deny(d);
+                false
+            }
+        }
+    }
+
+    /// The chokepoint's filter: hidden segments, path length, and (for file commands)
+    /// extensions, judged on the resolved path the user sees. Also puts the resolved paths
+    /// in the log record (`x-fullpath` is the site path: with isolation, it shows the
+    /// user's home). False when refused (the reply is sent).
+    pub(super) fn filter_path(&mut self, site: &VPath, shown: &VPath) -> bool {
+        if let (Some(l), Some(cfg)) = (&mut self.log, &self.config.logging) {
+            if cfg.fields.has(Field::UriStem) {
+                l.rec.uri = Some(shown.to_string());
+            }
+            if cfg.fields.has(Field::FullPath) {
+                l.rec.full_path = Some(site.to_string());
+            }
+        }
+        let file = self.verb.is_some_and(filter::names_a_file);
+        match self.config.filtering.check_path(shown, file) {
+            Ok(()) => true,
+            Err(d) => {
+                tracing::info!(session = %self.id, path = %shown, sub = d.sub.code(), "request filtered");
+                self.deny(d);
+                false
+            }
+        }
+    }
+
+    /// Whether a listing shows `name` (hidden segments are left out).
+    pub(super) fn listed(&self, name: &str) -> bool {
+        !self.config.filtering.is_hidden(name)
+    }
+
+    /// PASS from a banned address fails at once, and the connection is closed.
+    pub(super) fn refuse_banned(&mut self, now: Instant) -> bool {
+        if !self.slot.policy().is_banned(now, self.peer.ip()) {
+            return false;
+        }
+        self.login = Login::Start;
+        self.sub = SubStatus::LogonBanned;
+        self.reply(
+            530,
+            "Login refused: too many failed logins from your address.",
+        );
+        self.close();
+        true
+    }
+
+    /// A wrong password: counted against the address; the ban, if this made one, ends
+    /// the session after the `530`.
+    pub(super) fn login_failed(&mut self, now: Instant) -> bool {
+        self.win32 = log::WIN32_LOGON_FAILURE;
+        self.sub = SubStatus::LogonFailed;
+        match self.slot.policy().record_failure(now, self.peer.ip()) {
+            Verdict::Banned => {
+                let secs = self.slot.policy().rules().logon.ban.as_secs();
+                tracing::warn!(session = %self.id, peer = %self.peer, "address banned after failed logins");
+                self.sub = SubStatus::LogonBanned;
+                self.reply(530, "Login incorrect.");
+                self.reply(
+                    421,
+                    &format!("Too many failed logins; try again in {secs} seconds."),
+                );
+                self.close();
+                true
+            }
+            Verdict::WouldBan => {
+                tracing::warn!(session = %self.id, peer = %self.peer, "failed-login limit reached (logging only)");
+                self.sub = SubStatus::LogonWouldBan;
+                false
+            }
+            Verdict::Counted(_) | Verdict::NotCounted => false,
+        }
+    }
+
+    /// Before a login is granted: the address may have been banned while the password
+    /// was checked, and the user may be at its session limit. False when refused (the
+    /// reply is sent and the session closes).
+    pub(super) fn admit_user(&mut self, now: Instant, principal: &Principal) -> bool {
+        if self.refuse_banned(now) {
+            return false;
+        }
+        // A site chosen after connecting (HOST, USER host|user, SNI) judges the address
+        // by its own IP rules; the listener's default site already did at accept.
+        let rules = &self.config.ip_rules;
+        if !rules.allows(self.peer.ip()) {
+            let action = rules.deny_action;
+            tracing::info!(session = %self.id, peer = %self.peer, site = %self.config.site_name, "refused by the site's IP rules");
+            self.login = Login::Start;
+            self.sub = SubStatus::IpDenied;
+            if action != DenyAction::Drop {
+                self.reply(action.status(), "Access denied for your address.");
+            }
+            self.close();
+            return false;
+        }
+        if !self.slot.take_user(&principal.name) {
+            self.login = Login::Start;
+            self.sub = SubStatus::TooManyForUser;
+            self.reply(421, "Too many sessions for this user, try again later.");
+            self.close();
+            return false;
+        }
+        if self.config.logging.is_some() {
+            self.log_user = Some(principal.name.as_str().into());
+            if let Some(l) = &mut self.log {
+                l.rec.user = self.log_user.clone();
+            }
+        }
+        true
+    }
+
+    /// REIN: the user's session no longer counts.
+    pub(super) fn release_user(&mut self) {
+        self.slot.release_user();
+    }
+
+    /// RETR of a file someone is writing in place (APPE, REST+STOR), unless the site
+    /// allows reading uploads in progress. False when refused.
+    pub(super) fn may_read_now(&mut self, real: &VPath) -> bool {
+        if self.config.allow_read_uploads_in_progress
+            || !self.slot.policy().upload_in_progress(real)
+        {
+            return true;
+        }
+        self.sub = SubStatus::UploadInProgress;
+        self.reply(550, "The file is being uploaded; try again later.");
+        false
+    }
+
+    /// An in-place upload is starting: readers are kept away until the command ends.
+    pub(super) fn writing_in_place(&mut self, real: &VPath) {
+        if !self.config.allow_read_uploads_in_progress {
+            self.slot.start_upload(real.clone());
+        }
+    }
+
+    /// The bandwidth limit of the next transfer, for `TransferSpec::rate_limit`.
+    pub(super) fn rate_limit(&self) -> Option<u64> {
+        let (user, anonymous) = match &self.login {
+            Login::LoggedIn(p) => (Some(p.name.as_str()), p.anonymous),
+            _ => (None, false),
+        };
+        self.config.limits.rate_for(user, anonymous)
+    }
+
+    /// A transfer started: arm the minimum-rate check.
+    pub(super) fn arm_min_rate(&mut self, now: Instant) {
+        if self.config.limits.min_bytes_per_second == 0 {
+            return;
+        }
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            t.rate_mark = (now, 0);
+            self.timers
+                .set(Timer::MinRate, now + self.config.timeouts.transfer_stall);
+        }
+    }
+
+    /// Each data-timeout window, a transfer must have moved at least the minimum rate's
+    /// worth of bytes (IIS `minBytesPerSecond`), or it is dropped.
+    pub(super) fn on_min_rate_check(&mut self, now: Instant) {
+        let min = self.config.limits.min_bytes_per_second;
+        let Some(Pending::Transfer(t)) = &mut self.pending else {
+            return;
+        };
+        let (Some(xfer), None) = (t.xfer, t.abort) else {
+            return;
+        };
+        let (since, before) = t.rate_mark;
+        let secs = now.saturating_duration_since(since).as_secs_f64();
+        let moved = t.bytes.saturating_sub(before);
+        if (moved as f64) < min as f64 * secs {
+            tracing::info!(session = %self.id, moved, secs, "transfer below the minimum rate");
+            t.abort = Some(AbortCause::TooSlow);
+            self.actions.push_back(Action::AbortTransfer { xfer });
+            return;
+        }
+        t.rate_mark = (now, t.bytes);
+        self.timers
+            .set(Timer::MinRate, now + self.config.timeouts.transfer_stall);
+    }
+
+    /// Progress of an upload past the size limit stops it.
+    pub(super) fn check_upload_size(&mut self) {
+        let Some(Pending::Transfer(t)) = &mut self.pending else {
+            return;
+        };
+        if !t.upload || !self.config.filtering.upload_too_large(t.bytes) {
+            return;
+        }
+        if let (Some(xfer), None) = (t.xfer, t.abort) {
+            t.abort = Some(AbortCause::TooLarge);
+            self.actions.push_back(Action::AbortTransfer { xfer });
+        }
+    }
+
+    /// Whether a finished upload of `bytes` went over the size limit (a transfer can end
+    /// before any progress report).
+    pub(super) fn upload_too_large(&self, upload: bool, bytes: u64) -> bool {
+        upload && self.config.filtering.upload_too_large(bytes)
+    }
+
+    /// The replies of a transfer stopped by policy.
+    pub(super) fn policy_abort_replies(&mut self, cause: AbortCause) -> Option<(u16, String)> {
+        match cause {
+            AbortCause::TooLarge => {
+                self.sub = SubStatus::UploadTooLarge;
+                let max = self.config.filtering.max_upload_size.unwrap_or(0);
+                Some((
+                    552,
+                    format!("Upload exceeds the maximum size of {max} bytes; discarded."),
+                ))
+            }
+            AbortCause::TooSlow => {
+                self.sub = SubStatus::TooSlow;
+                Some((426, "Transfer below the minimum data rate; aborted.".into()))
+            }
+            AbortCause::Stalled => {
+                self.sub = SubStatus::Stalled;
+                None
+            }
+            AbortCause::Abor => None,
+        }
+    }
+
+    /// A transfer's bytes and how it ended, for the log.
+    pub(super) fn note_transfer(&mut self, upload: bool, outcome: &TransferOutcome) {
+        self.win32 = match outcome {
+            TransferOutcome::Complete { .. } => self.win32,
+            TransferOutcome::ConnectionLost { .. } => log::WIN32_CONNECTION_RESET,
+            TransferOutcome::Aborted { .. } => log::WIN32_ABORTED,
+            TransferOutcome::Storage { error, .. } => log::win32_of(error),
+            TransferOutcome::Tls {
+                error: crate::tls::DataTlsError::Truncated,
+                ..
+            } => log::WIN32_CONNECTION_RESET,
+            TransferOutcome::Tls { .. } => log::WIN32_TLS_FAILURE,
+        };
+        if let Some(l) = &mut self.log {
+            let bytes = Self::outcome_bytes(outcome);
+            if upload {
+                l.rec.bytes_received += bytes;
+            } else {
+                l.rec.bytes_sent += bytes;
+            }
+        }
+    }
+}
+
+/// The command word of a line that did not parse, for `cs-method`: at most 8 visible
+/// ASCII characters, upper case.
+fn unknown_word(line: &[u8]) -> String {
+    let word = line.split(|&b| b == b' ').next().unwrap_or(b"");
+    let mut out: String = word
+        .iter()
+        .take(8)
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                b.to_ascii_uppercase() as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
