@@ -326,7 +326,6 @@ impl Driver {
         };
         // The watch task was dropped with the idle state, so the stream is ours alone
         // (or soon is); sharing the `Arc` meanwhile is harmless.
-        let stream = DataStream::plain(stream);
         let mut lim = self.ctx.limits;
         let rate = spec.rate_limit;
         if let Some(r) = rate {
@@ -335,6 +334,12 @@ impl Driver {
             lim.buffer = lim.buffer.min((r / 8).max(4096) as usize);
             lim.use_sendfile = false;
         }
+        // An upload reads ciphertext ahead through a buffer like its own.
+        let read_ahead = match spec.body {
+            Body::Receive(_) => lim.buffer,
+            _ => 0,
+        };
+        let stream = DataStream::new(stream, spec.tls, read_ahead);
         let p = progress.clone();
         let mut t = match (spec.body, file) {
             (Body::Send(_), Some(f)) => Transfer::send_file(xfer, stream, f, spec.ascii, lim, p),

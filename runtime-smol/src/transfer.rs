@@ -8,10 +8,11 @@
 //! file / rendered bytes  <->  TYPE A codec (optional)  <->  DataStream  <->  socket
 //! ```
 //!
-//! [`DataStream`] carries plaintext. Today it writes straight to the socket (and offers
-//! `sendfile(2)` when nothing transforms the bytes); a data-channel TLS layer becomes a
-//! second variant that encrypts in `write`, decrypts in `read` and sends `close_notify`
-//! in `finish`, with no change to the pump.
+//! [`DataStream`] carries plaintext: straight to the socket (offering `sendfile(2)` when
+//! nothing transforms the bytes), or under `PROT P` through the core's `DataTls`, which
+//! it pumps: handshake first (no plaintext moves until the core has checked the
+//! connection's session binding), encryption in `write`, decryption in `read`, and
+//! close_notify written out in `finish` before the transfer reports itself done.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -23,6 +24,7 @@ use std::time::Instant;
 use smol::{Async, Timer};
 use wharf_core::backend::OpenFile;
 use wharf_core::policy::TokenBucket;
+use wharf_core::tls::{DataTls, DataTlsError};
 use wharf_core::typea::{FromNetAscii, ToNetAscii};
 use wharf_core::{FileHandle, FsError, TransferId, TransferOutcome};
 
@@ -36,34 +38,203 @@ pub(crate) struct PumpLimits {
     pub use_sendfile: bool,
 }
 
-/// A data connection carrying a body's plaintext.
+/// Why a [`DataStream`] operation failed.
+pub(crate) enum StreamError {
+    /// The socket failed (the peer went away).
+    Io(io::Error),
+    /// The data connection's TLS failed.
+    Tls(DataTlsError),
+}
+
+/// A data connection's TLS and the ciphertext read ahead of it.
+struct TlsLayer {
+    conn: DataTls,
+    /// Ciphertext read from the socket; `cipher[start..end]` is not yet taken by TLS (one
+    /// socket read feeds TLS many records, and the bytes a client sends right after its
+    /// handshake are kept for the body).
+    cipher: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The socket reached end-of-stream.
+    eof: bool,
+}
+
+/// A data connection carrying a body's plaintext: straight to the socket, or through
+/// the core's [`DataTls`] under `PROT P` (handshake first, close_notify at the end).
 pub(crate) struct DataStream {
     sock: Arc<Async<TcpStream>>,
+    tls: Option<Box<TlsLayer>>,
+}
+
+/// Writes all queued ciphertext to the socket, waiting while it is full.
+async fn flush_tls(sock: &Async<TcpStream>, tls: &mut TlsLayer) -> Result<(), StreamError> {
+    while tls.conn.wants_write() {
+        let n = sock
+            .write_with(|s| tls.conn.write_tls(&mut &*s))
+            .await
+            .map_err(StreamError::Io)?;
+        if n == 0 {
+            return Err(StreamError::Io(io::ErrorKind::WriteZero.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Gives TLS the ciphertext read ahead; returns how much it took.
+fn feed_tls(tls: &mut TlsLayer) -> Result<usize, StreamError> {
+    let taken = tls
+        .conn
+        .read_tls(&mut &tls.cipher[tls.start..tls.end])
+        .map_err(|e| StreamError::Tls(DataTlsError::Protocol(e.to_string())))?;
+    tls.start += taken;
+    tls.conn.process().map_err(StreamError::Tls)?;
+    Ok(taken)
+}
+
+/// Reads ciphertext from the socket into the read-ahead buffer (waiting for it).
+async fn read_ahead(sock: &Async<TcpStream>, tls: &mut TlsLayer) -> Result<(), StreamError> {
+    let cipher = &mut tls.cipher;
+    let n = sock
+        .read_with(|s| (&*s).read(cipher))
+        .await
+        .map_err(StreamError::Io)?;
+    match n {
+        0 => tls.eof = true,
+        n => (tls.start, tls.end) = (0, n),
+    }
+    Ok(())
 }
 
 impl DataStream {
-    pub(crate) fn plain(sock: Arc<Async<TcpStream>>) -> DataStream {
-        DataStream { sock }
+    /// `tls` (from `TransferSpec::tls`) wraps the connection; `read_ahead` sizes its
+    /// ciphertext buffer (an upload's transfer buffer; a download reads only the
+    /// handshake).
+    pub(crate) fn new(
+        sock: Arc<Async<TcpStream>>,
+        tls: Option<DataTls>,
+        read_ahead: usize,
+    ) -> DataStream {
+        let tls = tls.map(|conn| {
+            Box::new(TlsLayer {
+                conn,
+                cipher: vec![0; read_ahead.max(16 * 1024)],
+                start: 0,
+                end: 0,
+                eof: false,
+            })
+        });
+        DataStream { sock, tls }
     }
 
     /// The socket, when bytes go to it untransformed (so `sendfile` may bypass the pump).
     fn raw(&self) -> Option<&Async<TcpStream>> {
-        Some(&self.sock)
+        match self.tls {
+            None => Some(&self.sock),
+            Some(_) => None,
+        }
     }
 
-    /// Writes some of `buf`; waits while the socket is full.
-    async fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.sock.write_with(|s| (&*s).write(buf)).await
+    /// One step of the TLS handshake: `Ok(true)` when bytes moved, `Ok(false)` once the
+    /// handshake (and the core's check of the session binding) is complete, or at once
+    /// without TLS.
+    async fn handshake_step(&mut self) -> Result<bool, StreamError> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(false);
+        };
+        if tls.conn.wants_write() {
+            flush_tls(&self.sock, tls).await?;
+            return Ok(true);
+        }
+        if !tls.conn.is_handshaking() {
+            return Ok(false);
+        }
+        if tls.start < tls.end {
+            if feed_tls(tls)? == 0 {
+                let error = DataTlsError::Handshake("TLS takes no more handshake data".into());
+                return Err(StreamError::Tls(error));
+            }
+            return Ok(true);
+        }
+        if tls.eof {
+            let error =
+                DataTlsError::Handshake("the connection closed during the handshake".into());
+            return Err(StreamError::Tls(error));
+        }
+        read_ahead(&self.sock, tls).await?;
+        Ok(true)
     }
 
-    /// Reads some bytes; `Ok(0)` is the end of the body.
-    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read_with(|s| (&*s).read(buf)).await
+    /// Writes some of `buf` (encrypting it under TLS, and writing the ciphertext out
+    /// before returning, so that backpressure is the socket's); waits while the socket
+    /// is full.
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
+        let Some(tls) = &mut self.tls else {
+            return (self.sock.write_with(|s| (&*s).write(buf)).await).map_err(StreamError::Io);
+        };
+        let n = tls.conn.write_plain(buf);
+        flush_tls(&self.sock, tls).await?;
+        if n == 0 && !buf.is_empty() {
+            let error = DataTlsError::Protocol("the connection takes no more data".into());
+            return Err(StreamError::Tls(error));
+        }
+        Ok(n)
     }
 
-    /// Marks the end of a body sent: a FIN tells the client it is complete.
-    async fn finish(&self) -> io::Result<()> {
-        self.sock.get_ref().shutdown(Shutdown::Write)
+    /// Reads some bytes; `Ok(0)` is the end of the body (under TLS: the peer's
+    /// close_notify, or end-of-stream when [`DataTls::end_of_stream`] accepts it).
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let Some(tls) = &mut self.tls else {
+            return (self.sock.read_with(|s| (&*s).read(buf)).await).map_err(StreamError::Io);
+        };
+        loop {
+            if tls.conn.wants_write() {
+                flush_tls(&self.sock, tls).await?;
+            }
+            match tls.conn.read_plain(buf) {
+                Some(0) => {
+                    // Answer the close_notify (best effort: the peer may be gone).
+                    tls.conn.close();
+                    let _ = tls.conn.write_tls(&mut self.sock.get_ref());
+                    return Ok(0);
+                }
+                Some(n) => return Ok(n),
+                None => {}
+            }
+            if tls.start < tls.end {
+                if feed_tls(tls)? == 0 && !tls.conn.peer_closed() {
+                    let error = DataTlsError::Protocol("data after close_notify".into());
+                    return Err(StreamError::Tls(error));
+                }
+                continue;
+            }
+            if tls.eof {
+                return tls
+                    .conn
+                    .end_of_stream()
+                    .map(|()| 0)
+                    .map_err(StreamError::Tls);
+            }
+            read_ahead(&self.sock, tls).await?;
+        }
+    }
+
+    /// Marks the end of a body sent: close_notify under TLS (written out), then a FIN,
+    /// which tells the client the body is complete.
+    async fn finish(&mut self) -> Result<(), StreamError> {
+        if let Some(tls) = &mut self.tls {
+            tls.conn.close();
+            flush_tls(&self.sock, tls).await?;
+        }
+        // If even the FIN fails, the bytes are out all the same.
+        let _ = self.sock.get_ref().shutdown(Shutdown::Write);
+        Ok(())
+    }
+
+    /// After a TLS failure: writes the alert rustls queued, if the socket takes it now.
+    fn send_alert(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            let _ = tls.conn.write_tls(&mut self.sock.get_ref());
+        }
     }
 }
 
@@ -219,6 +390,20 @@ impl Transfer {
         TransferOutcome::ConnectionLost { bytes: self.bytes }
     }
 
+    /// The outcome of a failed stream operation.
+    fn stream_failed(&mut self, e: StreamError) -> TransferOutcome {
+        match e {
+            StreamError::Io(_) => self.lost(),
+            StreamError::Tls(error) => {
+                self.stream.send_alert();
+                TransferOutcome::Tls {
+                    bytes: self.bytes,
+                    error,
+                }
+            }
+        }
+    }
+
     fn storage_error(&self, e: &io::Error) -> TransferOutcome {
         TransferOutcome::Storage {
             bytes: self.bytes,
@@ -240,6 +425,18 @@ impl Transfer {
     pub(crate) async fn run(&mut self, budget: usize, mut report: impl FnMut()) -> TransferOutcome {
         let budget = budget.max(1) as u64;
         let mut since_yield = 0u64;
+        // The handshake moves no body byte, but it is progress for the stall timer.
+        loop {
+            match self.stream.handshake_step().await {
+                Ok(true) => {
+                    if self.progress.update(self.bytes) {
+                        report();
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => return self.stream_failed(e),
+            }
+        }
         loop {
             if let Some(bucket) = &mut self.rate {
                 let now = Instant::now();
@@ -300,18 +497,18 @@ impl Transfer {
                     start += n;
                     self.moved(n, report);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Some(self.lost()),
+                Err(StreamError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(self.stream_failed(e)),
             }
         }
         None
     }
 
     async fn complete_send(&mut self) -> TransferOutcome {
-        // A clean end tells the client the body is complete; if even that fails, the
-        // bytes are out all the same.
-        let _ = self.stream.finish().await;
-        TransferOutcome::Complete { bytes: self.bytes }
+        match self.stream.finish().await {
+            Ok(()) => TransferOutcome::Complete { bytes: self.bytes },
+            Err(e) => self.stream_failed(e),
+        }
     }
 
     async fn sendfile_some(
@@ -366,8 +563,8 @@ impl Transfer {
     async fn receive_some(&mut self, report: &mut impl FnMut()) -> Option<TransferOutcome> {
         let n = match self.stream.read(&mut self.buf).await {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
-            Err(_) => return Some(self.lost()),
+            Err(StreamError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e) => return Some(self.stream_failed(e)),
         };
         let Some((_, OpenFile::Write(file))) = &mut self.file else {
             return Some(self.storage_error(&io::Error::other("upload file is not open")));

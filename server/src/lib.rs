@@ -26,6 +26,7 @@ use wharf_runtime_smol::SmolConfig;
 pub mod config;
 pub mod localfs;
 mod login_cache;
+pub mod tls;
 pub mod users;
 pub mod w3c;
 
@@ -231,7 +232,8 @@ pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `whar
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by
-/// the OS.
+/// the OS, explicit FTPS offered (not required) with a self-signed ECDSA certificate
+/// generated on first run under `data_dir/tls`.
 pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     let public = data_dir.join("public");
     std::fs::create_dir_all(&public)?;
@@ -239,11 +241,16 @@ pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     if !welcome.exists() {
         std::fs::write(&welcome, WELCOME)?;
     }
+    let (cert, key, _) =
+        tls::ensure_self_signed(&data_dir.join("tls"), &["localhost", "127.0.0.1"])?;
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:2121\"]\npassive_ports = \"0-0\"\n\n\
          [site]\nname = \"demo\"\nroot = {:?}\nanonymous = true\n\
-         banner = \"wharf demo server (anonymous, read-only)\"\n",
-        public.display().to_string()
+         banner = \"wharf demo server (anonymous, read-only)\"\n\n\
+         [site.tls]\ncertificate = {:?}\nprivate_key = {:?}\ncontrol = \"allow\"\n",
+        public.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
     );
     ServerConfig::from_toml_str(&text, "<embedded default>")
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))

@@ -186,6 +186,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
@@ -203,21 +204,50 @@ fn serve(cli: &Cli) -> Result<(), String> {
                     })
             })
             .collect();
+        // Implicit-FTPS listeners speak TLS from the first byte.
+        let implicit = config
+            .sites
+            .iter()
+            .flat_map(|s| &s.bindings)
+            .any(|b| b.implicit_tls && (b.addr == *configured || covers(b.addr, *configured)));
+        let scheme = if implicit { "ftps" } else { "ftp" };
         println!(
-            "wharf: serving ftp://{addr}/ for {} (runtime {})",
+            "wharf: serving {scheme}://{addr}/ for {} (runtime {})",
             sites.join(", "),
             config.runtime.name()
         );
     }
+    for site in &config.sites {
+        if let Some(tls) = &site.tls {
+            println!(
+                "wharf: FTPS for {}: certificate {} (SHA-256 {})",
+                site.name,
+                tls.certificate.display(),
+                tls.fingerprint()
+            );
+        }
+    }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
             println!("wharf: try `curl ftp://{a}/` or `curl ftp://{a}/welcome.txt`; Ctrl-C stops");
+            println!("wharf: FTPS: `curl --ssl-reqd -k ftp://{a}/` (check the fingerprint above)");
         }
     }
     let (tx, rx) = mpsc::channel();
+    let reload = config.clone();
     std::thread::spawn(move || {
         let mut count = 0;
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                match reload.reload_certificates() {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
+                    Err(e) => {
+                        eprintln!("wharf: certificate reload failed, keeping the old one: {e}")
+                    }
+                }
+                continue;
+            }
             count += 1;
             if count > 1 {
                 eprintln!("wharf: second signal, exiting now");

@@ -12,21 +12,24 @@ pub(super) enum Timer {
     DataConnect,
     /// A running transfer with no progress is aborted.
     TransferStall,
+    /// After CCC, the server sends its close_notify if the client has not sent one.
+    CccClose,
     /// A running transfer slower than the minimum data rate is aborted.
     MinRate,
 }
 
-const ALL: [Timer; 5] = [
+const ALL: [Timer; 6] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
     Timer::TransferStall,
+    Timer::CccClose,
     Timer::MinRate,
 ];
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; 6],
 }
 
 impl TimerTable {
@@ -39,7 +42,7 @@ impl TimerTable {
     }
 
     pub(super) fn clear(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; 6];
     }
 
     pub(super) fn next(&self) -> Option<Instant> {
