@@ -413,6 +413,21 @@ pub fn hold_free_port() -> socket2::Socket {
     s
 }
 
+/// A port that was free a moment ago, below the ephemeral range (so no client socket of
+/// a test running alongside takes it meanwhile), different for each call and process.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..10_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-29999");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

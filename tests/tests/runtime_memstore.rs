@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use wharf_core::Timeouts;
-use wharf_tests::harness::{memstore_session, start_memstore, start_memstore_with};
+use wharf_tests::harness::{free_port, memstore_session, start_memstore, start_memstore_with};
 
 struct Client {
     r: BufReader<TcpStream>,
@@ -448,19 +448,4 @@ fn type_a_converts_line_ends_both_ways(rt) {
     server.shutdown(Duration::from_secs(5));
     server.wait().unwrap();
 }
-}
-
-/// A port that was free a moment ago, below the ephemeral range (so no client socket of
-/// a test running alongside takes it meanwhile), different for each call and process.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    for _ in 0..10_000 {
-        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000-29999");
 }
