@@ -1,4 +1,5 @@
 //! wharf-tests: the deterministic simulator (see [`sim`]) and tests that span crates.
 
+pub mod certs;
 pub mod harness;
 pub mod sim;

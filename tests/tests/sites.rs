@@ -25,8 +25,24 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The walkthrough's server on a copy of the demo tree, on 127.0.0.1 with an OS-chosen
-/// port.
+/// The walkthrough's directory in `tmp`: the configuration, its users file, a copy of
+/// the demo tree, and the two sites' certificates in `tls/`, made as the README makes
+/// them (self-signed, CN and DNS name = the site's host name). Returns the
+/// configuration's path.
+fn walkthrough_dir(tmp: &Path) -> PathBuf {
+    copy_tree(&examples().join("iis-demo"), &tmp.join("iis-demo"));
+    for file in ["iis-scenarios.toml", "iis-users.toml"] {
+        std::fs::copy(examples().join(file), tmp.join(file)).unwrap();
+    }
+    for host in ["ftpsite01.com", "ftpsite02.com"] {
+        wharf_tests::certs::self_signed(&tmp.join("tls"), host);
+    }
+    tmp.join("iis-scenarios.toml")
+}
+
+/// The walkthrough's server on a copy of the demo tree, on 127.0.0.1 with free ports for
+/// the shared address (`Fixture::port`) and site 2's implicit FTPS
+/// (`Fixture::implicit_port`).
 fn scenarios(rt: &'static str) -> Fixture {
     scenarios_edited(rt, |text| text)
 }
@@ -34,18 +50,16 @@ fn scenarios(rt: &'static str) -> Fixture {
 /// The same, with the configuration text edited first.
 fn scenarios_edited(rt: &'static str, edit: impl FnOnce(String) -> String) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("iis-demo");
-    copy_tree(&examples().join("iis-demo"), &demo);
-    std::fs::copy(
-        examples().join("iis-users.toml"),
-        tmp.path().join("iis-users.toml"),
-    )
-    .unwrap();
-    let text = edit(std::fs::read_to_string(examples().join("iis-scenarios.toml")).unwrap());
+    let config = walkthrough_dir(tmp.path());
+    let text = edit(std::fs::read_to_string(config).unwrap());
     let base = tmp.path().display().to_string();
+    // Two listeners, so real ports (port 0 in a binding means "any port").
+    let (shared, implicit) = (free_port(), free_port());
     let replaced = text
-        .replace("127.0.0.1:2121:", "127.0.0.1:0:")
+        .replace("127.0.0.1:2121:", &format!("127.0.0.1:{shared}:"))
+        .replace("127.0.0.1:2990:", &format!("127.0.0.1:{implicit}:"))
         .replace("root = \"iis-demo/", &format!("root = \"{base}/iis-demo/"))
+        .replace("= \"tls/", &format!("= \"{base}/tls/"))
         .replace(
             "users_file = \"iis-users.toml\"",
             &format!("users_file = \"{base}/iis-users.toml\""),
@@ -54,8 +68,29 @@ fn scenarios_edited(rt: &'static str, edit: impl FnOnce(String) -> String) -> Fi
             "passive_ports = \"50000-50100\"",
             &format!("passive_ports = \"0-0\"\nshards = 2\nruntime = \"{rt}\""),
         );
-    assert!(!replaced.contains(":2121"), "every binding moved to port 0");
-    Fixture::from_toml(rt, tmp, demo, &replaced)
+    assert!(
+        !replaced.contains(":2121:") && !replaced.contains(":2990:"),
+        "every binding moved"
+    );
+    let demo = tmp.path().join("iis-demo");
+    let mut f = Fixture::from_toml(rt, tmp, demo, &replaced);
+    assert_eq!(f.port, shared);
+    f.implicit_port = Some(implicit);
+    f
+}
+
+/// A site's certificate files (`HOST.crt`, `HOST.key`, `HOST.pub`) in the fixture.
+fn cert(f: &Fixture, host: &str) -> PathBuf {
+    f.root
+        .parent()
+        .unwrap()
+        .join("tls")
+        .join(format!("{host}.crt"))
+}
+
+/// The site's public key (PEM), for curl's `--pinnedpubkey`.
+fn pubkey(f: &Fixture, host: &str) -> String {
+    cert(f, host).with_extension("pub").display().to_string()
 }
 
 fn site01(f: &Fixture) -> PathBuf {
@@ -210,6 +245,134 @@ ftp.quit()
 print("ok")
 "#;
 
+/// Which certificate answers where: the peer certificate of TLS connections to the
+/// shared address (with and without SNI, after HOST) and to site 2's implicit port,
+/// compared with each site's certificate file.
+const SCENARIO3_CERTIFICATES: &str = r#"
+import socket, ssl, sys
+port, implicit = int(sys.argv[1]), int(sys.argv[2])
+certs = {}
+for path in sys.argv[3:]:
+    certs[ssl.PEM_cert_to_DER_cert(open(path).read())] = path.rsplit("/", 1)[1][:-4]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+
+def read_reply(sock):
+    buf = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise SystemExit("connection closed after %r" % buf)
+        buf += chunk
+        if any(len(l) >= 4 and l[:3].isdigit() and l[3:4] == b" " for l in buf.split(b"\r\n")[:-1]):
+            return buf.decode()
+
+def cmd(sock, line, code):
+    sock.sendall(line.encode() + b"\r\n")
+    r = read_reply(sock)
+    assert r.startswith(code), (line, r)
+    return r
+
+def served(tls):
+    der = tls.getpeercert(binary_form=True)
+    return certs.get(der, "a certificate of neither site")
+
+def explicit(sni=None, host=None):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    read_reply(raw)
+    if host:
+        cmd(raw, "HOST " + host, "220")
+    cmd(raw, "AUTH TLS", "234")
+    return ctx.wrap_socket(raw, server_hostname=sni)
+
+def check(what, tls, want):
+    got = served(tls)
+    assert got == want, "%s: served %s, expected %s" % (what, got, want)
+    print("%s: %s" % (what, got))
+
+# The shared address: the first site bound there answers a client that names none...
+tls = explicit()
+check("shared, no SNI", tls, "ftpsite01.com")
+cmd(tls, "USER ftpsite01.com|user1", "331")
+cmd(tls, "PASS pass1", "230")
+assert "203,0,113,1" in cmd(tls, "PASV", "227")
+tls.close()
+check("shared, SNI ftpsite01.com", explicit(sni="ftpsite01.com"), "ftpsite01.com")
+# ...and the SNI name picks the site and its certificate, as HOST would.
+tls = explicit(sni="ftpsite02.com")
+check("shared, SNI ftpsite02.com", tls, "ftpsite02.com")
+cmd(tls, "USER user2", "331")
+cmd(tls, "PASS pass2", "230")
+assert "203,0,113,2" in cmd(tls, "PASV", "227"), "SNI chose site 2"
+cmd(tls, "QUIT", "221")
+tls.close()
+# HOST before AUTH TLS: the named site's certificate.
+check("shared, HOST ftpsite02.com", explicit(host="ftpsite02.com"), "ftpsite02.com")
+# An unknown SNI name changes nothing.
+check("shared, SNI ftpsite03.com", explicit(sni="ftpsite03.com"), "ftpsite01.com")
+# Site 2's implicit port: TLS at once, site 2's certificate, then its banner.
+raw = socket.create_connection(("127.0.0.1", implicit), timeout=30)
+tls = ctx.wrap_socket(raw, server_hostname=None)
+check("implicit", tls, "ftpsite02.com")
+banner = read_reply(tls)
+assert banner.startswith("220") and "ftpsite02.com: isolation demo" in banner, banner
+tls.close()
+print("ok")
+"#;
+
+/// ftplib's FTP_TLS on the shared address naming site 2 with HOST: the certificate, the
+/// login, and PROT P transfers. ftplib's data connections do not resume the control
+/// session, which site 2 requires: refused with a reply naming the setting. A subclass
+/// that passes the control connection's session to the data connection works.
+const SCENARIO3_FTPLIB_TLS: &str = r#"
+import ftplib, io, ssl, sys
+port, want = int(sys.argv[1]), ssl.PEM_cert_to_DER_cert(open(sys.argv[2]).read())
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+
+class ResumingFTP_TLS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                            session=self.sock.session)
+        return conn, size
+
+def session(cls):
+    ftp = cls(context=ctx)
+    ftp.connect("127.0.0.1", port, timeout=30)
+    banner = ftp.sendcmd("HOST ftpsite02.com")
+    assert "ftpsite02.com: isolation demo" in banner, banner
+    ftp.auth()
+    assert ftp.sock.getpeercert(binary_form=True) == want, "not ftpsite02.com's certificate"
+    ftp.login("user2", "pass2")
+    ftp.prot_p()
+    return ftp
+
+ftp = session(ftplib.FTP_TLS)
+try:
+    ftp.retrlines("RETR readme.txt", lambda l: None)
+    raise SystemExit("a data connection that did not resume its session was accepted")
+except ftplib.error_perm as e:
+    assert str(e).startswith("522") and "require_tls_session_reuse" in str(e), e
+ftp.quit()
+
+ftp = session(ResumingFTP_TLS)
+lines = []
+ftp.retrlines("RETR readme.txt", lines.append)
+assert lines == ["home of user2 on ftpsite02.com"], lines
+body = bytes(range(256)) * 4001
+ftp.storbinary("STOR ftplib.bin", io.BytesIO(body))
+got = io.BytesIO()
+ftp.retrbinary("RETR ftplib.bin", got.write)
+assert got.getvalue() == body
+assert sorted(ftp.nlst()) == ["ftplib.bin", "readme.txt"], ftp.nlst()
+ftp.quit()
+print("ok")
+"#;
+
 wharf_tests::per_runtime! {
 fn scenario1_rules_with_curl(rt) {
     let f = scenarios(rt);
@@ -257,7 +420,7 @@ fn scenario1_rules_with_lftp_and_ftplib(rt) {
     let src = f.scratch().join("new-test.txt");
     std::fs::write(&src, b"replaced by user4\n").unwrap();
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user4,pass4' ftp://127.0.0.1:{port}; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user4,pass4' ftp://127.0.0.1:{port}; \
          get test.txt -o {down}; put {src} -o test.txt; quit",
         port = f.port,
         down = down.display(),
@@ -271,7 +434,7 @@ fn scenario1_rules_with_lftp_and_ftplib(rt) {
     );
     // user3 through lftp: the same refusal.
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user3,pass3' ftp://127.0.0.1:{port}; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user3,pass3' ftp://127.0.0.1:{port}; \
          get test.txt -o {down}2; quit",
         port = f.port,
         down = down.display(),
@@ -312,7 +475,7 @@ fn scenario2_isolation_with_curl_lftp_and_ftplib(rt) {
 
     // lftp: anonymous lands in Public, read-only; user4 in their own home.
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite02.com|anonymous,guest@example.com' \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite02.com|anonymous,guest@example.com' \
          ftp://127.0.0.1:{port}; cd /; cd ..; cat readme.txt; quit",
         port = f.port
     ));
@@ -321,14 +484,14 @@ fn scenario2_isolation_with_curl_lftp_and_ftplib(rt) {
     let src = f.scratch().join("mine.txt");
     std::fs::write(&src, b"user4's\n").unwrap();
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite02.com|anonymous,guest@example.com' \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite02.com|anonymous,guest@example.com' \
          ftp://127.0.0.1:{port}; put {src}; quit",
         port = f.port,
         src = src.display()
     ));
     assert!(!out.status.success(), "anonymous uploaded");
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite02.com|user4,pass4' ftp://127.0.0.1:{port}; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite02.com|user4,pass4' ftp://127.0.0.1:{port}; \
          cd ../user1; put {src}; quit",
         port = f.port,
         src = src.display()
@@ -336,7 +499,7 @@ fn scenario2_isolation_with_curl_lftp_and_ftplib(rt) {
     // `cd ../user1` fails (it is not there), so lftp stops before the upload...
     assert!(!out.status.success(), "{out:?}");
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite02.com|user4,pass4' ftp://127.0.0.1:{port}; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite02.com|user4,pass4' ftp://127.0.0.1:{port}; \
          put {src}; quit",
         port = f.port,
         src = src.display()
@@ -363,7 +526,7 @@ fn scenario3_virtual_hosts_and_external_addresses(rt) {
     let out = curl_as("user1:pass1", &[&f.url("")]);
     assert!(!out.status.success(), "no host, no site");
     let out = lftp(&format!(
-        "set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user2,pass2' ftp://127.0.0.1:{port}; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv yes; open -u 'ftpsite01.com|user2,pass2' ftp://127.0.0.1:{port}; \
          cat computer.txt; quit",
         port = f.port
     ));
@@ -384,7 +547,7 @@ fn scenario3_private_clients_get_the_private_address(rt) {
     python(SCENARIO3_FTPLIB, &[&f.port.to_string(), "private"]);
     // A client that believes the 227 address (lftp with plain PASV) works too.
     let out = lftp(&format!(
-        "set ftp:prefer-epsv no; set ftp:fix-pasv-address no; \
+        "set ftp:ssl-allow no; set ftp:prefer-epsv no; set ftp:fix-pasv-address no; \
          open -u 'ftpsite01.com|user1,pass1' ftp://127.0.0.1:{port}; cat computer.txt; quit",
         port = f.port
     ));
@@ -392,14 +555,213 @@ fn scenario3_private_clients_get_the_private_address(rt) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "computer file of ftpsite01.com\n");
     f.stop();
 }
+
+fn scenario3_explicit_ftps_on_site01_with_curl_and_lftp(rt) {
+    let f = scenarios(rt);
+    let user = "ftpsite01.com|user1:pass1";
+    // curl to 127.0.0.1 sends no SNI name: the shared address's first site, ftpsite01.com,
+    // answers AUTH TLS, with its own key (--pinnedpubkey fails on any other).
+    let pin01 = pubkey(&f, "ftpsite01.com");
+    let ftps = |more: &[&str]| {
+        let mut args = vec!["--ssl-reqd", "-k", "--pinnedpubkey", pin01.as_str()];
+        args.extend_from_slice(more);
+        curl_as(user, &args)
+    };
+    let out = ftps(&["-l", &f.url("")]);
+    assert_ok("curl FTPS list", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("< 234") && err.contains("> PROT P"), "{err}");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["computer.txt", "test.txt"]);
+    let out = ftps(&[&f.url("computer.txt")]);
+    assert_ok("curl FTPS download", &out);
+    assert!(out.stdout == std::fs::read(site01(&f).join("computer.txt")).unwrap());
+    let src = f.scratch().join("up.bin");
+    let body = random_bytes(300_001, 11);
+    std::fs::write(&src, &body).unwrap();
+    assert_ok("curl FTPS upload", &ftps(&["-T", src.to_str().unwrap(), &f.url("tls-up.bin")]));
+    assert!(std::fs::read(site01(&f).join("tls-up.bin")).unwrap() == body);
+    // Site 2's key is not what answers here.
+    let pin02 = pubkey(&f, "ftpsite02.com");
+    let out = curl_as(user, &["--ssl-reqd", "-k", "--pinnedpubkey", &pin02, &f.url("")]);
+    assert_eq!(out.status.code(), Some(90), "curl: pinned key mismatch expected: {out:?}");
+
+    // By name (curl sends SNI ftpsite01.com and checks the name): site 1's certificate
+    // verifies, site 2's does not.
+    let resolve = format!("ftpsite01.com:{}:127.0.0.1", f.port);
+    let url = format!("ftp://ftpsite01.com:{}/computer.txt", f.port);
+    let cert01 = cert(&f, "ftpsite01.com").display().to_string();
+    let cert02 = cert(&f, "ftpsite02.com").display().to_string();
+    let out = curl_as(user, &["--ssl-reqd", "--cacert", &cert01, "--resolve", &resolve, &url]);
+    assert_ok("curl FTPS, certificate verified", &out);
+    assert_eq!(out.stdout, b"computer file of ftpsite01.com\n");
+    let out = curl_as(user, &["--ssl-reqd", "--cacert", &cert02, "--resolve", &resolve, &url]);
+    assert_eq!(out.status.code(), Some(60), "curl: verification failure expected: {out:?}");
+
+    // lftp, TLS forced on both channels, verifying the certificate against site 1's
+    // (lftp sends no SNI to an address either, so the name is not checked).
+    let down = f.scratch().join("computer.txt");
+    let lftp_src = f.scratch().join("lftp.bin");
+    let lftp_body = random_bytes(150_017, 12);
+    std::fs::write(&lftp_src, &lftp_body).unwrap();
+    let script = |ca: &str| {
+        format!(
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+             set ssl:verify-certificate yes; set ssl:check-hostname no; set ssl:ca-file {ca}; \
+             open -u 'ftpsite01.com|user1,pass1' ftp://127.0.0.1:{port}; \
+             cls -1; get computer.txt -o {down}; put {src} -o lftp.bin; quit",
+            port = f.port,
+            down = down.display(),
+            src = lftp_src.display()
+        )
+    };
+    let out = lftp(&script(&cert01));
+    assert_ok("lftp FTPS", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "computer.txt\ntest.txt\ntls-up.bin\n");
+    assert_eq!(std::fs::read(&down).unwrap(), b"computer file of ftpsite01.com\n");
+    assert!(std::fs::read(site01(&f).join("lftp.bin")).unwrap() == lftp_body);
+    // And with verification off, as most people start.
+    let out = lftp(&format!(
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; \
+         open -u 'ftpsite01.com|user1,pass1' ftp://127.0.0.1:{port}; cat computer.txt; quit",
+        port = f.port
+    ));
+    assert_ok("lftp FTPS, not verifying", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "computer file of ftpsite01.com\n");
+    // Site 2's certificate does not verify.
+    let out = lftp(&script(&cert02));
+    assert!(!out.status.success(), "lftp accepted site 2's certificate: {out:?}");
+    f.assert_no_temp_files();
+    f.stop();
 }
 
-/// The shipped walkthrough configuration is valid as it stands (paths relative to it).
+fn scenario3_implicit_ftps_on_site02_with_curl(rt) {
+    let f = scenarios(rt);
+    // Site 2 alone answers its implicit port: no host name needed; TLS from the first
+    // byte, data connections protected by default.
+    let pin02 = pubkey(&f, "ftpsite02.com");
+    let ftps = |more: &[&str]| {
+        let mut args = vec!["-k", "--pinnedpubkey", pin02.as_str()];
+        args.extend_from_slice(more);
+        curl_as("user1:pass1", &args)
+    };
+    let out = ftps(&["-l", &f.ftps_url("")]);
+    assert_ok("curl implicit list", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), "readme.txt");
+    let out = ftps(&[&f.ftps_url("readme.txt")]);
+    assert_ok("curl implicit download", &out);
+    assert_eq!(out.stdout, b"home of user1 on ftpsite02.com\n");
+    let src = f.scratch().join("up.bin");
+    let body = random_bytes(200_003, 13);
+    std::fs::write(&src, &body).unwrap();
+    assert_ok("curl implicit upload", &ftps(&["-T", src.to_str().unwrap(), &f.ftps_url("implicit.bin")]));
+    assert!(std::fs::read(home(&f, "user1").join("implicit.bin")).unwrap() == body);
+    let pin01 = pubkey(&f, "ftpsite01.com");
+    let out = curl_as("user1:pass1", &["-k", "--pinnedpubkey", &pin01, &f.ftps_url("")]);
+    assert_eq!(out.status.code(), Some(90), "curl: pinned key mismatch expected: {out:?}");
+
+    // By name: site 2's certificate verifies for ftpsite02.com, site 1's does not.
+    let implicit = f.implicit_port.unwrap();
+    let resolve = format!("ftpsite02.com:{implicit}:127.0.0.1");
+    let url = format!("ftps://ftpsite02.com:{implicit}/readme.txt");
+    let cert01 = cert(&f, "ftpsite01.com").display().to_string();
+    let cert02 = cert(&f, "ftpsite02.com").display().to_string();
+    let out = curl_as("user1:pass1", &["--cacert", &cert02, "--resolve", &resolve, &url]);
+    assert_ok("curl implicit, certificate verified", &out);
+    assert_eq!(out.stdout, b"home of user1 on ftpsite02.com\n");
+    let out = curl_as("user1:pass1", &["--cacert", &cert01, "--resolve", &resolve, &url]);
+    assert_eq!(out.status.code(), Some(60), "curl: verification failure expected: {out:?}");
+
+    // On the shared address, the SNI name curl sends chooses site 2 and its certificate:
+    // no `host|` in the user name, no HOST command.
+    let resolve = format!("ftpsite02.com:{}:127.0.0.1", f.port);
+    let url = format!("ftp://ftpsite02.com:{}/readme.txt", f.port);
+    let out = curl_as("user2:pass2", &["--ssl-reqd", "--cacert", &cert02, "--resolve", &resolve, &url]);
+    assert_ok("curl explicit, site chosen by SNI", &out);
+    assert_eq!(out.stdout, b"home of user2 on ftpsite02.com\n");
+    f.assert_no_temp_files();
+    f.stop();
+}
+
+fn scenario3_each_site_serves_its_own_certificate(rt) {
+    let f = scenarios(rt);
+    let out = python(
+        SCENARIO3_CERTIFICATES,
+        &[
+            &f.port.to_string(),
+            &f.implicit_port.unwrap().to_string(),
+            cert(&f, "ftpsite01.com").to_str().unwrap(),
+            cert(&f, "ftpsite02.com").to_str().unwrap(),
+        ],
+    );
+    assert!(out.ends_with("ok\n"), "{out}");
+    f.stop();
+}
+
+fn scenario3_ftplib_ftp_tls_with_host(rt) {
+    let f = scenarios(rt);
+    let out = python(
+        SCENARIO3_FTPLIB_TLS,
+        &[&f.port.to_string(), cert(&f, "ftpsite02.com").to_str().unwrap()],
+    );
+    assert!(out.ends_with("ok\n"), "{out}");
+    let body: Vec<u8> = (0..=255u8).collect::<Vec<u8>>().repeat(4001);
+    assert!(std::fs::read(home(&f, "user2").join("ftplib.bin")).unwrap() == body);
+    f.assert_no_temp_files();
+    f.stop();
+}
+}
+
+/// The walkthrough configuration is valid as shipped, once the certificates the README
+/// makes are there (paths relative to it).
 #[test]
 fn the_walkthrough_config_is_valid() {
-    let c = wharf_server::ServerConfig::from_file(&examples().join("iis-scenarios.toml"))
+    let tmp = tempfile::tempdir().unwrap();
+    let c = wharf_server::ServerConfig::from_file(&walkthrough_dir(tmp.path()))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.sites.len(), 2);
     assert_eq!(c.users.len(), 4);
-    assert_eq!(c.listen, vec!["127.0.0.1:2121".parse().unwrap()]);
+    let listen: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:2121".parse().unwrap(),
+        "127.0.0.1:2990".parse().unwrap(),
+    ];
+    assert_eq!(c.listen, listen);
+    assert!(
+        c.sites.iter().all(|s| s.tls.is_some()),
+        "both sites offer FTPS"
+    );
+    let implicit: Vec<_> = c
+        .sites
+        .iter()
+        .flat_map(|s| {
+            s.bindings
+                .iter()
+                .filter(|b| b.implicit_tls)
+                .map(|b| (s.name.clone(), b.addr))
+        })
+        .collect();
+    assert_eq!(implicit, [("ftpsite02.com".to_string(), listen[1])]);
+}
+
+/// Without the certificates, the error says which file is missing and where it is named.
+#[test]
+fn the_walkthrough_config_names_missing_certificates() {
+    let e = wharf_server::ServerConfig::from_file(&examples().join("iis-scenarios.toml"))
+        .expect_err("the repository ships no certificates")
+        .to_string();
+    for (key, file) in [
+        ("sites[0].tls.certificate", "tls/ftpsite01.com.crt"),
+        ("sites[0].tls.private_key", "tls/ftpsite01.com.key"),
+        ("sites[1].tls.certificate", "tls/ftpsite02.com.crt"),
+    ] {
+        assert!(
+            e.lines()
+                .any(|l| l.contains("iis-scenarios.toml:") && l.contains(key) && l.contains(file)),
+            "{key} / {file} in:\n{e}"
+        );
+    }
 }
