@@ -40,4 +40,4 @@ pub use path::VPath;
 pub use server::{Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
 pub use site::{Binding, IpNet, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
-pub use tls::{ControlPolicy, DataPolicy, TlsSettings};
+pub use tls::{ClientCertificates, ControlPolicy, DataPolicy, TlsSettings};

@@ -52,6 +52,21 @@ pub enum DataPolicy {
     Deny,
 }
 
+/// Whether the site asks TLS clients for a certificate (IIS "SSL client certificates").
+/// The rustls configuration's client verifier does the asking and checking; this says
+/// which one it is, for what the session must enforce beyond a handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCertificates {
+    /// No CertificateRequest.
+    #[default]
+    Ignore,
+    /// Asked for, and verified when sent; clients without one are welcome.
+    Allow,
+    /// Handshakes without a valid certificate fail, and a login needs a control
+    /// connection that presented one to this site (not to another site on the address).
+    Require,
+}
+
 /// TLS 1.3 tickets a control connection sends. Data connections send none and clients
 /// such as rustls use each ticket once (keeping up to 8 per server), so this is how many
 /// `PROT P` data connections such a client can open per control connection. OpenSSL and
@@ -81,6 +96,9 @@ pub struct TlsSettings {
     /// Whether CCC may return the control channel to plaintext after login (IIS allows
     /// it; on by default). Never while the control policy is `Require`.
     pub allow_ccc: bool,
+    /// What `config`'s client verifier does (set by
+    /// [`TlsSettings::with_client_certificates`]).
+    pub client_certificates: ClientCertificates,
 }
 
 impl TlsSettings {
@@ -93,10 +111,35 @@ impl TlsSettings {
     /// For data connections to resume control sessions, `config` should carry a ticketer
     /// (`rustls::crypto::ring::Ticketer::new()`) and a session cache sized for the site
     /// (`rustls::server::ServerSessionMemoryCache::new(n)`), and send TLS 1.3 tickets.
-    pub fn new(mut config: rustls::ServerConfig) -> TlsSettings {
+    pub fn new(config: rustls::ServerConfig) -> TlsSettings {
+        TlsSettings::with_client_certificates(config, ClientCertificates::Ignore)
+    }
+
+    /// [`TlsSettings::new`] for a `config` whose client verifier does what `client`
+    /// says (`with_no_client_auth()` for `Ignore`; rustls'
+    /// `WebPkiClientVerifier::builder(roots)` with `.allow_unauthenticated()` for
+    /// `Allow`, without for `Require`).
+    ///
+    /// With client certificates, control connections never resume a session: the
+    /// sessions and tickets are shared with other sites, whose handshakes checked other
+    /// certificates or none, so every control connection makes a full handshake with
+    /// this verifier. Data connections resume their control session as usual (rustls
+    /// asks a resumed handshake for no certificate; the session carries the one the
+    /// control connection presented).
+    pub fn with_client_certificates(
+        mut config: rustls::ServerConfig,
+        client: ClientCertificates,
+    ) -> TlsSettings {
         let (tickets, sessions) = (config.ticketer.clone(), config.session_storage.clone());
+        let resume = client == ClientCertificates::Ignore;
         config.send_tls13_tickets = CONTROL_TLS13_TICKETS;
-        config.session_storage = Arc::new(ControlSessions(sessions.clone()));
+        config.session_storage = Arc::new(ControlSessions {
+            inner: sessions.clone(),
+            resume,
+        });
+        if !resume {
+            config.ticketer = Arc::new(IssueOnlyTickets(tickets.clone()));
+        }
         let mut data = config.clone();
         data.send_tls13_tickets = 0;
         data.ticketer = Arc::new(DataTickets(tickets));
@@ -110,6 +153,7 @@ impl TlsSettings {
             require_session_reuse: true,
             strict_close_notify: true,
             allow_ccc: true,
+            client_certificates: client,
         }
     }
 }
@@ -123,6 +167,7 @@ impl std::fmt::Debug for TlsSettings {
             .field("require_session_reuse", &self.require_session_reuse)
             .field("strict_close_notify", &self.strict_close_notify)
             .field("allow_ccc", &self.allow_ccc)
+            .field("client_certificates", &self.client_certificates)
             .finish_non_exhaustive()
     }
 }
@@ -166,22 +211,50 @@ fn token_in_session(session: &[u8]) -> Option<[u8; 16]> {
 
 /// The control connections' session store: TLS 1.2 session IDs are stored for data
 /// connections, but a control connection never resumes one (its session would keep the
-/// old control session's token; tickets, renewed on resumption, are fine).
+/// old control session's token; tickets, renewed on resumption, are fine). Without
+/// `resume` (client certificates) it resumes nothing at all.
 #[derive(Debug)]
-struct ControlSessions(Arc<dyn StoresServerSessions>);
+struct ControlSessions {
+    inner: Arc<dyn StoresServerSessions>,
+    resume: bool,
+}
 
 impl StoresServerSessions for ControlSessions {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.0.put(key, value)
+        self.inner.put(key, value)
     }
     fn get(&self, _key: &[u8]) -> Option<Vec<u8>> {
         None
     }
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.take(key)
+        match self.resume {
+            true => self.inner.take(key),
+            false => None,
+        }
     }
     fn can_cache(&self) -> bool {
-        self.0.can_cache()
+        self.inner.can_cache()
+    }
+}
+
+/// The control connections' ticketer on a site with client certificates: issues tickets
+/// (for its data connections) and accepts none, so every control handshake is a full
+/// one that this site's verifier checks.
+#[derive(Debug)]
+struct IssueOnlyTickets(Arc<dyn ProducesTickets>);
+
+impl ProducesTickets for IssueOnlyTickets {
+    fn enabled(&self) -> bool {
+        self.0.enabled()
+    }
+    fn lifetime(&self) -> u32 {
+        self.0.lifetime()
+    }
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.0.encrypt(plain)
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -243,11 +316,48 @@ pub(crate) enum TlsEnd {
 }
 
 /// The control channel's TLS connection, driven with bytes.
+///
+/// It first reads the ClientHello on its own (rustls' `Acceptor`): the SNI name in it
+/// may choose another site ([`Received::Hello`]), whose configuration — certificate,
+/// client-certificate verifier — then answers the handshake ([`TlsLayer::accept`]).
 pub(crate) struct TlsLayer {
-    conn: Box<rustls::ServerConnection>,
+    state: Box<LayerState>,
     /// After CCC: incoming bytes are TLS records until the peer's close_notify,
     /// plaintext after it. Holds a partial record meanwhile.
     closing: Option<Vec<u8>>,
+}
+
+// Boxed as a whole in `TlsLayer`; `Open` is the state a session lives in.
+#[allow(clippy::large_enum_variant)]
+enum LayerState {
+    /// Reading the ClientHello; `accepted` once it is complete.
+    Hello {
+        acceptor: Box<rustls::server::Acceptor>,
+        accepted: Option<Box<rustls::server::Accepted>>,
+        /// The configuration TLS was started with (the session's site's).
+        fallback: Arc<rustls::ServerConfig>,
+        token: [u8; 16],
+        /// Plaintext queued before the handshake (an implicit binding's greeting).
+        early: Vec<u8>,
+    },
+    Open {
+        conn: rustls::ServerConnection,
+        /// The configuration that answered the ClientHello.
+        config: Arc<rustls::ServerConfig>,
+        /// Whether [`TlsLayer::newly_established`] has reported the handshake.
+        reported: bool,
+    },
+    Failed,
+}
+
+/// What [`TlsLayer::receive`] got to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Every byte was taken.
+    Done,
+    /// The ClientHello is complete, with this SNI name: choose the configuration with
+    /// [`TlsLayer::accept`], then pass the rest of the input again.
+    Hello(Option<String>),
 }
 
 /// What [`TlsLayer::receive_closing`] found.
@@ -260,51 +370,149 @@ pub(crate) enum Closing {
 
 impl TlsLayer {
     /// A new server connection whose session (and every session resumed from it) carries
-    /// `token`.
-    pub(crate) fn new(
-        config: &Arc<rustls::ServerConfig>,
-        token: &[u8],
-    ) -> Result<TlsLayer, rustls::Error> {
-        let mut conn = rustls::ServerConnection::new(config.clone())?;
-        conn.set_resumption_data(token);
-        Ok(TlsLayer {
-            conn: Box::new(conn),
+    /// `token`, answered with `config` unless [`TlsLayer::accept`] is given another.
+    pub(crate) fn new(config: &Arc<rustls::ServerConfig>, token: [u8; 16]) -> TlsLayer {
+        TlsLayer {
+            state: Box::new(LayerState::Hello {
+                acceptor: Box::default(),
+                accepted: None,
+                fallback: config.clone(),
+                token,
+                early: Vec::new(),
+            }),
             closing: None,
-        })
+        }
     }
 
-    /// Takes ciphertext; hands every decrypted byte to `plain`; queues any bytes TLS
-    /// wants to send (handshake, alerts) onto `wire`.
+    /// Takes ciphertext from `bytes` (advancing it); hands every decrypted byte to
+    /// `plain`; queues any bytes TLS wants to send (handshake, alerts) onto `wire`.
+    /// Stops early, with [`Received::Hello`], when the ClientHello is complete.
     pub(crate) fn receive(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &mut &[u8],
+        wire: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> Result<Received, TlsEnd> {
+        match &mut *self.state {
+            LayerState::Hello {
+                acceptor, accepted, ..
+            } => {
+                if let Some(a) = accepted {
+                    let name = a.client_hello().server_name().map(str::to_owned);
+                    return Ok(Received::Hello(name));
+                }
+                while !bytes.is_empty() {
+                    match acceptor.read_tls(bytes) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => return Err(self.fail(e.to_string())),
+                    }
+                    match acceptor.accept() {
+                        Ok(None) => {}
+                        Ok(Some(a)) => {
+                            let name = a.client_hello().server_name().map(str::to_owned);
+                            *accepted = Some(Box::new(a));
+                            return Ok(Received::Hello(name));
+                        }
+                        Err((e, mut alert)) => {
+                            let _ = alert.write_all(wire);
+                            return Err(self.fail(e.to_string()));
+                        }
+                    }
+                }
+                Ok(Received::Done)
+            }
+            LayerState::Open { .. } => {
+                while !bytes.is_empty() {
+                    let LayerState::Open { conn, .. } = &mut *self.state else {
+                        break;
+                    };
+                    match conn.read_tls(bytes) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => return Err(TlsEnd::Failed(e.to_string())),
+                    }
+                    self.process(wire, plain)?;
+                }
+                self.flush(wire);
+                Ok(Received::Done)
+            }
+            LayerState::Failed => Err(TlsEnd::Failed("TLS already failed".into())),
+        }
+    }
+
+    fn fail(&mut self, why: String) -> TlsEnd {
+        *self.state = LayerState::Failed;
+        TlsEnd::Failed(why)
+    }
+
+    /// After [`Received::Hello`]: answers the handshake with `config` (the site the SNI
+    /// name chose), or the configuration TLS started with.
+    pub(crate) fn accept(
+        &mut self,
+        config: Option<Arc<rustls::ServerConfig>>,
         wire: &mut Vec<u8>,
         plain: &mut Vec<u8>,
     ) -> Result<(), TlsEnd> {
-        while !bytes.is_empty() {
-            match self.conn.read_tls(&mut bytes) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(TlsEnd::Failed(e.to_string())),
-            }
-            if let Err(e) = self.conn.process_new_packets() {
+        let state = std::mem::replace(&mut *self.state, LayerState::Failed);
+        let LayerState::Hello {
+            accepted: Some(accepted),
+            fallback,
+            token,
+            early,
+            ..
+        } = state
+        else {
+            *self.state = state;
+            return Ok(());
+        };
+        let config = config.unwrap_or(fallback);
+        match (*accepted).into_connection(config.clone()) {
+            Ok(mut conn) => {
+                conn.set_resumption_data(&token);
+                // Buffered by rustls until the handshake is complete.
+                let _ = conn.writer().write_all(&early);
+                *self.state = LayerState::Open {
+                    conn,
+                    config,
+                    reported: false,
+                };
+                // Whatever arrived behind the ClientHello.
+                self.process(wire, plain)?;
                 self.flush(wire);
-                return Err(TlsEnd::Failed(e.to_string()));
+                Ok(())
             }
-            if self.drain_plaintext(plain)? {
-                self.flush(wire);
-                return Err(TlsEnd::CloseNotify);
+            Err((e, mut alert)) => {
+                let _ = alert.write_all(wire);
+                Err(TlsEnd::Failed(e.to_string()))
             }
         }
-        self.flush(wire);
+    }
+
+    /// Processes the records read so far; moves plaintext out.
+    fn process(&mut self, wire: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), TlsEnd> {
+        let LayerState::Open { conn, .. } = &mut *self.state else {
+            return Ok(());
+        };
+        if let Err(e) = conn.process_new_packets() {
+            self.flush(wire);
+            return Err(TlsEnd::Failed(e.to_string()));
+        }
+        if Self::drain_plaintext(conn, plain)? {
+            self.flush(wire);
+            return Err(TlsEnd::CloseNotify);
+        }
         Ok(())
     }
 
     /// Moves decrypted bytes out; true once the peer has sent close_notify.
-    fn drain_plaintext(&mut self, plain: &mut Vec<u8>) -> Result<bool, TlsEnd> {
+    fn drain_plaintext(
+        conn: &mut rustls::ServerConnection,
+        plain: &mut Vec<u8>,
+    ) -> Result<bool, TlsEnd> {
         let mut chunk = [0u8; 4096];
         loop {
-            match self.conn.reader().read(&mut chunk) {
+            match conn.reader().read(&mut chunk) {
                 Ok(0) => return Ok(true),
                 Ok(n) => plain.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -313,24 +521,69 @@ impl TlsLayer {
         }
     }
 
-    /// Encrypts `plain` (buffered by rustls until the handshake is done) onto `wire`.
+    /// Encrypts `plain` (buffered until the handshake is done) onto `wire`.
     pub(crate) fn send(&mut self, plain: &[u8], wire: &mut Vec<u8>) {
-        // Writing into rustls' own buffer cannot fail short of running out of memory.
-        let _ = self.conn.writer().write_all(plain);
-        self.flush(wire);
+        match &mut *self.state {
+            LayerState::Hello { early, .. } => early.extend_from_slice(plain),
+            LayerState::Open { conn, .. } => {
+                // Writing into rustls' own buffer cannot fail short of running out of
+                // memory.
+                let _ = conn.writer().write_all(plain);
+                self.flush(wire);
+            }
+            LayerState::Failed => {}
+        }
     }
 
-    /// Sends close_notify.
+    /// Sends close_notify (nothing before the handshake has started).
     pub(crate) fn close(&mut self, wire: &mut Vec<u8>) {
-        self.conn.send_close_notify();
+        if let LayerState::Open { conn, .. } = &mut *self.state {
+            conn.send_close_notify();
+        }
         self.flush(wire);
     }
 
     pub(crate) fn flush(&mut self, wire: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            if self.conn.write_tls(wire).is_err() {
+        let LayerState::Open { conn, .. } = &mut *self.state else {
+            return;
+        };
+        while conn.wants_write() {
+            if conn.write_tls(wire).is_err() {
                 break;
             }
+        }
+    }
+
+    /// True once, when the handshake has completed.
+    pub(crate) fn newly_established(&mut self) -> bool {
+        match &mut *self.state {
+            LayerState::Open { conn, reported, .. } if !*reported && !conn.is_handshaking() => {
+                *reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The client's certificate (the leaf), verified by the configuration's client
+    /// verifier, once the handshake is complete.
+    pub(crate) fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        match &*self.state {
+            LayerState::Open { conn, .. } if !conn.is_handshaking() => {
+                conn.peer_certificates()?.first()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the completed handshake was answered with `config` (and so checked the
+    /// client with its verifier).
+    pub(crate) fn answered_with(&self, config: &Arc<rustls::ServerConfig>) -> bool {
+        match &*self.state {
+            LayerState::Open {
+                conn, config: used, ..
+            } => !conn.is_handshaking() && Arc::ptr_eq(used, config),
+            _ => false,
         }
     }
 
@@ -380,8 +633,8 @@ impl TlsLayer {
                 break;
             }
             at += len;
-            match self.receive(&rest[..len], wire, plain) {
-                Ok(()) => {}
+            match self.receive(&mut &rest[..len], wire, plain) {
+                Ok(_) => {}
                 Err(TlsEnd::CloseNotify) => {
                     // Answer it (nothing happens if ours went out already).
                     self.close(wire);
@@ -393,11 +646,6 @@ impl TlsLayer {
         pending.drain(..at);
         self.closing = Some(pending);
         Ok(Closing::Waiting)
-    }
-
-    /// The SNI name the client asked for, once known.
-    pub(crate) fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
     }
 }
 
@@ -454,6 +702,8 @@ pub struct DataTls {
     peer_closed: bool,
     /// The token of the session a TLS 1.2 handshake resumed (see `note_resumed`).
     resumed: Option<[u8; 16]>,
+    /// The connection must carry a client certificate (`ClientCertificates::Require`).
+    client_certificate: bool,
 }
 
 impl DataTls {
@@ -461,6 +711,7 @@ impl DataTls {
         config: &Arc<rustls::ServerConfig>,
         expect: Option<[u8; 16]>,
         strict_close: bool,
+        client_certificate: bool,
     ) -> Result<DataTls, rustls::Error> {
         Ok(DataTls {
             conn: Box::new(rustls::ServerConnection::new(config.clone())?),
@@ -470,6 +721,7 @@ impl DataTls {
             failed: false,
             peer_closed: false,
             resumed: None,
+            client_certificate,
         })
     }
 
@@ -512,6 +764,16 @@ impl DataTls {
                 self.failed = true;
                 self.conn.send_close_notify();
                 return Err(DataTlsError::NotResumed);
+            }
+            // A full handshake without a certificate fails in rustls already; a resumed
+            // one carries the certificate of the session it resumed, if that had one
+            // (with session reuse off, it may be another site's session).
+            if self.client_certificate && self.conn.peer_certificates().is_none() {
+                self.failed = true;
+                self.conn.send_close_notify();
+                return Err(DataTlsError::Handshake(
+                    "no client certificate (client_certificates = require)".into(),
+                ));
             }
             self.bound = true;
         }
@@ -622,8 +884,130 @@ impl std::fmt::Debug for DataTls {
 /// and close policy); a connection's state cannot be compared.
 impl PartialEq for DataTls {
     fn eq(&self, other: &Self) -> bool {
-        self.expect == other.expect && self.strict_close == other.strict_close
+        self.expect == other.expect
+            && self.strict_close == other.strict_close
+            && self.client_certificate == other.client_certificate
     }
 }
 
 impl Eq for DataTls {}
+
+/// The subject of a DER certificate, for logs: its attributes in certificate order,
+/// `CN=alice, O=Example`, well-known ones by name, others by OID; control characters
+/// are replaced, so a name cannot forge log lines. `?` when the DER is not understood
+/// (a certificate rustls verified always is).
+pub fn certificate_subject(der: &[u8]) -> String {
+    subject(der).unwrap_or_else(|| "?".to_string())
+}
+
+/// One DER element: (tag, contents, the rest after it). Single-byte tags, definite
+/// lengths of up to four bytes.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    let body = rest.get(..len)?;
+    Some((tag, body, &rest[len..]))
+}
+
+fn subject(der: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_element(cert)? else {
+        return None;
+    };
+    // version [0] (optional), serialNumber, signature, issuer, validity, subject.
+    let mut rest = tbs;
+    let (tag, _, after) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..4 {
+        rest = der_element(rest)?.2;
+    }
+    let (SEQUENCE, mut name, _) = der_element(rest)? else {
+        return None;
+    };
+    let mut parts = Vec::new();
+    while !name.is_empty() {
+        let (_set, mut rdn, after) = der_element(name)?;
+        name = after;
+        while !rdn.is_empty() {
+            let (_seq, atv, after) = der_element(rdn)?;
+            rdn = after;
+            let (0x06, oid, value) = der_element(atv)? else {
+                return None;
+            };
+            let (vtag, value, _) = der_element(value)?;
+            let label = match oid {
+                [0x55, 0x04, 0x03] => "CN".to_string(),
+                [0x55, 0x04, 0x06] => "C".to_string(),
+                [0x55, 0x04, 0x07] => "L".to_string(),
+                [0x55, 0x04, 0x08] => "ST".to_string(),
+                [0x55, 0x04, 0x0a] => "O".to_string(),
+                [0x55, 0x04, 0x0b] => "OU".to_string(),
+                [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => {
+                    "emailAddress".to_string()
+                }
+                _ => oid.iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            let text = match vtag {
+                // UTF8String, PrintableString, T61String, IA5String.
+                0x0c | 0x13 | 0x14 | 0x16 => String::from_utf8_lossy(value).into_owned(),
+                _ => format!(
+                    "#{}",
+                    value.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+            };
+            let text: String = text
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            parts.push(format!("{label}={text}"));
+        }
+    }
+    Some(parts.join(", "))
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    #[test]
+    fn subjects_of_generated_certificates() {
+        let mut params = rcgen::CertificateParams::new(vec!["ftp.example.com".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example\nCorp");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(certificate_subject(cert.der()), "O=Example?Corp, CN=alice");
+        // Anything else is "?", never a panic.
+        let der = cert.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = certificate_subject(&der[..cut]);
+        }
+        assert_eq!(certificate_subject(b""), "?");
+        assert_eq!(
+            certificate_subject(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            "?"
+        );
+    }
+}

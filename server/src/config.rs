@@ -15,11 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use wharf_core::{
-    Binding, ControlPolicy, DataPolicy, IpNet, Isolation, ListingStyle, Messages, PasvAddress,
-    Rule, Rules, SessionConfig, Sites, SitesError, Timeouts, TlsSettings, VPath, VirtualDir, Who,
+    Binding, ClientCertificates, ControlPolicy, DataPolicy, IpNet, Isolation, ListingStyle,
+    Messages, PasvAddress, Rule, Rules, SessionConfig, Sites, SitesError, Timeouts, TlsSettings,
+    VPath, VirtualDir, Who,
 };
 
-use crate::tls::{SiteTls, TlsShared};
+use crate::tls::{ClientCa, SiteTls, TlsShared};
 use crate::users::UserEntry;
 use crate::w3c::LogOutput;
 use wharf_core::policy::limits::ServerRules;
@@ -304,6 +305,8 @@ struct RawTls {
     require_tls_session_reuse: Option<bool>,
     strict_close_notify: Option<bool>,
     allow_ccc: Option<bool>,
+    client_certificates: Option<Spanned<String>>,
+    client_ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -597,6 +600,7 @@ fn check_tls(
         Some(v) => c.check(v, parse_data_policy),
         None => Some(DataPolicy::Allow),
     };
+    let clients = check_client_certificates(c, raw, base);
     let certificate = base.join(raw.certificate.get_ref());
     let private_key = base.join(raw.private_key.get_ref());
     let mut missing = false;
@@ -632,14 +636,15 @@ fn check_tls(
             }
         }
     }
-    let config = match site.server_config(shared.as_ref()?) {
+    let (client_mode, client_ca) = clients?;
+    let config = match site.server_config_for_clients(shared.as_ref()?, client_ca.as_ref()) {
         Ok(config) => config,
         Err(e) => {
             c.error(raw.certificate.span(), e);
             return None;
         }
     };
-    let mut settings = TlsSettings::new(config);
+    let mut settings = TlsSettings::with_client_certificates(config, client_mode);
     settings.control = control?;
     settings.data = data?;
     settings.exempt_anonymous = raw.exempt_anonymous;
@@ -647,6 +652,53 @@ fn check_tls(
     settings.strict_close_notify = raw.strict_close_notify.unwrap_or(true);
     settings.allow_ccc = raw.allow_ccc.unwrap_or(true);
     Some((settings, site))
+}
+
+/// `client_certificates` and `client_ca`: the mode, and the CA bundle it needs (loaded).
+/// `None` after an error.
+fn check_client_certificates(
+    c: &mut Checker<'_>,
+    raw: &RawTls,
+    base: &Path,
+) -> Option<(ClientCertificates, Option<ClientCa>)> {
+    let mode = match &raw.client_certificates {
+        Some(v) => c.check(v, |s| match s.as_str() {
+            "ignore" => Ok(ClientCertificates::Ignore),
+            "allow" => Ok(ClientCertificates::Allow),
+            "require" => Ok(ClientCertificates::Require),
+            _ => Err(format!(
+                "{s:?} is not a client-certificate mode: \"ignore\", \"allow\" or \"require\""
+            )),
+        })?,
+        None => ClientCertificates::Ignore,
+    };
+    match (&raw.client_ca, mode) {
+        (None, ClientCertificates::Ignore) => Some((mode, None)),
+        (Some(ca), ClientCertificates::Ignore) => {
+            c.error(
+                ca.span(),
+                "client_ca has no effect unless client_certificates is \"allow\" or \"require\"",
+            );
+            None
+        }
+        (None, _) => {
+            let at = raw.client_certificates.as_ref().map_or(0..0, |v| v.span());
+            c.error(
+                at,
+                format!(
+                    "client_certificates = {:?} needs client_ca = \"ca.pem\": the PEM bundle of the CAs whose client certificates are accepted",
+                    raw.client_certificates.as_ref().map_or("", |v| v.get_ref())
+                ),
+            );
+            None
+        }
+        (Some(ca), _) => {
+            let path = base.join(ca.get_ref());
+            let required = mode == ClientCertificates::Require;
+            let loaded = c.check(ca, |_| ClientCa::load(&path, required))?;
+            Some((mode, Some(loaded)))
+        }
+    }
 }
 
 fn seconds(c: &mut Checker<'_>, v: &Option<Spanned<u64>>, default: u64) -> Duration {

@@ -1074,3 +1074,92 @@ fn each_site_logs_into_its_own_directory_or_the_central_one() {
     assert_eq!(outputs[0].0, None);
     assert_eq!(outputs[0].1.directory, Path::new("/etc/w/all"));
 }
+
+#[test]
+fn client_certificates_need_a_readable_ca_bundle() {
+    let r = root();
+    let ca = root();
+    crate::tls::ensure_self_signed(ca.path(), &["Test CA"]).unwrap();
+    std::fs::copy(ca.path().join("cert.pem"), r.path().join("ca.pem")).unwrap();
+    let mode_of = |keys: &str| {
+        let (text, file) = with_tls(r.path(), "", keys);
+        let c = ServerConfig::from_toml_str(&text, &file).unwrap_or_else(|e| panic!("{e}"));
+        c.sites[0].session.tls.as_ref().unwrap().client_certificates
+    };
+    assert_eq!(mode_of(""), ClientCertificates::Ignore);
+    assert_eq!(
+        mode_of("client_certificates = \"ignore\""),
+        ClientCertificates::Ignore
+    );
+    assert_eq!(
+        mode_of("client_certificates = \"allow\"\nclient_ca = \"ca.pem\""),
+        ClientCertificates::Allow
+    );
+    assert_eq!(
+        mode_of("client_certificates = \"require\"\nclient_ca = \"ca.pem\""),
+        ClientCertificates::Require
+    );
+
+    // Each mistake: the key, its line, and what to do.
+    let error_for = |keys: &str| {
+        let (text, file) = with_tls(r.path(), "", keys);
+        let e = ServerConfig::from_toml_str(&text, &file).unwrap_err().0;
+        assert_eq!(e.len(), 1, "{keys}: {e:?}");
+        let e = e.into_iter().next().unwrap();
+        let key = e.key.clone().unwrap_or_default();
+        let line = text.lines().nth(e.line - 1).unwrap_or_default().to_string();
+        assert!(
+            line.starts_with(key.trim_start_matches("site.tls.")),
+            "{e:?} at {line:?}"
+        );
+        (key, e.message)
+    };
+    let (key, msg) = error_for("client_certificates = \"require\"");
+    assert_eq!(key, "site.tls.client_certificates");
+    assert!(msg.contains("needs client_ca"), "{msg}");
+    let (key, msg) = error_for("client_certificates = \"allow\"");
+    assert_eq!(key, "site.tls.client_certificates");
+    assert!(msg.contains("needs client_ca"), "{msg}");
+    let (key, msg) = error_for("client_certificates = \"always\"\nclient_ca = \"ca.pem\"");
+    assert_eq!(key, "site.tls.client_certificates");
+    assert!(msg.contains("\"require\""), "{msg}");
+    let (key, msg) = error_for("client_ca = \"ca.pem\"");
+    assert_eq!(key, "site.tls.client_ca");
+    assert!(msg.contains("no effect"), "{msg}");
+    let (key, msg) = error_for("client_certificates = \"require\"\nclient_ca = \"nowhere.pem\"");
+    assert_eq!(key, "site.tls.client_ca");
+    assert!(
+        msg.contains("nowhere.pem") && msg.contains("No such file"),
+        "{msg}"
+    );
+    // A private key, a directory, garbage: not a CA bundle.
+    std::fs::write(r.path().join("garbage.pem"), b"\x00\xffnot pem at all").unwrap();
+    for (file, says) in [
+        ("key.pem", "BEGIN CERTIFICATE"),
+        ("garbage.pem", "BEGIN CERTIFICATE"),
+        (".", "directory"),
+    ] {
+        let keys = format!("client_certificates = \"require\"\nclient_ca = \"{file}\"");
+        let (key, msg) = error_for(&keys);
+        assert_eq!(key, "site.tls.client_ca");
+        assert!(msg.contains(says), "{file}: {msg}");
+    }
+
+    // A missing CA and a missing certificate: both reported.
+    let (text, file) = with_tls(
+        r.path(),
+        "",
+        "client_certificates = \"require\"\nclient_ca = \"nowhere.pem\"",
+    );
+    let text = text.replacen("\"cert.pem\"", "\"gone.pem\"", 1);
+    let e = ServerConfig::from_toml_str(&text, &file).unwrap_err().0;
+    let keys: Vec<_> = e
+        .iter()
+        .map(|e| e.key.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        keys,
+        ["site.tls.certificate", "site.tls.client_ca"],
+        "{e:?}"
+    );
+}

@@ -11,9 +11,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
-    StoresServerSessions,
+    StoresServerSessions, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
 
@@ -110,21 +111,95 @@ impl SiteTls {
     /// The site's rustls configuration: TLS 1.3 and 1.2 with rustls' default cipher
     /// suites, this certificate (or, for an SNI name bound to another site, that site's),
     /// and the server's shared tickets and session cache (so data connections can resume
-    /// their control session).
+    /// their control session). Clients are asked for no certificate.
     pub fn server_config(&self, shared: &TlsShared) -> Result<rustls::ServerConfig, String> {
+        self.server_config_for_clients(shared, None)
+    }
+
+    /// [`SiteTls::server_config`], asking clients for a certificate that `clients`
+    /// verifies, when given.
+    pub fn server_config_for_clients(
+        &self,
+        shared: &TlsShared,
+        clients: Option<&ClientCa>,
+    ) -> Result<rustls::ServerConfig, String> {
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
         let resolver = SniResolver {
             own: self.resolver.clone(),
             names: shared.names.clone(),
         };
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
-            .map_err(|e| format!("TLS configuration: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let builder = match clients {
+            Some(ca) => builder.with_client_cert_verifier(ca.verifier.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.ticketer = shared.ticketer.clone();
         config.session_storage = shared.sessions.clone();
         Ok(config)
+    }
+}
+
+/// The CA bundle a site checks client certificates against (`client_ca`), and whether
+/// clients must present one (`client_certificates = "require"`) or may
+/// (`"allow"`). Read when the configuration is loaded; SIGHUP does not re-read it.
+#[derive(Clone)]
+pub struct ClientCa {
+    /// The PEM bundle of CA certificates.
+    pub path: PathBuf,
+    /// Handshakes without a valid client certificate fail.
+    pub required: bool,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCa")
+            .field("path", &self.path)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCa {
+    /// Reads the bundle: every certificate in it is a trust anchor for client
+    /// certificates. The error names the file and what is wrong with it.
+    pub fn load(path: &Path, required: bool) -> Result<ClientCa, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{}: no \"BEGIN CERTIFICATE\" block (client_ca is the PEM bundle of the CAs that sign client certificates)",
+                path.display()
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "{}: certificate {} is not usable as a CA: {e}",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        }
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+        let builder = match required {
+            true => builder,
+            false => builder.allow_unauthenticated(),
+        };
+        let verifier = builder
+            .build()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ClientCa {
+            path: path.to_path_buf(),
+            required,
+            verifier,
+        })
     }
 }
 

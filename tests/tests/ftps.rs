@@ -469,3 +469,185 @@ fn an_upload_cut_without_close_notify_is_discarded(rt) {
     f.stop();
 }
 }
+
+/// A test CA with one client certificate it signed, and a client certificate it did not
+/// sign (self-signed, same name), in a directory that lives as long as the value.
+struct ClientCerts {
+    _dir: tempfile::TempDir,
+    ca: wharf_tests::certs::TestCa,
+    client: wharf_tests::certs::CertFiles,
+    stranger: wharf_tests::certs::CertFiles,
+}
+
+impl ClientCerts {
+    fn new() -> ClientCerts {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = wharf_tests::certs::TestCa::new(dir.path(), "wharf test CA");
+        let client = ca.client(dir.path(), "alice");
+        let stranger = wharf_tests::certs::TestCa::new(&dir.path().join("other"), "other CA")
+            .client(&dir.path().join("other"), "alice");
+        ClientCerts {
+            _dir: dir,
+            ca,
+            client,
+            stranger,
+        }
+    }
+
+    /// The `[site.tls]` keys for `mode`, trusting this CA.
+    fn keys(&self, mode: &str) -> String {
+        format!(
+            "client_certificates = \"{mode}\"\nclient_ca = {:?}\n",
+            self.ca.files.cert_str()
+        )
+    }
+}
+
+/// curl explicit FTPS as alice, with `cert` (a client certificate) if given.
+fn curl_with_cert(
+    f: &Fixture,
+    cert: Option<&wharf_tests::certs::CertFiles>,
+    more: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["-v", "--ssl-reqd", "--cacert", f.cacert(), "-u", ALICE];
+    if let Some(c) = cert {
+        args.extend_from_slice(&["--cert", c.cert_str(), "--key", c.key_str()]);
+    }
+    args.extend_from_slice(more);
+    curl_output(&args)
+}
+
+#[track_caller]
+fn refused_without_login(what: &str, out: &std::process::Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: succeeded\n{err}");
+    assert!(!err.contains("< 230"), "{what}: logged in\n{err}");
+}
+
+wharf_tests::per_runtime! {
+fn client_certificates_required_with_curl(rt) {
+    let certs = ClientCerts::new();
+    let f = Fixture::with_tls(rt, &certs.keys("require"));
+    let cert = Some(&certs.client);
+    // With a certificate from the CA: list, download and upload, every data connection
+    // resuming the control session (no second certificate request), on TLS 1.3 and 1.2.
+    for tls in [&[][..], &["--tls-max", "1.2"][..]] {
+        let out = curl_with_cert(&f, cert, &[tls, &[f.url("").as_str()][..]].concat());
+        assert_ok("list", &out);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("big.bin"));
+        let out = curl_with_cert(&f, cert, &[tls, &[f.url("big.bin").as_str()][..]].concat());
+        assert_ok("download", &out);
+        assert!(out.stdout == std::fs::read(f.root.join("big.bin")).unwrap());
+        let src = f.scratch().join("up.bin");
+        let body = random_bytes(1_000_003, tls.len() as u64 + 1);
+        std::fs::write(&src, &body).unwrap();
+        let url = f.url("up.bin");
+        let up = [tls, &["-T", src.to_str().unwrap(), &url][..]].concat();
+        assert_ok("upload", &curl_with_cert(&f, cert, &up));
+        assert!(std::fs::read(f.root.join("up.bin")).unwrap() == body);
+    }
+    // Without one, or with one the CA did not sign: no login, no transfer.
+    refused_without_login("no certificate", &curl_with_cert(&f, None, &[&f.url("hello.txt")]));
+    let out = curl_with_cert(&f, Some(&certs.stranger), &[&f.url("hello.txt")]);
+    refused_without_login("a stranger's certificate", &out);
+    // In plaintext, the login is refused for want of TLS (the control policy itself is
+    // "allow").
+    let out = curl_output(&["-v", "-u", ALICE, &f.url("hello.txt")]);
+    refused_without_login("plaintext", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("< 530 This site requires TLS with a client certificate"), "{err}");
+    f.assert_no_temp_files();
+    f.stop();
+}
+
+fn client_certificates_allowed_with_curl(rt) {
+    let certs = ClientCerts::new();
+    let f = Fixture::with_tls(rt, &certs.keys("allow"));
+    // With or without a certificate; but one that is sent must verify.
+    let with = curl_with_cert(&f, Some(&certs.client), &[&f.url("hello.txt")]);
+    assert_ok("with a certificate", &with);
+    assert_eq!(with.stdout, b"hello, world\n");
+    let without = curl_with_cert(&f, None, &[&f.url("hello.txt")]);
+    assert_ok("without a certificate", &without);
+    assert_eq!(without.stdout, b"hello, world\n");
+    let src = f.scratch().join("up.bin");
+    let body = random_bytes(500_001, 5);
+    std::fs::write(&src, &body).unwrap();
+    let up = curl_with_cert(&f, None, &["-T", src.to_str().unwrap(), &f.url("up.bin")]);
+    assert_ok("upload without a certificate", &up);
+    assert!(std::fs::read(f.root.join("up.bin")).unwrap() == body);
+    let out = curl_with_cert(&f, Some(&certs.stranger), &[&f.url("hello.txt")]);
+    refused_without_login("a stranger's certificate", &out);
+    // Plaintext is still allowed (the control policy is "allow").
+    assert_eq!(curl(&["-u", ALICE, &f.url("hello.txt")]), b"hello, world\n");
+    f.stop();
+}
+
+fn client_certificates_required_with_implicit_tls_lftp_and_python(rt) {
+    let certs = ClientCerts::new();
+    let f = Fixture::with_implicit_tls(rt, &certs.keys("require"));
+    let c = &certs.client;
+    // curl, implicit FTPS.
+    let tls = ["--cacert", f.cacert(), "-u", ALICE, "--cert", c.cert_str(), "--key", c.key_str()];
+    let got = curl(&[&tls[..], &[&f.ftps_url("big.bin")]].concat());
+    assert!(got == std::fs::read(f.root.join("big.bin")).unwrap());
+    let out = curl_output(&["--cacert", f.cacert(), "-u", ALICE, &f.ftps_url("hello.txt")]);
+    assert!(!out.status.success(), "implicit FTPS without a certificate: {out:?}");
+    // lftp (GnuTLS) with its certificate, both ways.
+    let down = f.scratch().join("down.bin");
+    let src = f.scratch().join("lftp.bin");
+    let body = random_bytes(333_333, 8);
+    std::fs::write(&src, &body).unwrap();
+    let script = |cert: &wharf_tests::certs::CertFiles| {
+        format!(
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; \
+             set ssl:cert-file {}; set ssl:key-file {}; \
+             open -u alice,s3cret ftp://127.0.0.1:{}; get big.bin -o {}; put {} -o lftp.bin; quit",
+            cert.cert_str(),
+            cert.key_str(),
+            f.port,
+            down.display(),
+            src.display()
+        )
+    };
+    assert_ok("lftp with a certificate", &lftp(&script(c)));
+    assert!(std::fs::read(&down).unwrap() == std::fs::read(f.root.join("big.bin")).unwrap());
+    assert!(std::fs::read(f.root.join("lftp.bin")).unwrap() == body);
+    let out = lftp(&script(&certs.stranger));
+    assert!(!out.status.success(), "lftp with a stranger's certificate: {out:?}");
+    // Python's ssl: the control channel with and without a certificate.
+    let out = python(
+        PYTHON_CLIENT_CERT,
+        &[&f.port.to_string(), c.cert_str(), c.key_str()],
+    );
+    assert_eq!(out, "with: 230\nwithout: refused\n");
+    f.assert_no_temp_files();
+    f.stop();
+}
+}
+
+/// ftplib's FTP_TLS logging in with a client certificate, then without one.
+const PYTHON_CLIENT_CERT: &str = r#"
+import ftplib, ssl, sys
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def ctx(with_cert):
+    c = ssl.create_default_context()
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    if with_cert:
+        c.load_cert_chain(cert, key)
+    return c
+ftp = ftplib.FTP_TLS(context=ctx(True))
+ftp.connect("127.0.0.1", port, timeout=30)
+ftp.auth()
+print("with:", ftp.login("alice", "s3cret")[:3])
+ftp.quit()
+ftp = ftplib.FTP_TLS(context=ctx(False))
+ftp.connect("127.0.0.1", port, timeout=30)
+try:
+    ftp.auth()
+    ftp.login("alice", "s3cret")
+    print("without: logged in")
+except (ssl.SSLError, OSError, EOFError, ftplib.Error) as e:
+    print("without: refused")
+"#;

@@ -44,6 +44,10 @@ impl Session {
                 "Several sites share this address: send HOST name first, or log in as USER host|user.",
             );
         }
+        if let Some(refusal) = self.client_certificate_refusal() {
+            self.login = Login::Start;
+            return self.reply(530, refusal);
+        }
         let anonymous = is_anonymous_name(name);
         if anonymous && !self.config.allow_anonymous {
             self.set_substatus(crate::log::SubStatus::AnonymousDenied);
@@ -89,6 +93,29 @@ impl Session {
         }
     }
 
+    /// Under `client_certificates = "require"`, a login needs a protected control
+    /// connection whose handshake this site's configuration answered, so that its
+    /// verifier checked the certificate the client presented (another site's on the
+    /// same address may ask for none, or trust another CA).
+    fn client_certificate_refusal(&self) -> Option<&'static str> {
+        let settings = self.config.tls.as_ref()?;
+        if settings.client_certificates != crate::tls::ClientCertificates::Require {
+            return None;
+        }
+        let tls = self.tls.as_ref().filter(|t| !t.is_closing());
+        match tls {
+            None => Some("This site requires TLS with a client certificate: AUTH TLS first."),
+            Some(t) if !t.answered_with(&settings.config) => Some(
+                "This site requires a client certificate, but TLS was set up for another \
+                 site: name this one before the handshake (SNI, or HOST before AUTH TLS).",
+            ),
+            Some(t) if t.peer_certificate().is_none() => {
+                Some("This site requires a client certificate.")
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Makes site `i` the one this session talks to.
     pub(super) fn select_site(&mut self, i: usize) {
         self.site = Some(i);
@@ -121,6 +148,11 @@ impl Session {
         };
         if self.refuse_banned(now) {
             return;
+        }
+        if let Some(refusal) = self.client_certificate_refusal() {
+            // TLS may have changed since USER (AUTH after USER, CCC).
+            self.login = Login::Start;
+            return self.reply(530, refusal);
         }
         if anonymous {
             let principal = Principal {

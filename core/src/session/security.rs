@@ -29,9 +29,7 @@ impl Session {
             tracing::warn!(session = %self.id, "plaintext pipelined after AUTH TLS; closing");
             return self.close();
         }
-        if !self.start_tls(&settings) {
-            self.close();
-        }
+        self.start_tls(&settings);
     }
 
     pub(super) fn cmd_pbsz(&mut self, arg: &str) {

@@ -15,7 +15,7 @@ use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
 use crate::site::{Listener, Sites, View};
-use crate::tls::{Closing, TlsEnd, TlsLayer};
+use crate::tls::{Closing, Received, TlsEnd, TlsLayer};
 
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,16 +260,13 @@ impl Session {
             config,
         };
         if listener.implicit_tls {
-            let started = match s.config.tls.clone() {
+            match s.config.tls.clone() {
                 Some(settings) => s.start_tls(&settings),
                 None => {
                     tracing::error!(site = %s.config.site_name, "implicit TLS binding without TLS settings");
-                    false
+                    s.close();
+                    return s;
                 }
-            };
-            if !started {
-                s.close();
-                return s;
             }
             s.pbsz = true;
             s.prot_private = true;
@@ -684,34 +681,8 @@ impl Session {
 
     /// Control bytes from the peer: straight to the framer, or through TLS first.
     fn receive(&mut self, bytes: &[u8]) {
-        let Some(tls) = &mut self.tls else {
-            return self.framer.feed(bytes);
-        };
         let mut plain = Vec::new();
-        let mut sni = None;
-        let result = if tls.is_closing() {
-            match tls.receive_closing(bytes, &mut self.out, &mut plain) {
-                Ok(Closing::Waiting) => Ok(()),
-                Ok(Closing::Done(rest)) => {
-                    // CCC is complete: what follows the peer's close_notify is plaintext.
-                    self.tls = None;
-                    self.timers.stop(Timer::CccClose);
-                    plain.extend_from_slice(&rest);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            let result = tls.receive(bytes, &mut self.out, &mut plain);
-            if !self.host_given && matches!(self.login, Login::Start) {
-                sni = tls.server_name().map(str::to_owned);
-            }
-            result
-        };
-        if let Some(name) = sni {
-            // The SNI name chooses the site as HOST would (before any command of it runs).
-            self.select_site_by_sni(&name);
-        }
+        let result = self.receive_tls(bytes, &mut plain);
         self.framer.feed(&plain);
         match result {
             Ok(()) => {}
@@ -724,22 +695,67 @@ impl Session {
         }
     }
 
+    /// [`Self::receive`] through TLS: decrypted bytes go to `plain`.
+    fn receive_tls(&mut self, bytes: &[u8], plain: &mut Vec<u8>) -> Result<(), TlsEnd> {
+        let Some(tls) = &mut self.tls else {
+            plain.extend_from_slice(bytes);
+            return Ok(());
+        };
+        if tls.is_closing() {
+            return match tls.receive_closing(bytes, &mut self.out, plain)? {
+                Closing::Waiting => Ok(()),
+                Closing::Done(rest) => {
+                    // CCC is complete: what follows the peer's close_notify is plaintext.
+                    self.tls = None;
+                    self.timers.stop(Timer::CccClose);
+                    plain.extend_from_slice(&rest);
+                    Ok(())
+                }
+            };
+        }
+        let mut rest = bytes;
+        loop {
+            let Some(tls) = &mut self.tls else {
+                return Ok(());
+            };
+            match tls.receive(&mut rest, &mut self.out, plain)? {
+                Received::Done => break,
+                Received::Hello(name) => {
+                    // The SNI name chooses the site as HOST would, before any command of
+                    // it runs, and that site's configuration answers the handshake.
+                    if let Some(name) = name {
+                        self.select_site_by_sni(&name);
+                    }
+                    let config = self.config.tls.as_ref().map(|t| t.config.clone());
+                    if let Some(tls) = &mut self.tls {
+                        tls.accept(config, &mut self.out, plain)?;
+                    }
+                }
+            }
+        }
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        if tls.newly_established() {
+            match tls.peer_certificate() {
+                Some(cert) => tracing::info!(
+                    session = %self.id,
+                    subject = %crate::tls::certificate_subject(cert),
+                    "TLS client certificate verified"
+                ),
+                None => tracing::debug!(session = %self.id, "TLS handshake complete"),
+            }
+        }
+        Ok(())
+    }
+
     /// Switches the control channel to TLS; what the peer sends next is a ClientHello.
     /// The session's TLS state carries this session's token, which data connections
     /// must present by resuming it.
-    pub(super) fn start_tls(&mut self, settings: &crate::tls::TlsSettings) -> bool {
+    pub(super) fn start_tls(&mut self, settings: &crate::tls::TlsSettings) {
         let token = crate::tls::session_token(self.id);
-        match TlsLayer::new(&settings.config, &token) {
-            Ok(layer) => {
-                self.tls = Some(layer);
-                self.secured = true;
-                true
-            }
-            Err(e) => {
-                tracing::error!(session = %self.id, error = %e, "cannot start TLS");
-                false
-            }
-        }
+        self.tls = Some(TlsLayer::new(&settings.config, token));
+        self.secured = true;
     }
 
     pub(super) fn request(&mut self, request: Request, then: Then) {

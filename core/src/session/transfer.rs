@@ -438,8 +438,12 @@ impl Session {
         let expect = settings
             .require_session_reuse
             .then(|| crate::tls::session_token(self.id));
-        let tls =
-            crate::tls::DataTls::new(&settings.data_config, expect, settings.strict_close_notify)?;
+        let tls = crate::tls::DataTls::new(
+            &settings.data_config,
+            expect,
+            settings.strict_close_notify,
+            settings.client_certificates == crate::tls::ClientCertificates::Require,
+        )?;
         Ok(Some(tls))
     }
 
