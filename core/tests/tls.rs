@@ -11,7 +11,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use wharf_core::backend::OpenFile;
 use wharf_core::tls::DataTlsError;
 use wharf_core::{
-    Action, Body, ControlPolicy, DataPolicy, Input, TlsSettings, TransferOutcome, TransferSpec,
+    Action, Body, ClientCertificates, ControlPolicy, DataPolicy, Input, TlsSettings,
+    TransferOutcome, TransferSpec,
 };
 
 /// A site's rustls configuration as the server builds it: stateless tickets, a session
@@ -980,4 +981,347 @@ fn the_sni_name_chooses_the_site() {
     assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
     let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
     assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
+}
+
+/// Client certificates: a CA, a client certificate it signed, a server certificate for
+/// `ftp.example.com` and `192.0.2.1` (so a client can connect by address, without SNI),
+/// and one ticketer and session cache for every site's configuration, as the server
+/// shares them.
+struct Pki {
+    server_cert: CertificateDer<'static>,
+    server_key: PrivateKeyDer<'static>,
+    ca: CertificateDer<'static>,
+    client_cert: CertificateDer<'static>,
+    client_key: PrivateKeyDer<'static>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let server = rcgen::generate_simple_self_signed(vec![
+            "ftp.example.com".to_string(),
+            "192.0.2.1".to_string(),
+        ])
+        .unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = params.signed_by(&key, &issuer).unwrap();
+        Pki {
+            server_cert: CertificateDer::from(server.cert.der().to_vec()),
+            server_key: PrivateKeyDer::try_from(server.signing_key.serialize_der()).unwrap(),
+            ca: CertificateDer::from(ca.der().to_vec()),
+            client_cert: CertificateDer::from(client.der().to_vec()),
+            client_key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            ticketer: rustls::crypto::ring::Ticketer::new().unwrap(),
+            sessions: rustls::server::ServerSessionMemoryCache::new(256),
+        }
+    }
+
+    /// A site's settings: certificates from the CA as `mode` says.
+    fn site(&self, mode: ClientCertificates) -> TlsSettings {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match mode {
+            ClientCertificates::Ignore => builder.with_no_client_auth(),
+            _ => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(self.ca.clone()).unwrap();
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                let v = match mode {
+                    ClientCertificates::Allow => v.allow_unauthenticated(),
+                    _ => v,
+                };
+                builder.with_client_cert_verifier(v.build().unwrap())
+            }
+        };
+        let mut config = builder
+            .with_single_cert(vec![self.server_cert.clone()], self.server_key.clone_key())
+            .unwrap();
+        config.ticketer = self.ticketer.clone();
+        config.session_storage = self.sessions.clone();
+        TlsSettings::with_client_certificates(config, mode)
+    }
+
+    /// A client program (one session store for its connections), with the client
+    /// certificate when `with_cert`.
+    fn client(
+        &self,
+        with_cert: bool,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.server_cert.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match with_cert {
+            true => builder
+                .with_client_auth_cert(vec![self.client_cert.clone()], self.client_key.clone_key())
+                .unwrap(),
+            false => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+}
+
+/// A client connection to the server's address: no SNI name.
+fn connect_by_address(config: &Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
+    let name = ServerName::try_from("192.0.2.1").unwrap();
+    rustls::ClientConnection::new(config.clone(), name).unwrap()
+}
+
+/// Pumps a handshake that may fail: whether the client ended up with a working,
+/// handshaken connection (its first reply read) and the session still open.
+fn handshake_survives(h: &mut Harness, c: &mut rustls::ClientConnection, seen: &mut usize) -> bool {
+    for _ in 0..20 {
+        while c.wants_write() {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            h.send_raw(&buf);
+        }
+        let mut fresh = &h.wire[*seen..];
+        *seen = h.wire.len();
+        while !fresh.is_empty() {
+            if c.read_tls(&mut fresh).is_err() || c.process_new_packets().is_err() {
+                return false;
+            }
+        }
+        if !c.is_handshaking() && !c.wants_write() {
+            // TLS 1.3: the server judges the client's certificate after the client
+            // thinks the handshake is done; a command shows whether it was accepted.
+            c.writer().write_all(b"NOOP\r\n").unwrap();
+            while c.wants_write() {
+                let mut buf = Vec::new();
+                c.write_tls(&mut buf).unwrap();
+                h.send_raw(&buf);
+            }
+            let mut fresh = &h.wire[*seen..];
+            *seen = h.wire.len();
+            while !fresh.is_empty() {
+                if c.read_tls(&mut fresh).is_err() || c.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+            let mut reply = String::new();
+            let _ = c.reader().read_to_string(&mut reply);
+            // (After an implicit binding's greeting.)
+            return reply.lines().any(|l| l.starts_with("200 "));
+        }
+    }
+    false
+}
+
+/// The SNI name chooses the site before the handshake, and that site's configuration
+/// answers it: site "two" (bound to ftp.example.com) requires a client certificate,
+/// the address's first site does not ask for one.
+fn client_cert_sites(pki: &Pki, implicit: bool) -> Harness {
+    use wharf_core::{Binding, Server, Sites};
+    let mk = |name: &str, mode| {
+        let mut c = harness::config();
+        c.site_name = name.into();
+        c.tls = Some(pki.site(mode));
+        Arc::new(c)
+    };
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let bind = |site: usize, host: Option<&str>| Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: host.map(str::to_owned),
+        site,
+        implicit_tls: implicit,
+    };
+    let sites = Sites::new(
+        vec![
+            mk("one", ClientCertificates::Ignore),
+            mk("two", ClientCertificates::Require),
+        ],
+        vec![bind(0, None), bind(1, Some("ftp.example.com"))],
+    )
+    .unwrap();
+    let users = wharf_core::memfs::MemUsers::new().with("alice", "secret", &[]);
+    let server = Server::with_sites(Arc::new(sites), 0, 1, 10);
+    Harness::build(server, harness::LOCAL, users)
+}
+
+#[test]
+fn the_site_sni_chooses_asks_for_its_client_certificate() {
+    let pki = Pki::new();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for implicit in [false, true] {
+            let what = format!("{version:?}, implicit {implicit}");
+            // With the certificate: site two, logged in.
+            let mut h = client_cert_sites(&pki, implicit);
+            if !implicit {
+                h.expect("AUTH TLS", "234 ");
+            }
+            let mut seen = h.wire.len();
+            let mut c = connect(&pki.client(true, version));
+            assert!(handshake_survives(&mut h, &mut c, &mut seen), "{what}");
+            assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+            assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+            let stat = tls_command(&mut h, &mut c, &mut seen, "STAT");
+            assert!(
+                stat.starts_with("211-two FTP server status:"),
+                "{what}: {stat}"
+            );
+            // Without: the handshake fails, the session ends.
+            let mut h = client_cert_sites(&pki, implicit);
+            if !implicit {
+                h.expect("AUTH TLS", "234 ");
+            }
+            let mut seen = h.wire.len();
+            let mut c = connect(&pki.client(false, version));
+            assert!(!handshake_survives(&mut h, &mut c, &mut seen), "{what}");
+            assert!(h.session.is_closed(), "{what}");
+            // By address (no SNI), the first site answers and asks for nothing.
+            let mut h = client_cert_sites(&pki, implicit);
+            if !implicit {
+                h.expect("AUTH TLS", "234 ");
+            }
+            let mut seen = h.wire.len();
+            let mut c = connect_by_address(&pki.client(false, version));
+            assert!(handshake_survives(&mut h, &mut c, &mut seen), "{what}");
+            assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+        }
+    }
+}
+
+#[test]
+fn a_site_that_requires_certificates_refuses_a_handshake_made_for_another() {
+    let pki = Pki::new();
+    let client = pki.client(true, &rustls::version::TLS13);
+    // TLS by address: the first site's handshake, which asked for no certificate.
+    let mut h = client_cert_sites(&pki, false);
+    h.expect("AUTH TLS", "234 ");
+    let mut seen = h.wire.len();
+    let mut c = connect_by_address(&client);
+    assert!(handshake_survives(&mut h, &mut c, &mut seen));
+    let r = tls_command(&mut h, &mut c, &mut seen, "USER ftp.example.com|alice");
+    assert!(
+        r.starts_with("530 ") && r.contains("another site") && r.contains("HOST before AUTH TLS"),
+        "{r}"
+    );
+    // HOST before AUTH TLS: the site's own handshake, with the certificate.
+    let mut h = client_cert_sites(&pki, false);
+    h.expect("HOST ftp.example.com", "220 ");
+    h.expect("AUTH TLS", "234 ");
+    let mut seen = h.wire.len();
+    let mut c = connect_by_address(&client);
+    assert!(handshake_survives(&mut h, &mut c, &mut seen));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    // Plaintext: refused at USER, and at PASS should TLS have changed since.
+    let mut h = client_cert_sites(&pki, false);
+    let r = h.send("USER ftp.example.com|alice");
+    assert!(r.starts_with("530 ") && r.contains("AUTH TLS first"), "{r}");
+}
+
+#[test]
+fn control_connections_of_client_certificate_sites_never_resume() {
+    let pki = Pki::new();
+    for (mode, resumes) in [
+        (ClientCertificates::Ignore, true),
+        (ClientCertificates::Allow, false),
+        (ClientCertificates::Require, false),
+    ] {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = pki.client(true, version);
+            let mut kinds = Vec::new();
+            for _ in 0..2 {
+                let s = Ftps::login(site(pki.site(mode)), &client);
+                kinds.push(s.c.handshake_kind());
+            }
+            let want = match resumes {
+                true => rustls::HandshakeKind::Resumed,
+                false => rustls::HandshakeKind::Full,
+            };
+            assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+            assert_eq!(kinds[1], Some(want), "{mode:?} {version:?}");
+        }
+    }
+}
+
+#[test]
+fn data_connections_resume_the_certified_control_session() {
+    let pki = Pki::new();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = pki.client(true, version);
+        let mut s = Ftps::login(site(pki.site(ClientCertificates::Require)), &client);
+        s.h.storage.add_file("/f", b"certified");
+        for _ in 0..3 {
+            let (xfer, spec) = s.transfer("RETR f");
+            let mut data = connect(&client);
+            let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+            assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+            assert_eq!(seen.received, b"certified", "{version:?}");
+            assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+        }
+    }
+}
+
+#[test]
+fn without_session_reuse_data_connections_need_a_certificate_too() {
+    let pki = Pki::new();
+    let mut tls = pki.site(ClientCertificates::Require);
+    tls.require_session_reuse = false;
+    let certified = pki.client(true, &rustls::version::TLS13);
+    let mut s = Ftps::login(site(tls), &certified);
+    s.h.storage.add_file("/f", b"x");
+    // A fresh handshake without a certificate: rustls refuses it.
+    let (xfer, spec) = s.transfer("RETR f");
+    let mut data = connect(&pki.client(false, &rustls::version::TLS13));
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+    assert!(
+        matches!(
+            &seen.outcome,
+            TransferOutcome::Tls {
+                error: DataTlsError::Handshake(_),
+                ..
+            }
+        ),
+        "{:?}",
+        seen.outcome
+    );
+    assert!(s.done(xfer, seen.outcome).starts_with("522 "));
+    // Resuming a session that had no certificate (another site's, sharing the tickets):
+    // refused too.
+    let uncertified = pki.client(false, &rustls::version::TLS13);
+    let other = Ftps::login(site(pki.site(ClientCertificates::Ignore)), &uncertified);
+    drop(other);
+    let (xfer, spec) = s.transfer("RETR f");
+    let mut data = connect(&uncertified);
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+    assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    assert!(seen.received.is_empty());
+    let r = s.done(xfer, seen.outcome);
+    assert!(
+        r.starts_with("522 ") && r.contains("no client certificate"),
+        "{r}"
+    );
+    // With the certificate it works.
+    let (xfer, spec) = s.transfer("RETR f");
+    let mut data = connect(&certified);
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+    assert_eq!(seen.received, b"x");
+    assert!(s.done(xfer, seen.outcome).starts_with("226 "));
 }

@@ -714,6 +714,52 @@ fn scenario3_ftplib_ftp_tls_with_host(rt) {
     f.assert_no_temp_files();
     f.stop();
 }
+
+fn scenario3_client_certificates_for_one_site(rt) {
+    // ftpsite02.com requires client certificates from a CA; ftpsite01.com, on the same
+    // address, asks for none.
+    let pki = tempfile::tempdir().unwrap();
+    let ca = wharf_tests::certs::TestCa::new(pki.path(), "iis CA");
+    let client = ca.client(pki.path(), "user1");
+    let ca_path = ca.files.cert.display().to_string();
+    let f = scenarios_edited(rt, |text| {
+        let site02_key = "private_key = \"tls/ftpsite02.com.key\"\n";
+        assert!(text.contains(site02_key));
+        text.replace(
+            site02_key,
+            &format!("{site02_key}client_certificates = \"require\"\nclient_ca = {ca_path:?}\n"),
+        )
+    });
+    let cert = ["--cert", client.cert_str(), "--key", client.key_str()];
+    // Implicit port: with the certificate, in; without, not.
+    let url = f.ftps_url("readme.txt");
+    let out = curl_as("user1:pass1", &[&["-k"][..], &cert, &[url.as_str()]].concat());
+    assert_ok("implicit with a certificate", &out);
+    assert_eq!(out.stdout, b"home of user1 on ftpsite02.com\n");
+    let out = curl_as("user1:pass1", &["-k", &url]);
+    assert!(!out.status.success(), "implicit without a certificate: {out:?}");
+    // Shared address, site named by SNI: its handshake asks for the certificate.
+    let resolve = format!("ftpsite02.com:{}:127.0.0.1", f.port);
+    let url = format!("ftp://ftpsite02.com:{}/readme.txt", f.port);
+    let sni = ["--ssl-reqd", "-k", "--resolve", resolve.as_str(), url.as_str()];
+    let out = curl_as("user2:pass2", &[&cert[..], &sni].concat());
+    assert_ok("SNI with a certificate", &out);
+    assert_eq!(out.stdout, b"home of user2 on ftpsite02.com\n");
+    let out = curl_as("user2:pass2", &sni);
+    assert!(!out.status.success(), "SNI without a certificate: {out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("< 230"));
+    // By address, the handshake is ftpsite01.com's (no certificate asked): naming
+    // ftpsite02.com afterwards is refused, and says why.
+    let out = curl_as(
+        "ftpsite02.com|user1:pass1",
+        &[&cert[..], &["--ssl-reqd", "-k", &f.url("readme.txt")]].concat(),
+    );
+    refused("USER host|user after another site's handshake", &out, "530 This site requires a client certificate, but TLS was set up for another site");
+    // ftpsite01.com asks for none.
+    let out = curl_as("ftpsite01.com|user1:pass1", &["--ssl-reqd", "-k", &f.url("computer.txt")]);
+    assert_ok("site 1 without a certificate", &out);
+    f.stop();
+}
 }
 
 /// The walkthrough configuration is valid as shipped, once the certificates the README
