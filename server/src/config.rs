@@ -583,8 +583,8 @@ fn parse_data_policy(s: &String) -> Result<DataPolicy, String> {
 }
 
 /// A site's TLS table: loads the certificate (relative paths from the configuration's
-/// directory) and builds the site's TLS settings on the server's shared tickets,
-/// session cache and SNI names (`shared`, made on first use).
+/// directory) and builds the site's TLS settings on the server's shared tickets and
+/// session cache (`shared`, made on first use).
 fn check_tls(
     c: &mut Checker<'_>,
     raw: &RawTls,
@@ -948,15 +948,6 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
             spans.extend(binding_spans);
             sites.push(site);
         }
-    }
-    if let Some(shared) = &tls_shared {
-        // SNI names choose certificates as they choose sites.
-        shared.set_names(sites.iter().flat_map(|site| {
-            let tls = site.tls.as_ref();
-            site.bindings
-                .iter()
-                .filter_map(move |b| Some((b.host.as_deref()?, tls?)))
-        }));
     }
     let cfg = ServerConfig {
         listen: Vec::new(),

@@ -2,11 +2,10 @@
 //! steers, the sites' rustls configurations, and the self-signed certificate of the
 //! embedded default.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -19,13 +18,16 @@ use rustls::server::{
 use rustls::sign::CertifiedKey;
 
 /// What every site's TLS configuration shares: one ticket key and one session cache (a
-/// data connection resumes its control session whichever site the SNI name chose; the
-/// session tokens are unique per server), and the certificates by host name.
+/// data connection resumes its control session whichever site's configuration answered
+/// it; the session tokens are unique per server).
+///
+/// Certificates are not shared: each site's configuration serves its own. The SNI name
+/// chooses the site before the handshake (the core reads the ClientHello first), and so
+/// the certificate, as it does on the address the client reached.
 #[derive(Clone)]
 pub struct TlsShared {
     ticketer: Arc<dyn ProducesTickets>,
     sessions: Arc<dyn StoresServerSessions>,
-    names: Arc<OnceLock<BTreeMap<String, Arc<SwappableCert>>>>,
 }
 
 impl fmt::Debug for TlsShared {
@@ -43,20 +45,7 @@ impl TlsShared {
         Ok(TlsShared {
             ticketer,
             sessions: ServerSessionMemoryCache::new(sessions.max(256)),
-            names: Arc::new(OnceLock::new()),
         })
-    }
-
-    /// Which certificate answers an SNI name: `(host, site)` pairs, the first for a name
-    /// winning. Set once, when every site is known; until then (and for other names) a
-    /// site's own certificate answers.
-    pub fn set_names<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a SiteTls)>) {
-        let mut map = BTreeMap::new();
-        for (host, site) in names {
-            map.entry(host.to_ascii_lowercase())
-                .or_insert_with(|| site.resolver.clone());
-        }
-        let _ = self.names.set(map);
     }
 }
 
@@ -109,9 +98,9 @@ impl SiteTls {
     }
 
     /// The site's rustls configuration: TLS 1.3 and 1.2 with rustls' default cipher
-    /// suites, this certificate (or, for an SNI name bound to another site, that site's),
-    /// and the server's shared tickets and session cache (so data connections can resume
-    /// their control session). Clients are asked for no certificate.
+    /// suites, this certificate, and the server's shared tickets and session cache (so
+    /// data connections can resume their control session). Clients are asked for no
+    /// certificate.
     pub fn server_config(&self, shared: &TlsShared) -> Result<rustls::ServerConfig, String> {
         self.server_config_for_clients(shared, None)
     }
@@ -124,10 +113,6 @@ impl SiteTls {
         clients: Option<&ClientCa>,
     ) -> Result<rustls::ServerConfig, String> {
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-        let resolver = SniResolver {
-            own: self.resolver.clone(),
-            names: shared.names.clone(),
-        };
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&versions)
             .map_err(|e| format!("TLS configuration: {e}"))?;
@@ -135,7 +120,7 @@ impl SiteTls {
             Some(ca) => builder.with_client_cert_verifier(ca.verifier.clone()),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(resolver));
+        let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.ticketer = shared.ticketer.clone();
         config.session_storage = shared.sessions.clone();
         Ok(config)
@@ -217,20 +202,9 @@ impl SwappableCert {
     }
 }
 
-/// A site's certificate, or the one of the site an SNI name is bound to.
-#[derive(Debug)]
-struct SniResolver {
-    own: Arc<SwappableCert>,
-    names: Arc<OnceLock<BTreeMap<String, Arc<SwappableCert>>>>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let named = hello.server_name().and_then(|name| {
-            let names = self.names.get()?;
-            names.get(&name.to_ascii_lowercase())
-        });
-        Some(named.unwrap_or(&self.own).current())
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
     }
 }
 
@@ -365,34 +339,21 @@ mod tests {
     }
 
     #[test]
-    fn the_sni_name_chooses_the_certificate() {
+    fn each_site_serves_its_own_certificate() {
+        // The SNI name chooses the site (and so its configuration) in the core; a
+        // configuration serves its own certificate whatever name the client sends.
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (cert_a, key_a, _) = ensure_self_signed(a.path(), &["a.example"]).unwrap();
         let (cert_b, key_b, _) = ensure_self_signed(b.path(), &["b.example"]).unwrap();
         let site_a = SiteTls::load(&cert_a, &key_a).unwrap();
         let site_b = SiteTls::load(&cert_b, &key_b).unwrap();
         let shared = TlsShared::new(16).unwrap();
-        shared.set_names([("B.example", &site_b), ("a.example", &site_a)]);
-        let roots = [cert_a, cert_b];
-        // Whichever site's configuration answers (the listener's), the name decides.
-        for site in [&site_a, &site_b] {
-            assert!(handshake(
-                site.server_config(&shared).unwrap(),
-                &roots,
-                "b.example"
-            ));
-            assert!(handshake(
-                site.server_config(&shared).unwrap(),
-                &roots,
-                "a.example"
-            ));
-        }
-        // An unknown name gets the listener site's own certificate.
-        let config = site_a.server_config(&shared).unwrap();
-        assert!(
-            !handshake(config, &roots, "c.example"),
-            "a.example's cert is not c's"
-        );
+        let roots = [cert_a.clone(), cert_b.clone()];
+        let config = |site: &SiteTls| site.server_config(&shared).unwrap();
+        assert!(handshake(config(&site_a), &roots, "a.example"));
+        assert!(handshake(config(&site_b), &roots, "b.example"));
+        assert!(!handshake(config(&site_a), &roots, "b.example"));
+        assert!(!handshake(config(&site_b), &[cert_a], "a.example"));
     }
 
     #[test]

@@ -318,6 +318,14 @@ check("implicit", tls, "ftpsite02.com")
 banner = read_reply(tls)
 assert banner.startswith("220") and "ftpsite02.com: isolation demo" in banner, banner
 tls.close()
+# ftpsite01.com is not served on that port: naming it changes nothing, and the
+# certificate is that of the site that answers.
+raw = socket.create_connection(("127.0.0.1", implicit), timeout=30)
+tls = ctx.wrap_socket(raw, server_hostname="ftpsite01.com")
+check("implicit, SNI ftpsite01.com", tls, "ftpsite02.com")
+banner = read_reply(tls)
+assert "ftpsite02.com: isolation demo" in banner, banner
+tls.close()
 print("ok")
 "#;
 
