@@ -504,17 +504,17 @@ fn repeated_failed_logins_ban_the_address_until_the_ban_lifts() {
     let mut h = Harness::accept(&mut server, attacker, t0).unwrap();
     for _ in 0..2 {
         h.expect("USER alice", "331 ");
-        h.expect("PASS wrong", "530 Login incorrect");
+        assert!(h.fail_login("wrong").starts_with("530 Login incorrect"));
     }
     h.expect("USER alice", "331 ");
-    let closing = h.send("PASS wrong");
+    let closing = h.fail_login("wrong");
     assert!(
         closing.contains("421 "),
         "third failure closes (per-connection limit)"
     );
     let mut h = Harness::accept(&mut server, attacker, t0).unwrap();
     h.expect("USER alice", "331 ");
-    let banned = h.send("PASS wrong");
+    let banned = h.fail_login("wrong");
     assert!(
         banned.starts_with("530 ") && banned.contains("421 Too many failed logins"),
         "{banned}"
@@ -562,7 +562,7 @@ fn logging_only_mode_and_exempt_addresses_are_never_banned() {
             let mut h = Harness::accept(&mut server, peer, t0).unwrap();
             for _ in 0..3 {
                 h.send("USER alice");
-                h.send("PASS wrong");
+                h.fail_login("wrong");
             }
         }
         let mut h = Harness::accept(&mut server, peer, t0).expect("never banned");

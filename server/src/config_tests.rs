@@ -936,3 +936,45 @@ fn each_site_logs_into_its_own_directory_or_the_central_one() {
     assert_eq!(outputs[0].0, None);
     assert_eq!(outputs[0].1.directory, Path::new("/etc/w/all"));
 }
+
+#[test]
+fn failed_login_delay_is_seconds_below_the_login_timeout() {
+    let r = root();
+    let c = ServerConfig::from_toml_str(&good(r.path()), "site.toml").unwrap();
+    assert_eq!(
+        c.sites[0].session.failed_login_delay,
+        Duration::from_secs(1),
+        "on by default"
+    );
+    for (value, want) in [("0", 0), ("2", 2000), ("0.25", 250)] {
+        let text = with(
+            r.path(),
+            "keep_partial_uploads = true",
+            &format!("keep_partial_uploads = true\nfailed_login_delay = {value}"),
+        );
+        let c = ServerConfig::from_toml_str(&text, "site.toml").unwrap();
+        assert_eq!(
+            c.sites[0].session.failed_login_delay,
+            Duration::from_millis(want),
+            "{value}"
+        );
+    }
+    // The good config's login timeout is 5 s.
+    for (value, message) in [
+        ("5", "shorter than the login timeout"),
+        ("-1", "0 (off) or a positive"),
+        ("nan", "0 (off) or a positive"),
+        ("\"1s\"", "number of seconds"),
+    ] {
+        let text = with(
+            r.path(),
+            "keep_partial_uploads = true",
+            &format!("keep_partial_uploads = true\nfailed_login_delay = {value}"),
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{value}: {e:?}");
+        assert_eq!(e[0].line, line_of(&text, "failed_login_delay"), "{value}");
+        assert_eq!(e[0].key.as_deref(), Some("site.failed_login_delay"));
+        assert!(e[0].message.contains(message), "{value}: {}", e[0].message);
+    }
+}

@@ -6,6 +6,7 @@ use super::state::{Ending, Login, Pending, Then};
 use super::timer::Timer;
 use crate::backend::{AuthError, Completion, Principal, Request, Secret};
 use crate::path::VPath;
+use crate::policy::Verdict;
 use crate::session::Session;
 use crate::site::{home_for, map_path, Home, View};
 
@@ -135,10 +136,22 @@ impl Session {
             password: Secret(arg.into()),
             peer: self.peer,
         };
-        self.request(request, Then::Login { user: name });
+        self.request(
+            request,
+            Then::Login {
+                user: name,
+                at: now,
+            },
+        );
     }
 
-    pub(super) fn on_login(&mut self, now: Instant, user: String, completion: Completion) {
+    pub(super) fn on_login(
+        &mut self,
+        now: Instant,
+        user: String,
+        at: Instant,
+        completion: Completion,
+    ) {
         match completion {
             Completion::Auth(Ok(principal)) => self.authenticated(now, principal),
             Completion::Auth(Err(err)) => {
@@ -147,16 +160,46 @@ impl Session {
                 }
                 self.login = Login::Start;
                 self.login_failures = self.login_failures.saturating_add(1);
-                if matches!(err, AuthError::BadCredentials) && self.login_failed(now) {
-                    return; // banned: replied and closing
-                }
-                self.reply(530, "Login incorrect.");
-                if self.login_failures >= MAX_FAILURES {
-                    self.reply(421, "Too many failed logins, closing control connection.");
-                    self.close();
+                // Counted at once, so a ban takes effect before the reply goes out.
+                let verdict = match err {
+                    AuthError::BadCredentials => self.login_failed(now),
+                    AuthError::Backend(_) => Verdict::NotCounted,
+                };
+                // However long the check took, the refusal comes `failed_login_delay`
+                // after the PASS; until then no command is read.
+                let due = at + self.config.failed_login_delay;
+                if due > now {
+                    self.pending = Some(Pending::FailedLogin { verdict });
+                    self.timers.set(Timer::FailedLogin, due);
+                } else {
+                    self.refuse_login(verdict);
                 }
             }
             other => self.unexpected(other),
+        }
+    }
+
+    /// The failed login's delay is over: say `530`.
+    pub(super) fn on_failed_login_delay(&mut self) {
+        if let Some(Pending::FailedLogin { verdict }) = self.pending.take() {
+            self.refuse_login(verdict);
+        }
+    }
+
+    /// The `530` of a failed login; a ban it caused, or one failure too many on this
+    /// connection, closes the session after it.
+    fn refuse_login(&mut self, verdict: Verdict) {
+        self.reply(530, "Login incorrect.");
+        if verdict == Verdict::Banned {
+            let secs = self.slot.policy().rules().logon.ban.as_secs();
+            self.reply(
+                421,
+                &format!("Too many failed logins; try again in {secs} seconds."),
+            );
+            self.close();
+        } else if self.login_failures >= MAX_FAILURES {
+            self.reply(421, "Too many failed logins, closing control connection.");
+            self.close();
         }
     }
 

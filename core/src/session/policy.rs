@@ -275,31 +275,24 @@ impl Session {
         true
     }
 
-    /// A wrong password: counted against the address; the ban, if this made one, ends
-    /// the session after the `530`.
-    pub(super) fn login_failed(&mut self, now: Instant) -> bool {
+    /// A wrong password: counted against the address, and noted for the log. The caller
+    /// replies (a `Banned` verdict ends the session after the `530`).
+    pub(super) fn login_failed(&mut self, now: Instant) -> Verdict {
         self.win32 = log::WIN32_LOGON_FAILURE;
         self.sub = SubStatus::LogonFailed;
-        match self.slot.policy().record_failure(now, self.peer.ip()) {
+        let verdict = self.slot.policy().record_failure(now, self.peer.ip());
+        match verdict {
             Verdict::Banned => {
-                let secs = self.slot.policy().rules().logon.ban.as_secs();
                 tracing::warn!(session = %self.id, peer = %self.peer, "address banned after failed logins");
                 self.sub = SubStatus::LogonBanned;
-                self.reply(530, "Login incorrect.");
-                self.reply(
-                    421,
-                    &format!("Too many failed logins; try again in {secs} seconds."),
-                );
-                self.close();
-                true
             }
             Verdict::WouldBan => {
                 tracing::warn!(session = %self.id, peer = %self.peer, "failed-login limit reached (logging only)");
                 self.sub = SubStatus::LogonWouldBan;
-                false
             }
-            Verdict::Counted(_) | Verdict::NotCounted => false,
+            Verdict::Counted(_) | Verdict::NotCounted => {}
         }
+        verdict
     }
 
     /// Before a login is granted: the address may have been banned while the password

@@ -54,6 +54,9 @@ pub(super) enum Pending {
     Listen { conn: DataConnId, extended: bool },
     /// A transfer, from the 150 reply to its final reply.
     Transfer(Transfer),
+    /// A failed login waits for `failed_login_delay` (timer `FailedLogin`) before its
+    /// `530`; `verdict` is what the logon restrictions made of it.
+    FailedLogin { verdict: crate::policy::Verdict },
 }
 
 /// The continuation of a request.
@@ -61,6 +64,8 @@ pub(super) enum Pending {
 pub(super) enum Then {
     Login {
         user: String,
+        /// When the PASS arrived: a failure is answered `failed_login_delay` after it.
+        at: Instant,
     },
     /// Authentication succeeded; the home directory is being checked.
     Home {
@@ -563,6 +568,7 @@ impl Session {
             Timer::DataConnect => self.on_data_connect_timeout(now),
             Timer::TransferStall => self.on_transfer_stall(),
             Timer::MinRate => self.on_min_rate_check(now),
+            Timer::FailedLogin => self.on_failed_login_delay(),
         }
     }
 
@@ -582,6 +588,11 @@ impl Session {
     pub(super) fn end(&mut self, ending: Ending) {
         if ending == Ending::PeerGone {
             // Nobody is left to read replies: stop what runs, then close.
+            if matches!(self.pending, Some(Pending::FailedLogin { .. })) {
+                // Nobody waits for the 530 either (the failure is already counted).
+                self.pending = None;
+                self.timers.stop(Timer::FailedLogin);
+            }
             self.held.clear();
             self.held_bytes = 0;
             self.framer.clear();

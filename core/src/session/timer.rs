@@ -14,19 +14,22 @@ pub(super) enum Timer {
     TransferStall,
     /// A running transfer slower than the minimum data rate is aborted.
     MinRate,
+    /// A failed login's `530` is held until then (`failed_login_delay`).
+    FailedLogin,
 }
 
-const ALL: [Timer; 5] = [
+const ALL: [Timer; 6] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
     Timer::TransferStall,
     Timer::MinRate,
+    Timer::FailedLogin,
 ];
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; ALL.len()],
 }
 
 impl TimerTable {
@@ -39,7 +42,7 @@ impl TimerTable {
     }
 
     pub(super) fn clear(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; ALL.len()];
     }
 
     pub(super) fn next(&self) -> Option<Instant> {

@@ -161,6 +161,23 @@ impl Harness {
         got
     }
 
+    /// Sends a line, then lets the clock run `by` (a failed login's delay); returns
+    /// every reply of both.
+    pub fn send_wait(&mut self, line: &str, by: Duration) -> String {
+        let mut got = self.send(line);
+        got.push_str(&self.advance(by));
+        got
+    }
+
+    /// A wrong password under the default `failed_login_delay` (1 s): nothing is said
+    /// before the delay, then the replies of the failure.
+    #[track_caller]
+    pub fn fail_login(&mut self, pass: &str) -> String {
+        let early = self.send(&format!("PASS {pass}"));
+        assert_eq!(early, "", "a failed login answered before its delay");
+        self.advance(Duration::from_secs(1))
+    }
+
     pub fn login(&mut self) {
         self.expect("USER alice", "331 ");
         self.expect("PASS secret", "230 ");
