@@ -36,7 +36,8 @@ pub use backend::{
 pub use config::{ListingStyle, Messages, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
+pub use policy::IpNet;
 pub use server::{Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
-pub use site::{Binding, IpNet, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
+pub use site::{Binding, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
 pub use tls::{ControlPolicy, DataPolicy, TlsSettings};

@@ -1064,8 +1064,8 @@ fn build_site(
         }
         for n in p.networks.get_ref() {
             if let Some(network) = c.check(n, |s| {
-                IpNet::parse(s).ok_or_else(|| {
-                    format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fd00::/8\"")
+                IpNet::parse(s).map_err(|e| {
+                    format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fd00::/8\": {e}")
                 })
             }) {
                 pasv_addresses.push(PasvAddress { network, ip });

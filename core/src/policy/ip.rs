@@ -1,5 +1,6 @@
 //! IP address restrictions (IIS `ipSecurity`): networks, rules, and the verdict for a
-//! client address.
+//! client address. [`IpNet`] is the crate's one network type: the sites' passive
+//! addresses per client network (`crate::site::PasvAddress`) use it too.
 //!
 //! Addresses are judged canonically: an IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, what a
 //! dual-stack listener reports for an IPv4 client) is the IPv4 address. Among the rules
@@ -234,6 +235,9 @@ mod tests {
         for bad in [
             "10.0.0.0/33",
             "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "x",
             "10.0.0.0 255.0.255.0",
             "10.0.0.0 ffff::",
             "not-an-ip",
@@ -260,6 +264,19 @@ mod tests {
         assert!(!v6.contains(ip("10.0.0.1")));
         assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(!IpNet::parse("0.0.0.0/0").unwrap().contains(ip("::1")));
+        let host = IpNet::parse("192.168.1.5").unwrap();
+        assert!(host.contains(ip("192.168.1.5")) && !host.contains(ip("192.168.1.6")));
+        assert!(IpNet::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        let all6 = IpNet::parse("::/0").unwrap();
+        assert!(all6.contains(ip("2001:db8::1")));
+        assert!(
+            !all6.contains(ip("::ffff:10.0.0.1")),
+            "a mapped address is IPv4"
+        );
+        // A mapped network is the IPv4 one, whichever way it is written.
+        let mapped = IpNet::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.contains(ip("10.1.2.3")) && mapped.contains(ip("::ffff:10.1.2.3")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
     }
 
     #[test]
