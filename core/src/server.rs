@@ -65,7 +65,8 @@ impl Server {
     }
 
     /// Admits a new control connection from `peer` on `local`: the server's and then the
-    /// site's IP rules, logon bans, and the connection limits (server, per address).
+    /// site's IP rules, logon bans, and the connection limits (server, per address, and
+    /// the blank-host site's own).
     pub fn accept(
         &mut self,
         now: Instant,
@@ -111,10 +112,19 @@ impl Server {
             let sub = SubStatus::TooManyConnections;
             return Err(self.refusal(&site, peer, local, &busy, sub));
         }
-        let Some(slot) = Slot::admit(self.policy.clone(), ip) else {
+        let Some(mut slot) = Slot::admit(self.policy.clone(), ip) else {
             let sub = SubStatus::TooManyFromIp;
             return Err(self.refusal(&site, peer, local, &busy, sub));
         };
+        // The blank-host site answers from the start, so the connection counts for it
+        // now; a site chosen later counts the connection when it is chosen.
+        if let Some(default) = listener.default {
+            if !slot.take_site(default, site.limits.max_connections) {
+                tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
+                let sub = SubStatus::TooManyForSite;
+                return Err(self.refusal(&site, peer, local, &busy, sub));
+            }
+        }
         self.active += 1;
         let id = self.next_id();
         Ok(Session::new(

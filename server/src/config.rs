@@ -253,6 +253,8 @@ struct RawSite {
     allow_read_uploads_in_progress: bool,
     /// Seconds (fractions allowed) between a PASS and its `530` when the login fails.
     failed_login_delay: Option<Spanned<toml::Value>>,
+    /// Control connections to this site at once (IIS `maxConnections`); 0: no limit.
+    max_connections: Option<u32>,
     request_filtering: Option<policy::RawFiltering>,
     ip_security: Option<policy::RawIpSecurity>,
     logging: Option<policy::RawLogging>,
@@ -1188,6 +1190,10 @@ fn build_site(
         allow_replace_on_rename: site.allow_replace_on_rename,
         allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
         failed_login_delay,
+        limits: wharf_core::policy::SiteLimits {
+            max_connections: site.max_connections.unwrap_or(0),
+            ..ctx.defaults.limits.clone()
+        },
         max_line,
         filtering,
         ip_rules,

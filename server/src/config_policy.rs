@@ -311,6 +311,7 @@ pub(super) fn limits(
         None => 240,
     };
     let limits = SiteLimits {
+        max_connections: 0,
         min_bytes_per_second: min,
         bandwidth: rate(c, &raw.bandwidth),
         anonymous_bandwidth: rate(c, &raw.anonymous_bandwidth),

@@ -978,3 +978,30 @@ fn failed_login_delay_is_seconds_below_the_login_timeout() {
         assert!(e[0].message.contains(message), "{value}: {}", e[0].message);
     }
 }
+
+#[test]
+fn a_site_has_its_own_connection_limit() {
+    let r = root();
+    let c = ServerConfig::from_toml_str(&good(r.path()), "site.toml").unwrap();
+    assert_eq!(
+        c.sites[0].session.limits.max_connections, 0,
+        "no limit by default"
+    );
+    let text = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\nmax_connections = 3",
+    );
+    let c = ServerConfig::from_toml_str(&text, "site.toml").unwrap();
+    assert_eq!(c.sites[0].session.limits.max_connections, 3);
+    assert_eq!(c.max_connections, 500, "the server's own stays apart");
+    let text = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\nmax_connections = -1",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, line_of(&text, "max_connections = -1"));
+    assert_eq!(e[0].key.as_deref(), Some("site.max_connections"));
+}

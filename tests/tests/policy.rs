@@ -444,6 +444,65 @@ print("ok")
     f.stop();
 }
 
+fn connections_per_site_are_limited_when_the_site_is_chosen(rt) {
+    // `one` answers 127.0.0.1 without a host name and takes one connection; `two`
+    // (HOST two.example) takes one more. Two shards: the counts are process-wide.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("one");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(tmp.path().join("two")).unwrap();
+    let text = format!(
+        "[server]\npassive_ports = \"0-0\"\nshards = 2\nruntime = \"{rt}\"\n\
+         [[sites]]\nname = \"one\"\nroot = {one:?}\nanonymous = true\nmax_connections = 1\n\
+         bindings = [\"127.0.0.1:0:\"]\nmessages.max_clients = \"One is full.\"\n\
+         [[sites]]\nname = \"two\"\nroot = {two:?}\nanonymous = true\nmax_connections = 1\n\
+         bindings = [\"127.0.0.1:0:two.example\"]\nmessages.max_clients = \"Two is full.\"\n",
+        one = root.display().to_string(),
+        two = tmp.path().join("two").display().to_string(),
+    );
+    let f = Fixture::from_toml(rt, tmp, root, &text);
+    let script = r#"
+import ftplib, sys, time
+port = int(sys.argv[1])
+def connect():
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=30)
+    return ftp
+def refused(f, message):
+    try:
+        f()
+    except ftplib.error_temp as e:
+        assert str(e) == "421 " + message, str(e)
+        return
+    raise SystemExit("not refused: " + message)
+def retry(f):
+    deadline = time.monotonic() + 30
+    while True:  # a place is free once the server has closed the connection that held it
+        try:
+            return f()
+        except ftplib.error_temp:
+            assert time.monotonic() < deadline, "the place was never released"
+            time.sleep(0.05)
+a = connect()
+refused(connect, "One is full.")
+a.sendcmd("HOST two.example")          # a leaves one for two
+b = retry(connect)                     # so one admits b
+refused(lambda: b.sendcmd("HOST two.example"), "Two is full.")
+a.quit()                               # two is free once the server has closed a
+def log_in_to_two():
+    c = connect()                      # one's place: free once b is closed
+    c.login("two.example|anonymous", "me@example.com")
+    return c
+c = retry(log_in_to_two)
+print(c.sendcmd("STAT").splitlines()[0])
+c.quit()
+print("ok")
+"#;
+    let out = python(script, &[&f.port.to_string()]);
+    assert!(out.starts_with("211-two") && out.ends_with("ok\n"), "{out}");
+    f.stop();
+}
+
 fn bandwidth_limit_paces_downloads(rt) {
     let extra = "[limits]\nbandwidth = 262144\n";
     let f = Fixture::with_config(rt, "", extra);

@@ -83,20 +83,23 @@ impl Session {
                 );
                 false
             }
-            Some(i) => {
-                self.select_site(i);
-                true
-            }
+            Some(i) => self.select_site(i),
         }
     }
 
-    /// Makes site `i` the one this session talks to.
-    pub(super) fn select_site(&mut self, i: usize) {
+    /// Makes site `i` the one this session talks to, and counts the connection against
+    /// it. False when the site is at its connection limit: the session was refused with
+    /// the site's max-clients message and is closing.
+    pub(super) fn select_site(&mut self, i: usize) -> bool {
+        if !self.count_for_site(Some(i)) {
+            return false;
+        }
         self.site = Some(i);
         self.host_given = true;
         if !std::sync::Arc::ptr_eq(&self.config, self.sites.site(i)) {
             self.config = self.sites.site(i).clone();
         }
+        true
     }
 
     /// The TLS SNI name is known: pick the site bound to it, as HOST would (before login
@@ -106,10 +109,7 @@ impl Session {
             return false;
         }
         match self.sites.by_sni(self.local, server_name) {
-            Some(i) => {
-                self.select_site(i);
-                true
-            }
+            Some(i) => self.select_site(i),
             None => false,
         }
     }
@@ -313,8 +313,10 @@ impl Session {
                 &format!("Unknown host {host:?}: no site by that name here."),
             );
         };
+        if !self.select_site(i) {
+            return;
+        }
         self.reset_transfer_state();
-        self.select_site(i);
         self.greet();
     }
 
@@ -332,6 +334,9 @@ impl Session {
     /// 7151); TLS stays.
     pub(super) fn cmd_rein(&mut self, now: Instant) {
         self.release_user();
+        if !self.count_for_site(self.listener.default) {
+            return;
+        }
         self.reset_transfer_state();
         self.login = Login::Start;
         self.view = View::default();

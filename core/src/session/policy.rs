@@ -332,6 +332,32 @@ impl Session {
         true
     }
 
+    /// Counts this connection against `site` (none: against no site) under that site's
+    /// connection limit. When the site is full, refuses with its max-clients message
+    /// (`421`) and closes; false then.
+    pub(super) fn count_for_site(&mut self, site: Option<usize>) -> bool {
+        let Some(i) = site else {
+            self.slot.release_site();
+            return true;
+        };
+        let config = self.sites.site(i).clone();
+        if self.slot.take_site(i, config.limits.max_connections) {
+            return true;
+        }
+        tracing::info!(session = %self.id, peer = %self.peer, site = %config.site_name, "refused: the site is full");
+        self.sub = SubStatus::TooManyForSite;
+        self.login = Login::Start;
+        let text = config
+            .messages
+            .max_clients
+            .as_deref()
+            .unwrap_or(&self.slot.policy().rules().max_clients_message);
+        let lines = text.lines().map(str::to_owned).collect();
+        self.reply_multi(421, lines);
+        self.close();
+        false
+    }
+
     /// REIN: the user's session no longer counts.
     pub(super) fn release_user(&mut self) {
         self.slot.release_user();

@@ -684,8 +684,9 @@ impl Session {
         };
         let mut plain = Vec::new();
         let result = tls.receive(bytes, &mut self.out, &mut plain);
-        if !self.host_given && matches!(self.login, Login::Start) {
-            // The SNI name chooses the site as HOST would (before any command of it runs).
+        if !self.host_given && matches!(self.login, Login::Start) && !tls.is_handshaking() {
+            // The SNI name chooses the site as HOST would (before any command of it runs:
+            // commands only come once the handshake is done, and so can a refusal's 421).
             if let Some(name) = tls.server_name().map(str::to_owned) {
                 self.select_site_by_sni(&name);
             }
