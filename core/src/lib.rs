@@ -30,8 +30,8 @@ pub mod typea;
 
 pub use authz::{Access, Rule, Rules, Who};
 pub use backend::{
-    AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, OpenedFile,
-    Principal, Request, Storage, Upload, WriteMode,
+    AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, NoResolver,
+    OpenedFile, Principal, Request, Resolver, Storage, Upload, WriteMode,
 };
 pub use config::{ListingStyle, Messages, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};

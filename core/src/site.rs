@@ -298,6 +298,15 @@ impl Sites {
         })
     }
 
+    /// Every site bound to `local`, whichever host name it answers to (a site bound
+    /// twice there comes twice).
+    pub fn sites_at(&self, local: SocketAddr) -> impl Iterator<Item = &Arc<SessionConfig>> {
+        self.bindings
+            .iter()
+            .filter(move |b| b.rank(local) > 0)
+            .map(|b| &self.sites[b.site])
+    }
+
     /// The site bound to `host` for connections on `local` (RFC 7151 `HOST`, IIS
     /// `host|user`). On an address without virtual hosts, any name selects the
     /// blank-host site.

@@ -445,6 +445,7 @@ fn site_ip_rules_refuse_at_accept() {
                     allow: true,
                 }],
                 deny_action: action,
+                ..IpRules::default()
             },
             logging: Some(LogConfig {
                 site: "s".into(),
@@ -788,6 +789,7 @@ fn a_site_chosen_by_host_applies_its_own_ip_rules() {
                 allow: true,
             }],
             deny_action: DenyAction::Refuse530,
+            ..IpRules::default()
         },
         ..config()
     });

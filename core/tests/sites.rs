@@ -445,7 +445,9 @@ fn requests_stay_below(h: &Harness, prefixes: &[&str]) {
             | Request::RemoveFile { path }
             | Request::SetModified { path, .. } => vec![path],
             Request::Rename { from, to, .. } => vec![from, to],
-            Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
+            Request::Authenticate { .. }
+            | Request::CloseFile { .. }
+            | Request::ReverseLookup { .. } => vec![],
         };
         for p in paths {
             assert!(
@@ -725,7 +727,9 @@ fn every_path_verb_is_checked_against_a_denied_folder() {
             Request::Rename { from, to, .. } => {
                 from.starts_with(&secret) || to.starts_with(&secret)
             }
-            Request::Authenticate { .. } | Request::CloseFile { .. } => false,
+            Request::Authenticate { .. }
+            | Request::CloseFile { .. }
+            | Request::ReverseLookup { .. } => false,
         }
     };
     for &verb in Verb::ALL {

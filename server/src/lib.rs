@@ -23,11 +23,13 @@ use wharf_runtime_mio::MioConfig;
 pub mod config;
 pub mod localfs;
 mod login_cache;
+pub mod resolver;
 pub mod users;
 pub mod w3c;
 
 pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
+pub use resolver::SystemResolver;
 pub use users::{hash_password, UserEntry, UserList};
 pub use wharf_runtime_mio::RunningServer;
 
@@ -35,6 +37,15 @@ pub use wharf_runtime_mio::RunningServer;
 /// listen address (port 0 is resolved; see [`RunningServer::local_addrs`]) and returns
 /// once the server accepts.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
+    start_with_resolver(config, Arc::new(SystemResolver))
+}
+
+/// [`start`], with reverse lookups (IP rules with host names) answered by `resolver`
+/// instead of the system's (tests use a stub).
+pub fn start_with_resolver(
+    config: &ServerConfig,
+    resolver: Arc<dyn wharf_core::Resolver>,
+) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     let auth = Arc::new(UserList::with_login_cache(
         config.users.clone(),
@@ -51,6 +62,7 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     let mio = MioConfig {
         shards: config.shards,
         log,
+        resolver,
         ..MioConfig::default()
     };
     let shards = mio.shard_count();

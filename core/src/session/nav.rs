@@ -301,6 +301,7 @@ impl Session {
             Then::List(job) => self.on_listing(now, job, completion),
             Then::Open(job) => self.on_opened(now, job, completion),
             Then::CloseUpload { replies } => self.on_upload_closed(replies, completion),
+            Then::Lookup => self.on_lookup(now, completion),
             other => self.on_nav_then(other, completion),
         }
     }

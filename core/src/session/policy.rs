@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::state::{AbortCause, Login, Pending};
 use super::timer::Timer;
 use super::{Action, TransferOutcome};
-use crate::backend::{FsError, Principal};
+use crate::backend::{Completion, FsError, Principal};
 use crate::log::{self, Field, LogRecord, SubStatus};
 use crate::path::VPath;
 use crate::policy::filter::{self, Denial};
@@ -303,9 +303,10 @@ impl Session {
             return false;
         }
         // A site chosen after connecting (HOST, USER host|user, SNI) judges the address
-        // by its own IP rules; the listener's default site already did at accept.
+        // (and the name, when it was looked up) by its own IP rules; the listener's
+        // default site already did at accept.
         let rules = &self.config.ip_rules;
-        if !rules.allows(self.peer.ip()) {
+        if !rules.allows_named(self.peer.ip(), self.peer_name.as_deref()) {
             let action = rules.deny_action;
             tracing::info!(session = %self.id, peer = %self.peer, site = %self.config.site_name, "refused by the site's IP rules");
             self.login = Login::Start;
@@ -356,6 +357,43 @@ impl Session {
         self.reply_multi(421, lines);
         self.close();
         false
+    }
+
+    /// The reverse lookup of the peer's name is done: the IP rules that waited for it
+    /// (the server's, then the listener's site's) judge, then the greeting goes out. A
+    /// failed or unknown lookup is no name: only address entries apply then.
+    pub(super) fn on_lookup(&mut self, now: Instant, completion: Completion) {
+        let name = match completion {
+            Completion::Hostname(name) => name,
+            other => {
+                tracing::error!(session = %self.id, ?other, "completion of the wrong kind");
+                None
+            }
+        };
+        self.peer_name = name.map(String::into_boxed_str);
+        let ip = self.peer.ip();
+        let site = self.listener.default.unwrap_or(self.listener.fallback);
+        let policy = self.slot.policy().clone();
+        let denied = [&policy.rules().ip_rules, &self.sites.site(site).ip_rules]
+            .into_iter()
+            .find(|rules| !rules.allows_named(ip, self.peer_name.as_deref()))
+            .map(|rules| rules.deny_action);
+        let Some(action) = denied else {
+            tracing::debug!(session = %self.id, name = ?self.peer_name, "peer name looked up");
+            return self.greet();
+        };
+        tracing::info!(session = %self.id, peer = %self.peer, name = ?self.peer_name, "refused by IP rules");
+        // Logged as a refused connection is, at accept.
+        self.start_record(now, Cow::Borrowed("ControlChannelOpened"), "", 0);
+        self.sub = SubStatus::IpDenied;
+        if action != DenyAction::Drop {
+            self.reply(action.status(), "Access denied for your address.");
+        }
+        if let Some(l) = &mut self.log {
+            l.rec.debug = Some(Cow::Borrowed(SubStatus::IpDenied.slug()));
+        }
+        self.emit_log(now);
+        self.close();
     }
 
     /// REIN: the user's session no longer counts.

@@ -97,6 +97,8 @@ pub(super) enum Then {
     CloseUpload {
         replies: Vec<(u16, String)>,
     },
+    /// The client's host name is being looked up; the greeting waits for it.
+    Lookup,
 }
 
 /// A transfer in flight.
@@ -155,6 +157,8 @@ pub struct Session {
     /// A host name chose the site (HOST, `host|user` or SNI).
     pub(super) host_given: bool,
     pub(super) peer: SocketAddr,
+    /// The peer's confirmed host name, when an IP rule needed it.
+    pub(super) peer_name: Option<Box<str>>,
     pub(super) local: SocketAddr,
     pub(super) framer: LineFramer,
     /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).
@@ -209,9 +213,9 @@ impl Session {
         id: SessionId,
         sites: Arc<Sites>,
         listener: Listener,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
         slot: crate::policy::limits::Slot,
+        lookup: bool,
     ) -> Session {
         let config = sites
             .site(listener.default.unwrap_or(listener.fallback))
@@ -224,6 +228,7 @@ impl Session {
             host_given: false,
             framer: LineFramer::new(config.max_line),
             peer,
+            peer_name: None,
             local,
             held: VecDeque::new(),
             held_bytes: 0,
@@ -273,7 +278,14 @@ impl Session {
                 }
             }
         }
-        s.greet();
+        if lookup {
+            // IP rules with host names judge once the name is known; until then the
+            // session says nothing and runs no command (the login timeout still runs).
+            let ip = peer.ip();
+            s.request(Request::ReverseLookup { ip }, Then::Lookup);
+        } else {
+            s.greet();
+        }
         s.timers.set(Timer::Login, now + s.config.timeouts.login);
         s
     }

@@ -43,6 +43,8 @@ pub struct Harness {
     pub session: Session,
     pub storage: Arc<MemStorage>,
     pub users: Arc<MemUsers>,
+    /// Answers reverse lookups (none by default).
+    pub resolver: Arc<dyn wharf_core::Resolver>,
     pub files: BTreeMap<FileHandle, OpenFile>,
     /// Every reply byte the session wrote.
     pub wire: Vec<u8>,
@@ -92,7 +94,8 @@ impl Harness {
 
     /// A session accepted by `server` on the local address `local`, with these users.
     pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
-        Harness::accept_on(&mut server, PEER, local, origin(), users).expect("admitted")
+        let resolver = Arc::new(wharf_core::NoResolver);
+        Harness::accept_on(&mut server, PEER, local, origin(), users, resolver).expect("admitted")
     }
 
     /// A session `server` admits from `peer` at `now` (several harnesses can share one
@@ -102,8 +105,18 @@ impl Harness {
         peer: &str,
         now: Instant,
     ) -> Result<Harness, wharf_core::Refusal> {
+        Harness::accept_resolving(server, peer, now, Arc::new(wharf_core::NoResolver))
+    }
+
+    /// As [`Harness::accept`], with reverse lookups answered by `resolver`.
+    pub fn accept_resolving(
+        server: &mut Server,
+        peer: &str,
+        now: Instant,
+        resolver: Arc<dyn wharf_core::Resolver>,
+    ) -> Result<Harness, wharf_core::Refusal> {
         let users = MemUsers::new().with("alice", "secret", &["staff"]);
-        Harness::accept_on(server, peer, LOCAL, now, users)
+        Harness::accept_on(server, peer, LOCAL, now, users, resolver)
     }
 
     fn accept_on(
@@ -112,6 +125,7 @@ impl Harness {
         local: &str,
         now: Instant,
         users: MemUsers,
+        resolver: Arc<dyn wharf_core::Resolver>,
     ) -> Result<Harness, wharf_core::Refusal> {
         let storage = Arc::new(MemStorage::new());
         let users = Arc::new(users);
@@ -121,6 +135,7 @@ impl Harness {
             session,
             storage,
             users,
+            resolver,
             files: BTreeMap::new(),
             wire: Vec::new(),
             actions: Vec::new(),
@@ -254,8 +269,14 @@ impl Harness {
                     | wharf_core::Request::OpenWrite { file, .. } => Some(*file),
                     _ => None,
                 };
-                let (completion, opened) =
-                    execute(&*self.storage, &*self.users, request, file, self.wall);
+                let (completion, opened) = execute(
+                    &*self.storage,
+                    &*self.users,
+                    &*self.resolver,
+                    request,
+                    file,
+                    self.wall,
+                );
                 if let (Some(h), Some(f)) = (handle, opened) {
                     self.files.insert(h, f);
                 }
