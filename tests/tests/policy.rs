@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use wharf_tests::harness::*;
 
@@ -193,6 +194,46 @@ while True:
 sys.stdout.write(repr(data))
 "#;
 
+/// A resolver that holds its first lookup until [`Gate::open`]; every client is
+/// `client.test`.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<(bool, bool)>, // (entered, open)
+    changed: Condvar,
+}
+
+impl Gate {
+    fn wait_entered(&self) {
+        let guard = self.state.lock().unwrap();
+        let (guard, timeout) = self
+            .changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |s| !s.0)
+            .unwrap();
+        assert!(!timeout.timed_out() && guard.0, "no lookup started");
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl wharf_core::Resolver for Gate {
+    fn reverse_lookup(&self, _ip: std::net::IpAddr) -> Option<String> {
+        let mut s = self.state.lock().unwrap();
+        if !s.0 {
+            s.0 = true;
+            self.changed.notify_all();
+            // Bounded: a test that never opens the gate still ends.
+            let _ = self
+                .changed
+                .wait_timeout_while(s, Duration::from_secs(30), |s| !s.1)
+                .unwrap();
+        }
+        Some("client.test".into())
+    }
+}
+
 wharf_tests::per_runtime! {
 
 fn hidden_private_folder_is_invisible_and_unreachable(rt) {
@@ -246,6 +287,59 @@ fn site_admits_only_its_address_with_default_deny(rt) {
     let seen = python(FROM_127_0_0_2, &[&f.port.to_string()]);
     assert_eq!(seen, "b''");
     assert_eq!(curl(&["-u", "alice:s3cret", &f.url("hello.txt")]), b"hello, world\n");
+    f.stop();
+}
+
+fn host_name_entries_admit_localhost_by_its_reverse_name(rt) {
+    // The machine's own resolver: 127.0.0.1 is "localhost" in /etc/hosts (and forward
+    // "localhost" leads back to it); 127.0.0.2 has no name. Only the name is allowed.
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let listed = hosts.lines().any(|l| {
+        let mut w = l.split('#').next().unwrap_or("").split_whitespace();
+        w.next() == Some("127.0.0.1") && w.next() == Some("localhost")
+    });
+    assert!(listed, "this test needs /etc/hosts to map 127.0.0.1 to localhost first");
+    let extra = "[site.ip_security]\nallow_unlisted = false\nenable_reverse_dns = true\n\
+                 allow = [\"LOCALHOST\"]\n";
+    let f = Fixture::with_config(rt, "", extra);
+    assert_eq!(curl(&["-u", "alice:s3cret", &f.url("hello.txt")]), b"hello, world\n");
+    let seen = python(FROM_127_0_0_2, &[&f.port.to_string()]);
+    assert_eq!(seen, "b'421 Access denied for your address.\\r\\n'");
+    f.stop();
+}
+
+fn a_slow_reverse_lookup_stalls_no_other_session(rt) {
+    // One shard, so a lookup run on the event loop would stall everyone. The stub
+    // resolver holds the first lookup until the test lets it go.
+    let gate = Arc::new(Gate::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\npassive_ports = \"0-0\"\n\
+         runtime = \"{rt}\"\n[site]\nroot = {root:?}\nanonymous = true\n\
+         [site.ip_security]\nenable_reverse_dns = true\ndeny = [\"*.blocked.test\"]\n",
+        root = root.display().to_string()
+    );
+    let f = Fixture::from_toml_resolving(rt, tmp, root, &text, gate.clone());
+    let mut held = std::net::TcpStream::connect(f.addr()).unwrap();
+    held.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    gate.wait_entered();
+    // Meanwhile another client connects, is looked up, logs in and downloads.
+    assert_eq!(curl(&[&f.url("hello.txt")]), b"hello, world\n");
+    let mut first = [0u8; 4];
+    held.set_nonblocking(true).unwrap();
+    let early = std::io::Read::read(&mut held, &mut first);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the held connection was greeted before its lookup ended: {early:?}"
+    );
+    held.set_nonblocking(false).unwrap();
+    gate.open();
+    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    assert_eq!(&first, b"220 ");
+    drop(held);
     f.stop();
 }
 
