@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh — measure wharf and peer FTP servers in one run; see bench/README.md.
 #
-#   bench/run.sh [--servers wharf,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
+#   bench/run.sh [--servers wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
 #                [--runs N] [--quick] [--out DIR]
 #
-# scenarios: limits retr-big stor-big sessions cmd-latency list idle (default: all)
+# scenarios: limits retr-big stor-big sessions cmd-latency list idle ftps (default: all)
 # Every server listens on 127.0.0.1 only, is started afresh for each run (and for each
 # idle count) in the foreground, and is stopped by its PID. Every step has a time limit.
 set -euo pipefail
@@ -16,8 +16,8 @@ SCRATCH=${SCRATCH:-/work/bench-scratch}
 BENCH_USER=${BENCH_USER:-wharfbench}
 BENCH_PASS=${BENCH_PASS:-wharfbench}
 WHARF_BIN=${WHARF_BIN:-$REPO/target/release/wharf}
-SERVERS=wharf,vsftpd,pureftpd,pyftpdlib
-SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle
+SERVERS=wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib
+SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle,ftps
 RUNS=3
 QUICK=0
 OUT=""
@@ -39,6 +39,12 @@ else
 fi
 OUT=${OUT:-$SCRATCH/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
+# One self-signed ECDSA P-256 certificate for every server's FTPS (each server offers
+# explicit FTPS beside plaintext; the ftps-* scenarios use it).
+TLS_CERT=$OUT/tls-cert.pem TLS_KEY=$OUT/tls-key.pem TLS_PEM=$OUT/tls.pem
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -subj /CN=localhost -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
+cat "$TLS_CERT" "$TLS_KEY" >"$TLS_PEM"
 RESULTS=$OUT/results.jsonl
 LOG=$OUT/run.log
 has() { [[ ",$1," == *",$2,"* ]]; }
@@ -50,7 +56,7 @@ NOFILE=$(ulimit -n)
 bash "$HERE/setup.sh" all
 (cd "$REPO" && cargo build --release -q -p wharf-bench)
 LOAD=$REPO/target/release/wharf-load
-if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0; then
+if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol; then
     if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
@@ -69,14 +75,17 @@ cat "$OUT/machine.txt" >&2
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fill() {
     sed -e "s|@PORT@|$PORT|g" -e "s|@PASV_MIN@|$PASV_MIN|g" -e "s|@PASV_MAX@|$PASV_MAX|g" \
-        -e "s|@DATA@|$DATA|g" -e "s|@USER@|$BENCH_USER|g" -e "s|@HASH@|${HASH:-}|g" "$1"
+        -e "s|@DATA@|$DATA|g" -e "s|@USER@|$BENCH_USER|g" -e "s|@HASH@|${HASH:-}|g" \
+        -e "s|@CERT@|$TLS_CERT|g" -e "s|@KEY@|$TLS_KEY|g" -e "s|@PEM@|$TLS_PEM|g" "$1"
 }
 # Passive ports: 7,000 per server, below the ephemeral range (so client ports never collide
 # with them) and distinct per server, so that one server's TIME_WAIT sockets (a session-rate
 # run leaves thousands) cannot make the next server's PASV fail.
 pasv_range() {
     case $1 in
-    wharf | wharf-pasv0) PASV_MIN=2000 ;;
+    # wharf on either runtime: one range (the runs never overlap, and drain_time_wait
+    # below empties it between them).
+    wharf | wharf-pasv0 | wharf-smol) PASV_MIN=2000 ;;
     vsftpd) PASV_MIN=9000 ;;
     pureftpd) PASV_MIN=16000 ;;
     *) PASV_MIN=23000 ;;
@@ -107,13 +116,16 @@ start_server() {
     [[ $mode == idle ]] || drain_time_wait # idle opens no data connection
     local cmd=()
     case $name in
-    wharf | wharf-pasv0)
+    wharf | wharf-pasv0 | wharf-smol)
         HASH=$("$SCRATCH/venv/bin/python" -c 'import argon2,sys; print(argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1, type=argon2.Type.ID).hash(sys.argv[1]))' "$BENCH_PASS")
         fill "$HERE/configs/wharf.toml.in" >"$OUT/$name.toml"
         # wharf-pasv0: the same server with passive_ports = "0-0" (the kernel picks any
         # free port), which sidesteps TIME_WAIT on a fixed range.
         [[ $name == wharf-pasv0 ]] && sed -i 's/^passive_ports = .*/passive_ports = "0-0"/' "$OUT/$name.toml"
-        cmd=("$WHARF_BIN" --config "$OUT/$name.toml") ;;
+        cmd=("$WHARF_BIN" --config "$OUT/$name.toml")
+        # wharf-smol: the same server and config on the smol runtime.
+        if [[ $name == wharf-smol ]]; then cmd+=(--runtime smol); fi
+        ;;
     vsftpd)
         fill "$HERE/configs/vsftpd.conf.in" >"$OUT/vsftpd.conf"
         cmd=(env LD_LIBRARY_PATH="$SCRATCH/peers/vsftpd/usr/lib/x86_64-linux-gnu"
@@ -127,7 +139,7 @@ start_server() {
         cmd=("$SCRATCH/peers/pure-ftpd/usr/sbin/pure-ftpd" $args) ;;
     pyftpdlib)
         cmd=("$SCRATCH/venv/bin/python" "$HERE/configs/pyftpdlib_server.py" "$PORT"
-            "$PASV_MIN" "$PASV_MAX" "$DATA" "$BENCH_USER" "$BENCH_PASS") ;;
+            "$PASV_MIN" "$PASV_MAX" "$DATA" "$BENCH_USER" "$BENCH_PASS" "$TLS_PEM") ;;
     *) log "unknown server $name"; return 1 ;;
     esac
     CG=$CG_ROOT/wharf-bench-$name
@@ -222,6 +234,17 @@ for RUN in $(seq "$RUNS"); do
                 has "$SCENARIOS" sessions && load "$s" sessions --path small.bin --clients 16 --duration "$DURATION"
                 stop_server
             fi
+        fi
+        # FTPS (explicit, PROT P) on a fresh server: TIME_WAIT drained, same scenarios.
+        if has "$SCENARIOS" ftps && start_server "$s"; then
+            load "$s" retr-big --tls explicit --path big.bin --count 2
+            load "$s" stor-big --tls explicit --size-mib 512 --count 3
+            load "$s" sessions --tls explicit --path small.bin --clients 16 --duration "$DURATION"
+            stop_server
+        fi
+        if has "$SCENARIOS" ftps && start_server "$s" idle; then
+            load "$s" idle --tls explicit --count 1000 --threads 8 --hold 3 --max-time 180 --timeout 10
+            stop_server
         fi
         if has "$SCENARIOS" idle; then
             for n in "${IDLE_LIST[@]}"; do

@@ -26,6 +26,13 @@ ROWS = [
     ("list", "list_entries_per_server_cpu_s", "LIST entries per server CPU-s", 0),
     ("list", "mlsd_entries_per_s", "MLSD 10k entries/s", 0),
     ("list", "mlsd_entries_per_server_cpu_s", "MLSD entries per server CPU-s", 0),
+    ("ftps-retr-big", "mb_per_s", "FTPS RETR 1 GiB, MB/s", 0),
+    ("ftps-retr-big", "mb_per_server_cpu_s", "FTPS RETR, MB per server CPU-s", 0),
+    ("ftps-stor-big", "mb_per_s", "FTPS STOR 512 MiB, MB/s", 0),
+    ("ftps-stor-big", "mb_per_server_cpu_s", "FTPS STOR, MB per server CPU-s", 0),
+    ("ftps-sessions", "sessions_per_s", "FTPS sessions/s (AUTH TLS, PROT P, RETR 4 KiB)", 0),
+    ("ftps-sessions", "sessions_per_server_cpu_s", "FTPS sessions per server CPU-s", 0),
+    ("ftps-sessions", "errors", "FTPS session errors (per run)", 0),
 ]
 IDLE_ROWS = [
     ("opened", "sessions opened", 0),
@@ -77,8 +84,8 @@ def main(paths):
     by = defaultdict(list)  # (server, scenario) -> records
     for r in recs:
         key = r["scenario"]
-        if key == "idle":
-            key = f"idle {r.get('requested')}"
+        if key in ("idle", "ftps-idle"):
+            key = f"{key} {r.get('requested')}"
         by[(r.get("server"), key)].append(r)
 
     print("MB = 10^6 bytes; median [min–max] over runs; 'per server CPU-s' = work per second")
@@ -100,7 +107,8 @@ def main(paths):
                 best = (min(ps) if key in LOWER_IS_BETTER else max(ps)) if ps else None
                 extra = f" {w / best:.2f}x |" if w is not None and best else " – |"
             print(f"| {label} | " + " | ".join(cells) + " |" + extra)
-        idle_keys = sorted({k for (_, k) in by if k.startswith("idle ")}, key=lambda k: int(k.split()[1]))
+        idle_keys = sorted({k for (_, k) in by if k.split()[0] in ("idle", "ftps-idle")},
+                           key=lambda k: (k.startswith("ftps"), int(k.split()[1])))
         for ik in idle_keys:
             for key, label, digits in IDLE_ROWS:
                 cells = [cell([r.get(key) for r in by[(s, ik)] if r.get("opened")], digits) for s in servers]

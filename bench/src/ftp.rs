@@ -99,20 +99,23 @@ impl Ctrl {
     /// (implicit: TLS first; explicit: AUTH TLS, PBSZ 0, PROT P).
     pub fn open(t: &Target, src: Option<IpAddr>) -> Res<Ctrl> {
         let s = connect(t.addr, src, t.timeout)?;
-        let conn = match &t.tls {
+        // Each session remembers only its own TLS session: a data connection must resume
+        // its control connection's, not another client thread's.
+        let session_tls = t.tls.as_ref().map(Tls::for_session);
+        let conn = match &session_tls {
             Some(tls) if tls.mode == Mode::Implicit => tls.wrap(s, t.addr.ip())?,
             _ => Conn::Plain(s),
         };
-        let mut c = Ctrl::from_conn(conn, t.tls.clone());
+        let mut c = Ctrl::from_conn(conn, session_tls.clone());
         c.expect_reply(&[220], "banner")?;
-        if let Some(tls) = &t.tls {
+        if let Some(tls) = &session_tls {
             if tls.mode == Mode::Explicit {
                 c.cmd("AUTH TLS", &[234])?;
                 // Nothing is buffered behind the 234: the reader only ever asks for
                 // complete replies and the server sends nothing more until we speak.
                 let plain = c.reader.into_inner();
                 let sock = plain.into_plain().expect("plain before AUTH");
-                c = Ctrl::from_conn(tls.wrap(sock, t.addr.ip())?, t.tls.clone());
+                c = Ctrl::from_conn(tls.wrap(sock, t.addr.ip())?, session_tls.clone());
             }
             c.cmd("PBSZ 0", &[200])?;
             c.cmd("PROT P", &[200])?;

@@ -193,7 +193,12 @@ fn main() -> ExitCode {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    head.str("scenario", &scenario)
+    // FTPS runs are their own rows: "ftps-retr-big", ...
+    let label = match o.0.get("tls").map(String::as_str) {
+        Some("explicit" | "implicit") => format!("ftps-{scenario}"),
+        _ => scenario.clone(),
+    };
+    head.str("scenario", &label)
         .str("server", &o.s("server", "unknown"))
         .str("tag", &o.s("tag", ""))
         .int("unix_time", ts);

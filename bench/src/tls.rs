@@ -41,10 +41,21 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
             .with_no_client_auth();
-        // Enough remembered sessions for every client thread of a run.
-        config.resumption = rustls::client::Resumption::in_memory_sessions(4096);
+        config.resumption = rustls::client::Resumption::in_memory_sessions(16);
         Tls {
             mode,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The same client with a session store of its own, for one FTP session: its data
+    /// connections resume its control connection's TLS session, never another thread's
+    /// (which a server that binds data to control refuses).
+    pub fn for_session(&self) -> Tls {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        Tls {
+            mode: self.mode,
             config: Arc::new(config),
         }
     }

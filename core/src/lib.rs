@@ -21,6 +21,7 @@ pub mod log;
 pub mod memfs;
 pub mod path;
 pub mod policy;
+pub mod ports;
 pub mod proto;
 pub mod server;
 pub mod session;

@@ -292,6 +292,9 @@ pub const WIN32_LOGON_FAILURE: u32 = 1326;
 pub const WIN32_ABORTED: u32 = 995;
 /// `WSAECONNRESET`.
 pub const WIN32_CONNECTION_RESET: u32 = 10054;
+/// `SEC_E_ILLEGAL_MESSAGE`: TLS on a data connection failed (handshake, session binding,
+/// a bad record), as Schannel reports it.
+pub const WIN32_TLS_FAILURE: u32 = 0x8009_0326;
 
 #[cfg(test)]
 mod tests {

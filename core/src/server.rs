@@ -74,6 +74,22 @@ impl Server {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<Session, Refusal> {
+        let implicit_tls = self.sites.listener(local).is_some_and(|l| l.implicit_tls);
+        self.admit(now, peer, local).map_err(|mut refusal| {
+            if implicit_tls {
+                // Never plaintext on an implicit-FTPS port: just close.
+                refusal.reply.clear();
+            }
+            refusal
+        })
+    }
+
+    fn admit(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Session, Refusal> {
         let Some(listener) = self.sites.listener(local) else {
             return Err(Refusal {
                 reply: b"421 No site is bound to this address.\r\n".to_vec(),

@@ -243,15 +243,15 @@ impl Sites {
     }
 
     /// One site that answers every connection on every address and port, with any
-    /// host name: what [`crate::Server::new`] serves.
+    /// host name: what [`crate::Server::new`] serves (plain FTP; explicit FTPS when the
+    /// site has TLS).
     pub fn single(config: Arc<SessionConfig>) -> Sites {
-        let implicit_tls = config.tls.as_ref().is_some_and(|t| t.implicit);
         let any = |ip: IpAddr| Binding {
             ip,
             port: 0,
             host: None,
             site: 0,
-            implicit_tls,
+            implicit_tls: false,
         };
         Sites {
             sites: vec![config],

@@ -1,57 +1,129 @@
-//! FTPS on the control channel, with a real rustls client in memory.
+//! FTPS with a real rustls client in memory: the control channel, and data connections
+//! through `DataTls`, driven by a tiny in-memory "runtime" ([`run_tls_transfer`]).
 
 mod harness;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use harness::Harness;
+use harness::{DataMode, Harness};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use wharf_core::{ControlPolicy, DataPolicy, TlsSettings};
+use wharf_core::backend::OpenFile;
+use wharf_core::tls::DataTlsError;
+use wharf_core::{
+    Action, Body, ControlPolicy, DataPolicy, Input, TlsSettings, TransferOutcome, TransferSpec,
+};
 
-fn certified() -> (Arc<rustls::ServerConfig>, CertificateDer<'static>) {
+/// A site's rustls configuration as the server builds it: stateless tickets, a session
+/// cache, TLS 1.2 and 1.3.
+fn certified() -> (rustls::ServerConfig, CertificateDer<'static>) {
+    certified_with(true)
+}
+
+/// Without `tickets`, sessions are only remembered in the server's cache.
+fn certified_with(tickets: bool) -> (rustls::ServerConfig, CertificateDer<'static>) {
     let cert = rcgen::generate_simple_self_signed(vec!["ftp.example.com".into()]).unwrap();
     let der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![der.clone()], key)
         .unwrap();
-    (Arc::new(config), der)
+    if tickets {
+        config.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
+    }
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+    (config, der)
 }
 
-fn settings(
-    implicit: bool,
-    control: ControlPolicy,
-    data: DataPolicy,
-) -> (TlsSettings, CertificateDer<'static>) {
+fn settings(control: ControlPolicy, data: DataPolicy) -> (TlsSettings, CertificateDer<'static>) {
     let (config, der) = certified();
-    (
-        TlsSettings {
-            config,
-            implicit,
-            control,
-            data,
-            exempt_anonymous: false,
-        },
-        der,
-    )
+    let mut tls = TlsSettings::new(config);
+    tls.control = control;
+    tls.data = data;
+    (tls, der)
 }
 
-fn client(der: &CertificateDer<'static>) -> rustls::ClientConnection {
+/// One client program: its control and data connections share this configuration, and
+/// with it rustls' session store, so data connections resume the control session.
+fn client_config(
+    der: &CertificateDer<'static>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[version])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A client session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn tickets(&self) -> usize {
+        self.tickets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        v: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, v)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        v: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, v)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+fn connect(config: &Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
     let name = ServerName::try_from("ftp.example.com").unwrap();
-    rustls::ClientConnection::new(Arc::new(config), name).unwrap()
+    rustls::ClientConnection::new(config.clone(), name).unwrap()
+}
+
+fn client(der: &CertificateDer<'static>) -> rustls::ClientConnection {
+    connect(&client_config(der, &rustls::version::TLS13))
 }
 
 /// Moves bytes both ways until neither side has anything to say; returns the plaintext
@@ -103,13 +175,20 @@ fn tls_command(
 }
 
 /// AUTH TLS and a completed handshake: the client and how much of the wire it has read.
-fn secured(h: &mut Harness, der: &CertificateDer<'static>) -> (rustls::ClientConnection, usize) {
+fn secured_with(
+    h: &mut Harness,
+    config: &Arc<rustls::ClientConfig>,
+) -> (rustls::ClientConnection, usize) {
     h.expect("AUTH TLS", "234 ");
     let mut seen = h.wire.len();
-    let mut c = client(der);
+    let mut c = connect(config);
     assert_eq!(pump(h, &mut c, &mut seen), "", "handshake only");
     assert!(!c.is_handshaking());
     (c, seen)
+}
+
+fn secured(h: &mut Harness, der: &CertificateDer<'static>) -> (rustls::ClientConnection, usize) {
+    secured_with(h, &client_config(der, &rustls::version::TLS13))
 }
 
 fn site(tls: TlsSettings) -> Harness {
@@ -118,13 +197,227 @@ fn site(tls: TlsSettings) -> Harness {
     Harness::with_config(cfg)
 }
 
+/// A control session over TLS, logged in, `PBSZ 0` + `PROT P`, data actions answered by
+/// the test.
+struct Ftps {
+    h: Harness,
+    c: rustls::ClientConnection,
+    seen: usize,
+}
+
+impl Ftps {
+    fn login(mut h: Harness, config: &Arc<rustls::ClientConfig>) -> Ftps {
+        h.mode = DataMode::Manual;
+        let (c, seen) = secured_with(&mut h, config);
+        let mut s = Ftps { h, c, seen };
+        for (line, code) in [
+            ("USER alice", "331 "),
+            ("PASS secret", "230 "),
+            ("PBSZ 0", "200 "),
+            ("PROT P", "200 "),
+        ] {
+            s.expect(line, code);
+        }
+        s
+    }
+
+    #[track_caller]
+    fn expect(&mut self, line: &str, prefix: &str) -> String {
+        let got = tls_command(&mut self.h, &mut self.c, &mut self.seen, line);
+        assert!(
+            got.starts_with(prefix),
+            "{line:?}: expected {prefix:?}, got {got:?}"
+        );
+        got
+    }
+
+    /// Replies the session produced since the client last read (decrypted).
+    fn replies(&mut self) -> String {
+        pump(&mut self.h, &mut self.c, &mut self.seen)
+    }
+
+    /// PASV, answered and accepted, then `cmd`: the transfer it started.
+    fn transfer(&mut self, cmd: &str) -> (wharf_core::TransferId, TransferSpec) {
+        tls_command(&mut self.h, &mut self.c, &mut self.seen, "PASV");
+        let Some(&Action::ListenData { conn, .. }) = self.h.actions.last() else {
+            panic!("no ListenData: {:?}", self.h.actions)
+        };
+        self.h.input(Input::DataListening { conn, port: 50000 });
+        let peer = "192.0.2.7:40001".parse().unwrap();
+        self.h.input(Input::DataAccepted { conn, peer });
+        let r = tls_command(&mut self.h, &mut self.c, &mut self.seen, cmd);
+        assert!(r.contains("227 ") && r.contains("150 "), "{cmd}: {r}");
+        self.h.take_transfer()
+    }
+
+    /// Reports a transfer's end; returns the replies.
+    fn done(&mut self, xfer: wharf_core::TransferId, outcome: TransferOutcome) -> String {
+        self.h.input(Input::TransferDone { xfer, outcome });
+        self.replies()
+    }
+}
+
+/// What a transfer's client side does.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    /// Receive a download (or listing).
+    Download,
+    /// Send these bytes, then close_notify when `close_notify`, then end the stream.
+    Upload { body: &'a [u8], close_notify: bool },
+}
+
+/// What the client side of a transfer saw.
+struct Seen {
+    outcome: TransferOutcome,
+    received: Vec<u8>,
+    close_notify: bool,
+}
+
+/// Runs a transfer the way a runtime does, in memory: `spec.tls` between the body and
+/// the "socket", a rustls client `c` on the other end.
+fn run_tls_transfer(
+    h: &mut Harness,
+    spec: TransferSpec,
+    c: &mut rustls::ClientConnection,
+    peer: Peer<'_>,
+) -> Seen {
+    let mut tls = spec.tls.expect("a PROT P transfer carries DataTls");
+    let mut body = match &spec.body {
+        Body::Bytes(b) => b.clone(),
+        Body::Send(f) => {
+            let Some(OpenFile::Read(r)) = h.files.get_mut(f) else {
+                panic!("not open")
+            };
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        }
+        Body::Receive(_) => Vec::new(),
+    };
+    let mut seen = Seen {
+        outcome: TransferOutcome::ConnectionLost { bytes: 0 },
+        received: Vec::new(),
+        close_notify: false,
+    };
+    let mut bytes = 0u64;
+    let (mut uploaded, mut client_eof, mut closing) = (false, false, false);
+    let mut upload_at = 0;
+    let fail = |error, bytes, seen: Seen| Seen {
+        outcome: TransferOutcome::Tls { bytes, error },
+        ..seen
+    };
+    for _ in 0..10_000 {
+        // Client to server.
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        loop {
+            // Plaintext first (rustls refuses input while it holds some).
+            let mut chunk = [0u8; 8192];
+            while let Some(n) = tls.read_plain(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let Body::Receive(f) = &spec.body else {
+                    panic!("plaintext on a download")
+                };
+                let Some(OpenFile::Write(w)) = h.files.get_mut(f) else {
+                    panic!("not open")
+                };
+                w.write_all(&chunk[..n]).unwrap();
+                bytes += n as u64;
+            }
+            if matches!(spec.body, Body::Receive(_)) && tls.peer_closed() {
+                tls.close();
+                seen.outcome = TransferOutcome::Complete { bytes };
+                return seen;
+            }
+            if rd.is_empty() {
+                break;
+            }
+            tls.read_tls(&mut rd).unwrap();
+            if let Err(e) = tls.process() {
+                return fail(e, bytes, seen);
+            }
+        }
+        if client_eof {
+            // The client's FIN: the end of the ciphertext stream.
+            seen.outcome = match tls.end_of_stream() {
+                Ok(()) => TransferOutcome::Complete { bytes },
+                Err(e) => TransferOutcome::Tls { bytes, error: e },
+            };
+            return seen;
+        }
+        // The server's body.
+        if !tls.is_handshaking() && !matches!(spec.body, Body::Receive(_)) && !closing {
+            while !body.is_empty() {
+                let n = tls.write_plain(&body);
+                if n == 0 {
+                    break;
+                }
+                bytes += n as u64;
+                body.drain(..n);
+            }
+            if body.is_empty() {
+                tls.close();
+                closing = true;
+            }
+        }
+        // Server to client.
+        let mut wire = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+            let mut chunk = [0u8; 8192];
+            loop {
+                match c.reader().read(&mut chunk) {
+                    Ok(0) => {
+                        seen.close_notify = true;
+                        break;
+                    }
+                    Ok(n) => seen.received.extend_from_slice(&chunk[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        if closing && !tls.wants_write() {
+            seen.outcome = TransferOutcome::Complete { bytes };
+            return seen;
+        }
+        // The client's body.
+        if let Peer::Upload { body, close_notify } = peer {
+            if !c.is_handshaking() && !uploaded {
+                // rustls takes at most its buffer limit per round.
+                let n = c.writer().write(&body[upload_at..]).unwrap();
+                upload_at += n;
+                if upload_at == body.len() {
+                    if close_notify {
+                        c.send_close_notify();
+                    }
+                    uploaded = true;
+                }
+            } else if uploaded && !c.wants_write() {
+                client_eof = true;
+            }
+        }
+    }
+    panic!("the transfer never ended");
+}
+
 #[test]
 fn explicit_ftps_login_and_commands() {
-    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Allow);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mut h = site(tls);
     let feat = h.send("FEAT");
     assert!(
         feat.contains("\r\n AUTH TLS\r\n")
+            && feat.contains("\r\n CCC\r\n")
             && feat.contains("\r\n PBSZ\r\n")
             && feat.contains("\r\n PROT\r\n"),
         "{feat}"
@@ -155,8 +448,18 @@ fn explicit_ftps_login_and_commands() {
 }
 
 #[test]
+fn feat_lists_no_tls_without_a_certificate() {
+    let mut h = Harness::new();
+    let feat = h.send("FEAT");
+    for word in ["AUTH", "PBSZ", "PROT", "CCC"] {
+        assert!(!feat.contains(word), "{feat}");
+    }
+    h.expect("AUTH TLS", "502 ");
+}
+
+#[test]
 fn plaintext_pipelined_after_auth_is_never_executed() {
-    let (tls, _) = settings(false, ControlPolicy::Allow, DataPolicy::Allow);
+    let (tls, _) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mut h = site(tls);
     let r = h.send_raw(b"AUTH TLS\r\nUSER alice\r\nPASS secret\r\n");
     assert!(r.starts_with("234 "), "{r}");
@@ -166,7 +469,7 @@ fn plaintext_pipelined_after_auth_is_never_executed() {
 
 #[test]
 fn a_client_hello_right_after_234_is_tls() {
-    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Allow);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mut h = site(tls);
     h.expect("AUTH SSL", "234 ");
     let mut c = client(&der);
@@ -184,8 +487,10 @@ fn a_client_hello_right_after_234_is_tls() {
 
 #[test]
 fn implicit_ftps_starts_with_tls_and_garbage_gets_no_banner() {
-    let (tls, der) = settings(true, ControlPolicy::Allow, DataPolicy::Allow);
-    let mut h = site(tls.clone());
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let mut h = Harness::implicit(cfg.clone());
     assert!(
         h.wire.is_empty(),
         "no plaintext banner on an implicit binding"
@@ -200,7 +505,7 @@ fn implicit_ftps_starts_with_tls_and_garbage_gets_no_banner() {
         "{feat}"
     );
 
-    let mut h = site(tls);
+    let mut h = Harness::implicit(cfg);
     h.send_raw(b"USER anonymous\r\n");
     assert!(
         h.session.is_closed(),
@@ -209,23 +514,65 @@ fn implicit_ftps_starts_with_tls_and_garbage_gets_no_banner() {
     assert!(!h.replies().contains("220"), "and never earns a banner");
 }
 
+/// An implicit binding never answers in plaintext: not for a site without TLS, and not
+/// with "too many connections".
+#[test]
+fn implicit_bindings_never_speak_plaintext() {
+    use wharf_core::{Binding, Server, Sites};
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let peer = harness::PEER.parse().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let implicit = |config: wharf_core::SessionConfig| {
+        let binding = Binding {
+            ip: local.ip(),
+            port: local.port(),
+            host: None,
+            site: 0,
+            implicit_tls: true,
+        };
+        Sites::new(vec![Arc::new(config)], vec![binding]).unwrap()
+    };
+    let mut server = Server::with_sites(Arc::new(implicit(harness::config())), 0, 1, 10);
+    let s = server.accept(now, peer, local).unwrap();
+    assert!(
+        s.is_closed() && s.poll_transmit().is_none(),
+        "closed, no banner"
+    );
+
+    let (tls, _) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let mut server = Server::with_sites(Arc::new(implicit(cfg)), 0, 1, 1);
+    let _first = server.accept(now, peer, local).unwrap();
+    let refused = server.accept(now, peer, local).err().unwrap();
+    assert!(
+        refused.reply.is_empty(),
+        "no plaintext 421 on an implicit port"
+    );
+}
+
 #[test]
 fn control_policy_require() {
-    let (tls, der) = settings(false, ControlPolicy::Require, DataPolicy::Allow);
+    let (tls, der) = settings(ControlPolicy::Require, DataPolicy::Allow);
     let mut h = site(tls);
     h.expect("USER alice", "534 Policy requires TLS");
-    h.expect("FEAT", "211-");
+    let feat = h.expect("FEAT", "211-");
+    assert!(
+        !feat.contains("CCC"),
+        "no CCC under control = require: {feat}"
+    );
     let (mut c, mut seen) = secured(&mut h, &der);
     assert!(tls_command(&mut h, &mut c, &mut seen, "USER alice").starts_with("331 "));
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PASS secret").starts_with("230 "));
+    let r = tls_command(&mut h, &mut c, &mut seen, "CCC");
+    assert!(r.starts_with("534 Policy requires TLS"), "{r}");
+    assert!(tls_command(&mut h, &mut c, &mut seen, "PWD").starts_with("257 "));
 }
 
 #[test]
 fn control_policy_credentials_only_and_anonymous_exemption() {
-    let (mut tls, _) = settings(
-        false,
-        ControlPolicy::RequireCredentialsOnly,
-        DataPolicy::Allow,
-    );
+    let (mut tls, _) = settings(ControlPolicy::RequireCredentialsOnly, DataPolicy::Allow);
     let mut h = site(tls.clone());
     h.expect(
         "USER alice",
@@ -241,12 +588,12 @@ fn control_policy_credentials_only_and_anonymous_exemption() {
 
 #[test]
 fn data_policy_at_prot_time() {
-    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Require);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Require);
     let mut h = site(tls);
     let (mut c, mut seen) = secured(&mut h, &der);
     tls_command(&mut h, &mut c, &mut seen, "PBSZ 0");
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT C").starts_with("534 "));
-    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Deny);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Deny);
     let mut h = site(tls);
     let (mut c, mut seen) = secured(&mut h, &der);
     tls_command(&mut h, &mut c, &mut seen, "PBSZ 0");
@@ -254,11 +601,333 @@ fn data_policy_at_prot_time() {
     assert!(tls_command(&mut h, &mut c, &mut seen, "PROT C").starts_with("200 "));
 }
 
+/// PROT P both ways through `DataTls`, resuming the control session: TLS 1.3 and 1.2,
+/// with stateless tickets and with the session cache only (TLS 1.2 session IDs, stateful
+/// TLS 1.3 tickets).
+#[test]
+fn prot_p_transfers_both_ways_through_data_tls() {
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    for (version, tickets) in versions.into_iter().flat_map(|v| [(v, true), (v, false)]) {
+        let (config, der) = certified_with(tickets);
+        let tls = TlsSettings::new(config);
+        let client = client_config(&der, version);
+        let mut s = Ftps::login(site(tls), &client);
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        s.h.storage.add_file("/f.bin", &body);
+
+        let (xfer, spec) = s.transfer("RETR f.bin");
+        assert!(spec.tls.as_ref().is_some_and(|t| t.requires_resumption()));
+        let mut data = connect(&client);
+        let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+        assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert!(
+            seen.received == body,
+            "{version:?}/{tickets}: the body arrives intact"
+        );
+        assert!(seen.close_notify, "a download ends with close_notify");
+        let r = s.done(xfer, seen.outcome);
+        assert_eq!(r, "226 Transfer complete.\r\n");
+
+        let (xfer, spec) = s.transfer("STOR up.bin");
+        let mut data = connect(&client);
+        let upload = Peer::Upload {
+            body: &body[..77_777],
+            close_notify: true,
+        };
+        let seen = run_tls_transfer(&mut s.h, spec, &mut data, upload);
+        assert_eq!(seen.outcome, TransferOutcome::Complete { bytes: 77_777 });
+        let r = s.done(xfer, seen.outcome);
+        assert_eq!(r, "226 Transfer complete.\r\n");
+        assert_eq!(
+            s.h.storage.read_file("/up.bin").as_deref(),
+            Some(&body[..77_777])
+        );
+
+        let (xfer, spec) = s.transfer("NLST");
+        let mut data = connect(&client);
+        let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+        assert_eq!(seen.received, b"f.bin\r\nup.bin\r\n");
+        assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+    }
+}
+
+/// Data connections issue no TLS 1.3 tickets (a ticket in flight when a client closes an
+/// upload is how uploads get lost); control connections issue
+/// `CONTROL_TLS13_TICKETS`, and a rustls client can run that many transfers.
+#[test]
+fn data_connections_send_no_tickets() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(64),
+        tickets: 0.into(),
+    });
+    let mut config = (*client_config(&der, &rustls::version::TLS13)).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let client = Arc::new(config);
+    let mut s = Ftps::login(site(tls), &client);
+    assert_eq!(store.tickets(), wharf_core::tls::CONTROL_TLS13_TICKETS);
+    s.h.storage.add_file("/f", b"body");
+    for i in 0..wharf_core::tls::CONTROL_TLS13_TICKETS {
+        let (xfer, spec) = s.transfer(if i % 2 == 0 { "RETR f" } else { "STOR g" });
+        let mut data = connect(&client);
+        let peer = match i % 2 {
+            0 => Peer::Download,
+            _ => Peer::Upload {
+                body: b"up",
+                close_notify: true,
+            },
+        };
+        let seen = run_tls_transfer(&mut s.h, spec, &mut data, peer);
+        assert!(
+            s.done(xfer, seen.outcome).starts_with("226 "),
+            "transfer {i}"
+        );
+        assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    }
+    assert_eq!(
+        store.tickets(),
+        wharf_core::tls::CONTROL_TLS13_TICKETS,
+        "no data connection sent a ticket"
+    );
+}
+
+#[test]
+fn implicit_binding_defaults_to_prot_p() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let mut h = Harness::implicit(cfg);
+    h.mode = DataMode::Manual;
+    h.storage.add_file("/f", b"implicit");
+    let config = client_config(&der, &rustls::version::TLS13);
+    let c = connect(&config);
+    let mut s = Ftps { h, c, seen: 0 };
+    assert!(s.replies().starts_with("220 "));
+    s.expect("USER alice", "331 ");
+    s.expect("PASS secret", "230 ");
+    let (xfer, spec) = s.transfer("RETR f");
+    assert!(
+        spec.tls.is_some(),
+        "implicit FTPS protects data connections by default"
+    );
+    let mut data = connect(&config);
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+    assert_eq!(seen.received, b"implicit");
+    assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+}
+
+/// Session A's passive port is taken by session B, on the same address, with B's own TLS
+/// session (resumed, then fresh): both are refused with a 522 that names the setting,
+/// nothing of the file reaches B, and A's retry succeeds.
+#[test]
+fn a_data_connection_from_another_tls_session_is_refused() {
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        thief_is_refused(version);
+    }
+}
+
+fn thief_is_refused(version: &'static rustls::SupportedProtocolVersion) {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let victim_client = client_config(&der, version);
+    let thief_client = client_config(&der, version);
+    let mut a = Ftps::login(Harness::nth(cfg.clone(), 1), &victim_client);
+    // The thief has a TLS session of its own with the same server.
+    let b = Ftps::login(Harness::nth(cfg, 2), &thief_client);
+    a.h.storage.add_file("/secret", b"the victim's file");
+
+    for thief in [
+        connect(&thief_client),
+        connect(&client_config(&der, version)),
+    ] {
+        let mut thief = thief;
+        let (xfer, spec) = a.transfer("RETR secret");
+        let seen = run_tls_transfer(&mut a.h, spec, &mut thief, Peer::Download);
+        assert_eq!(
+            seen.outcome,
+            TransferOutcome::Tls {
+                bytes: 0,
+                error: DataTlsError::NotResumed
+            }
+        );
+        assert!(seen.received.is_empty(), "nothing reaches the thief");
+        let r = a.done(xfer, seen.outcome);
+        assert!(
+            r.starts_with("522 ") && r.contains("require_tls_session_reuse"),
+            "{r}"
+        );
+    }
+    drop(b);
+
+    let (xfer, spec) = a.transfer("RETR secret");
+    let mut data = connect(&victim_client);
+    let seen = run_tls_transfer(&mut a.h, spec, &mut data, Peer::Download);
+    assert_eq!(seen.received, b"the victim's file");
+    assert!(a.done(xfer, seen.outcome).starts_with("226 "));
+}
+
+#[test]
+fn without_required_reuse_a_fresh_handshake_is_accepted() {
+    let (mut tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    tls.require_session_reuse = false;
+    let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
+    s.h.storage.add_file("/f", b"no reuse needed");
+    let (xfer, spec) = s.transfer("RETR f");
+    assert!(spec.tls.as_ref().is_some_and(|t| !t.requires_resumption()));
+    // A client that cannot resume (a fresh configuration, as Python's ftplib does).
+    let mut data = client(&der);
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
+    assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(seen.received, b"no reuse needed");
+    assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+}
+
+#[test]
+fn an_upload_without_close_notify_is_truncated() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let client = client_config(&der, &rustls::version::TLS13);
+    let mut s = Ftps::login(site(tls), &client);
+    let (xfer, spec) = s.transfer("STOR cut.bin");
+    let mut data = connect(&client);
+    let upload = Peer::Upload {
+        body: b"only part of it",
+        close_notify: false,
+    };
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, upload);
+    assert_eq!(
+        seen.outcome,
+        TransferOutcome::Tls {
+            bytes: 15,
+            error: DataTlsError::Truncated
+        }
+    );
+    let r = s.done(xfer, seen.outcome);
+    assert!(r.starts_with("426 ") && r.contains("close_notify"), "{r}");
+    assert!(
+        !s.h.storage.exists("/cut.bin"),
+        "the partial upload is discarded"
+    );
+
+    // Relaxed: the bare end of the stream completes it.
+    let (mut tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    tls.strict_close_notify = false;
+    let client = client_config(&der, &rustls::version::TLS13);
+    let mut s = Ftps::login(site(tls), &client);
+    let (xfer, spec) = s.transfer("STOR cut.bin");
+    let mut data = connect(&client);
+    let seen = run_tls_transfer(&mut s.h, spec, &mut data, upload);
+    assert_eq!(seen.outcome, TransferOutcome::Complete { bytes: 15 });
+    assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+    assert_eq!(
+        s.h.storage.read_file("/cut.bin").as_deref(),
+        Some(&b"only part of it"[..])
+    );
+}
+
+#[test]
+fn a_data_handshake_failure_is_a_522() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
+    s.h.storage.add_file("/f", b"x");
+    let (xfer, spec) = s.transfer("RETR f");
+    let mut tls = spec.tls.unwrap();
+    tls.read_tls(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).unwrap();
+    let error = tls.process().unwrap_err();
+    assert!(matches!(error, DataTlsError::Handshake(_)), "{error:?}");
+    let r = s.done(xfer, TransferOutcome::Tls { bytes: 0, error });
+    assert!(
+        r.starts_with("522 Data connection TLS handshake failed"),
+        "{r}"
+    );
+    s.expect("NOOP", "200 ");
+}
+
+/// CCC: 200 over TLS; then the client's close_notify is answered with the server's
+/// (lftp), or the server sends its own after a second (curl waits for it), or the
+/// client goes straight to plaintext. Plaintext right behind a close_notify is a command.
+#[test]
+fn ccc_returns_the_control_channel_to_plaintext() {
+    for closure in ["client first", "server after a second", "no close_notify"] {
+        let (tls, der) = settings(ControlPolicy::RequireCredentialsOnly, DataPolicy::Allow);
+        let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
+        let r = s.expect("CCC", "200 ");
+        assert!(!r.contains("\r\n2"), "{r}");
+        assert!(
+            s.c.reader().read(&mut [0u8; 8]).is_err(),
+            "{closure}: no close_notify from the server yet"
+        );
+        let mut bytes = Vec::new();
+        match closure {
+            "client first" => {
+                s.c.send_close_notify();
+                s.c.write_tls(&mut bytes).unwrap();
+            }
+            "server after a second" => {
+                s.h.advance(std::time::Duration::from_millis(999));
+                assert_eq!(s.replies(), "");
+                s.h.advance(std::time::Duration::from_millis(1));
+                s.replies();
+                assert!(
+                    matches!(s.c.reader().read(&mut [0u8; 8]), Ok(0)),
+                    "close_notify"
+                );
+            }
+            _ => {}
+        }
+        // Pipelined in the same segment as the close_notify: plaintext from here on.
+        bytes.extend_from_slice(b"PWD\r\n");
+        let start = s.h.wire.len();
+        let r = s.h.send_raw(&bytes);
+        let pwd = "257 \"/\" is the current directory.\r\n";
+        assert!(r.ends_with(pwd), "{closure}: {r:?}");
+        if closure == "client first" {
+            // The server's close_notify answers the client's, ahead of the reply.
+            let mut answer = &s.h.wire[start..s.h.wire.len() - pwd.len()];
+            assert!(!answer.is_empty(), "the server answers the close_notify");
+            while !answer.is_empty() {
+                s.c.read_tls(&mut answer).unwrap();
+            }
+            s.c.process_new_packets().unwrap();
+            assert!(
+                matches!(s.c.reader().read(&mut [0u8; 8]), Ok(0)),
+                "close_notify"
+            );
+        } else {
+            assert_eq!(r, pwd, "{closure}");
+        }
+        assert_eq!(s.h.send("NOOP"), "200 NOOP ok.\r\n");
+        // Credentials must still be encrypted, and TLS cannot come back.
+        s.h.expect("USER alice", "534 ");
+        s.h.expect("AUTH TLS", "503 ");
+        // Data connections keep PROT P.
+        s.h.expect("PBSZ 0", "200 ");
+        assert_eq!(
+            s.h.advance(std::time::Duration::from_secs(5)),
+            "",
+            "no stray close_notify"
+        );
+    }
+}
+
+#[test]
+fn ccc_can_be_disallowed() {
+    let (mut tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    tls.allow_ccc = false;
+    let mut h = site(tls);
+    assert!(!h.send("FEAT").contains("CCC"));
+    h.expect("CCC", "533 ");
+    let (mut c, mut seen) = secured(&mut h, &der);
+    let r = tls_command(&mut h, &mut c, &mut seen, "CCC");
+    assert!(r.starts_with("534 ") && r.contains("allow_ccc"), "{r}");
+    assert!(tls_command(&mut h, &mut c, &mut seen, "NOOP").starts_with("200 "));
+}
+
 /// Two sites sharing one address and one certificate; the client's SNI name
 /// (`ftp.example.com`) is bound to site "two".
 fn sni_sites(implicit: bool, blank_host: bool) -> (Harness, CertificateDer<'static>) {
     use wharf_core::{Binding, Server, Sites};
-    let (tls, der) = settings(false, ControlPolicy::Allow, DataPolicy::Allow);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mk = |name: &str| {
         let mut c = harness::config();
         c.site_name = name.into();
@@ -316,7 +985,7 @@ fn the_sni_name_chooses_the_site() {
 #[test]
 fn a_site_chosen_by_sni_counts_its_connection_then() {
     use wharf_core::{Binding, Server, Sites};
-    let (tls, der) = settings(true, ControlPolicy::Allow, DataPolicy::Allow);
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mk = |name: &str, max: u32| {
         let mut c = harness::config();
         c.site_name = name.into();

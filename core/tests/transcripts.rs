@@ -268,17 +268,17 @@ fn pasv_and_epsv_replies() {
     h.mode = DataMode::Manual;
     h.login();
     h.send("PASV");
-    let Some(Action::ListenData {
+    let Some(&Action::ListenData {
         conn,
         ip,
-        ports,
+        ref ports,
         expect_peer,
-    }) = h.actions.last().cloned()
+    }) = h.actions.last()
     else {
         panic!("no ListenData: {:?}", h.actions)
     };
     assert_eq!(ip.to_string(), "192.0.2.1");
-    assert_eq!(ports, 50000..=50010);
+    assert_eq!(*ports, 50000..=50010);
     assert_eq!(
         expect_peer.map(|p| p.to_string()).as_deref(),
         Some("192.0.2.7")
@@ -292,7 +292,7 @@ fn pasv_and_epsv_replies() {
         h.actions.contains(&Action::CloseData { conn }),
         "old listener closed"
     );
-    let Some(Action::ListenData { conn, .. }) = h.actions.last().cloned() else {
+    let Some(&Action::ListenData { conn, .. }) = h.actions.last() else {
         panic!()
     };
     let start = h.wire.len();
@@ -316,7 +316,7 @@ fn pasv_advertises_the_external_ip() {
     h.mode = DataMode::Manual;
     h.login();
     h.send("PASV");
-    let Some(Action::ListenData { conn, .. }) = h.actions.last().cloned() else {
+    let Some(&Action::ListenData { conn, .. }) = h.actions.last() else {
         panic!()
     };
     let start = h.wire.len();
@@ -612,7 +612,7 @@ fn passive_connection_from_a_foreign_address_is_ignored() {
     h.mode = DataMode::Manual;
     h.login();
     h.send("PASV");
-    let Some(Action::ListenData { conn, .. }) = h.actions.last().cloned() else {
+    let Some(&Action::ListenData { conn, .. }) = h.actions.last() else {
         panic!()
     };
     h.input(Input::DataListening { conn, port: 50000 });

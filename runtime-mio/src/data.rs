@@ -88,7 +88,7 @@ impl Shard {
         expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let (mut listener, lease) = match self.ports.listen(ip, &ports) {
+        let (mut listener, lease) = match crate::ports::listen(&self.ports, ip, &ports) {
             Ok(Some(l)) => l,
             Ok(None) => return failed(DataError::NoFreePort),
             Err(e) => return failed(data_error(&e)),
@@ -185,7 +185,7 @@ impl Shard {
         let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
             unreachable!()
         };
-        let (mut lim, ascii) = (self.limits, spec.ascii);
+        let (mut lim, ascii, tls) = (self.limits, spec.ascii, spec.tls);
         let rate = spec.rate_limit;
         if let Some(r) = rate {
             // Paced transfers move small buffers, so the pacing is smooth (no sendfile:
@@ -194,9 +194,13 @@ impl Shard {
             lim.use_sendfile = false;
         }
         let mut t = match (spec.body, file) {
-            (Body::Send(_), Some((h, f))) => Transfer::send_file(xfer, stream, h, f, ascii, lim),
-            (Body::Receive(_), Some((h, f))) => Transfer::receive(xfer, stream, h, f, ascii, lim),
-            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b),
+            (Body::Send(_), Some((h, f))) => {
+                Transfer::send_file(xfer, stream, h, f, ascii, lim, tls)
+            }
+            (Body::Receive(_), Some((h, f))) => {
+                Transfer::receive(xfer, stream, h, f, ascii, lim, tls)
+            }
+            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, tls),
             (_, None) => unreachable!("file bodies were checked above"),
         };
         t.rate = rate.map(|r| wharf_core::policy::TokenBucket::new(r, Instant::now()));
@@ -441,7 +445,7 @@ impl Shard {
     fn note_progress(&mut self, dkey: usize) {
         let d = &mut self.data[dkey];
         if let DataState::Transferring(t) = &d.state {
-            if t.bytes > t.reported && !d.noted {
+            if (t.bytes > t.reported || t.handshake_progress) && !d.noted {
                 d.noted = true;
                 self.progress.push((dkey, d.gen));
             }
@@ -462,6 +466,7 @@ impl Shard {
             // The core takes `bytes` as the running total (it stores, not adds, it).
             let bytes = t.bytes;
             t.reported = t.bytes;
+            t.handshake_progress = false;
             let (owner, xfer) = (d.owner, t.xfer);
             self.feed(owner, Input::TransferProgress { xfer, bytes });
         }

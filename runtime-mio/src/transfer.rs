@@ -1,5 +1,10 @@
 //! One running transfer: moves a body between a file (or rendered bytes) and a data
 //! socket, a budget at a time, without ever holding more than one buffer of it.
+//!
+//! Under `PROT P` the body goes through the core's [`DataTls`]: handshake first (no
+//! plaintext moves until the core has checked the connection's session binding), then
+//! the body through the transfer buffer (never `sendfile`), and a download ends with
+//! close_notify written out before the transfer reports itself done.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -7,6 +12,7 @@ use std::os::fd::RawFd;
 
 use mio::net::TcpStream;
 use wharf_core::backend::OpenFile;
+use wharf_core::tls::{DataTls, DataTlsError};
 use wharf_core::typea::{FromNetAscii, ToNetAscii};
 use wharf_core::{FileHandle, FsError, TransferId, TransferOutcome};
 
@@ -42,9 +48,27 @@ pub(crate) struct PumpLimits {
     pub use_sendfile: bool,
 }
 
+/// A data connection's TLS and its incoming ciphertext.
+struct Tls {
+    conn: DataTls,
+    /// Ciphertext read from the socket, `cipher[start..end]` not yet taken by TLS (used
+    /// by uploads: one big socket read feeds TLS many records).
+    cipher: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The socket reached end-of-stream.
+    eof: bool,
+    /// A download's close_notify is queued: done once it is written.
+    closing: bool,
+}
+
 pub(crate) struct Transfer {
     pub xfer: TransferId,
     pub stream: TcpStream,
+    tls: Option<Box<Tls>>,
+    /// Handshake bytes moved since the last progress report (progress for the stall
+    /// timer, though no body byte moved).
+    pub handshake_progress: bool,
     /// The open file this transfer reads or writes, returned to the session's table when
     /// it ends (an upload stays open until `CloseFile`).
     pub file: Option<(FileHandle, OpenFile)>,
@@ -69,9 +93,10 @@ impl Transfer {
         file: OpenFile,
         ascii: bool,
         lim: PumpLimits,
+        tls: Option<DataTls>,
     ) -> Transfer {
         let sendfile = match &file {
-            OpenFile::Read(d) if lim.use_sendfile && !ascii => d.raw_fd(),
+            OpenFile::Read(d) if lim.use_sendfile && !ascii && tls.is_none() => d.raw_fd(),
             _ => None,
         };
         let buf = if sendfile.is_some() {
@@ -85,17 +110,22 @@ impl Transfer {
             ascii,
             eof: false,
         };
-        Transfer::new(xfer, stream, Some((handle, file)), dir, buf)
+        Transfer::new(xfer, stream, Some((handle, file)), dir, buf, tls, 0)
     }
 
     /// Rendered bytes (a listing) to the socket.
-    pub(crate) fn send_bytes(xfer: TransferId, stream: TcpStream, bytes: Vec<u8>) -> Transfer {
+    pub(crate) fn send_bytes(
+        xfer: TransferId,
+        stream: TcpStream,
+        bytes: Vec<u8>,
+        tls: Option<DataTls>,
+    ) -> Transfer {
         let dir = Direction::Send {
             sendfile: None,
             ascii: None,
             eof: true,
         };
-        let mut t = Transfer::new(xfer, stream, None, dir, bytes);
+        let mut t = Transfer::new(xfer, stream, None, dir, bytes, tls, 0);
         t.end = t.buf.len();
         t
     }
@@ -108,10 +138,12 @@ impl Transfer {
         file: OpenFile,
         ascii: bool,
         lim: PumpLimits,
+        tls: Option<DataTls>,
     ) -> Transfer {
         let ascii = ascii.then(|| (FromNetAscii::default(), Vec::with_capacity(lim.buffer)));
         let dir = Direction::Receive { ascii };
-        Transfer::new(xfer, stream, Some((handle, file)), dir, vec![0; lim.buffer])
+        let (handle, buf) = (Some((handle, file)), vec![0; lim.buffer]);
+        Transfer::new(xfer, stream, handle, dir, buf, tls, lim.buffer)
     }
 
     fn new(
@@ -120,10 +152,24 @@ impl Transfer {
         file: Option<(FileHandle, OpenFile)>,
         dir: Direction,
         buf: Vec<u8>,
+        tls: Option<DataTls>,
+        cipher_buffer: usize,
     ) -> Transfer {
+        let tls = tls.map(|conn| {
+            Box::new(Tls {
+                conn,
+                cipher: vec![0; cipher_buffer],
+                start: 0,
+                end: 0,
+                eof: false,
+                closing: false,
+            })
+        });
         Transfer {
             xfer,
             stream,
+            tls,
+            handshake_progress: false,
             file,
             dir,
             buf,
@@ -142,9 +188,11 @@ impl Transfer {
             if self.bytes - before >= budget as u64 {
                 return Step::Yield;
             }
-            let r = match self.dir {
-                Direction::Send { .. } => self.send_some(),
-                Direction::Receive { .. } => self.receive_some(),
+            let r = match (&self.dir, self.tls.is_some()) {
+                (Direction::Send { .. }, false) => self.send_some(),
+                (Direction::Receive { .. }, false) => self.receive_some(),
+                (Direction::Send { .. }, true) => self.tls_send_some(),
+                (Direction::Receive { .. }, true) => self.tls_receive_some(),
             };
             match r {
                 Ok(true) => continue,
@@ -255,6 +303,16 @@ impl Transfer {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
             Err(_) => return Err(self.lost()),
         };
+        self.store(n)?;
+        if n == 0 {
+            return Err(TransferOutcome::Complete { bytes: self.bytes });
+        }
+        Ok(true)
+    }
+
+    /// Writes `buf[..n]` to the upload's file (through the TYPE A decoder if on); `n == 0`
+    /// is the end of the body: flush.
+    fn store(&mut self, n: usize) -> Result<(), TransferOutcome> {
         let Some((_, OpenFile::Write(file))) = &mut self.file else {
             return Err(self.storage_error(&io::Error::other("upload file is not open")));
         };
@@ -278,8 +336,161 @@ impl Transfer {
             return Err(self.storage_error(&e));
         }
         self.bytes += n as u64;
-        if n == 0 {
+        Ok(())
+    }
+
+    fn tls_failed(&mut self, error: DataTlsError) -> TransferOutcome {
+        // Best effort: the alert (or close_notify) rustls queued.
+        if let Some(tls) = &mut self.tls {
+            let _ = tls.conn.write_tls(&mut &self.stream);
+        }
+        TransferOutcome::Tls {
+            bytes: self.bytes,
+            error,
+        }
+    }
+
+    /// Writes queued ciphertext. `Ok(Some(progress))`: wrote, or had nothing to write
+    /// (`false`); `Ok(None)`: the socket would block.
+    fn tls_flush(&mut self) -> Result<Option<bool>, TransferOutcome> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(Some(false));
+        };
+        if !tls.conn.wants_write() {
+            return Ok(Some(false));
+        }
+        match tls.conn.write_tls(&mut &self.stream) {
+            Ok(0) => Err(self.lost()),
+            Ok(_) => {
+                self.handshake_progress |= tls.conn.is_handshaking();
+                Ok(Some(true))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(true)),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// During the handshake: one read of ciphertext from the socket into TLS.
+    fn tls_handshake_read(&mut self) -> Result<bool, TransferOutcome> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(false);
+        };
+        match tls.conn.read_tls(&mut &self.stream) {
+            Ok(0) => {
+                let error =
+                    DataTlsError::Handshake("the connection closed during the handshake".into());
+                Err(self.tls_failed(error))
+            }
+            Ok(_) => {
+                self.handshake_progress = true;
+                match tls.conn.process() {
+                    Ok(()) => Ok(true),
+                    Err(e) => Err(self.tls_failed(e)),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// A download under TLS: flush ciphertext, finish the handshake, then encrypt the
+    /// body a buffer at a time; close_notify once the body is out.
+    fn tls_send_some(&mut self) -> Result<bool, TransferOutcome> {
+        match self.tls_flush()? {
+            None => return Ok(false),
+            Some(true) => return Ok(true),
+            Some(false) => {}
+        }
+        let tls = self.tls.as_mut().expect("a TLS transfer");
+        if tls.closing {
+            // close_notify is out: a clean FIN follows.
+            let _ = self.stream.shutdown(Shutdown::Write);
             return Err(TransferOutcome::Complete { bytes: self.bytes });
+        }
+        if tls.conn.is_handshaking() {
+            return self.tls_handshake_read();
+        }
+        if self.start == self.end {
+            let Direction::Send { eof, .. } = &self.dir else {
+                unreachable!()
+            };
+            if *eof {
+                tls.conn.close();
+                tls.closing = true;
+                return Ok(true);
+            }
+            self.fill()?;
+            return Ok(true);
+        }
+        let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
+        if n == 0 && !tls.conn.wants_write() {
+            let error = DataTlsError::Protocol("the connection takes no more data".into());
+            return Err(self.tls_failed(error));
+        }
+        self.start += n;
+        self.bytes += n as u64;
+        Ok(true)
+    }
+
+    /// An upload under TLS: decrypted bytes to the file first, then ciphertext from the
+    /// buffer into TLS, then one socket read into the buffer. The body ends with the
+    /// peer's close_notify, or at end-of-stream as [`DataTls::end_of_stream`] judges.
+    fn tls_receive_some(&mut self) -> Result<bool, TransferOutcome> {
+        match self.tls_flush()? {
+            // Only the handshake needs our bytes to arrive before the peer goes on.
+            None if self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking()) => return Ok(false),
+            Some(true) => return Ok(true),
+            _ => {}
+        }
+        let tls = self.tls.as_mut().expect("a TLS transfer");
+        match tls.conn.read_plain(&mut self.buf) {
+            Some(0) => {
+                // Answer the close_notify (best effort; the peer may be gone already).
+                tls.conn.close();
+                let _ = tls.conn.write_tls(&mut &self.stream);
+                self.store(0)?;
+                return Err(TransferOutcome::Complete { bytes: self.bytes });
+            }
+            Some(n) => {
+                self.store(n)?;
+                return Ok(true);
+            }
+            None => {}
+        }
+        if tls.start < tls.end {
+            let handshaking = tls.conn.is_handshaking();
+            let taken = match tls.conn.read_tls(&mut &tls.cipher[tls.start..tls.end]) {
+                Ok(n) => n,
+                Err(e) => return Err(self.tls_failed(DataTlsError::Protocol(e.to_string()))),
+            };
+            tls.start += taken;
+            self.handshake_progress |= handshaking;
+            if let Err(e) = tls.conn.process() {
+                return Err(self.tls_failed(e));
+            }
+            if taken == 0 && !tls.conn.peer_closed() {
+                let error = DataTlsError::Protocol("data after close_notify".into());
+                return Err(self.tls_failed(error));
+            }
+            return Ok(true);
+        }
+        if tls.eof {
+            return match tls.conn.end_of_stream() {
+                Ok(()) => {
+                    self.store(0)?;
+                    Err(TransferOutcome::Complete { bytes: self.bytes })
+                }
+                Err(e) => Err(self.tls_failed(e)),
+            };
+        }
+        match (&self.stream).read(&mut tls.cipher) {
+            Ok(0) => tls.eof = true,
+            Ok(n) => (tls.start, tls.end) = (0, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(self.lost()),
         }
         Ok(true)
     }

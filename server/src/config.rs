@@ -15,10 +15,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use wharf_core::{
-    Binding, IpNet, Isolation, ListingStyle, Messages, PasvAddress, Rule, Rules, SessionConfig,
-    Sites, SitesError, Timeouts, VPath, VirtualDir, Who,
+    Binding, ControlPolicy, DataPolicy, IpNet, Isolation, ListingStyle, Messages, PasvAddress,
+    Rule, Rules, SessionConfig, Sites, SitesError, Timeouts, TlsSettings, VPath, VirtualDir, Who,
 };
 
+use crate::tls::{SiteTls, TlsShared};
 use crate::users::UserEntry;
 use crate::w3c::LogOutput;
 use wharf_core::policy::limits::ServerRules;
@@ -29,18 +30,29 @@ mod policy;
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
+    /// `wharf-runtime-mio`: one epoll loop per shard thread, a worker pool.
     Mio,
+    /// `wharf-runtime-smol`: one task per session on a smol executor.
+    Smol,
 }
 
 impl RuntimeKind {
+    /// Every runtime, by its config name.
+    pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Mio, RuntimeKind::Smol];
+
     /// Parses a `--runtime` / `server.runtime` value.
     pub fn parse(s: &str) -> Result<RuntimeKind, String> {
-        match s {
-            "mio" => Ok(RuntimeKind::Mio),
-            "smol" => Err("runtime \"smol\" is not built yet; use \"mio\"".into()),
-            other => Err(format!(
-                "unknown runtime {other:?}; the only one is \"mio\""
-            )),
+        RuntimeKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown runtime {s:?}; use \"mio\" or \"smol\""))
+    }
+
+    /// The config name: `"mio"` or `"smol"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Mio => "mio",
+            RuntimeKind::Smol => "smol",
         }
     }
 }
@@ -78,8 +90,11 @@ pub struct SiteConfig {
     /// Global virtual directories: a name at the site's top and the directory it shows.
     pub virtual_dirs: Vec<(String, PathBuf)>,
     /// What every session of the site is told. Its `storage_root` (and the virtual
-    /// directories' ones) name the site's mounts in the server's storage.
+    /// directories' ones) name the site's mounts in the server's storage; its `tls` the
+    /// site's FTPS policy.
     pub session: SessionConfig,
+    /// The site's certificate files, when it offers FTPS ([`SiteTls::reload`] on SIGHUP).
+    pub tls: Option<SiteTls>,
     /// Where the site's W3C log is written (`central`: the one log of every site).
     pub log: Option<LogOutput>,
 }
@@ -118,6 +133,24 @@ impl ServerConfig {
             }
         }
         Sites::new(sessions, bindings)
+    }
+
+    /// Re-reads every site's certificate (SIGHUP); the errors name the files. Running
+    /// sessions keep their connections; new handshakes get the new certificates. A
+    /// certificate that fails to load keeps the old one.
+    pub fn reload_certificates(&self) -> Result<usize, String> {
+        let mut errors = Vec::new();
+        let mut reloaded = 0;
+        for tls in self.sites.iter().filter_map(|s| s.tls.as_ref()) {
+            match tls.reload() {
+                Ok(()) => reloaded += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(reloaded),
+            false => Err(errors.join("; ")),
+        }
     }
 
     /// The storage mounts: each site root and virtual directory under the name its
@@ -211,6 +244,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Vec<Spanned<String>>>,
+    listen_implicit: Option<Spanned<Vec<Spanned<String>>>>,
     shards: Option<usize>,
     max_connections: Option<Spanned<usize>>,
     passive_ports: Option<Spanned<String>>,
@@ -258,6 +292,22 @@ struct RawSite {
     request_filtering: Option<policy::RawFiltering>,
     ip_security: Option<policy::RawIpSecurity>,
     logging: Option<policy::RawLogging>,
+    tls: Option<RawTls>,
+}
+
+/// `[site.tls]` / `[sites.tls]`: FTPS for the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Spanned<String>,
+    private_key: Spanned<String>,
+    control: Option<Spanned<String>>,
+    data: Option<Spanned<String>>,
+    #[serde(default)]
+    exempt_anonymous: bool,
+    require_tls_session_reuse: Option<bool>,
+    strict_close_notify: Option<bool>,
+    allow_ccc: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -537,6 +587,98 @@ fn parse_delay(v: &toml::Value, login_timeout: Duration) -> Result<Duration, Str
     Ok(delay)
 }
 
+fn parse_control_policy(s: &String) -> Result<ControlPolicy, String> {
+    match s.as_str() {
+        "allow" => Ok(ControlPolicy::Allow),
+        "require" => Ok(ControlPolicy::Require),
+        "require_credentials_only" => Ok(ControlPolicy::RequireCredentialsOnly),
+        _ => Err(format!(
+            "{s:?} is not a control-channel policy: \"allow\", \"require\" or \"require_credentials_only\""
+        )),
+    }
+}
+
+fn parse_data_policy(s: &String) -> Result<DataPolicy, String> {
+    match s.as_str() {
+        "allow" => Ok(DataPolicy::Allow),
+        "require" => Ok(DataPolicy::Require),
+        "deny" => Ok(DataPolicy::Deny),
+        _ => Err(format!(
+            "{s:?} is not a data-channel policy: \"allow\", \"require\" or \"deny\""
+        )),
+    }
+}
+
+/// A site's TLS table: loads the certificate (relative paths from the configuration's
+/// directory) and builds the site's TLS settings on the server's shared tickets,
+/// session cache and SNI names (`shared`, made on first use).
+fn check_tls(
+    c: &mut Checker<'_>,
+    raw: &RawTls,
+    base: &Path,
+    shared: &mut Option<TlsShared>,
+    sessions: usize,
+) -> Option<(TlsSettings, SiteTls)> {
+    let control = match &raw.control {
+        Some(v) => c.check(v, parse_control_policy),
+        None => Some(ControlPolicy::Allow),
+    };
+    let data = match &raw.data {
+        Some(v) => c.check(v, parse_data_policy),
+        None => Some(DataPolicy::Allow),
+    };
+    let certificate = base.join(raw.certificate.get_ref());
+    let private_key = base.join(raw.private_key.get_ref());
+    let mut missing = false;
+    for (v, p) in [
+        (&raw.certificate, &certificate),
+        (&raw.private_key, &private_key),
+    ] {
+        if let Err(e) = std::fs::metadata(p) {
+            c.error(v.span(), format!("{}: {e}", p.display()));
+            missing = true;
+        }
+    }
+    if missing {
+        return None;
+    }
+    let site = match SiteTls::load(&certificate, &private_key) {
+        Ok(site) => site,
+        Err(e) => {
+            let at = match e.contains(&*private_key.display().to_string()) {
+                true => raw.private_key.span(),
+                false => raw.certificate.span(),
+            };
+            c.error(at, e);
+            return None;
+        }
+    };
+    if shared.is_none() {
+        match TlsShared::new(sessions) {
+            Ok(s) => *shared = Some(s),
+            Err(e) => {
+                c.error(raw.certificate.span(), e);
+                return None;
+            }
+        }
+    }
+    let config = match site.server_config(shared.as_ref()?) {
+        Ok(config) => config,
+        Err(e) => {
+            c.error(raw.certificate.span(), e);
+            return None;
+        }
+    };
+    let mut settings = TlsSettings::new(config);
+    settings.control = control?;
+    settings.data = data?;
+    settings.exempt_anonymous = raw.exempt_anonymous;
+    settings.require_session_reuse = raw.require_tls_session_reuse.unwrap_or(true);
+    settings.strict_close_notify = raw.strict_close_notify.unwrap_or(true);
+    settings.allow_ccc = raw.allow_ccc.unwrap_or(true);
+    Some((settings, site))
+}
+
 fn seconds(c: &mut Checker<'_>, v: &Option<Spanned<u64>>, default: u64) -> Duration {
     let Some(v) = v else {
         return Duration::from_secs(default);
@@ -739,6 +881,22 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         }
         (None, false) => Vec::new(),
     };
+    let listen_implicit: Vec<SocketAddr> = match (&s.listen_implicit, shorthand) {
+        (Some(list), true) => list
+            .get_ref()
+            .iter()
+            .filter_map(|a| c.check(a, parse_listen))
+            .collect(),
+        (Some(list), false) => {
+            c.error(
+                list.span(),
+                "server.listen_implicit is for the single [site] form; give [[sites]] bindings like { address = \"0.0.0.0:990:\", implicit_tls = true }",
+            );
+            Vec::new()
+        }
+        (None, _) => Vec::new(),
+    };
+    let mut tls_shared: Option<TlsShared> = None;
     let mut sites: Vec<SiteConfig> = Vec::with_capacity(raw_sites.len());
     let mut spans: Vec<Range<usize>> = Vec::new();
     for (i, raw_site) in raw_sites.into_iter().enumerate() {
@@ -748,10 +906,13 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
             base,
             defaults: &defaults,
             listen: &listen_default,
+            listen_implicit: &listen_implicit,
+            listen_implicit_span: s.listen_implicit.as_ref().map_or(0..0, |l| l.span()),
             accounts: &accounts,
+            max_connections,
             central_log: central_log.as_ref(),
         };
-        if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx) {
+        if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx, &mut tls_shared) {
             if let Some(other) = sites
                 .iter()
                 .find(|o| o.name.eq_ignore_ascii_case(&site.name))
@@ -765,6 +926,15 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
             spans.extend(binding_spans);
             sites.push(site);
         }
+    }
+    if let Some(shared) = &tls_shared {
+        // SNI names choose certificates as they choose sites.
+        shared.set_names(sites.iter().flat_map(|site| {
+            let tls = site.tls.as_ref();
+            site.bindings
+                .iter()
+                .filter_map(move |b| Some((b.host.as_deref()?, tls?)))
+        }));
     }
     let cfg = ServerConfig {
         listen: Vec::new(),
@@ -976,7 +1146,12 @@ struct SiteCtx<'a> {
     base: &'a Path,
     defaults: &'a SessionConfig,
     listen: &'a [SocketAddr],
+    /// `server.listen_implicit`, for the `[site]` form, and where it is written.
+    listen_implicit: &'a [SocketAddr],
+    listen_implicit_span: Range<usize>,
     accounts: &'a Accounts,
+    /// Sizes the TLS session cache.
+    max_connections: usize,
     central_log: Option<&'a policy::RawLogging>,
 }
 
@@ -987,6 +1162,7 @@ fn build_site(
     c: &mut Checker<'_>,
     mut site: RawSite,
     ctx: &SiteCtx<'_>,
+    tls_shared: &mut Option<TlsShared>,
 ) -> Option<(SiteConfig, Vec<Range<usize>>)> {
     let name = match &site.name {
         Some(n) => c
@@ -1031,13 +1207,18 @@ fn build_site(
             }
         }
         None if ctx.shorthand => {
-            for addr in ctx.listen {
+            let plain = ctx.listen.iter().map(|a| (a, false, site.root.span()));
+            let implicit = ctx
+                .listen_implicit
+                .iter()
+                .map(|a| (a, true, ctx.listen_implicit_span.clone()));
+            for (addr, implicit_tls, span) in plain.chain(implicit) {
                 bindings.push(BindingConfig {
                     addr: *addr,
                     host: None,
-                    implicit_tls: false,
+                    implicit_tls,
                 });
-                spans.push(site.root.span());
+                spans.push(span);
             }
         }
         None => c.error(
@@ -1150,6 +1331,14 @@ fn build_site(
         vdir_paths.push((vname, path));
     }
 
+    let tls = site
+        .tls
+        .as_ref()
+        .and_then(|t| check_tls(c, t, ctx.base, tls_shared, ctx.max_connections));
+    let (tls_settings, tls) = match tls {
+        Some((settings, files)) => (Some(settings), Some(files)),
+        None => (None, None),
+    };
     // Security and operations: filtering, IP rules, the log.
     let mut max_line = ctx.defaults.max_line;
     let filtering = policy::filtering(c, site.request_filtering.take(), &mut max_line);
@@ -1187,6 +1376,7 @@ fn build_site(
         match_port_peer: site.match_client_address_for_port.unwrap_or(true),
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
+        tls: tls_settings,
         allow_replace_on_rename: site.allow_replace_on_rename,
         allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
         failed_login_delay,
@@ -1201,10 +1391,11 @@ fn build_site(
         ..ctx.defaults.clone()
     };
     for (b, span) in bindings.iter().zip(&spans) {
-        if b.implicit_tls && session.tls.is_none() {
+        // (A TLS table with errors has been reported already.)
+        if b.implicit_tls && site.tls.is_none() {
             c.error(
                 span.clone(),
-                "implicit TLS needs TLS settings (a certificate) on this site",
+                "implicit TLS needs TLS settings (a certificate) on this site: add a [site.tls] (or [sites.tls]) table with certificate and private_key",
             );
         }
     }
@@ -1215,6 +1406,7 @@ fn build_site(
             bindings,
             virtual_dirs: vdir_paths,
             session,
+            tls,
             log,
         },
         spans,

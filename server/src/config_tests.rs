@@ -242,6 +242,20 @@ fn the_example_config_is_valid() {
         &format!("root = {:?}", r.path().display().to_string()),
         1,
     );
+    // Its certificate paths point at /etc/wharf: put a real pair there instead.
+    crate::tls::ensure_self_signed(r.path(), &["localhost"]).unwrap();
+    let text = text
+        .replacen(
+            "/etc/wharf/cert.pem",
+            &r.path().join("cert.pem").display().to_string(),
+            1,
+        )
+        .replacen(
+            "/etc/wharf/key.pem",
+            &r.path().join("key.pem").display().to_string(),
+            1,
+        )
+        .replacen("# listen_implicit", "listen_implicit", 1);
     let c = ServerConfig::from_toml_str(&text, "examples/wharf.toml").unwrap();
     assert_eq!(c.users.len(), 1);
     assert_eq!(c.users[0].groups, vec!["staff", "auditors"]);
@@ -251,6 +265,17 @@ fn the_example_config_is_valid() {
     assert_eq!(site.isolation, Isolation::None);
     assert!(site.rules.is_none());
     assert_eq!(c.sites[0].session.passive_ports, 50000..=50100);
+    assert!(c.sites[0].session.tls.is_some() && c.sites[0].tls.is_some());
+    let implicit: Vec<_> = c.sites[0]
+        .bindings
+        .iter()
+        .filter(|b| b.implicit_tls)
+        .collect();
+    assert_eq!(
+        implicit.len(),
+        1,
+        "listen_implicit makes an implicit binding"
+    );
 }
 
 /// Two sites on one address, one of them isolated, with rules, groups, a virtual
@@ -628,6 +653,119 @@ fn account_errors_name_their_file() {
     );
     // The file's own errors come first.
     assert!(shown.iter().all(|s| s.contains("u2.toml")) || !shown[0].contains("u2.toml"));
+}
+
+/// The good config plus a `[site.tls]` table over a fresh self-signed certificate
+/// (`cert.pem` and `key.pem` next to `site.toml` in `dir`), and `tls_keys`.
+fn with_tls(dir: &Path, server_extra: &str, tls_keys: &str) -> (String, String) {
+    crate::tls::ensure_self_signed(dir, &["localhost"]).unwrap();
+    let text = good(dir)
+        .replacen(
+            "runtime = \"mio\"\n",
+            &format!("runtime = \"mio\"\n{server_extra}\n"),
+            1,
+        )
+        .replacen(
+            "keep_partial_uploads = true\n",
+            &format!(
+                "keep_partial_uploads = true\n\n[site.tls]\ncertificate = \"cert.pem\"\n\
+                 private_key = \"key.pem\"\n{tls_keys}\n"
+            ),
+            1,
+        );
+    let file = dir.join("site.toml").display().to_string();
+    (text, file)
+}
+
+#[test]
+fn site_tls_builds_the_policy_with_secure_defaults() {
+    let r = root();
+    let (text, file) = with_tls(r.path(), "listen_implicit = [\"127.0.0.1:990\"]", "");
+    let c = ServerConfig::from_toml_str(&text, &file).unwrap();
+    let tls = c.sites[0].session.tls.as_ref().expect("tls");
+    assert_eq!(tls.control, ControlPolicy::Allow);
+    assert_eq!(tls.data, DataPolicy::Allow);
+    assert!(tls.require_session_reuse && tls.strict_close_notify && tls.allow_ccc);
+    assert!(!tls.exempt_anonymous);
+    assert_eq!(
+        tls.data_config.send_tls13_tickets, 0,
+        "no tickets on data connections"
+    );
+    assert!(
+        tls.config.ticketer.enabled(),
+        "stateless tickets for resumption"
+    );
+    let implicit: Vec<SocketAddr> = c.sites[0]
+        .bindings
+        .iter()
+        .filter(|b| b.implicit_tls)
+        .map(|b| b.addr)
+        .collect();
+    assert_eq!(
+        implicit,
+        vec!["127.0.0.1:990".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(c.listen.contains(&"127.0.0.1:990".parse().unwrap()));
+    assert_eq!(
+        c.sites[0].tls.as_ref().unwrap().certificate,
+        r.path().join("cert.pem")
+    );
+
+    let keys = "control = \"require_credentials_only\"\ndata = \"deny\"\nexempt_anonymous = true\n\
+                require_tls_session_reuse = false\nstrict_close_notify = false\nallow_ccc = false";
+    let (text, file) = with_tls(r.path(), "", keys);
+    let c = ServerConfig::from_toml_str(&text, &file).unwrap();
+    let tls = c.sites[0].session.tls.as_ref().unwrap();
+    assert_eq!(tls.control, ControlPolicy::RequireCredentialsOnly);
+    assert_eq!(tls.data, DataPolicy::Deny);
+    assert!(tls.exempt_anonymous);
+    assert!(!tls.require_session_reuse && !tls.strict_close_notify && !tls.allow_ccc);
+}
+
+#[test]
+fn site_tls_errors_name_file_line_and_key() {
+    let r = root();
+    let (text, file) = with_tls(r.path(), "", "control = \"sometimes\"\ndata = \"maybe\"");
+    let e = ServerConfig::from_toml_str(&text, &file).unwrap_err().0;
+    let keys: Vec<_> = e
+        .iter()
+        .map(|e| e.key.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["site.tls.control", "site.tls.data"], "{e:?}");
+    assert_eq!(e[0].line, line_of(&text, "control = "));
+    assert!(
+        e[0].message.contains("require_credentials_only"),
+        "{}",
+        e[0].message
+    );
+
+    let missing = text.replacen("\"key.pem\"", "\"nowhere.pem\"", 1);
+    let missing = missing.replacen("control = \"sometimes\"\ndata = \"maybe\"", "", 1);
+    let e = ServerConfig::from_toml_str(&missing, &file).unwrap_err().0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key.as_deref(), Some("site.tls.private_key"));
+    assert_eq!(e[0].line, line_of(&missing, "private_key ="));
+    assert!(e[0].message.contains("nowhere.pem"), "{}", e[0].message);
+
+    // A key that is not the certificate's.
+    let other = root();
+    crate::tls::ensure_self_signed(other.path(), &["other"]).unwrap();
+    let key = other.path().join("key.pem").display().to_string();
+    let wrong = missing.replacen("\"nowhere.pem\"", &format!("{key:?}"), 1);
+    let e = ServerConfig::from_toml_str(&wrong, &file).unwrap_err().0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key.as_deref(), Some("site.tls.private_key"), "{e:?}");
+
+    // Implicit FTPS without a certificate.
+    let text = with(
+        r.path(),
+        "runtime = \"mio\"",
+        "runtime = \"mio\"\nlisten_implicit = [\"127.0.0.1:990\"]",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key.as_deref(), Some("server.listen_implicit"));
+    assert!(e[0].message.contains("[site.tls]"), "{}", e[0].message);
 }
 
 fn policy_config(root: &Path) -> String {

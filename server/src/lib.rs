@@ -1,6 +1,6 @@
 //! wharf-server: everything around the protocol core that makes `wharf` a server — the
 //! TOML configuration, the local-disk storage, the user list, the embedded demo site, and
-//! [`start`], which runs a configuration on the mio runtime.
+//! [`start`], which runs a configuration on the runtime it names (mio or smol).
 //!
 //! ```no_run
 //! let text = std::fs::read_to_string("wharf.toml").unwrap();
@@ -15,15 +15,19 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
-use wharf_core::Server;
+use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
 use wharf_runtime_mio::MioConfig;
+use wharf_runtime_smol::SmolConfig;
 
 pub mod config;
 pub mod localfs;
 mod login_cache;
 pub mod resolver;
+pub mod tls;
 pub mod users;
 pub mod w3c;
 
@@ -31,11 +35,53 @@ pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerCo
 pub use localfs::LocalFs;
 pub use resolver::SystemResolver;
 pub use users::{hash_password, UserEntry, UserList};
-pub use wharf_runtime_mio::RunningServer;
+
+/// A running server on either runtime: its addresses, and the handles to stop it and
+/// wait for it (each runtime keeps its own threads; this only dispatches).
+pub enum RunningServer {
+    Mio(wharf_runtime_mio::RunningServer),
+    Smol(wharf_runtime_smol::RunningServer),
+}
+
+impl RunningServer {
+    /// The bound control addresses, one per listen address (with real ports when the
+    /// configuration asked for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            RunningServer::Mio(s) => s.local_addrs(),
+            RunningServer::Smol(s) => s.local_addrs(),
+        }
+    }
+
+    /// Starts a graceful shutdown and returns at once: no new connections, running
+    /// transfers may finish within `grace`, every session is told `421`.
+    pub fn shutdown(&self, grace: Duration) {
+        match self {
+            RunningServer::Mio(s) => s.shutdown(grace),
+            RunningServer::Smol(s) => s.shutdown(grace),
+        }
+    }
+
+    /// Waits until the server has stopped; returns its first error.
+    pub fn wait(self) -> io::Result<()> {
+        match self {
+            RunningServer::Mio(s) => s.wait(),
+            RunningServer::Smol(s) => s.wait(),
+        }
+    }
+
+    /// Which runtime this is.
+    pub fn runtime(&self) -> RuntimeKind {
+        match self {
+            RunningServer::Mio(_) => RuntimeKind::Mio,
+            RunningServer::Smol(_) => RuntimeKind::Smol,
+        }
+    }
+}
 
 /// Starts serving `config`: opens every site root and virtual directory, binds every
 /// listen address (port 0 is resolved; see [`RunningServer::local_addrs`]) and returns
-/// once the server accepts.
+/// once the server accepts, on the runtime the configuration names.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
     start_with_resolver(config, Arc::new(SystemResolver))
 }
@@ -44,7 +90,7 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
 /// instead of the system's (tests use a stub).
 pub fn start_with_resolver(
     config: &ServerConfig,
-    resolver: Arc<dyn wharf_core::Resolver>,
+    resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     let auth = Arc::new(UserList::with_login_cache(
@@ -55,19 +101,10 @@ pub fn start_with_resolver(
     let log = match outputs.is_empty() {
         true => None,
         false => {
-            let logger: Arc<dyn wharf_core::log::LogSink> = w3c::W3cLogger::start(outputs)?;
+            let logger: Arc<dyn LogSink> = w3c::W3cLogger::start(outputs)?;
             Some(logger)
         }
     };
-    let mio = MioConfig {
-        shards: config.shards,
-        log,
-        resolver,
-        ..MioConfig::default()
-    };
-    let shards = mio.shard_count();
-    // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
-    let per_shard = config.max_connections.div_ceil(shards).max(1);
     // Bindings name their listener's port, so port 0 is settled before the sites table
     // is built: a socket held on the chosen port (SO_REUSEPORT, not listening) keeps it
     // ours until the runtime has bound it.
@@ -75,16 +112,108 @@ pub fn start_with_resolver(
     let sites = config
         .sites_table(&listen)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let sites = Arc::new(sites);
-    // IP rules, bans and per-address/per-user counts are one state for all shards.
-    let policy = Arc::new(ServerPolicy::new(config.server_rules.clone()));
-    let make = move |i: usize| {
-        Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard)
-            .with_policy(policy.clone())
+    let setup = RuntimeSetup {
+        runtime: config.runtime,
+        listen,
+        shards: config.shards,
+        max_connections: config.max_connections,
+        sites: Arc::new(sites),
+        // IP rules, bans and per-address/per-user counts are one state for all shards.
+        policy: Some(Arc::new(ServerPolicy::new(config.server_rules.clone()))),
+        log,
+        resolver,
     };
-    match config.runtime {
-        RuntimeKind::Mio => wharf_runtime_mio::start(listen, mio, make, storage, auth),
+    start_runtime(setup, storage, auth)
+}
+
+/// What a runtime is started with, besides storage and authentication.
+pub struct RuntimeSetup {
+    pub runtime: RuntimeKind,
+    /// Control-channel addresses (port 0: the OS picks; see [`RunningServer::local_addrs`]).
+    pub listen: Vec<SocketAddr>,
+    /// Event-loop or executor threads; 0: one per core.
+    pub shards: usize,
+    /// Sessions at once over all shards.
+    pub max_connections: usize,
+    /// The sites, their bindings and settings (`Sites::single(config)`: one site on every
+    /// address).
+    pub sites: Arc<Sites>,
+    /// Server-wide policy state (IP rules, bans, connection counts), shared by all shards;
+    /// `None`: the core's defaults.
+    pub policy: Option<Arc<ServerPolicy>>,
+    /// Where log records go; `None` drops them.
+    pub log: Option<Arc<dyn LogSink>>,
+    /// Answers reverse lookups for IP rules with host names, off the event loops.
+    pub resolver: Arc<dyn Resolver>,
+}
+
+impl RuntimeSetup {
+    /// `runtime` serving `sites` on `listen`: one thread per core, 10,000 sessions, default
+    /// policy, no log, no host names.
+    pub fn new(runtime: RuntimeKind, listen: Vec<SocketAddr>, sites: Arc<Sites>) -> Self {
+        RuntimeSetup {
+            runtime,
+            listen,
+            shards: 0,
+            max_connections: 10_000,
+            sites,
+            policy: None,
+            log: None,
+            resolver: Arc::new(NoResolver),
+        }
     }
+}
+
+/// Starts a runtime with any storage and authenticator. [`start`] uses it with the disk
+/// storage and the user list; tests use it with the core's in-memory storage.
+pub fn start_runtime(
+    setup: RuntimeSetup,
+    storage: Arc<dyn Storage>,
+    auth: Arc<dyn Authenticator>,
+) -> io::Result<RunningServer> {
+    let RuntimeSetup {
+        runtime,
+        listen,
+        shards,
+        max_connections,
+        sites,
+        policy,
+        log,
+        resolver,
+    } = setup;
+    let shards = match shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
+    let per_shard = max_connections.div_ceil(shards).max(1);
+    let make = move |i: usize| {
+        let server = Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
+        match &policy {
+            Some(p) => server.with_policy(p.clone()),
+            None => server,
+        }
+    };
+    Ok(match runtime {
+        RuntimeKind::Mio => {
+            let cfg = MioConfig {
+                shards,
+                log,
+                resolver,
+                ..MioConfig::default()
+            };
+            RunningServer::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
+        }
+        RuntimeKind::Smol => {
+            let cfg = SmolConfig {
+                shards,
+                log,
+                resolver,
+                ..SmolConfig::default()
+            };
+            RunningServer::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)
+        }
+    })
 }
 
 /// `addrs` with every port 0 replaced by a free port, and the sockets that hold those
@@ -121,7 +250,8 @@ pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `whar
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by
-/// the OS.
+/// the OS, explicit FTPS offered (not required) with a self-signed ECDSA certificate
+/// generated on first run under `data_dir/tls`.
 pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     let public = data_dir.join("public");
     std::fs::create_dir_all(&public)?;
@@ -129,11 +259,16 @@ pub fn default_config(data_dir: &Path) -> io::Result<ServerConfig> {
     if !welcome.exists() {
         std::fs::write(&welcome, WELCOME)?;
     }
+    let (cert, key, _) =
+        tls::ensure_self_signed(&data_dir.join("tls"), &["localhost", "127.0.0.1"])?;
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:2121\"]\npassive_ports = \"0-0\"\n\n\
          [site]\nname = \"demo\"\nroot = {:?}\nanonymous = true\n\
-         banner = \"wharf demo server (anonymous, read-only)\"\n",
-        public.display().to_string()
+         banner = \"wharf demo server (anonymous, read-only)\"\n\n\
+         [site.tls]\ncertificate = {:?}\nprivate_key = {:?}\ncontrol = \"allow\"\n",
+        public.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
     );
     ServerConfig::from_toml_str(&text, "<embedded default>")
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))

@@ -24,8 +24,8 @@ struct Cli {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The event loop to run sessions on. Only "mio" exists so far. Overrides the
-    /// file's server.runtime.
+    /// The event loop to run sessions on: "mio" (epoll loops) or "smol" (async tasks).
+    /// Overrides the file's server.runtime.
     #[arg(long, value_name = "NAME")]
     runtime: Option<String>,
 
@@ -39,7 +39,7 @@ struct Cli {
     shutdown_grace: Option<u64>,
 
     /// More diagnostics on stderr: -v for connections and warnings in detail, -vv for
-    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_mio=debug) overrides this.
+    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_smol=debug) overrides this.
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
 
@@ -186,6 +186,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
@@ -203,17 +204,50 @@ fn serve(cli: &Cli) -> Result<(), String> {
                     })
             })
             .collect();
-        println!("wharf: serving ftp://{addr}/ for {}", sites.join(", "));
+        // Implicit-FTPS listeners speak TLS from the first byte.
+        let implicit = config
+            .sites
+            .iter()
+            .flat_map(|s| &s.bindings)
+            .any(|b| b.implicit_tls && (b.addr == *configured || covers(b.addr, *configured)));
+        let scheme = if implicit { "ftps" } else { "ftp" };
+        println!(
+            "wharf: serving {scheme}://{addr}/ for {} (runtime {})",
+            sites.join(", "),
+            config.runtime.name()
+        );
+    }
+    for site in &config.sites {
+        if let Some(tls) = &site.tls {
+            println!(
+                "wharf: FTPS for {}: certificate {} (SHA-256 {})",
+                site.name,
+                tls.certificate.display(),
+                tls.fingerprint()
+            );
+        }
     }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
             println!("wharf: try `curl ftp://{a}/` or `curl ftp://{a}/welcome.txt`; Ctrl-C stops");
+            println!("wharf: FTPS: `curl --ssl-reqd -k ftp://{a}/` (check the fingerprint above)");
         }
     }
     let (tx, rx) = mpsc::channel();
+    let reload = config.clone();
     std::thread::spawn(move || {
         let mut count = 0;
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                match reload.reload_certificates() {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
+                    Err(e) => {
+                        eprintln!("wharf: certificate reload failed, keeping the old one: {e}")
+                    }
+                }
+                continue;
+            }
             count += 1;
             if count > 1 {
                 eprintln!("wharf: second signal, exiting now");

@@ -1,4 +1,5 @@
-//! The `wharf` binary: check-config, passwd, and serve-until-SIGTERM.
+//! The `wharf` binary: check-config, passwd, serve-until-SIGTERM and running out of
+//! descriptors, on each runtime.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -93,42 +94,143 @@ fn passwd_prints_a_verifiable_hash() {
     assert!(users.authenticate("u", "correct horse\n", peer).is_err());
 }
 
-#[test]
-fn serves_until_sigterm_then_exits_zero() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("pub")).unwrap();
-    std::fs::write(tmp.path().join("pub/f.txt"), b"served by the binary\n").unwrap();
-    let cfg = tmp.path().join("w.toml");
+/// Starts `wharf --runtime RUNTIME --config FILE` on a demo site (`f.txt`) with one
+/// shard; `nofile` caps its open files (soft and hard). Returns the child and its URL.
+fn spawn_wharf(
+    tmp: &std::path::Path,
+    runtime: &str,
+    nofile: Option<u64>,
+) -> (std::process::Child, String) {
+    std::fs::create_dir_all(tmp.join("pub")).unwrap();
+    std::fs::write(tmp.join("pub/f.txt"), b"served by the binary\n").unwrap();
+    let cfg = tmp.join("w.toml");
     std::fs::write(
         &cfg,
         "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n[site]\nroot = \"pub\"\nanonymous = true\n",
     )
     .unwrap();
-    let mut child = Command::new(WHARF)
-        .arg("--config")
+    let mut cmd = Command::new(WHARF);
+    cmd.args(["--runtime", runtime, "--config"])
         .arg(&cfg)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    assert!(line.contains(&format!("runtime {runtime}")), "{line:?}");
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("ftp://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", &format!("{url}f.txt")])
-        .output()
-        .expect("curl must be installed");
+    (child, url)
+}
+
+/// SIGTERM, then the exit status.
+fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     // SAFETY: signalling our own child process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let status = child.wait().unwrap();
+    child.wait().unwrap()
+}
+
+fn serves_until_sigterm_then_exits_zero(runtime: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, url) = spawn_wharf(tmp.path(), runtime, None);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", &format!("{url}f.txt")])
+        .output()
+        .expect("curl must be installed");
+    let status = terminate(child);
     assert_eq!(out.stdout, b"served by the binary\n");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn serves_until_sigterm_then_exits_zero_mio() {
+    serves_until_sigterm_then_exits_zero("mio");
+}
+
+#[test]
+fn serves_until_sigterm_then_exits_zero_smol() {
+    serves_until_sigterm_then_exits_zero("smol");
+}
+
+/// Out of descriptors (EMFILE), the server answers every connection beyond what it can
+/// hold with "421 Server busy" instead of leaving it hanging or crashing, and serves
+/// again once descriptors are free.
+fn out_of_descriptors_is_421_then_recovers(runtime: &str) {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, url) = spawn_wharf(tmp.path(), runtime, Some(64));
+    let addr = url
+        .trim_start_matches("ftp://")
+        .trim_end_matches('/')
+        .to_string();
+    let first_line = |s: &TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    let (mut served, mut busy) = (Vec::new(), 0);
+    for _ in 0..100 {
+        let s = TcpStream::connect(&addr).unwrap();
+        let line = first_line(&s);
+        if line.starts_with("220") {
+            served.push(s);
+        } else {
+            assert!(line.starts_with("421 Server busy"), "{line:?}");
+            busy += 1;
+        }
+    }
+    assert!(
+        !served.is_empty() && busy > 0,
+        "{} served, {busy} busy",
+        served.len()
+    );
+    // Let the served sessions go; each is closed on the server once we see its EOF.
+    for mut s in served {
+        s.write_all(b"QUIT\r\n").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(String::from_utf8_lossy(&rest).starts_with("221"));
+    }
+    let s = TcpStream::connect(&addr).unwrap();
+    let line = first_line(&s);
+    assert!(line.starts_with("220"), "after recovery: {line:?}");
+    drop(s);
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn out_of_descriptors_is_421_then_recovers_mio() {
+    out_of_descriptors_is_421_then_recovers("mio");
+}
+
+#[test]
+fn out_of_descriptors_is_421_then_recovers_smol() {
+    out_of_descriptors_is_421_then_recovers("smol");
 }

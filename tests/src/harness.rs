@@ -20,14 +20,21 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wharf_server::{RunningServer, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wharf_core::memfs::{MemStorage, MemUsers};
+use wharf_core::{SessionConfig, Sites};
+use wharf_server::{RunningServer, RuntimeKind, RuntimeSetup, ServerConfig};
 
 /// The runtimes every `per_runtime!` test runs on, by their config name.
-pub const RUNTIMES: &[&str] = &["mio"];
+pub const RUNTIMES: &[&str] = &["mio", "smol"];
 
 /// Writes one `#[test]` per runtime for each function: `fn name(rt) { .. }` becomes the
-/// module `name` with a test per runtime, where `rt: &'static str` names the runtime
-/// (pass it to [`Fixture::start`]).
+/// module `name` with a test per runtime (`name::mio`, `name::smol`), where
+/// `rt: &'static str` names the runtime (pass it to [`Fixture::start`] or
+/// [`start_memstore`]). [`RUNTIMES`] and the tests written here list every
+/// [`RuntimeKind`]; `runtimes_are_all_listed` checks the first.
 #[macro_export]
 macro_rules! per_runtime {
     ($( $(#[$meta:meta])* fn $name:ident($rt:ident) $body:block )*) => {$(
@@ -39,6 +46,9 @@ macro_rules! per_runtime {
             $(#[$meta])*
             #[test]
             fn mio() { run("mio") }
+            $(#[$meta])*
+            #[test]
+            fn smol() { run("smol") }
         }
     )*};
 }
@@ -62,6 +72,10 @@ pub struct Fixture {
     pub port: u16,
     /// Every control address the server listens on.
     pub addrs: Vec<std::net::SocketAddr>,
+    /// The implicit-FTPS port ([`Fixture::with_implicit_tls`]), if any.
+    pub implicit_port: Option<u16>,
+    /// The site's certificate (PEM), for `--cacert`, when the fixture has TLS.
+    pub certificate: Option<PathBuf>,
     pub runtime: &'static str,
 }
 
@@ -76,14 +90,74 @@ impl Fixture {
     /// The standard site with extra TOML: `server_extra` is appended to the `[server]`
     /// table, `extra` after the whole file (more tables, `[[users]]`, ...).
     pub fn with_config(runtime: &'static str, server_extra: &str, extra: &str) -> Fixture {
+        Fixture::standard(
+            runtime,
+            tempfile::tempdir().unwrap(),
+            "",
+            server_extra,
+            extra,
+        )
+    }
+
+    /// The standard site with FTPS: a fresh self-signed certificate for `localhost` and
+    /// `127.0.0.1` (see [`Fixture::certificate`]) and a `[site.tls]` table with
+    /// `tls_keys` (policies, ...; more tables may follow).
+    pub fn with_tls(runtime: &'static str, tls_keys: &str) -> Fixture {
+        Fixture::tls(runtime, "", tls_keys)
+    }
+
+    /// [`Fixture::with_tls`] plus an implicit-FTPS listener on 127.0.0.1
+    /// ([`Fixture::implicit_port`], [`Fixture::ftps_url`]).
+    pub fn with_implicit_tls(runtime: &'static str, tls_keys: &str) -> Fixture {
+        // Port 0 stands for "any port" in bindings, so two listeners need real ports:
+        // take free ones and hold them (SO_REUSEPORT, not listening) until the server
+        // has bound them.
+        let (plain, implicit) = (hold_free_port(), hold_free_port());
+        let port = |s: &socket2::Socket| s.local_addr().unwrap().as_socket().unwrap().port();
+        let listen = format!(
+            "listen = [\"127.0.0.1:{}\"]\nlisten_implicit = [\"127.0.0.1:{}\"]",
+            port(&plain),
+            port(&implicit)
+        );
+        let mut f = Fixture::tls(runtime, &listen, tls_keys);
+        f.implicit_port = Some(port(&implicit));
+        f
+    }
+
+    fn tls(runtime: &'static str, listen: &str, tls_keys: &str) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
+        let names = ["localhost", "127.0.0.1"];
+        let (cert, key, _) =
+            wharf_server::tls::ensure_self_signed(&tmp.path().join("tls"), &names).unwrap();
+        let extra = format!(
+            "[site.tls]\ncertificate = {:?}\nprivate_key = {:?}\n{tls_keys}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let mut f = Fixture::standard(runtime, tmp, listen, "", &extra);
+        f.certificate = Some(cert);
+        f
+    }
+
+    /// The standard site; `listen` replaces the `listen = ["127.0.0.1:0"]` line.
+    fn standard(
+        runtime: &'static str,
+        tmp: tempfile::TempDir,
+        listen: &str,
+        server_extra: &str,
+        extra: &str,
+    ) -> Fixture {
+        let listen = match listen {
+            "" => "listen = [\"127.0.0.1:0\"]",
+            other => other,
+        };
         let root = tmp.path().join("site");
         std::fs::create_dir_all(root.join("docs")).unwrap();
         std::fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
         std::fs::write(root.join("big.bin"), pattern(3 * 1024 * 1024 + 17)).unwrap();
         std::fs::write(root.join("docs/readme.txt"), b"line one\nline two\n").unwrap();
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 2\npassive_ports = \"0-0\"\n\
+            "[server]\n{listen}\nshards = 2\npassive_ports = \"0-0\"\n\
              runtime = \"{runtime}\"\n{server_extra}\n\
              [site]\nroot = {root:?}\nanonymous = true\n\
              [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n{extra}\n",
@@ -123,6 +197,8 @@ impl Fixture {
             root,
             port: addrs[0].port(),
             addrs,
+            implicit_port: None,
+            certificate: None,
             server: Some(server),
             runtime,
         }
@@ -138,6 +214,20 @@ impl Fixture {
     /// `ftp://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         format!("ftp://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// `ftps://127.0.0.1:IMPLICIT_PORT/path` (implicit FTPS).
+    pub fn ftps_url(&self, path: &str) -> String {
+        let port = self
+            .implicit_port
+            .expect("the fixture has no implicit FTPS (Fixture::with_implicit_tls)");
+        format!("ftps://127.0.0.1:{port}/{path}")
+    }
+
+    /// The certificate path as a string, for `curl --cacert`.
+    pub fn cacert(&self) -> &str {
+        let cert = self.certificate.as_ref().expect("the fixture has no TLS");
+        cert.to_str().unwrap()
     }
 
     /// `host:port` of the control listener.
@@ -177,6 +267,58 @@ impl Drop for Fixture {
             let _ = s.wait();
         }
     }
+}
+
+/// The runtime `rt` names (a [`RUNTIMES`] entry).
+pub fn runtime_kind(rt: &str) -> RuntimeKind {
+    RuntimeKind::parse(rt).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The runtime `rt` alone, without config or disk: serves `storage` (the core's
+/// in-memory storage, holding `/hello.txt` = `hello, world\n`) on `listen` with
+/// `shards` threads and at most `max` sessions; user `alice` / `secret`, anonymous
+/// allowed. For tests of the runtime contract that need to see or fake storage.
+pub fn start_memstore(
+    rt: &str,
+    listen: &str,
+    shards: usize,
+    max: usize,
+) -> (RunningServer, Arc<MemStorage>) {
+    start_memstore_with(rt, listen, shards, max, memstore_session())
+}
+
+/// The session configuration of [`start_memstore`]: defaults, anonymous allowed.
+pub fn memstore_session() -> SessionConfig {
+    SessionConfig {
+        allow_anonymous: true,
+        ..SessionConfig::default()
+    }
+}
+
+/// [`start_memstore`] with a session configuration of the test's own.
+pub fn start_memstore_with(
+    rt: &str,
+    listen: &str,
+    shards: usize,
+    max: usize,
+    session: SessionConfig,
+) -> (RunningServer, Arc<MemStorage>) {
+    let storage = Arc::new(MemStorage::new());
+    storage.add_file("/hello.txt", b"hello, world\n");
+    let users = Arc::new(MemUsers::new().with("alice", "secret", &[]));
+    let listen: SocketAddr = listen.parse().unwrap();
+    let setup = RuntimeSetup {
+        shards,
+        max_connections: max,
+        ..RuntimeSetup::new(
+            runtime_kind(rt),
+            vec![listen],
+            Arc::new(Sites::single(Arc::new(session))),
+        )
+    };
+    let server = wharf_server::start_runtime(setup, storage.clone(), users).unwrap();
+    assert_eq!(server.runtime(), runtime_kind(rt));
+    (server, storage)
 }
 
 /// Deterministic non-repeating-looking bytes: byte `i` is `i * 7 % 251`.
@@ -269,4 +411,50 @@ pub fn assert_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A free port on 127.0.0.1, held by a bound (not listening) `SO_REUSEPORT` socket so
+/// that nobody else takes it until the server, which binds with `SO_REUSEPORT` too, has
+/// it; drop the socket after the server started.
+pub fn hold_free_port() -> socket2::Socket {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    s.set_reuse_address(true).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("a free port on 127.0.0.1");
+    s
+}
+
+/// A port that was free a moment ago, below the ephemeral range (so no client socket of
+/// a test running alongside takes it meanwhile), different for each call and process.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..10_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-29999");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_are_all_listed() {
+        let all: Vec<&str> = RuntimeKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(RUNTIMES, &all[..]);
+    }
+
+    crate::per_runtime! {
+        fn the_macro_passes_each_runtime_by_name(rt) {
+            assert!(RUNTIMES.contains(&rt), "{rt}");
+            assert_eq!(runtime_kind(rt).name(), rt);
+        }
+    }
 }

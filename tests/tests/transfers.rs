@@ -268,11 +268,8 @@ wharf_tests::per_runtime! {
     }
 
     fn exhausted_passive_range_gives_425_and_ports_come_back(rt) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Below the ephemeral range: no client socket of a parallel test can hold it.
+        let port = free_port();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("site");
         std::fs::create_dir_all(&root).unwrap();

@@ -7,9 +7,12 @@ use crate::session::Session;
 impl Session {
     pub(super) fn cmd_feat(&mut self) {
         let mut lines = vec!["Features:".to_string()];
-        if let Some(tls) = &self.config.tls {
-            if !tls.implicit {
+        if self.config.tls.is_some() {
+            if !self.listener.implicit_tls {
                 lines.push(" AUTH TLS".into());
+            }
+            if self.ccc_offered() {
+                lines.push(" CCC".into());
             }
             lines.push(" PBSZ".into());
             lines.push(" PROT".into());

@@ -69,6 +69,12 @@ pub enum TransferOutcome {
     Storage { bytes: u64, error: FsError },
     /// Stopped by `AbortTransfer`.
     Aborted { bytes: u64 },
+    /// TLS on the data connection failed: the handshake, the binding to the control
+    /// session, a truncated upload, or a TLS error mid-body.
+    Tls {
+        bytes: u64,
+        error: crate::tls::DataTlsError,
+    },
 }
 
 /// What a transfer moves.
@@ -82,20 +88,24 @@ pub enum Body {
     Bytes(Vec<u8>),
 }
 
-/// A transfer the driver is to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A transfer the driver is to run. Not `Clone`: it may own a TLS connection.
+#[derive(Debug, PartialEq, Eq)]
 pub struct TransferSpec {
     pub body: Body,
     /// TYPE A: convert line ends with [`crate::typea`] (never for `Body::Bytes`, which
     /// the core renders with CR LF already).
     pub ascii: bool,
+    /// `PROT P`: the body moves through this TLS connection, handshake first (see
+    /// [`crate::tls::DataTls`]). No `sendfile` then.
+    pub tls: Option<crate::tls::DataTls>,
     /// Bandwidth limit in bytes per second (site or user); the driver paces the data
     /// pump to it, e.g. with a [`crate::policy::TokenBucket`]. `None`: as fast as it goes.
     pub rate_limit: Option<u64>,
 }
 
-/// Something the core asks the driver to do, from [`Session::poll_action`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something the core asks the driver to do, from [`Session::poll_action`]. Not `Clone`:
+/// `StartTransfer` may own a data connection's TLS.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Run this off the event loop; answer with `Input::Completed`.
     Request { req: RequestId, request: Request },

@@ -516,6 +516,11 @@ impl Session {
             TransferOutcome::ConnectionLost { .. } => log::WIN32_CONNECTION_RESET,
             TransferOutcome::Aborted { .. } => log::WIN32_ABORTED,
             TransferOutcome::Storage { error, .. } => log::win32_of(error),
+            TransferOutcome::Tls {
+                error: crate::tls::DataTlsError::Truncated,
+                ..
+            } => log::WIN32_CONNECTION_RESET,
+            TransferOutcome::Tls { .. } => log::WIN32_TLS_FAILURE,
         };
         if let Some(l) = &mut self.log {
             let bytes = Self::outcome_bytes(outcome);

@@ -6,13 +6,17 @@ use crate::proto::{Command, Verb};
 use crate::session::Session;
 use crate::tls::{ControlPolicy, DataPolicy};
 
+/// How long after CCC's `200` the server waits for the client's close_notify before
+/// sending its own (for clients that wait for the server's, like curl).
+const CCC_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Session {
     pub(super) fn cmd_auth(&mut self, arg: &str) {
         let Some(settings) = self.config.tls.clone() else {
             return self.reply(502, "TLS is not configured on this site.");
         };
-        if self.tls.is_some() {
-            return self.reply(503, "TLS is already on.");
+        if self.secured {
+            return self.reply(503, "TLS is already on (or was ended by CCC).");
         }
         let kind = arg.trim().to_ascii_uppercase();
         if !matches!(kind.as_str(), "TLS" | "SSL" | "TLS-C" | "TLS-P") {
@@ -31,7 +35,7 @@ impl Session {
     }
 
     pub(super) fn cmd_pbsz(&mut self, arg: &str) {
-        if self.tls.is_none() {
+        if !self.secured {
             return self.reply(503, "Security exchange required first (AUTH TLS).");
         }
         if arg.trim().parse::<u64>().is_err() {
@@ -42,7 +46,7 @@ impl Session {
     }
 
     pub(super) fn cmd_prot(&mut self, arg: &str) {
-        if self.tls.is_none() || !self.pbsz {
+        if !self.secured || !self.pbsz {
             return self.reply(503, "PBSZ required first (after AUTH TLS).");
         }
         let policy = self.config.tls.as_ref().map(|t| t.data).unwrap_or_default();
@@ -66,11 +70,45 @@ impl Session {
         }
     }
 
-    pub(super) fn cmd_ccc(&mut self) {
-        if self.tls.is_none() {
+    /// CCC (RFC 4217 section 6): `200` over TLS, then close_notify; the peer answers
+    /// with its own close_notify and the control channel is plaintext from there on.
+    /// Data connections keep their protection level.
+    pub(super) fn cmd_ccc(&mut self, now: std::time::Instant) {
+        if !self.control_encrypted() {
             return self.reply(533, "The control channel is not protected.");
         }
-        self.reply(534, "CCC is not permitted on this site.");
+        let Some(settings) = &self.config.tls else {
+            return self.reply(533, "The control channel is not protected.");
+        };
+        if !settings.allow_ccc {
+            return self.reply(
+                534,
+                "CCC is not permitted on this site (allow_ccc = false).",
+            );
+        }
+        if settings.control == ControlPolicy::Require && !self.exempt() {
+            return self.reply(
+                534,
+                "Policy requires TLS on the control channel; CCC refused.",
+            );
+        }
+        self.reply(
+            200,
+            "CCC ok; the control channel is plaintext after TLS closes.",
+        );
+        if let Some(tls) = &mut self.tls {
+            tls.start_closing();
+            self.timers
+                .set(super::timer::Timer::CccClose, now + CCC_CLOSE_WAIT);
+        }
+    }
+
+    /// Whether CCC is offered in FEAT.
+    pub(super) fn ccc_offered(&self) -> bool {
+        self.config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.allow_ccc && t.control != ControlPolicy::Require)
     }
 
     /// Whether the current (or announced) user is exempt from `Require` policies.
@@ -86,7 +124,7 @@ impl Session {
     /// The 534 text when the control policy forbids `cmd` in plaintext.
     pub(super) fn tls_policy_refusal(&self, cmd: &Command) -> Option<&'static str> {
         let settings = self.config.tls.as_ref()?;
-        if self.tls.is_some() {
+        if self.control_encrypted() {
             return None;
         }
         let anonymous_user = cmd.verb == Verb::User

@@ -15,7 +15,7 @@ use crate::path::VPath;
 use crate::proto::command::{self, Command, ParseError, Verb};
 use crate::proto::{Frame, LineFramer, Reply};
 use crate::site::{Listener, Sites, View};
-use crate::tls::{TlsEnd, TlsLayer};
+use crate::tls::{Closing, TlsEnd, TlsLayer};
 
 /// Where the login stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +186,11 @@ pub struct Session {
     pub(super) ending: Option<Ending>,
     pub(super) closed: bool,
     /// The control channel's TLS, once AUTH TLS (or an implicit binding) started it.
+    /// After CCC it stays here until the peer's close_notify has been read.
     pub(super) tls: Option<TlsLayer>,
+    /// A TLS session was established on the control channel at some point (AUTH TLS or
+    /// implicit); PBSZ and PROT need it, and it outlives CCC.
+    pub(super) secured: bool,
     /// PBSZ was sent (RFC 2228 requires it before PROT).
     pub(super) pbsz: bool,
     /// PROT P: data connections are to be encrypted.
@@ -250,6 +254,7 @@ impl Session {
             ending: None,
             closed: false,
             tls: None,
+            secured: false,
             pbsz: false,
             prot_private: false,
             slot,
@@ -265,18 +270,19 @@ impl Session {
             config,
         };
         if listener.implicit_tls {
-            match s.config.tls.clone() {
-                Some(settings) => {
-                    s.start_tls(&settings);
-                    s.pbsz = true;
-                    s.prot_private = true;
-                }
+            let started = match s.config.tls.clone() {
+                Some(settings) => s.start_tls(&settings),
                 None => {
                     tracing::error!(site = %s.config.site_name, "implicit TLS binding without TLS settings");
-                    s.close();
-                    return s;
+                    false
                 }
+            };
+            if !started {
+                s.close();
+                return s;
             }
+            s.pbsz = true;
+            s.prot_private = true;
         }
         if lookup {
             // IP rules with host names judge once the name is known; until then the
@@ -506,7 +512,7 @@ impl Session {
             Verb::Auth => self.cmd_auth(arg),
             Verb::Pbsz => self.cmd_pbsz(arg),
             Verb::Prot => self.cmd_prot(arg),
-            Verb::Ccc => self.cmd_ccc(),
+            Verb::Ccc => self.cmd_ccc(now),
             Verb::Feat => self.cmd_feat(),
             Verb::Opts => self.cmd_opts(arg),
             Verb::Syst => self.reply(215, "UNIX Type: L8"),
@@ -579,6 +585,11 @@ impl Session {
             }
             Timer::DataConnect => self.on_data_connect_timeout(now),
             Timer::TransferStall => self.on_transfer_stall(),
+            Timer::CccClose => {
+                if let Some(tls) = self.tls.as_mut().filter(|t| t.is_closing()) {
+                    tls.close(&mut self.out);
+                }
+            }
             Timer::MinRate => self.on_min_rate_check(now),
             Timer::FailedLogin => self.on_failed_login_delay(),
         }
@@ -637,7 +648,7 @@ impl Session {
 
     /// Closes at once; the driver releases whatever is still open.
     pub(super) fn close(&mut self) {
-        if let Some(tls) = &mut self.tls {
+        if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_closing()) {
             tls.close(&mut self.out);
         }
         if !self.closed {
@@ -656,7 +667,7 @@ impl Session {
     /// Queues a single-line reply. CR and LF in `text` (file names!) become spaces.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
         self.note_reply(code, text.len() + 6);
-        if self.tls.is_none() {
+        if !self.control_encrypted() {
             // The common case, once per command: straight into the wire buffer.
             return encode_line(&mut self.out, code, text);
         }
@@ -681,9 +692,14 @@ impl Session {
         self.emit(&bytes);
     }
 
+    /// Whether replies go out encrypted: TLS is on and CCC has not ended it.
+    pub(super) fn control_encrypted(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.is_closing())
+    }
+
     /// Puts reply bytes on the wire, through TLS when the channel is protected.
     fn emit(&mut self, bytes: &[u8]) {
-        match &mut self.tls {
+        match self.tls.as_mut().filter(|t| !t.is_closing()) {
             Some(tls) => tls.send(bytes, &mut self.out),
             None => self.out.extend_from_slice(bytes),
         }
@@ -695,13 +711,30 @@ impl Session {
             return self.framer.feed(bytes);
         };
         let mut plain = Vec::new();
-        let result = tls.receive(bytes, &mut self.out, &mut plain);
-        if !self.host_given && matches!(self.login, Login::Start) && !tls.is_handshaking() {
+        let mut sni = None;
+        let result = if tls.is_closing() {
+            match tls.receive_closing(bytes, &mut self.out, &mut plain) {
+                Ok(Closing::Waiting) => Ok(()),
+                Ok(Closing::Done(rest)) => {
+                    // CCC is complete: what follows the peer's close_notify is plaintext.
+                    self.tls = None;
+                    self.timers.stop(Timer::CccClose);
+                    plain.extend_from_slice(&rest);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let result = tls.receive(bytes, &mut self.out, &mut plain);
+            if !self.host_given && matches!(self.login, Login::Start) && !tls.is_handshaking() {
+                sni = tls.server_name().map(str::to_owned);
+            }
+            result
+        };
+        if let Some(name) = sni {
             // The SNI name chooses the site as HOST would (before any command of it runs:
             // commands only come once the handshake is done, and so can a refusal's 421).
-            if let Some(name) = tls.server_name().map(str::to_owned) {
-                self.select_site_by_sni(&name);
-            }
+            self.select_site_by_sni(&name);
         }
         self.framer.feed(&plain);
         match result {
@@ -716,10 +749,14 @@ impl Session {
     }
 
     /// Switches the control channel to TLS; what the peer sends next is a ClientHello.
+    /// The session's TLS state carries this session's token, which data connections
+    /// must present by resuming it.
     pub(super) fn start_tls(&mut self, settings: &crate::tls::TlsSettings) -> bool {
-        match TlsLayer::new(&settings.config) {
+        let token = crate::tls::session_token(self.id);
+        match TlsLayer::new(&settings.config, &token) {
             Ok(layer) => {
                 self.tls = Some(layer);
+                self.secured = true;
                 true
             }
             Err(e) => {
@@ -765,7 +802,8 @@ impl Session {
             TransferOutcome::Complete { bytes }
             | TransferOutcome::ConnectionLost { bytes }
             | TransferOutcome::Storage { bytes, .. }
-            | TransferOutcome::Aborted { bytes } => *bytes,
+            | TransferOutcome::Aborted { bytes }
+            | TransferOutcome::Tls { bytes, .. } => *bytes,
         }
     }
 }

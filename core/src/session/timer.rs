@@ -12,17 +12,20 @@ pub(super) enum Timer {
     DataConnect,
     /// A running transfer with no progress is aborted.
     TransferStall,
+    /// After CCC, the server sends its close_notify if the client has not sent one.
+    CccClose,
     /// A running transfer slower than the minimum data rate is aborted.
     MinRate,
     /// A failed login's `530` is held until then (`failed_login_delay`).
     FailedLogin,
 }
 
-const ALL: [Timer; 6] = [
+const ALL: [Timer; 7] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
     Timer::TransferStall,
+    Timer::CccClose,
     Timer::MinRate,
     Timer::FailedLogin,
 ];

@@ -328,10 +328,20 @@ impl Session {
             return;
         };
         t.xfer = Some(xfer);
+        let ascii = t.ascii;
+        let tls = match self.data_tls() {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "cannot start data TLS");
+                self.cancel_waiting_transfer();
+                return self.reply(425, "Can't open data connection: TLS unavailable.");
+            }
+        };
         let spec = TransferSpec {
             body,
-            ascii: t.ascii,
+            ascii,
             rate_limit,
+            tls,
         };
         self.actions
             .push_back(Action::StartTransfer { xfer, conn, spec });
@@ -397,6 +407,9 @@ impl Session {
             (None, TransferOutcome::Storage { error, .. }, None) => {
                 vec![(error.reply_code(), format!("Transfer failed: {error}."))]
             }
+            (None, TransferOutcome::Tls { error, .. }, None) => {
+                vec![Self::tls_failure_reply(error)]
+            }
             (None, _, _) => vec![(426, "Data connection lost; transfer aborted.".into())],
         };
         self.note_transfer(t.upload, &outcome);
@@ -413,6 +426,44 @@ impl Session {
                     self.close_file(file, false);
                 }
                 self.send_replies(replies);
+            }
+        }
+    }
+
+    /// The TLS layer for a data connection under `PROT P`, bound to this session.
+    fn data_tls(&self) -> Result<Option<crate::tls::DataTls>, rustls::Error> {
+        let Some(settings) = self.config.tls.as_ref().filter(|_| self.prot_private) else {
+            return Ok(None);
+        };
+        let expect = settings
+            .require_session_reuse
+            .then(|| crate::tls::session_token(self.id));
+        let tls =
+            crate::tls::DataTls::new(&settings.data_config, expect, settings.strict_close_notify)?;
+        Ok(Some(tls))
+    }
+
+    fn tls_failure_reply(error: &crate::tls::DataTlsError) -> (u16, String) {
+        use crate::tls::DataTlsError;
+        match error {
+            DataTlsError::NotResumed => (
+                522,
+                "TLS session of data connection not resumed; this site requires the data \
+                 connection to reuse the control connection's TLS session \
+                 (require_tls_session_reuse)."
+                    .into(),
+            ),
+            DataTlsError::Handshake(why) => {
+                (522, format!("Data connection TLS handshake failed: {why}."))
+            }
+            DataTlsError::Truncated => (
+                426,
+                "Data connection closed without TLS close_notify; upload truncated \
+                 (strict_close_notify)."
+                    .into(),
+            ),
+            DataTlsError::Protocol(why) => {
+                (426, format!("Data connection lost; TLS error: {why}."))
             }
         }
     }

@@ -88,8 +88,28 @@ impl Harness {
     }
 
     pub fn with_config(config: SessionConfig) -> Harness {
-        let users = MemUsers::new().with("alice", "secret", &["staff"]);
-        Harness::build(Server::new(Arc::new(config), 0, 1, 100), LOCAL, users)
+        Harness::nth(config, 0)
+    }
+
+    /// A session on an implicit-FTPS binding (`LOCAL`).
+    pub fn implicit(config: SessionConfig) -> Harness {
+        let local: std::net::SocketAddr = LOCAL.parse().unwrap();
+        let binding = wharf_core::Binding {
+            ip: local.ip(),
+            port: local.port(),
+            host: None,
+            site: 0,
+            implicit_tls: true,
+        };
+        let sites = wharf_core::Sites::new(vec![Arc::new(config)], vec![binding]).unwrap();
+        let server = Server::with_sites(Arc::new(sites), 0, 1, 100);
+        Harness::build(server, LOCAL, alice())
+    }
+
+    /// The session with id `n` (as if from the `n`th shard), so that several harnesses
+    /// play distinct sessions of one server.
+    pub fn nth(config: SessionConfig, n: u64) -> Harness {
+        Harness::build(Server::new(Arc::new(config), n, 1000, 100), LOCAL, alice())
     }
 
     /// A session accepted by `server` on the local address `local`, with these users.
@@ -282,14 +302,19 @@ impl Harness {
                 }
                 self.input(Input::Completed { req, completion });
             }
-            other => {
-                self.actions.push(other.clone());
-                match self.mode {
-                    DataMode::Auto => self.auto_data(other),
-                    DataMode::Sync => self.sync_data(other),
-                    DataMode::Manual => {}
+            other => match self.mode {
+                DataMode::Auto => {
+                    self.actions.push(record(&other));
+                    self.auto_data(other)
                 }
-            }
+                DataMode::Sync => {
+                    self.actions.push(record(&other));
+                    self.sync_data(other)
+                }
+                // The test answers it, so it gets the action itself (a `StartTransfer`
+                // may own a `DataTls`).
+                DataMode::Manual => self.actions.push(other),
+            },
         }
     }
 
@@ -403,7 +428,78 @@ impl Harness {
         })
     }
 
+    /// Takes the last `StartTransfer`'s spec out of the recorded actions (its `tls` with
+    /// it), leaving the action with `tls: None`.
+    pub fn take_transfer(&mut self) -> (TransferId, wharf_core::TransferSpec) {
+        self.actions
+            .iter_mut()
+            .rev()
+            .find_map(|a| match a {
+                Action::StartTransfer { xfer, spec, .. } => {
+                    let taken = wharf_core::TransferSpec {
+                        body: spec.body.clone(),
+                        ascii: spec.ascii,
+                        rate_limit: spec.rate_limit,
+                        tls: spec.tls.take(),
+                    };
+                    Some((*xfer, taken))
+                }
+                _ => None,
+            })
+            .expect("the session started no transfer")
+    }
+
     pub fn replies(&self) -> String {
         String::from_utf8_lossy(&self.wire).into_owned()
     }
+}
+
+/// A copy of an action for the record: everything but a `StartTransfer`'s TLS
+/// connection, which goes to whoever runs the transfer.
+pub fn record(action: &Action) -> Action {
+    match action {
+        Action::Request { req, request } => Action::Request {
+            req: *req,
+            request: request.clone(),
+        },
+        Action::ListenData {
+            conn,
+            ip,
+            ports,
+            expect_peer,
+        } => Action::ListenData {
+            conn: *conn,
+            ip: *ip,
+            ports: ports.clone(),
+            expect_peer: *expect_peer,
+        },
+        Action::ConnectData {
+            conn,
+            local_ip,
+            target,
+        } => Action::ConnectData {
+            conn: *conn,
+            local_ip: *local_ip,
+            target: *target,
+        },
+        Action::StartTransfer { xfer, conn, spec } => Action::StartTransfer {
+            xfer: *xfer,
+            conn: *conn,
+            spec: wharf_core::TransferSpec {
+                body: spec.body.clone(),
+                ascii: spec.ascii,
+                rate_limit: spec.rate_limit,
+                tls: None,
+            },
+        },
+        Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },
+        Action::CloseData { conn } => Action::CloseData { conn: *conn },
+        Action::Close => Action::Close,
+        Action::Log(record) => Action::Log(record.clone()),
+    }
+}
+
+/// The harness's user: alice, password `secret`, group staff.
+pub fn alice() -> MemUsers {
+    MemUsers::new().with("alice", "secret", &["staff"])
 }

@@ -1,0 +1,398 @@
+//! wharf-runtime-smol: drives [`wharf_core`] sessions as tasks on a smol executor.
+//!
+//! # Shape
+//!
+//! - **One task per control connection** owns its [`wharf_core::Session`], its control
+//!   socket (`smol::Async<TcpStream>`), an `async_io::Timer` armed from
+//!   [`wharf_core::Session::poll_timeout`], its data connections and its open files. It
+//!   follows the core's drain rule: after every `handle_*` call it writes what
+//!   `poll_transmit` has, performs every `poll_action`, and re-arms its timer before it
+//!   waits again.
+//! - **Helpers report through the session's event channel.** Storage and login requests
+//!   run [`wharf_core::backend::execute`] on the blocking pool (`smol::unblock`, at most
+//!   [`SmolConfig::blocking_limit`] at once; reverse-DNS lookups, at most
+//!   [`SmolConfig::lookup_limit`] more); passive accepts (which honour
+//!   `expect_peer`), active connects and transfers are tasks of their own. Dropping a
+//!   session's table entry cancels or stops its helper, so whatever way a session ends,
+//!   its ports close and its files are released (uploads discarded on the blocking pool).
+//! - **Transfers** move a body through one buffer allocated for the transfer's life,
+//!   with `sendfile(2)` (through `Async::write_with`) for binary downloads of files that
+//!   expose a descriptor, and TYPE A through [`wharf_core::typea`]. Backpressure is the
+//!   socket's: a download waits while the client does not read, an upload reads only
+//!   what it has written. Progress reports are coalesced to one in flight per transfer.
+//! - **Accepting**: `shards` groups of `SO_REUSEPORT` listeners, each group with its own
+//!   [`wharf_core::Server`] built by `make_server(i)` (so the connection limit and the
+//!   session-id stride mean what they mean on the mio runtime). Out of descriptors, the
+//!   backlog is refused with the core's busy reply and accepting pauses for 100 ms.
+//!
+//! There is no FTP logic here: every reply and decision comes from the core.
+//!
+//! # Running it
+//!
+//! [`start`] runs everything on a smol executor with `shards` threads and returns a
+//! [`RunningServer`], the same shape as the mio runtime's. To run wharf inside a
+//! program's own executor, use [`Wharf::bind`] and spawn [`Wharf::run`] on it (see
+//! `examples/embed.rs`).
+//!
+//! # Shutdown
+//!
+//! [`ShutdownHandle::shutdown`] stops accepting and feeds `Input::Shutdown` to every
+//! session (the core lets a running transfer finish, then says `421`); whatever is still
+//! open when the grace period ends is closed. [`Wharf::run`] returns once every session
+//! and helper is gone.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use smol::channel::{Receiver, Sender};
+use smol::lock::Semaphore;
+use smol::{Async, Executor};
+use wharf_core::log::LogSink;
+use wharf_core::{Authenticator, Server, Storage};
+
+mod accept;
+mod data;
+mod session;
+mod sys;
+mod transfer;
+
+use transfer::PumpLimits;
+use wharf_core::ports::PortPool;
+
+/// How long to wait before accepting again after running out of descriptors.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to write its last replies.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(10);
+
+/// Tuning of the smol runtime. `SmolConfig::default()` suits most deployments.
+#[derive(Debug, Clone)]
+pub struct SmolConfig {
+    /// Executor threads, and groups of `SO_REUSEPORT` listeners (each with its own
+    /// `Server`); 0 means one per available core.
+    pub shards: usize,
+    /// Storage and authentication requests running at once on the blocking pool.
+    pub blocking_limit: usize,
+    /// Reverse-DNS lookups running at once on the blocking pool, counted apart from
+    /// `blocking_limit` so that slow DNS never holds up storage requests.
+    pub lookup_limit: usize,
+    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
+    /// no names.
+    pub resolver: Arc<dyn wharf_core::Resolver>,
+    /// Size of the buffer a transfer allocates when it starts (and frees when it ends).
+    pub transfer_buffer: usize,
+    /// Bytes one transfer moves before yielding to the other tasks of its thread.
+    pub transfer_budget: usize,
+    /// Control-channel reads in a row per session before yielding.
+    pub control_reads_budget: usize,
+    /// Use `sendfile(2)` for binary downloads from files that expose a descriptor.
+    pub use_sendfile: bool,
+    /// Listen backlog of every control listener.
+    pub backlog: i32,
+    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
+    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
+    pub log: Option<Arc<dyn LogSink>>,
+}
+
+impl Default for SmolConfig {
+    fn default() -> Self {
+        SmolConfig {
+            shards: 0,
+            blocking_limit: 8,
+            lookup_limit: 4,
+            resolver: Arc::new(wharf_core::NoResolver),
+            transfer_buffer: 128 * 1024,
+            transfer_budget: 4 * 1024 * 1024,
+            control_reads_budget: 8,
+            use_sendfile: true,
+            backlog: 1024,
+            log: None,
+        }
+    }
+}
+
+impl SmolConfig {
+    /// The number of shards [`start`] will run: `shards`, or one per core when it is 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Locks a mutex, whatever a panicking holder left behind (the guarded values stay
+/// consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The shutdown signal: a channel that is closed (waking every waiter) when the
+/// shutdown starts, and the deadline of its grace period.
+pub(crate) struct Stop {
+    deadline: Mutex<Option<Instant>>,
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Stop {
+    fn new() -> Stop {
+        let (tx, rx) = smol::channel::bounded(1);
+        Stop {
+            deadline: Mutex::new(None),
+            tx,
+            rx,
+        }
+    }
+
+    fn trigger(&self, grace: Duration) {
+        let mut d = lock(&self.deadline);
+        if d.is_none() {
+            let now = Instant::now();
+            // A grace too long to represent is as good as a century.
+            let century = Duration::from_secs(100 * 365 * 24 * 3600);
+            *d = now.checked_add(grace).or_else(|| now.checked_add(century));
+        }
+        drop(d);
+        self.tx.close();
+    }
+
+    /// Waits until the shutdown has started.
+    pub(crate) async fn wait(&self) {
+        // Nothing is ever sent: `recv` returns when the channel is closed.
+        let _ = self.rx.recv().await;
+    }
+
+    /// A receiver of the signal for one waiter to poll as a stream (it ends when the
+    /// shutdown starts).
+    pub(crate) fn subscribe(&self) -> Receiver<()> {
+        self.rx.clone()
+    }
+
+    /// When the grace period ends (once the shutdown has started).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        *lock(&self.deadline)
+    }
+}
+
+/// Shuts the server down when [`Wharf::run`]'s future goes away (after a normal end the
+/// shutdown has already happened, and this changes nothing).
+struct StopOnDrop(Arc<Stop>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger(Duration::ZERO);
+    }
+}
+
+/// Starts a graceful shutdown of a server; cheap to clone and to send to other threads.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Stop>);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown and returns at once: listeners close, sessions are told
+    /// to finish (`Input::Shutdown`), and whatever remains after `grace` is closed.
+    /// Calling it again shortens nothing and is harmless.
+    pub fn shutdown(&self, grace: Duration) {
+        self.0.trigger(grace);
+    }
+}
+
+/// What every task of a server shares.
+pub(crate) struct Ctx {
+    pub ex: Arc<Executor<'static>>,
+    pub storage: Arc<dyn Storage>,
+    pub auth: Arc<dyn Authenticator>,
+    pub limits: PumpLimits,
+    pub control_reads_budget: usize,
+    /// Passive ports, shared by every session of the server.
+    pub ports: Arc<PortPool>,
+    pub stop: Arc<Stop>,
+    pub blocking: Semaphore,
+    pub resolver: Arc<dyn wharf_core::Resolver>,
+    /// Reverse lookups running at once (apart from `blocking`).
+    pub lookups: Semaphore,
+    pub log: Option<Arc<dyn LogSink>>,
+    /// Dropped with the last `Arc<Ctx>`: [`Wharf::run`] returns when every task that
+    /// holds the context (sessions, requests, transfers, accept loops) is gone.
+    _alive: Sender<()>,
+}
+
+/// A bound server, ready to run on an executor of the caller's choosing.
+pub struct Wharf {
+    shards: Vec<(Arc<Mutex<Server>>, Vec<TcpListener>)>,
+    local_addrs: Vec<SocketAddr>,
+    cfg: SmolConfig,
+    storage: Arc<dyn Storage>,
+    auth: Arc<dyn Authenticator>,
+    stop: Arc<Stop>,
+}
+
+impl Wharf {
+    /// Binds `listeners` (once per shard, `SO_REUSEPORT`) and builds each shard's
+    /// [`Server`] with `make_server(i)`. Nothing is accepted until [`Wharf::run`].
+    pub fn bind(
+        listeners: Vec<SocketAddr>,
+        cfg: SmolConfig,
+        make_server: impl Fn(usize) -> Server,
+        storage: Arc<dyn Storage>,
+        auth: Arc<dyn Authenticator>,
+    ) -> io::Result<Wharf> {
+        let n = cfg.shard_count();
+        let bound = sys::bind_listeners(&listeners, n, cfg.backlog)?;
+        let shards = bound
+            .per_shard
+            .into_iter()
+            .enumerate()
+            .map(|(i, ls)| (Arc::new(Mutex::new(make_server(i))), ls))
+            .collect();
+        Ok(Wharf {
+            shards,
+            local_addrs: bound.addrs,
+            cfg,
+            storage,
+            auth,
+            stop: Arc::new(Stop::new()),
+        })
+    }
+
+    /// The bound control addresses, one per listen address (with real ports when port 0
+    /// was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local_addrs.clone()
+    }
+
+    /// A handle that shuts this server down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Serves on `ex` (every session and helper is a task of it) until a shutdown has
+    /// run its course: returns once every session and helper task has ended.
+    ///
+    /// Dropping the future before it returns shuts the server down at once (no grace).
+    pub async fn run(self, ex: Arc<Executor<'static>>) -> io::Result<()> {
+        let _stop_if_dropped = StopOnDrop(self.stop.clone());
+        let (alive, gone) = smol::channel::bounded::<()>(1);
+        let ctx = Arc::new(Ctx {
+            ex: ex.clone(),
+            storage: self.storage,
+            auth: self.auth,
+            limits: PumpLimits {
+                buffer: self.cfg.transfer_buffer.max(4096),
+                budget: self.cfg.transfer_budget.max(64 * 1024),
+                use_sendfile: self.cfg.use_sendfile,
+            },
+            control_reads_budget: self.cfg.control_reads_budget.max(1),
+            ports: Arc::default(),
+            stop: self.stop,
+            blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
+            resolver: self.cfg.resolver.clone(),
+            lookups: Semaphore::new(self.cfg.lookup_limit.max(1)),
+            log: self.cfg.log.clone(),
+            _alive: alive,
+        });
+        for (i, (server, listeners)) in self.shards.into_iter().enumerate() {
+            for l in listeners {
+                let l = Async::new(l)?;
+                ex.spawn(accept::accept_loop(ctx.clone(), i, server.clone(), l))
+                    .detach();
+            }
+        }
+        drop(ctx);
+        // Nothing is sent: `recv` returns when the last context (and its sender) is gone.
+        let _ = gone.recv().await;
+        Ok(())
+    }
+}
+
+/// A server running on its own executor threads: its addresses, and the handles to stop
+/// it and wait for it.
+pub struct RunningServer {
+    local_addrs: Vec<SocketAddr>,
+    stop: ShutdownHandle,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// The bound control addresses, one per listen address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local_addrs.clone()
+    }
+
+    /// Starts a graceful shutdown; see [`ShutdownHandle::shutdown`].
+    pub fn shutdown(&self, grace: Duration) {
+        self.stop.shutdown(grace);
+    }
+
+    /// A handle that shuts the server down from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.stop.clone()
+    }
+
+    /// Waits until the server has stopped (after [`Self::shutdown`]) and its threads
+    /// have exited. Returns the first error.
+    pub fn wait(mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an executor thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Binds `listeners` and starts serving on a new executor with `shards` threads.
+///
+/// `make_server(i)` builds shard `i`'s [`Server`] (its session-id stride and its share of
+/// the connection limit are the caller's business). `storage` and `auth` are used from
+/// the blocking pool. Errors binding any listener abort the start.
+pub fn start(
+    listeners: Vec<SocketAddr>,
+    cfg: SmolConfig,
+    make_server: impl Fn(usize) -> Server,
+    storage: Arc<dyn Storage>,
+    auth: Arc<dyn Authenticator>,
+) -> io::Result<RunningServer> {
+    sys::raise_nofile_limit();
+    let n = cfg.shard_count();
+    let wharf = Wharf::bind(listeners, cfg, make_server, storage, auth)?;
+    let local_addrs = wharf.local_addrs();
+    let stop = wharf.shutdown_handle();
+    let ex = Arc::new(Executor::new());
+    // Closed when the server has stopped: the helper threads then leave the executor.
+    let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
+    let mut threads = Vec::with_capacity(n);
+    for i in 1..n {
+        let (ex, done) = (ex.clone(), done_rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("wharf-smol-{i}"))
+            .spawn(move || {
+                smol::block_on(ex.run(async {
+                    let _ = done.recv().await;
+                }));
+                Ok(())
+            })?;
+        threads.push(t);
+    }
+    let main = std::thread::Builder::new()
+        .name("wharf-smol-0".into())
+        .spawn(move || {
+            let run = wharf.run(ex.clone());
+            let result = smol::block_on(ex.run(run));
+            drop(done_tx);
+            result
+        })?;
+    threads.insert(0, main);
+    Ok(RunningServer {
+        local_addrs,
+        stop,
+        threads,
+    })
+}

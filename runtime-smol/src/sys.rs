@@ -1,0 +1,190 @@
+//! Thin wrappers over the system calls the runtime needs beyond async-io: `SO_REUSEPORT`
+//! control listeners, passive data listeners (`SO_REUSEADDR`; their ports come from the
+//! core's pool, `wharf_core::ports`),
+//! non-blocking connects from a chosen address, `sendfile(2)`, and the open-files limit.
+//!
+//! They return std sockets; the callers wrap them in `smol::Async`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every session needs a descriptor.
+pub(crate) fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
+}
+
+/// The control listeners of every accept shard.
+pub(crate) struct BoundListeners {
+    /// One address per requested listen address, with its real port.
+    pub addrs: Vec<SocketAddr>,
+    /// For each shard: its listeners, one per listen address.
+    pub per_shard: Vec<Vec<TcpListener>>,
+}
+
+/// Binds every address once per shard with `SO_REUSEPORT`. Port 0 is resolved by the
+/// first shard's bind; the others bind the port it got.
+pub(crate) fn bind_listeners(
+    addrs: &[SocketAddr],
+    shards: usize,
+    backlog: i32,
+) -> io::Result<BoundListeners> {
+    let mut per_shard: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut real = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let mut addr = addr;
+        for shard in per_shard.iter_mut() {
+            let l = reuseport_listener(addr, backlog)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            addr = l.local_addr()?;
+            shard.push(l);
+        }
+        real.push(addr);
+    }
+    Ok(BoundListeners {
+        addrs: real,
+        per_shard,
+    })
+}
+
+fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// A non-blocking listener for one passive data connection (`SO_REUSEADDR`, backlog 8).
+pub(crate) fn data_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // The server closes data connections first, so each passive port keeps TIME-WAIT
+    // sockets for a minute; without SO_REUSEADDR a busy server runs out of ports. It
+    // still refuses a second listener on a port.
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(8)?;
+    Ok(s.into())
+}
+
+/// Starts a non-blocking connect from `local_ip` (any port) to `target`.
+pub(crate) fn connect_from(local_ip: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&SocketAddr::new(local_ip, 0).into())?;
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+/// `sendfile(2)` from the current offset of `file` to `sock`, at most `count` bytes.
+pub(crate) fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the duration of the call; a null offset
+    // makes the kernel use and advance the file's own offset.
+    let n = unsafe { libc::sendfile(sock.as_raw_fd(), file, std::ptr::null_mut(), count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Whether an error means the process (or system) ran out of descriptors or memory.
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Whether an `accept` error concerns only the connection being accepted (it was reset
+/// or aborted in the backlog), so accepting goes on at once.
+pub(crate) fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
+/// Whether a `sendfile` error came from the socket side (the peer went away) rather
+/// than from reading the file.
+pub(crate) fn is_socket_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ETIMEDOUT)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A passive port whose last data connection the server closed first (so it holds a
+    /// TIME-WAIT socket) must be usable again at once, and never twice.
+    #[test]
+    fn a_passive_port_in_time_wait_is_reusable() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let port = TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::new(ip, port);
+        let listener = data_listener(addr).expect("the port is free");
+        listener.set_nonblocking(false).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        drop(listener);
+        // The server closes first, as after a download; the client sees EOF and closes.
+        drop(server_side);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        client.write_all(b"").unwrap();
+        drop(client);
+        let again = data_listener(addr).expect("usable again");
+        let second = data_listener(addr).unwrap_err();
+        assert_eq!(
+            second.kind(),
+            io::ErrorKind::AddrInUse,
+            "never two listeners"
+        );
+        drop(again);
+    }
+}
