@@ -309,6 +309,39 @@ fn an_upload_over_the_limit_is_refused_and_nothing_is_left() {
     assert!(h.storage.paths().iter().all(|p| !p.contains("huge")));
 }
 
+#[test]
+fn the_driver_is_told_the_upload_limit_and_in_place_writes_stop_at_it() {
+    // The limit travels in TransferSpec::max_bytes, for uploads only.
+    let mut h = upload_site(DataMode::Auto);
+    h.storage.add_file("/log.txt", b"abc");
+    h.expect("PASV", "227 ");
+    h.expect("RETR log.txt", "150 ");
+    let spec_max = |h: &Harness| {
+        h.actions.iter().rev().find_map(|a| match a {
+            Action::StartTransfer { spec, .. } => Some(spec.max_bytes),
+            _ => None,
+        })
+    };
+    assert_eq!(spec_max(&h), Some(None), "downloads have no limit");
+    // APPE writes in place: what arrives past the limit never reaches the file, and
+    // the upload is refused (what fit stays, as for any in-place write that fails).
+    h.upload = (0..1500u32).map(|i| i as u8).collect();
+    h.expect("PASV", "227 ");
+    let got = h.send("APPE log.txt");
+    assert_eq!(spec_max(&h), Some(Some(1000)));
+    assert!(got.contains("552 Upload exceeds"), "{got}");
+    let file = h.storage.read_file("/log.txt").unwrap();
+    assert_eq!(file.len(), 3 + 1000);
+    assert_eq!(&file[3..], &h.upload[..1000]);
+    // REST+STOR likewise.
+    h.expect("REST 1", "350 ");
+    h.expect("PASV", "227 ");
+    assert!(h.send("STOR log.txt").contains("552 "));
+    let file = h.storage.read_file("/log.txt").unwrap();
+    assert_eq!(&file[1..1001], &h.upload[..1000]);
+    assert_eq!(file.len(), 1003, "nothing written past offset 1 + 1000");
+}
+
 /// Connects a manual-mode PASV: listening, then accepted.
 fn manual_pasv(h: &mut Harness) {
     let before = h.actions.len();

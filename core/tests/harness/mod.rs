@@ -329,7 +329,7 @@ impl Harness {
             Action::ConnectData { conn, .. } => self.events.push_back(Event::Connected(conn)),
             Action::StartTransfer { xfer, spec, conn } => {
                 self.closed.insert(conn);
-                let outcome = self.run_transfer(spec.body, spec.ascii);
+                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
                 self.events.push_back(Event::Done(xfer, outcome));
             }
             Action::CloseData { conn } => {
@@ -346,15 +346,21 @@ impl Harness {
             }
             Action::ConnectData { conn, .. } => self.input(Input::DataConnected { conn }),
             Action::StartTransfer { xfer, spec, .. } => {
-                let outcome = self.run_transfer(spec.body, spec.ascii);
+                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
                 self.input(Input::TransferDone { xfer, outcome });
             }
             _ => {}
         }
     }
 
-    /// Runs a transfer's body as a driver would, returning its outcome.
-    pub fn run_transfer(&mut self, body: Body, ascii: bool) -> TransferOutcome {
+    /// Runs a transfer's body as a driver would, returning its outcome: an upload
+    /// writes at most `max_bytes` of what arrives (`TransferSpec::max_bytes`).
+    pub fn run_transfer(
+        &mut self,
+        body: Body,
+        ascii: bool,
+        max_bytes: Option<u64>,
+    ) -> TransferOutcome {
         match body {
             Body::Bytes(bytes) => {
                 let n = bytes.len() as u64;
@@ -382,7 +388,13 @@ impl Harness {
                 let Some(OpenFile::Write(w)) = self.files.get_mut(&file) else {
                     panic!("receive into a file that is not open for writing")
                 };
-                let mut data = self.upload.clone();
+                let received = self.upload.len() as u64;
+                let keep = max_bytes.map_or(self.upload.len(), |max| {
+                    self.upload
+                        .len()
+                        .min(usize::try_from(max).unwrap_or(usize::MAX))
+                });
+                let mut data = self.upload[..keep].to_vec();
                 if ascii {
                     let mut out = Vec::new();
                     let mut dec = wharf_core::typea::FromNetAscii::default();
@@ -391,6 +403,9 @@ impl Harness {
                     data = out;
                 }
                 match w.write_all(&data) {
+                    Ok(()) if keep < self.upload.len() => {
+                        TransferOutcome::Aborted { bytes: received }
+                    }
                     Ok(()) => TransferOutcome::Complete {
                         bytes: data.len() as u64,
                     },
@@ -441,6 +456,7 @@ impl Harness {
                         ascii: spec.ascii,
                         rate_limit: spec.rate_limit,
                         tls: spec.tls.take(),
+                        max_bytes: spec.max_bytes,
                     };
                     Some((*xfer, taken))
                 }
@@ -490,6 +506,7 @@ pub fn record(action: &Action) -> Action {
                 ascii: spec.ascii,
                 rate_limit: spec.rate_limit,
                 tls: None,
+                max_bytes: spec.max_bytes,
             },
         },
         Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },
