@@ -473,10 +473,29 @@ except ftplib.error_perm as e:
 import io
 ftp.storbinary("STOR exact.bin", io.BytesIO(b"x" * 1048576))
 assert ftp.size("exact.bin") == 1048576
+# APPE writes in place: refused past the limit, and not one byte past it is written.
+def refused(e):
+    assert str(e).startswith("552"), str(e)
+try:
+    ftp.storbinary("APPE hello.txt", io.BytesIO(bytes(range(256)) * 8192))  # 2 MiB
+    raise SystemExit("an append over the limit was accepted")
+except ftplib.error_perm as e:
+    refused(e)
+except OSError:
+    try:  # the server cut the data connection: its reply follows
+        ftp.voidresp()
+        raise SystemExit("an append over the limit was accepted")
+    except ftplib.error_perm as e:
+        refused(e)
 ftp.quit()
 print("ok")
 "#;
     python(script, &[&f.port.to_string()]);
+    let appended = std::fs::read(f.root.join("hello.txt")).unwrap();
+    let mut want = b"hello, world\n".to_vec();
+    want.extend(std::iter::repeat_n(0..=255u8, 4096).flatten());
+    assert_eq!(appended.len(), want.len(), "exactly the limit was appended");
+    assert!(appended == want);
     assert!(!f.root.join("big-up.bin").exists());
     assert!(!f.root.join("over.bin").exists());
     assert_eq!(std::fs::metadata(f.root.join("exact.bin")).unwrap().len(), 1 << 20);
