@@ -289,6 +289,9 @@ impl Ctrl {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                // After 221 nothing more is owed: a server that closes its TLS control
+                // connection without close_notify (vsftpd, pure-ftpd) has still quit.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(format!("waiting for close after QUIT: {e}")),
             }
         }

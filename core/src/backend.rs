@@ -1,5 +1,5 @@
-//! The synchronous, runtime-free interfaces to storage and authentication, and the
-//! requests the core sends to them.
+//! The synchronous, runtime-free interfaces to storage, authentication and name lookups,
+//! and the requests the core sends to them.
 //!
 //! The core never calls [`Storage`] or [`Authenticator`] itself: it emits
 //! [`crate::Action::Request`] and waits for [`crate::Input::Completed`]. A driver runs the
@@ -8,7 +8,7 @@
 //! [`FileHandle`].
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use crate::ids::FileHandle;
@@ -199,6 +199,10 @@ pub enum Request {
         path: VPath,
         modified: SystemTime,
     },
+    /// The client's host name, for host-name entries of the IP rules (reverse DNS).
+    ReverseLookup {
+        ip: IpAddr,
+    },
 }
 
 /// What an opened file is, for the 150 reply and for SIZE-aware transfers.
@@ -220,6 +224,9 @@ pub enum Completion {
     Listing(Result<(Vec<DirEntry>, SystemTime), FsError>),
     Opened(Result<OpenedFile, FsError>),
     Done(Result<(), FsError>),
+    /// The confirmed host name of a `ReverseLookup`; `None` when there is none, the
+    /// lookup failed, or the name does not lead back to the address.
+    Hostname(Option<String>),
 }
 
 /// An upload in progress. Dropping it without [`Upload::commit`] must leave the final
@@ -280,6 +287,25 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> Result<Principal, AuthError>;
 }
 
+/// Finds a client's host name for the IP rules' host-name entries. It blocks (DNS), so
+/// it runs where the other requests run: off the event loop, through [`execute`].
+pub trait Resolver: Send + Sync + std::fmt::Debug + 'static {
+    /// The host name of `ip`, only if it is confirmed: the reverse (PTR) name must
+    /// resolve forward to `ip` again, or anyone controlling their PTR record could claim
+    /// any name. `None` for no name, a failure, or an unconfirmed one.
+    fn reverse_lookup(&self, ip: IpAddr) -> Option<String>;
+}
+
+/// A resolver that knows no names: every client is judged by its address alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoResolver;
+
+impl Resolver for NoResolver {
+    fn reverse_lookup(&self, _ip: IpAddr) -> Option<String> {
+        None
+    }
+}
+
 /// An open file that a driver keeps between `Opened` and the end of its transfer.
 pub enum OpenFile {
     Read(Box<dyn Download>),
@@ -295,8 +321,8 @@ impl std::fmt::Debug for OpenFile {
     }
 }
 
-/// Runs one request against a storage and an authenticator. `wall_now` is the driver's
-/// wall clock, used to date listings. `CloseFile` needs the file back from the driver's
+/// Runs one request against a storage, an authenticator and a resolver. `wall_now` is
+/// the driver's wall clock, used to date listings. `CloseFile` needs the file back from the driver's
 /// table, so it is passed in `file`; every other request leaves `file` as `None`.
 ///
 /// Returns the completion and, for a successful open, the file for the driver to keep
@@ -304,6 +330,7 @@ impl std::fmt::Debug for OpenFile {
 pub fn execute(
     storage: &dyn Storage,
     auth: &dyn Authenticator,
+    resolver: &dyn Resolver,
     request: Request,
     file: Option<OpenFile>,
     wall_now: SystemTime,
@@ -368,5 +395,6 @@ pub fn execute(
             Completion::Done(storage.set_modified(&path, modified)),
             None,
         ),
+        Request::ReverseLookup { ip } => (Completion::Hostname(resolver.reverse_lookup(ip)), None),
     }
 }

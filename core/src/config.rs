@@ -119,6 +119,10 @@ pub struct SessionConfig {
     /// meanwhile (IIS `allowReadUploadsInProgress`, off). STOR and STOU write under a
     /// temporary name, so their files are never read half-written either way.
     pub allow_read_uploads_in_progress: bool,
+    /// A failed PASS is answered `530` this long after the PASS arrived, however quickly
+    /// the check failed, so the time a refusal takes does not tell which users exist
+    /// (zero: at once). The session reads no further command meanwhile.
+    pub failed_login_delay: Duration,
 }
 
 impl Default for SessionConfig {
@@ -151,6 +155,7 @@ impl Default for SessionConfig {
             logging: None,
             allow_replace_on_rename: false,
             allow_read_uploads_in_progress: false,
+            failed_login_delay: Duration::from_secs(1),
         }
     }
 }

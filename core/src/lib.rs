@@ -31,13 +31,14 @@ pub mod typea;
 
 pub use authz::{Access, Rule, Rules, Who};
 pub use backend::{
-    AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, OpenedFile,
-    Principal, Request, Storage, Upload, WriteMode,
+    AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, NoResolver,
+    OpenedFile, Principal, Request, Resolver, Storage, Upload, WriteMode,
 };
 pub use config::{ListingStyle, Messages, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
+pub use policy::IpNet;
 pub use server::{Refusal, Server};
 pub use session::{Action, Body, DataError, Input, Session, TransferOutcome, TransferSpec};
-pub use site::{Binding, IpNet, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
+pub use site::{Binding, Isolation, PasvAddress, Sites, SitesError, VirtualDir};
 pub use tls::{ClientCertificates, ControlPolicy, DataPolicy, TlsSettings};

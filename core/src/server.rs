@@ -65,7 +65,9 @@ impl Server {
     }
 
     /// Admits a new control connection from `peer` on `local`: the server's and then the
-    /// site's IP rules, logon bans, and the connection limits (server, per address).
+    /// site's IP rules (those with host-name entries after the session's reverse lookup),
+    /// logon bans, and the connection limits (server, per address, and
+    /// the blank-host site's own).
     pub fn accept(
         &mut self,
         now: Instant,
@@ -101,9 +103,11 @@ impl Server {
             .site(listener.default.unwrap_or(listener.fallback))
             .clone();
         let ip = peer.ip();
+        // Rules that need the client's host name judge after a reverse lookup (the
+        // session's first request); the others judge now.
         let denied = [&self.policy.rules().ip_rules, &site.ip_rules]
             .into_iter()
-            .find(|rules| !rules.allows(ip))
+            .find(|rules| !rules.needs_name(ip) && !rules.allows(ip))
             .map(|rules| rules.deny_action);
         if let Some(action) = denied {
             tracing::info!(%peer, "refused by IP rules");
@@ -127,10 +131,26 @@ impl Server {
             let sub = SubStatus::TooManyConnections;
             return Err(self.refusal(&site, peer, local, &busy, sub));
         }
-        let Some(slot) = Slot::admit(self.policy.clone(), ip) else {
+        let Some(mut slot) = Slot::admit(self.policy.clone(), ip) else {
             let sub = SubStatus::TooManyFromIp;
             return Err(self.refusal(&site, peer, local, &busy, sub));
         };
+        // The blank-host site answers from the start, so the connection counts for it
+        // now; a site chosen later counts the connection when it is chosen.
+        if let Some(default) = listener.default {
+            if !slot.take_site(default, site.limits.max_connections) {
+                tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
+                let sub = SubStatus::TooManyForSite;
+                return Err(self.refusal(&site, peer, local, &busy, sub));
+            }
+        }
+        // A site chosen later by HOST applies its IP rules at login: its name entries
+        // need the name then, so it is looked up now, once.
+        let lookup = self.policy.rules().ip_rules.needs_name(ip)
+            || self
+                .sites
+                .sites_at(local)
+                .any(|s| s.ip_rules.needs_name(ip));
         self.active += 1;
         let id = self.next_id();
         Ok(Session::new(
@@ -138,9 +158,9 @@ impl Server {
             id,
             self.sites.clone(),
             listener,
-            peer,
-            local,
+            (peer, local),
             slot,
+            lookup,
         ))
     }
 

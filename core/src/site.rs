@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::backend::Principal;
 use crate::config::SessionConfig;
 use crate::path::VPath;
+pub use crate::policy::IpNet;
 
 /// The IIS user isolation modes (`userIsolation@mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,59 +64,6 @@ pub struct VirtualDir {
     /// One path segment (matched case-insensitively).
     pub name: String,
     pub storage_root: VPath,
-}
-
-/// An IPv4 or IPv6 network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or
-/// /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(IpNet {
-            addr: addr.to_canonical(),
-            prefix,
-        })
-    }
-
-    /// Parses `a.b.c.d/n`, `a.b.c.d`, `x::y/n` or `x::y`.
-    pub fn parse(s: &str) -> Option<IpNet> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p.parse::<u8>().ok()?)),
-            None => (s, None),
-        };
-        let addr: IpAddr = ip.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        IpNet::new(addr, prefix.unwrap_or(max))
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 /// Which address a `227` reply advertises to clients from `network`: `ip`, or with
@@ -348,6 +296,15 @@ impl Sites {
             implicit_tls: first.implicit_tls,
             named: self.find(local, |b| b.host.is_some()).is_some(),
         })
+    }
+
+    /// Every site bound to `local`, whichever host name it answers to (a site bound
+    /// twice there comes twice).
+    pub fn sites_at(&self, local: SocketAddr) -> impl Iterator<Item = &Arc<SessionConfig>> {
+        self.bindings
+            .iter()
+            .filter(move |b| b.rank(local) > 0)
+            .map(|b| &self.sites[b.site])
     }
 
     /// The site bound to `host` for connections on `local` (RFC 7151 `HOST`, IIS

@@ -276,24 +276,6 @@ fn map_path_table() {
     }
 }
 
-#[test]
-fn ip_networks() {
-    let net = |s| IpNet::parse(s).unwrap();
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    assert!(net("10.0.0.0/8").contains(ip("10.200.1.2")));
-    assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
-    assert!(net("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")));
-    assert!(net("0.0.0.0/0").contains(ip("203.0.113.9")));
-    assert!(!net("0.0.0.0/0").contains(ip("::1")));
-    assert!(net("192.168.1.5").contains(ip("192.168.1.5")));
-    assert!(!net("192.168.1.5").contains(ip("192.168.1.6")));
-    assert!(net("fd00::/8").contains(ip("fd12::1")));
-    assert!(net("::/0").contains(ip("2001:db8::1")));
-    for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "x", "10.0.0.0/", ""] {
-        assert_eq!(IpNet::parse(bad), Option::None, "{bad:?}");
-    }
-}
-
 /// Client input biased towards what breaks jails.
 #[derive(Debug, Clone)]
 struct Input(String);

@@ -554,6 +554,14 @@ impl TlsLayer {
         }
     }
 
+    /// The SNI name the client asked for, once the ClientHello is read.
+    pub(crate) fn server_name(&self) -> Option<&str> {
+        match &*self.state {
+            LayerState::Open { conn, .. } => conn.server_name(),
+            _ => None,
+        }
+    }
+
     /// True once, when the handshake has completed.
     pub(crate) fn newly_established(&mut self) -> bool {
         match &mut *self.state {

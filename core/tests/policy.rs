@@ -309,6 +309,39 @@ fn an_upload_over_the_limit_is_refused_and_nothing_is_left() {
     assert!(h.storage.paths().iter().all(|p| !p.contains("huge")));
 }
 
+#[test]
+fn the_driver_is_told_the_upload_limit_and_in_place_writes_stop_at_it() {
+    // The limit travels in TransferSpec::max_bytes, for uploads only.
+    let mut h = upload_site(DataMode::Auto);
+    h.storage.add_file("/log.txt", b"abc");
+    h.expect("PASV", "227 ");
+    h.expect("RETR log.txt", "150 ");
+    let spec_max = |h: &Harness| {
+        h.actions.iter().rev().find_map(|a| match a {
+            Action::StartTransfer { spec, .. } => Some(spec.max_bytes),
+            _ => None,
+        })
+    };
+    assert_eq!(spec_max(&h), Some(None), "downloads have no limit");
+    // APPE writes in place: what arrives past the limit never reaches the file, and
+    // the upload is refused (what fit stays, as for any in-place write that fails).
+    h.upload = (0..1500u32).map(|i| i as u8).collect();
+    h.expect("PASV", "227 ");
+    let got = h.send("APPE log.txt");
+    assert_eq!(spec_max(&h), Some(Some(1000)));
+    assert!(got.contains("552 Upload exceeds"), "{got}");
+    let file = h.storage.read_file("/log.txt").unwrap();
+    assert_eq!(file.len(), 3 + 1000);
+    assert_eq!(&file[3..], &h.upload[..1000]);
+    // REST+STOR likewise.
+    h.expect("REST 1", "350 ");
+    h.expect("PASV", "227 ");
+    assert!(h.send("STOR log.txt").contains("552 "));
+    let file = h.storage.read_file("/log.txt").unwrap();
+    assert_eq!(&file[1..1001], &h.upload[..1000]);
+    assert_eq!(file.len(), 1003, "nothing written past offset 1 + 1000");
+}
+
 /// Connects a manual-mode PASV: listening, then accepted.
 fn manual_pasv(h: &mut Harness) {
     let before = h.actions.len();
@@ -445,6 +478,7 @@ fn site_ip_rules_refuse_at_accept() {
                     allow: true,
                 }],
                 deny_action: action,
+                ..IpRules::default()
             },
             logging: Some(LogConfig {
                 site: "s".into(),
@@ -504,17 +538,17 @@ fn repeated_failed_logins_ban_the_address_until_the_ban_lifts() {
     let mut h = Harness::accept(&mut server, attacker, t0).unwrap();
     for _ in 0..2 {
         h.expect("USER alice", "331 ");
-        h.expect("PASS wrong", "530 Login incorrect");
+        assert!(h.fail_login("wrong").starts_with("530 Login incorrect"));
     }
     h.expect("USER alice", "331 ");
-    let closing = h.send("PASS wrong");
+    let closing = h.fail_login("wrong");
     assert!(
         closing.contains("421 "),
         "third failure closes (per-connection limit)"
     );
     let mut h = Harness::accept(&mut server, attacker, t0).unwrap();
     h.expect("USER alice", "331 ");
-    let banned = h.send("PASS wrong");
+    let banned = h.fail_login("wrong");
     assert!(
         banned.starts_with("530 ") && banned.contains("421 Too many failed logins"),
         "{banned}"
@@ -562,7 +596,7 @@ fn logging_only_mode_and_exempt_addresses_are_never_banned() {
             let mut h = Harness::accept(&mut server, peer, t0).unwrap();
             for _ in 0..3 {
                 h.send("USER alice");
-                h.send("PASS wrong");
+                h.fail_login("wrong");
             }
         }
         let mut h = Harness::accept(&mut server, peer, t0).expect("never banned");
@@ -788,6 +822,7 @@ fn a_site_chosen_by_host_applies_its_own_ip_rules() {
                 allow: true,
             }],
             deny_action: DenyAction::Refuse530,
+            ..IpRules::default()
         },
         ..config()
     });

@@ -192,6 +192,128 @@ fn messages_banner_welcome_exit_and_max_clients() {
     assert!(String::from_utf8_lossy(&refusal.reply).starts_with("421 No site"));
 }
 
+/// `one` (blank host, at most `one_max` connections) and `two` (`two.example`, at
+/// most one), logging, on one address; sessions share one server.
+fn limited_sites(one_max: u32, blank_host: bool) -> Server {
+    let limited = |max: u32, message: &str| {
+        let message = message.to_string();
+        move |c: &mut SessionConfig| {
+            c.limits.max_connections = max;
+            c.messages.max_clients = Some(message);
+            c.logging = Some(wharf_core::log::LogConfig {
+                site: c.site_name.as_str().into(),
+                fields: wharf_core::log::LogFields::ALL,
+            });
+        }
+    };
+    let first = if blank_host {
+        bind(0, "")
+    } else {
+        bind(0, "one.example")
+    };
+    let sites = Sites::new(
+        vec![
+            site("one", limited(one_max, "One is full.")),
+            site("two", limited(1, "Two is full.\nTry later.")),
+        ],
+        vec![first, bind(1, "two.example")],
+    )
+    .unwrap();
+    Server::with_sites(Arc::new(sites), 0, 1, 100)
+}
+
+fn connect(server: &mut Server, port: u16) -> Harness {
+    let peer = format!("192.0.2.7:{port}");
+    Harness::accept(server, &peer, harness::origin()).expect("admitted")
+}
+
+fn substatus(h: &Harness) -> Vec<u16> {
+    h.actions
+        .iter()
+        .filter_map(|a| match a {
+            wharf_core::Action::Log(r) => Some(r.sub.code()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_blank_host_site_counts_its_connections_from_accept() {
+    let mut server = limited_sites(2, true);
+    let a = connect(&mut server, 1);
+    let mut b = connect(&mut server, 2);
+    let refusal = Harness::accept(&mut server, "192.0.2.7:3", harness::origin())
+        .err()
+        .expect("the site is full");
+    assert_eq!(refusal.reply, b"421 One is full.\r\n");
+    let rec = refusal.log.expect("the site logs");
+    assert_eq!((rec.status, rec.sub.code()), (421, 54));
+    assert_eq!(server.policy().connections_to(0), 2);
+    // A session that moves to another site by HOST frees its place on `one`.
+    b.expect("HOST two.example", "220 two here");
+    assert_eq!(server.policy().connections_to(0), 1);
+    assert_eq!(server.policy().connections_to(1), 1);
+    let mut c = connect(&mut server, 4);
+    // `two` is full now: HOST and USER host|user are refused with its message.
+    assert_eq!(
+        c.send("HOST two.example"),
+        "421-Two is full.\r\n421 Try later.\r\n"
+    );
+    assert!(c.session.is_closed());
+    assert!(substatus(&c).contains(&54), "{:?}", substatus(&c));
+    drop(c);
+    let mut d = connect(&mut server, 5);
+    d.expect("USER two.example|alice", "421-Two is full.");
+    assert!(d.session.is_closed());
+    drop(d);
+    // Dropping a session (however it ended) releases its site.
+    drop(a);
+    drop(b);
+    assert_eq!(server.policy().connections_to(0), 0);
+    assert_eq!(server.policy().connections_to(1), 0);
+    let mut e = connect(&mut server, 6);
+    e.expect("USER two.example|alice", "331 ");
+    e.expect("PASS secret", "230 ");
+}
+
+#[test]
+fn a_host_chosen_site_counts_when_chosen_and_rein_lets_go() {
+    let mut server = limited_sites(1, false);
+    // No blank-host site: a connection counts for no site until it names one.
+    let mut a = connect(&mut server, 1);
+    let mut b = connect(&mut server, 2);
+    assert_eq!(server.policy().connections_to(0), 0);
+    a.expect("HOST one.example", "220 one here");
+    a.expect("HOST one.example", "220 one here"); // the same site again is free
+    assert_eq!(server.policy().connections_to(0), 1);
+    b.expect("HOST one.example", "421 One is full.");
+    assert!(b.session.is_closed());
+    // REIN forgets the host, and the place on `one` with it.
+    a.expect("REIN", "220 ");
+    assert_eq!(server.policy().connections_to(0), 0);
+    let mut c = connect(&mut server, 3);
+    c.expect("USER one.example|alice", "331 ");
+    c.expect("PASS secret", "230 ");
+    a.expect("USER one.example|alice", "421 One is full.");
+}
+
+#[test]
+fn rein_back_to_a_full_blank_host_site_is_refused() {
+    let mut server = limited_sites(1, true);
+    let mut a = connect(&mut server, 1);
+    a.expect("HOST two.example", "220 two here");
+    let _b = connect(&mut server, 2); // takes the place a left on `one`
+    a.expect("REIN", "421 One is full.");
+    assert!(a.session.is_closed());
+    assert_eq!(
+        server.policy().connections_to(1),
+        1,
+        "until the session is gone"
+    );
+    drop(a);
+    assert_eq!(server.policy().connections_to(1), 0);
+}
+
 fn scenario1_rules() -> Rules {
     let rw = |path: &str, allow, who, read, write| Rule {
         path: vp(path),
@@ -323,7 +445,9 @@ fn requests_stay_below(h: &Harness, prefixes: &[&str]) {
             | Request::RemoveFile { path }
             | Request::SetModified { path, .. } => vec![path],
             Request::Rename { from, to, .. } => vec![from, to],
-            Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
+            Request::Authenticate { .. }
+            | Request::CloseFile { .. }
+            | Request::ReverseLookup { .. } => vec![],
         };
         for p in paths {
             assert!(
@@ -603,7 +727,9 @@ fn every_path_verb_is_checked_against_a_denied_folder() {
             Request::Rename { from, to, .. } => {
                 from.starts_with(&secret) || to.starts_with(&secret)
             }
-            Request::Authenticate { .. } | Request::CloseFile { .. } => false,
+            Request::Authenticate { .. }
+            | Request::CloseFile { .. }
+            | Request::ReverseLookup { .. } => false,
         }
     };
     for &verb in Verb::ALL {

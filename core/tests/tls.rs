@@ -983,6 +983,59 @@ fn the_sni_name_chooses_the_site() {
     assert!(stat.starts_with("211-two FTP server status:"), "{stat}");
 }
 
+#[test]
+fn a_site_chosen_by_sni_counts_its_connection_then() {
+    use wharf_core::{Binding, Server, Sites};
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mk = |name: &str, max: u32| {
+        let mut c = harness::config();
+        c.site_name = name.into();
+        c.tls = Some(tls.clone());
+        c.limits.max_connections = max;
+        c.messages.max_clients = Some(format!("{name} is full."));
+        Arc::new(c)
+    };
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let bind = |site: usize, host: &str| Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: Some(host.into()),
+        site,
+        implicit_tls: true,
+    };
+    let sites = Sites::new(
+        vec![mk("one", 0), mk("two", 1)],
+        vec![bind(0, "other.example.com"), bind(1, "ftp.example.com")],
+    )
+    .unwrap();
+    let mut server = Server::with_sites(Arc::new(sites), 0, 1, 10);
+    let t0 = harness::origin();
+    let mut first = Harness::accept(&mut server, "192.0.2.7:1", t0).unwrap();
+    let mut c = client(&der);
+    let mut seen = 0;
+    assert!(pump(&mut first, &mut c, &mut seen).starts_with("220 "));
+    assert_eq!(
+        server.policy().connections_to(1),
+        1,
+        "the SNI name chose two"
+    );
+    // The second handshake names the full site: its message, and the session closes.
+    let mut second = Harness::accept(&mut server, "192.0.2.7:2", t0).unwrap();
+    let mut c2 = client(&der);
+    let mut seen2 = 0;
+    let got = pump(&mut second, &mut c2, &mut seen2);
+    // The greeting was on its way before the handshake named the site.
+    assert!(
+        got.starts_with("220 ") && got.ends_with("\r\n421 two is full.\r\n"),
+        "{got}"
+    );
+    assert!(second.session.is_closed());
+    drop(second);
+    assert_eq!(server.policy().connections_to(1), 1);
+    drop(first);
+    assert_eq!(server.policy().connections_to(1), 0);
+}
+
 /// Client certificates: a CA, a client certificate it signed, a server certificate for
 /// `ftp.example.com` and `192.0.2.1` (so a client can connect by address, without SNI),
 /// and one ticketer and session cache for every site's configuration, as the server

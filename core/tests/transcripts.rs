@@ -13,7 +13,7 @@ fn greeting_and_login() {
     assert_eq!(h.replies(), "220 wharf FTP server ready\r\n");
     h.expect("PASS x", "503 ");
     h.expect("USER alice", "331 Password required for alice.");
-    h.expect("PASS wrong", "530 Login incorrect.");
+    assert_eq!(h.fail_login("wrong"), "530 Login incorrect.\r\n");
     h.expect("USER alice", "331 ");
     h.expect("PASS secret", "230 User alice logged in.");
     h.expect("USER bob", "530 ");
@@ -39,10 +39,10 @@ fn three_wrong_passwords_close_the_connection() {
     let mut h = Harness::new();
     for _ in 0..2 {
         h.expect("USER alice", "331 ");
-        h.expect("PASS nope", "530 ");
+        assert!(h.fail_login("nope").starts_with("530 "));
     }
     h.expect("USER alice", "331 ");
-    let r = h.send("PASS nope");
+    let r = h.fail_login("nope");
     assert!(r.contains("530 ") && r.contains("421 "), "{r}");
     assert!(h.session.is_closed());
     assert!(h.actions.contains(&Action::Close));

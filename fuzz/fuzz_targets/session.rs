@@ -49,7 +49,14 @@ impl Driver {
                         _ => None,
                     };
                     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-                    let (completion, opened) = execute(&self.storage, &self.users, request, file, wall);
+                    let (completion, opened) = execute(
+                        &self.storage,
+                        &self.users,
+                        &wharf_core::NoResolver,
+                        request,
+                        file,
+                        wall,
+                    );
                     if let (Some(h), Some(f)) = (handle, opened) {
                         self.files.insert(h, f);
                     }

@@ -204,6 +204,7 @@ impl Shard {
             (_, None) => unreachable!("file bodies were checked above"),
         };
         t.rate = rate.map(|r| wharf_core::policy::TokenBucket::new(r, Instant::now()));
+        t.max_bytes = spec.max_bytes;
         d.state = DataState::Transferring(Box::new(t));
         self.queue_data(dkey);
         None

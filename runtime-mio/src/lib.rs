@@ -67,6 +67,11 @@ pub struct MioConfig {
     pub shards: usize,
     /// Threads running storage and authentication requests.
     pub workers: usize,
+    /// Threads running reverse-DNS lookups (apart, so slow DNS never holds up storage).
+    pub lookup_workers: usize,
+    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
+    /// no names.
+    pub resolver: Arc<dyn wharf_core::Resolver>,
     /// Readiness events taken from the kernel per `poll` call.
     pub max_events: usize,
     /// Size of the buffer a transfer allocates when it starts (and frees when it ends).
@@ -89,6 +94,8 @@ impl Default for MioConfig {
         MioConfig {
             shards: 0,
             workers: 4,
+            lookup_workers: 4,
+            resolver: Arc::new(wharf_core::NoResolver),
             max_events: 1024,
             transfer_buffer: 128 * 1024,
             transfer_budget: 4 * 1024 * 1024,
@@ -183,7 +190,12 @@ pub fn start(
         built.push(shard);
     }
     let wakers = shards.iter().map(|(_, w)| w.clone()).collect();
-    let workers = WorkerPool::new(cfg.workers.max(1), storage, auth, done_txs, wakers)?;
+    let workers = WorkerPool::new(
+        (cfg.workers.max(1), cfg.lookup_workers.max(1)),
+        (storage, auth, cfg.resolver.clone()),
+        done_txs,
+        wakers,
+    )?;
     let mut threads = Vec::with_capacity(n);
     for (i, mut shard) in built.into_iter().enumerate() {
         shard.set_jobs(workers.sender());

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use crate::data::DataSock;
 use crate::ports::PortPool;
 use crate::timers::{TimerHeap, TimerSlot};
 use crate::transfer::PumpLimits;
-use crate::worker::{Done, Job, ReplyTo};
+use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
 
 const WAKER: Token = Token(usize::MAX);
@@ -89,7 +89,7 @@ pub(crate) struct Shard {
     next_gen: u64,
     msgs: Receiver<ShardMsg>,
     done: Receiver<Done>,
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Jobs>,
     /// The passive port pool, shared with every other shard.
     pub ports: Arc<PortPool>,
     pub limits: PumpLimits,
@@ -165,7 +165,7 @@ impl Shard {
         self.waker.clone()
     }
 
-    pub(crate) fn set_jobs(&mut self, jobs: Sender<Job>) {
+    pub(crate) fn set_jobs(&mut self, jobs: Jobs) {
         self.jobs = Some(jobs);
     }
 

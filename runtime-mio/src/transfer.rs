@@ -82,6 +82,8 @@ pub(crate) struct Transfer {
     pub reported: u64,
     /// The bandwidth limit (`TransferSpec::rate_limit`), paced by the shard's pump.
     pub rate: Option<wharf_core::policy::TokenBucket>,
+    /// An upload's size limit (`TransferSpec::max_bytes`): nothing past it is written.
+    pub max_bytes: Option<u64>,
 }
 
 impl Transfer {
@@ -178,6 +180,7 @@ impl Transfer {
             bytes: 0,
             reported: 0,
             rate: None,
+            max_bytes: None,
         }
     }
 
@@ -311,8 +314,11 @@ impl Transfer {
     }
 
     /// Writes `buf[..n]` to the upload's file (through the TYPE A decoder if on); `n == 0`
-    /// is the end of the body: flush.
+    /// is the end of the body: flush. Bytes past `max_bytes` are not written: the
+    /// transfer ends there, `Aborted` with every byte received counted.
     fn store(&mut self, n: usize) -> Result<(), TransferOutcome> {
+        let room = self.max_bytes.map(|max| max.saturating_sub(self.bytes));
+        let keep = room.map_or(n, |room| n.min(usize::try_from(room).unwrap_or(n)));
         let Some((_, OpenFile::Write(file))) = &mut self.file else {
             return Err(self.storage_error(&io::Error::other("upload file is not open")));
         };
@@ -320,13 +326,13 @@ impl Transfer {
             unreachable!()
         };
         let r = match ascii {
-            None => file.write_all(&self.buf[..n]),
+            None => file.write_all(&self.buf[..keep]),
             Some((codec, out)) => {
                 out.clear();
                 if n == 0 {
                     codec.finish(out);
                 } else {
-                    codec.decode(&self.buf[..n], out);
+                    codec.decode(&self.buf[..keep], out);
                 }
                 file.write_all(out)
             }
@@ -336,6 +342,9 @@ impl Transfer {
             return Err(self.storage_error(&e));
         }
         self.bytes += n as u64;
+        if keep < n {
+            return Err(TransferOutcome::Aborted { bytes: self.bytes });
+        }
         Ok(())
     }
 

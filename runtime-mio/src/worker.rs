@@ -1,8 +1,11 @@
-//! The worker pool: runs storage and authentication requests off the event loops.
+//! The worker pool: runs storage, authentication and name-lookup requests off the event
+//! loops.
 //!
-//! Every shard sends [`Job`]s down one shared channel; a worker runs
+//! Every shard sends [`Job`]s down shared channels; a worker runs
 //! [`wharf_core::backend::execute`] and returns the [`Done`] to the shard that asked,
-//! waking it through its `mio::Waker`.
+//! waking it through its `mio::Waker`. Reverse lookups (`Request::ReverseLookup`) have
+//! workers of their own, so a slow DNS server delays only the connections waiting for
+//! their names, never another session's files or logins.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -11,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use wharf_core::backend::{execute, OpenFile};
-use wharf_core::{Authenticator, Completion, FileHandle, Request, RequestId, Storage};
+use wharf_core::{Authenticator, Completion, FileHandle, Request, RequestId, Resolver, Storage};
 
 /// Where a job's answer goes: a shard, and the connection (slab key and generation).
 #[derive(Debug, Clone, Copy)]
@@ -40,46 +43,74 @@ pub(crate) struct Done {
 }
 
 pub(crate) struct WorkerPool {
-    jobs: Sender<Job>,
+    jobs: Jobs,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Where a shard sends its jobs: name lookups to their own workers, the rest to the
+/// storage workers.
+#[derive(Clone)]
+pub(crate) struct Jobs {
+    storage: Sender<Job>,
+    lookups: Sender<Job>,
+}
+
+impl Jobs {
+    /// Like `Sender::send`: the job comes back when the pool is gone.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn send(&self, job: Job) -> Result<(), mpsc::SendError<Job>> {
+        match job.request {
+            Request::ReverseLookup { .. } => self.lookups.send(job),
+            _ => self.storage.send(job),
+        }
+    }
 }
 
 struct Shared {
     storage: Arc<dyn Storage>,
     auth: Arc<dyn Authenticator>,
+    resolver: Arc<dyn Resolver>,
     replies: Vec<Sender<Done>>,
     wakers: Vec<Arc<mio::Waker>>,
 }
 
 impl WorkerPool {
+    /// `n` storage workers and `lookups` name-lookup workers (at least one each).
     pub(crate) fn new(
-        n: usize,
-        storage: Arc<dyn Storage>,
-        auth: Arc<dyn Authenticator>,
+        (n, lookups): (usize, usize),
+        (storage, auth, resolver): (Arc<dyn Storage>, Arc<dyn Authenticator>, Arc<dyn Resolver>),
         replies: Vec<Sender<Done>>,
         wakers: Vec<Arc<mio::Waker>>,
     ) -> io::Result<WorkerPool> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(Shared {
             storage,
             auth,
+            resolver,
             replies,
             wakers,
         });
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let rx = rx.clone();
-            let shared = shared.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("wharf-worker-{i}"))
-                .spawn(move || work(&rx, &shared))?;
-            threads.push(t);
-        }
+        let mut threads = Vec::with_capacity(n + lookups);
+        let mut spawn = |name: &str, count: usize| -> io::Result<Sender<Job>> {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..count.max(1) {
+                let rx = rx.clone();
+                let shared = shared.clone();
+                let t = std::thread::Builder::new()
+                    .name(format!("wharf-{name}-{i}"))
+                    .spawn(move || work(&rx, &shared))?;
+                threads.push(t);
+            }
+            Ok(tx)
+        };
+        let jobs = Jobs {
+            storage: spawn("worker", n)?,
+            lookups: spawn("lookup", lookups)?,
+        };
         Ok(WorkerPool { jobs, threads })
     }
 
-    pub(crate) fn sender(&self) -> Sender<Job> {
+    pub(crate) fn sender(&self) -> Jobs {
         self.jobs.clone()
     }
 
@@ -107,6 +138,7 @@ fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
         let (completion, file) = execute(
             &*shared.storage,
             &*shared.auth,
+            &*shared.resolver,
             job.request,
             job.file,
             SystemTime::now(),

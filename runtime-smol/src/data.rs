@@ -348,6 +348,7 @@ impl Driver {
             (_, None) => unreachable!("file bodies were checked above"),
         };
         t.rate = rate.map(|r| TokenBucket::new(r, Instant::now()));
+        t.max_bytes = spec.max_bytes;
         let ctx = self.ctx.clone();
         let events = self.events.clone();
         let task = async move {

@@ -10,7 +10,8 @@
 //!   waits again.
 //! - **Helpers report through the session's event channel.** Storage and login requests
 //!   run [`wharf_core::backend::execute`] on the blocking pool (`smol::unblock`, at most
-//!   [`SmolConfig::blocking_limit`] at once); passive accepts (which honour
+//!   [`SmolConfig::blocking_limit`] at once; reverse-DNS lookups, at most
+//!   [`SmolConfig::lookup_limit`] more); passive accepts (which honour
 //!   `expect_peer`), active connects and transfers are tasks of their own. Dropping a
 //!   session's table entry cancels or stops its helper, so whatever way a session ends,
 //!   its ports close and its files are released (uploads discarded on the blocking pool).
@@ -74,6 +75,12 @@ pub struct SmolConfig {
     pub shards: usize,
     /// Storage and authentication requests running at once on the blocking pool.
     pub blocking_limit: usize,
+    /// Reverse-DNS lookups running at once on the blocking pool, counted apart from
+    /// `blocking_limit` so that slow DNS never holds up storage requests.
+    pub lookup_limit: usize,
+    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
+    /// no names.
+    pub resolver: Arc<dyn wharf_core::Resolver>,
     /// Size of the buffer a transfer allocates when it starts (and frees when it ends).
     pub transfer_buffer: usize,
     /// Bytes one transfer moves before yielding to the other tasks of its thread.
@@ -94,6 +101,8 @@ impl Default for SmolConfig {
         SmolConfig {
             shards: 0,
             blocking_limit: 8,
+            lookup_limit: 4,
+            resolver: Arc::new(wharf_core::NoResolver),
             transfer_buffer: 128 * 1024,
             transfer_budget: 4 * 1024 * 1024,
             control_reads_budget: 8,
@@ -202,6 +211,9 @@ pub(crate) struct Ctx {
     pub ports: Arc<PortPool>,
     pub stop: Arc<Stop>,
     pub blocking: Semaphore,
+    pub resolver: Arc<dyn wharf_core::Resolver>,
+    /// Reverse lookups running at once (apart from `blocking`).
+    pub lookups: Semaphore,
     pub log: Option<Arc<dyn LogSink>>,
     /// Dropped with the last `Arc<Ctx>`: [`Wharf::run`] returns when every task that
     /// holds the context (sessions, requests, transfers, accept loops) is gone.
@@ -277,6 +289,8 @@ impl Wharf {
             ports: Arc::default(),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
+            resolver: self.cfg.resolver.clone(),
+            lookups: Semaphore::new(self.cfg.lookup_limit.max(1)),
             log: self.cfg.log.clone(),
             _alive: alive,
         });

@@ -446,12 +446,25 @@ impl Driver {
         };
         let ctx = self.ctx.clone();
         let events = self.events.clone();
+        // Lookups wait on DNS: they have their own limit, so they never hold up storage.
+        let lookup = matches!(request, Request::ReverseLookup { .. });
         let task = async move {
             let (completion, file) = {
-                let _permit = ctx.blocking.acquire().await;
+                let limit = if lookup { &ctx.lookups } else { &ctx.blocking };
+                let _permit = limit.acquire().await;
                 let (storage, auth) = (ctx.storage.clone(), ctx.auth.clone());
-                smol::unblock(move || execute(&*storage, &*auth, request, file, SystemTime::now()))
-                    .await
+                let resolver = ctx.resolver.clone();
+                smol::unblock(move || {
+                    execute(
+                        &*storage,
+                        &*auth,
+                        &*resolver,
+                        request,
+                        file,
+                        SystemTime::now(),
+                    )
+                })
+                .await
             };
             let ev = Event::Completed {
                 req,
@@ -543,6 +556,8 @@ mod tests {
             ports: Arc::default(),
             stop: Arc::new(Stop::new()),
             blocking: Semaphore::new(1),
+            resolver: Arc::new(wharf_core::NoResolver),
+            lookups: Semaphore::new(1),
             log: None,
             _alive: alive,
         });

@@ -296,6 +296,8 @@ pub(crate) struct Transfer {
     /// The bandwidth limit (`TransferSpec::rate_limit`): each step waits until the
     /// bucket grants bytes, and is charged what it moved.
     pub rate: Option<TokenBucket>,
+    /// An upload's size limit (`TransferSpec::max_bytes`): nothing past it is written.
+    pub max_bytes: Option<u64>,
 }
 
 impl Transfer {
@@ -383,6 +385,7 @@ impl Transfer {
             bytes: 0,
             progress,
             rate: None,
+            max_bytes: None,
         }
     }
 
@@ -572,14 +575,17 @@ impl Transfer {
         let Body::Receive { ascii } = &mut self.body else {
             return Some(self.lost());
         };
+        // Bytes past the upload limit are not written: the transfer ends there.
+        let room = self.max_bytes.map(|max| max.saturating_sub(self.bytes));
+        let keep = room.map_or(n, |room| n.min(usize::try_from(room).unwrap_or(n)));
         let r = match ascii {
-            None => file.write_all(&self.buf[..n]),
+            None => file.write_all(&self.buf[..keep]),
             Some(codec) => {
                 self.raw.clear();
                 if n == 0 {
                     codec.finish(&mut self.raw);
                 } else {
-                    codec.decode(&self.buf[..n], &mut self.raw);
+                    codec.decode(&self.buf[..keep], &mut self.raw);
                 }
                 file.write_all(&self.raw)
             }
@@ -592,6 +598,9 @@ impl Transfer {
             return Some(TransferOutcome::Complete { bytes: self.bytes });
         }
         self.moved(n, report);
+        if keep < n {
+            return Some(TransferOutcome::Aborted { bytes: self.bytes });
+        }
         None
     }
 }

@@ -286,6 +286,10 @@ struct RawSite {
     allow_replace_on_rename: bool,
     #[serde(default)]
     allow_read_uploads_in_progress: bool,
+    /// Seconds (fractions allowed) between a PASS and its `530` when the login fails.
+    failed_login_delay: Option<Spanned<toml::Value>>,
+    /// Control connections to this site at once (IIS `maxConnections`); 0: no limit.
+    max_connections: Option<u32>,
     request_filtering: Option<policy::RawFiltering>,
     ip_security: Option<policy::RawIpSecurity>,
     logging: Option<policy::RawLogging>,
@@ -558,6 +562,32 @@ fn parse_listing_style(s: &String) -> Result<ListingStyle, String> {
             "{s:?} is not a listing style: \"unix\" or \"msdos\""
         )),
     }
+}
+
+/// `failed_login_delay`: seconds, whole or fractional, from 0 (off) to less than the
+/// login timeout (a longer delay would let the timeout answer every failed login).
+fn parse_delay(v: &toml::Value, login_timeout: Duration) -> Result<Duration, String> {
+    let secs = match v {
+        toml::Value::Integer(n) => *n as f64,
+        toml::Value::Float(f) => *f,
+        other => {
+            return Err(format!(
+                "must be a number of seconds like 1 or 0.5, not a {}",
+                other.type_str()
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("must be 0 (off) or a positive number of seconds".into());
+    }
+    let delay = Duration::from_secs_f64(secs.min(1e9));
+    if delay >= login_timeout {
+        return Err(format!(
+            "must be shorter than the login timeout (timeouts.login, {} s)",
+            login_timeout.as_secs()
+        ));
+    }
+    Ok(delay)
 }
 
 fn parse_control_policy(s: &String) -> Result<ControlPolicy, String> {
@@ -1260,8 +1290,8 @@ fn build_site(
         }
         for n in p.networks.get_ref() {
             if let Some(network) = c.check(n, |s| {
-                IpNet::parse(s).ok_or_else(|| {
-                    format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fd00::/8\"")
+                IpNet::parse(s).map_err(|e| {
+                    format!("{s:?} is not a network like \"10.0.0.0/8\" or \"fd00::/8\": {e}")
                 })
             }) {
                 pasv_addresses.push(PasvAddress { network, ip });
@@ -1357,6 +1387,13 @@ fn build_site(
     let filtering = policy::filtering(c, site.request_filtering.take(), &mut max_line);
     let ip_rules = policy::ip_rules(c, site.ip_security.take());
     let logging = policy::logging(c, &name, site.logging.take(), ctx.central_log, ctx.base);
+    let login_timeout = ctx.defaults.timeouts.login;
+    let failed_login_delay = match &site.failed_login_delay {
+        Some(v) => c
+            .check(v, |v| parse_delay(v, login_timeout))
+            .unwrap_or(ctx.defaults.failed_login_delay),
+        None => ctx.defaults.failed_login_delay,
+    };
     let (logging, log) = match logging {
         Some((cfg, out)) => (Some(cfg), Some(out)),
         None => (None, None),
@@ -1385,6 +1422,11 @@ fn build_site(
         tls: tls_settings,
         allow_replace_on_rename: site.allow_replace_on_rename,
         allow_read_uploads_in_progress: site.allow_read_uploads_in_progress,
+        failed_login_delay,
+        limits: wharf_core::policy::SiteLimits {
+            max_connections: site.max_connections.unwrap_or(0),
+            ..ctx.defaults.limits.clone()
+        },
         max_line,
         filtering,
         ip_rules,

@@ -12,7 +12,8 @@ use toml::Spanned;
 use wharf_core::log::{Field, LogConfig, LogFields};
 use wharf_core::policy::limits::ServerRules;
 use wharf_core::policy::{
-    DenyAction, IpNet, IpRule, IpRules, LogonRestrictions, RequestFiltering, SiteLimits,
+    DenyAction, DomainRule, HostPattern, IpNet, IpRule, IpRules, LogonRestrictions,
+    RequestFiltering, SiteLimits,
 };
 use wharf_core::proto::command::Verb;
 
@@ -45,6 +46,7 @@ pub(super) struct RawFiltering {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIpSecurity {
     allow_unlisted: Option<bool>,
+    enable_reverse_dns: Option<bool>,
     deny_action: Option<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
@@ -134,14 +136,36 @@ fn parse_sequence(s: &str) -> Result<String, String> {
     }
 }
 
+fn looks_like_a_name(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_alphabetic()) && !s.contains([':', '/'])
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     IpNet::parse(s).map_err(|e| {
-        if s.chars().any(|c| c.is_ascii_alphabetic()) && !s.contains(':') {
-            format!("{s:?}: domain-name entries (reverse DNS) are not supported; use addresses")
+        if looks_like_a_name(s) {
+            format!("{s:?}: host names are not supported here; use addresses")
         } else {
             e
         }
     })
+}
+
+/// An `allow`/`deny` entry: a network, or (with reverse DNS on) a host name.
+enum Entry {
+    Net(IpNet),
+    Host(HostPattern),
+}
+
+fn parse_entry(s: &str, reverse_dns: bool) -> Result<Entry, String> {
+    if !looks_like_a_name(s) {
+        return IpNet::parse(s).map(Entry::Net);
+    }
+    if !reverse_dns {
+        return Err(format!(
+            "{s:?} is a host name: set enable_reverse_dns = true to use host-name entries"
+        ));
+    }
+    HostPattern::parse(s).map(Entry::Host)
 }
 
 fn list<T>(
@@ -219,18 +243,22 @@ pub(super) fn ip_rules(c: &mut Checker<'_>, raw: Option<RawIpSecurity>) -> IpRul
             .unwrap_or_default(),
         None => DenyAction::default(),
     };
-    let mut rules: Vec<IpRule> = list(c, &raw.allow, parse_net)
-        .into_iter()
-        .map(|net| IpRule { net, allow: true })
-        .collect();
-    rules.extend(
-        list(c, &raw.deny, parse_net)
-            .into_iter()
-            .map(|net| IpRule { net, allow: false }),
-    );
+    let reverse_dns = raw.enable_reverse_dns.unwrap_or(false);
+    let mut rules: Vec<IpRule> = Vec::new();
+    let mut domains: Vec<DomainRule> = Vec::new();
+    for (entries, allow) in [(&raw.allow, true), (&raw.deny, false)] {
+        for entry in list(c, entries, |s| parse_entry(s, reverse_dns)) {
+            match entry {
+                Entry::Net(net) => rules.push(IpRule { net, allow }),
+                Entry::Host(host) => domains.push(DomainRule { host, allow }),
+            }
+        }
+    }
     IpRules {
         allow_unlisted: raw.allow_unlisted.unwrap_or(true),
         rules,
+        domains,
+        reverse_dns,
         deny_action,
     }
 }
@@ -311,6 +339,7 @@ pub(super) fn limits(
         None => 240,
     };
     let limits = SiteLimits {
+        max_connections: 0,
         min_bytes_per_second: min,
         bandwidth: rate(c, &raw.bandwidth),
         anonymous_bandwidth: rate(c, &raw.anonymous_bandwidth),

@@ -852,6 +852,7 @@ fn policy_tables_build_the_policy() {
     assert!(ip.allows("::ffff:127.0.0.1".parse().unwrap()));
     assert!(!ip.allows("127.0.0.2".parse().unwrap()));
     assert!(ip.allows("2001:db8::7".parse().unwrap()));
+    assert!(!ip.reverse_dns && ip.domains.is_empty(), "off by default");
 
     let rules = &c.server_rules;
     assert!(!rules.ip_rules.allows("203.0.113.9".parse().unwrap()));
@@ -964,7 +965,13 @@ fn policy_errors_name_their_keys() {
             "allow = [\"127.0.0.1\", \"::1\", \"2001:db8::/32\"]",
             "allow = [\"ftp.example.com\"]",
             "site.ip_security.allow",
-            "reverse DNS",
+            "enable_reverse_dns = true",
+        ),
+        (
+            "exempt = [\"10.0.0.0 255.0.0.0\"]",
+            "exempt = [\"trusted.example.com\"]",
+            "server.logon_restrictions.exempt",
+            "host names are not supported here",
         ),
         (
             "deny = [\"203.0.113.0/24\"]",
@@ -1162,4 +1169,114 @@ fn client_certificates_need_a_readable_ca_bundle() {
         ["site.tls.certificate", "site.tls.client_ca"],
         "{e:?}"
     );
+}
+
+#[test]
+fn failed_login_delay_is_seconds_below_the_login_timeout() {
+    let r = root();
+    let c = ServerConfig::from_toml_str(&good(r.path()), "site.toml").unwrap();
+    assert_eq!(
+        c.sites[0].session.failed_login_delay,
+        Duration::from_secs(1),
+        "on by default"
+    );
+    for (value, want) in [("0", 0), ("2", 2000), ("0.25", 250)] {
+        let text = with(
+            r.path(),
+            "keep_partial_uploads = true",
+            &format!("keep_partial_uploads = true\nfailed_login_delay = {value}"),
+        );
+        let c = ServerConfig::from_toml_str(&text, "site.toml").unwrap();
+        assert_eq!(
+            c.sites[0].session.failed_login_delay,
+            Duration::from_millis(want),
+            "{value}"
+        );
+    }
+    // The good config's login timeout is 5 s.
+    for (value, message) in [
+        ("5", "shorter than the login timeout"),
+        ("-1", "0 (off) or a positive"),
+        ("nan", "0 (off) or a positive"),
+        ("\"1s\"", "number of seconds"),
+    ] {
+        let text = with(
+            r.path(),
+            "keep_partial_uploads = true",
+            &format!("keep_partial_uploads = true\nfailed_login_delay = {value}"),
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{value}: {e:?}");
+        assert_eq!(e[0].line, line_of(&text, "failed_login_delay"), "{value}");
+        assert_eq!(e[0].key.as_deref(), Some("site.failed_login_delay"));
+        assert!(e[0].message.contains(message), "{value}: {}", e[0].message);
+    }
+}
+
+#[test]
+fn a_site_has_its_own_connection_limit() {
+    let r = root();
+    let c = ServerConfig::from_toml_str(&good(r.path()), "site.toml").unwrap();
+    assert_eq!(
+        c.sites[0].session.limits.max_connections, 0,
+        "no limit by default"
+    );
+    let text = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\nmax_connections = 3",
+    );
+    let c = ServerConfig::from_toml_str(&text, "site.toml").unwrap();
+    assert_eq!(c.sites[0].session.limits.max_connections, 3);
+    assert_eq!(c.max_connections, 500, "the server's own stays apart");
+    let text = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\nmax_connections = -1",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, line_of(&text, "max_connections = -1"));
+    assert_eq!(e[0].key.as_deref(), Some("site.max_connections"));
+}
+
+#[test]
+fn host_name_entries_need_reverse_dns() {
+    use wharf_core::policy::HostPattern;
+    let r = root();
+    let text = policy_config(r.path()).replace(
+        "allow = [\"127.0.0.1\", \"::1\", \"2001:db8::/32\"]",
+        "enable_reverse_dns = true\nallow = [\"127.0.0.1\", \"LocalHost.\", \"*.example.com\"]\n\
+         deny = [\"bad.example.com\", \"10.0.0.0/8\"]",
+    );
+    let c = ServerConfig::from_toml_str(&text, "site.toml").unwrap();
+    let ip = &c.sites[0].session.ip_rules;
+    assert!(ip.reverse_dns);
+    let names: Vec<(String, bool)> = ip
+        .domains
+        .iter()
+        .map(|d| (d.host.to_string(), d.allow))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("localhost".to_string(), true),
+            ("*.example.com".to_string(), true),
+            ("bad.example.com".to_string(), false)
+        ]
+    );
+    assert_eq!(ip.rules.len(), 2);
+    assert_eq!(ip.domains[0].host, HostPattern::Exact("localhost".into()));
+    let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(ip.needs_name(a));
+    assert!(ip.allows_named(a, Some("x.example.com")));
+    assert!(!ip.allows_named(a, Some("bad.example.com")));
+    assert!(!ip.allows_named(a, None));
+
+    let bad = text.replace("\"bad.example.com\"", "\"*.*.example.com\"");
+    let e = errors(&bad);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key.as_deref(), Some("site.ip_security.deny"));
+    assert_eq!(e[0].line, line_of(&bad, "*.*.example.com"));
+    assert!(e[0].message.contains("not a host name"), "{}", e[0]);
 }

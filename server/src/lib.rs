@@ -19,19 +19,21 @@ use std::time::Duration;
 
 use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
-use wharf_core::{Authenticator, Server, Sites, Storage};
+use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
 pub mod config;
 pub mod localfs;
 mod login_cache;
+pub mod resolver;
 pub mod tls;
 pub mod users;
 pub mod w3c;
 
 pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
 pub use localfs::LocalFs;
+pub use resolver::SystemResolver;
 pub use users::{hash_password, UserEntry, UserList};
 
 /// A running server on either runtime: its addresses, and the handles to stop it and
@@ -81,6 +83,15 @@ impl RunningServer {
 /// listen address (port 0 is resolved; see [`RunningServer::local_addrs`]) and returns
 /// once the server accepts, on the runtime the configuration names.
 pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
+    start_with_resolver(config, Arc::new(SystemResolver))
+}
+
+/// [`start`], with reverse lookups (IP rules with host names) answered by `resolver`
+/// instead of the system's (tests use a stub).
+pub fn start_with_resolver(
+    config: &ServerConfig,
+    resolver: Arc<dyn Resolver>,
+) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     let auth = Arc::new(UserList::with_login_cache(
         config.users.clone(),
@@ -110,6 +121,7 @@ pub fn start(config: &ServerConfig) -> io::Result<RunningServer> {
         // IP rules, bans and per-address/per-user counts are one state for all shards.
         policy: Some(Arc::new(ServerPolicy::new(config.server_rules.clone()))),
         log,
+        resolver,
     };
     start_runtime(setup, storage, auth)
 }
@@ -131,11 +143,13 @@ pub struct RuntimeSetup {
     pub policy: Option<Arc<ServerPolicy>>,
     /// Where log records go; `None` drops them.
     pub log: Option<Arc<dyn LogSink>>,
+    /// Answers reverse lookups for IP rules with host names, off the event loops.
+    pub resolver: Arc<dyn Resolver>,
 }
 
 impl RuntimeSetup {
     /// `runtime` serving `sites` on `listen`: one thread per core, 10,000 sessions, default
-    /// policy, no log.
+    /// policy, no log, no host names.
     pub fn new(runtime: RuntimeKind, listen: Vec<SocketAddr>, sites: Arc<Sites>) -> Self {
         RuntimeSetup {
             runtime,
@@ -145,6 +159,7 @@ impl RuntimeSetup {
             sites,
             policy: None,
             log: None,
+            resolver: Arc::new(NoResolver),
         }
     }
 }
@@ -164,6 +179,7 @@ pub fn start_runtime(
         sites,
         policy,
         log,
+        resolver,
     } = setup;
     let shards = match shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -183,6 +199,7 @@ pub fn start_runtime(
             let cfg = MioConfig {
                 shards,
                 log,
+                resolver,
                 ..MioConfig::default()
             };
             RunningServer::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
@@ -191,6 +208,7 @@ pub fn start_runtime(
             let cfg = SmolConfig {
                 shards,
                 log,
+                resolver,
                 ..SmolConfig::default()
             };
             RunningServer::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)

@@ -255,12 +255,26 @@ fn rename_without_replace_refuses_an_existing_target() {
     };
     let users = wharf_core::memfs::MemUsers::new();
     let now = std::time::SystemTime::UNIX_EPOCH;
-    let (done, _) = wharf_core::backend::execute(&s.fs, &users, request(false), None, now);
+    let (done, _) = wharf_core::backend::execute(
+        &s.fs,
+        &users,
+        &wharf_core::NoResolver,
+        request(false),
+        None,
+        now,
+    );
     assert_eq!(
         done,
         wharf_core::Completion::Done(Err(FsError::AlreadyExists))
     );
-    let (done, _) = wharf_core::backend::execute(&s.fs, &users, request(true), None, now);
+    let (done, _) = wharf_core::backend::execute(
+        &s.fs,
+        &users,
+        &wharf_core::NoResolver,
+        request(true),
+        None,
+        now,
+    );
     assert_eq!(done, wharf_core::Completion::Done(Ok(())));
     assert_eq!(std::fs::read(s.root.join("y.txt")).unwrap(), b"x");
 }

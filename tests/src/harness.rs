@@ -175,9 +175,22 @@ impl Fixture {
         root: PathBuf,
         text: &str,
     ) -> Fixture {
+        let system = std::sync::Arc::new(wharf_server::SystemResolver);
+        Fixture::from_toml_resolving(runtime, tmp, root, text, system)
+    }
+
+    /// [`Fixture::from_toml`], with reverse lookups (IP rules with host names) answered
+    /// by `resolver` instead of the machine's.
+    pub fn from_toml_resolving(
+        runtime: &'static str,
+        tmp: tempfile::TempDir,
+        root: PathBuf,
+        text: &str,
+        resolver: std::sync::Arc<dyn wharf_core::Resolver>,
+    ) -> Fixture {
         let config = ServerConfig::from_toml_str(text, "test.toml")
             .unwrap_or_else(|e| panic!("test config does not parse: {e}\n{text}"));
-        let server = wharf_server::start(&config).unwrap();
+        let server = wharf_server::start_with_resolver(&config, resolver).unwrap();
         let addrs = server.local_addrs().to_vec();
         Fixture {
             tmp,

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use wharf_tests::harness::*;
 
@@ -193,6 +194,46 @@ while True:
 sys.stdout.write(repr(data))
 "#;
 
+/// A resolver that holds its first lookup until [`Gate::open`]; every client is
+/// `client.test`.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<(bool, bool)>, // (entered, open)
+    changed: Condvar,
+}
+
+impl Gate {
+    fn wait_entered(&self) {
+        let guard = self.state.lock().unwrap();
+        let (guard, timeout) = self
+            .changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |s| !s.0)
+            .unwrap();
+        assert!(!timeout.timed_out() && guard.0, "no lookup started");
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl wharf_core::Resolver for Gate {
+    fn reverse_lookup(&self, _ip: std::net::IpAddr) -> Option<String> {
+        let mut s = self.state.lock().unwrap();
+        if !s.0 {
+            s.0 = true;
+            self.changed.notify_all();
+            // Bounded: a test that never opens the gate still ends.
+            let _ = self
+                .changed
+                .wait_timeout_while(s, Duration::from_secs(30), |s| !s.1)
+                .unwrap();
+        }
+        Some("client.test".into())
+    }
+}
+
 wharf_tests::per_runtime! {
 
 fn hidden_private_folder_is_invisible_and_unreachable(rt) {
@@ -249,6 +290,59 @@ fn site_admits_only_its_address_with_default_deny(rt) {
     f.stop();
 }
 
+fn host_name_entries_admit_localhost_by_its_reverse_name(rt) {
+    // The machine's own resolver: 127.0.0.1 is "localhost" in /etc/hosts (and forward
+    // "localhost" leads back to it); 127.0.0.2 has no name. Only the name is allowed.
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let listed = hosts.lines().any(|l| {
+        let mut w = l.split('#').next().unwrap_or("").split_whitespace();
+        w.next() == Some("127.0.0.1") && w.next() == Some("localhost")
+    });
+    assert!(listed, "this test needs /etc/hosts to map 127.0.0.1 to localhost first");
+    let extra = "[site.ip_security]\nallow_unlisted = false\nenable_reverse_dns = true\n\
+                 allow = [\"LOCALHOST\"]\n";
+    let f = Fixture::with_config(rt, "", extra);
+    assert_eq!(curl(&["-u", "alice:s3cret", &f.url("hello.txt")]), b"hello, world\n");
+    let seen = python(FROM_127_0_0_2, &[&f.port.to_string()]);
+    assert_eq!(seen, "b'421 Access denied for your address.\\r\\n'");
+    f.stop();
+}
+
+fn a_slow_reverse_lookup_stalls_no_other_session(rt) {
+    // One shard, so a lookup run on the event loop would stall everyone. The stub
+    // resolver holds the first lookup until the test lets it go.
+    let gate = Arc::new(Gate::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\npassive_ports = \"0-0\"\n\
+         runtime = \"{rt}\"\n[site]\nroot = {root:?}\nanonymous = true\n\
+         [site.ip_security]\nenable_reverse_dns = true\ndeny = [\"*.blocked.test\"]\n",
+        root = root.display().to_string()
+    );
+    let f = Fixture::from_toml_resolving(rt, tmp, root, &text, gate.clone());
+    let mut held = std::net::TcpStream::connect(f.addr()).unwrap();
+    held.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    gate.wait_entered();
+    // Meanwhile another client connects, is looked up, logs in and downloads.
+    assert_eq!(curl(&[&f.url("hello.txt")]), b"hello, world\n");
+    let mut first = [0u8; 4];
+    held.set_nonblocking(true).unwrap();
+    let early = std::io::Read::read(&mut held, &mut first);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the held connection was greeted before its lookup ended: {early:?}"
+    );
+    held.set_nonblocking(false).unwrap();
+    gate.open();
+    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    assert_eq!(&first, b"220 ");
+    drop(held);
+    f.stop();
+}
+
 fn failed_logins_ban_the_address_and_the_ban_lifts(rt) {
     let extra = "[server.logon_restrictions]\nmax_failures = 3\nwindow = 60\nban = 2\n";
     let f = Fixture::with_config(rt, "", extra);
@@ -265,9 +359,11 @@ def attempt(password):
     except ftplib.error_perm as e:
         return str(e)[:3]
 for i in range(3):
+    # The ban starts when the third failure is counted, during its 1 s failed-login
+    # delay (before the 530 arrives): time it from the start of that attempt.
+    banned_at = time.monotonic()
     got = attempt("wrong")
     assert got == "530", (i, got)
-banned_at = time.monotonic()
 try:
     ftplib.FTP().connect("127.0.0.1", port, timeout=30)
     raise SystemExit("a banned address was let in")
@@ -284,11 +380,43 @@ while True:
     assert time.monotonic() < deadline, "the ban never lifted"
     time.sleep(0.1)
 waited = time.monotonic() - banned_at
-assert waited >= 1.5, waited
+assert waited >= 1.9, waited
 print("ok %.1f" % waited)
 "#;
     let out = python(script, &[&f.port.to_string()]);
     assert!(out.starts_with("ok "), "{out}");
+    f.stop();
+}
+
+fn failed_logins_take_the_same_time_for_known_and_unknown_users(rt) {
+    // The default failed_login_delay (1 s), measured from PASS to 530 on a raw
+    // connection, for a known user with a wrong password and for a user that does not
+    // exist; a NOOP sent right behind the PASS is answered only after the 530.
+    let f = Fixture::start(rt);
+    let script = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+def refusal(user):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    r = s.makefile("rb")
+    assert r.readline().startswith(b"220"), "greeting"
+    s.sendall(b"USER " + user + b"\r\n")
+    assert r.readline().startswith(b"331")
+    start = time.monotonic()
+    s.sendall(b"PASS wrong\r\nNOOP\r\n")
+    first = r.readline()
+    took = time.monotonic() - start
+    second = r.readline()
+    s.close()
+    assert first.startswith(b"530 "), first
+    assert second.startswith(b"200 "), second
+    return took
+for user in [b"alice", b"nobody", b"alice", b"nobody"]:
+    took = refusal(user)
+    assert 1.0 <= took < 10, (user, took)
+print("ok")
+"#;
+    assert_eq!(python(script, &[&f.port.to_string()]), "ok\n");
     f.stop();
 }
 
@@ -345,10 +473,29 @@ except ftplib.error_perm as e:
 import io
 ftp.storbinary("STOR exact.bin", io.BytesIO(b"x" * 1048576))
 assert ftp.size("exact.bin") == 1048576
+# APPE writes in place: refused past the limit, and not one byte past it is written.
+def refused(e):
+    assert str(e).startswith("552"), str(e)
+try:
+    ftp.storbinary("APPE hello.txt", io.BytesIO(bytes(range(256)) * 8192))  # 2 MiB
+    raise SystemExit("an append over the limit was accepted")
+except ftplib.error_perm as e:
+    refused(e)
+except OSError:
+    try:  # the server cut the data connection: its reply follows
+        ftp.voidresp()
+        raise SystemExit("an append over the limit was accepted")
+    except ftplib.error_perm as e:
+        refused(e)
 ftp.quit()
 print("ok")
 "#;
     python(script, &[&f.port.to_string()]);
+    let appended = std::fs::read(f.root.join("hello.txt")).unwrap();
+    let mut want = b"hello, world\n".to_vec();
+    want.extend(std::iter::repeat_n(0..=255u8, 4096).flatten());
+    assert_eq!(appended.len(), want.len(), "exactly the limit was appended");
+    assert!(appended == want);
     assert!(!f.root.join("big-up.bin").exists());
     assert!(!f.root.join("over.bin").exists());
     assert_eq!(std::fs::metadata(f.root.join("exact.bin")).unwrap().len(), 1 << 20);
@@ -407,6 +554,65 @@ b.login("alice", "s3cret")
 print("ok")
 "#;
     python(script, &[&f.port.to_string()]);
+    f.stop();
+}
+
+fn connections_per_site_are_limited_when_the_site_is_chosen(rt) {
+    // `one` answers 127.0.0.1 without a host name and takes one connection; `two`
+    // (HOST two.example) takes one more. Two shards: the counts are process-wide.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("one");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(tmp.path().join("two")).unwrap();
+    let text = format!(
+        "[server]\npassive_ports = \"0-0\"\nshards = 2\nruntime = \"{rt}\"\n\
+         [[sites]]\nname = \"one\"\nroot = {one:?}\nanonymous = true\nmax_connections = 1\n\
+         bindings = [\"127.0.0.1:0:\"]\nmessages.max_clients = \"One is full.\"\n\
+         [[sites]]\nname = \"two\"\nroot = {two:?}\nanonymous = true\nmax_connections = 1\n\
+         bindings = [\"127.0.0.1:0:two.example\"]\nmessages.max_clients = \"Two is full.\"\n",
+        one = root.display().to_string(),
+        two = tmp.path().join("two").display().to_string(),
+    );
+    let f = Fixture::from_toml(rt, tmp, root, &text);
+    let script = r#"
+import ftplib, sys, time
+port = int(sys.argv[1])
+def connect():
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=30)
+    return ftp
+def refused(f, message):
+    try:
+        f()
+    except ftplib.error_temp as e:
+        assert str(e) == "421 " + message, str(e)
+        return
+    raise SystemExit("not refused: " + message)
+def retry(f):
+    deadline = time.monotonic() + 30
+    while True:  # a place is free once the server has closed the connection that held it
+        try:
+            return f()
+        except ftplib.error_temp:
+            assert time.monotonic() < deadline, "the place was never released"
+            time.sleep(0.05)
+a = connect()
+refused(connect, "One is full.")
+a.sendcmd("HOST two.example")          # a leaves one for two
+b = retry(connect)                     # so one admits b
+refused(lambda: b.sendcmd("HOST two.example"), "Two is full.")
+a.quit()                               # two is free once the server has closed a
+def log_in_to_two():
+    c = connect()                      # one's place: free once b is closed
+    c.login("two.example|anonymous", "me@example.com")
+    return c
+c = retry(log_in_to_two)
+print(c.sendcmd("STAT").splitlines()[0])
+c.quit()
+print("ok")
+"#;
+    let out = python(script, &[&f.port.to_string()]);
+    assert!(out.starts_with("211-two") && out.ends_with("ok\n"), "{out}");
     f.stop();
 }
 

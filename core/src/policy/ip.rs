@@ -1,5 +1,6 @@
 //! IP address restrictions (IIS `ipSecurity`): networks, rules, and the verdict for a
-//! client address.
+//! client address. [`IpNet`] is the crate's one network type: the sites' passive
+//! addresses per client network (`crate::site::PasvAddress`) use it too.
 //!
 //! Addresses are judged canonically: an IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, what a
 //! dual-stack listener reports for an IPv4 client) is the IPv4 address. Among the rules
@@ -158,12 +159,98 @@ impl DenyAction {
     }
 }
 
+/// A host-name entry (reverse DNS): one host (`ftp.example.com`) or every host below a
+/// domain (`*.example.com`, which does not match `example.com` itself). Compared
+/// case-insensitively, a trailing dot ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This host name, lower case.
+    Exact(String),
+    /// Names ending in this suffix, lower case, with its leading dot (`.example.com`).
+    Below(String),
+}
+
+impl HostPattern {
+    /// Parses `host.example.com` or `*.example.com`: labels of letters, digits and `-`
+    /// (and `_`, which some PTR records carry), 1 to 63 characters, at most 253 in all.
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (below, name) = match t.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, t),
+        };
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{s:?} is not a host name like \"ftp.example.com\" or \"*.example.com\""
+            ));
+        }
+        if name.parse::<IpAddr>().is_ok() || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!("{s:?} looks like an address, not a host name"));
+        }
+        Ok(if below {
+            HostPattern::Below(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+
+    /// Whether `name` (as a resolver gives it: any case, maybe a trailing dot) matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        match self {
+            HostPattern::Exact(h) => name.eq_ignore_ascii_case(h),
+            HostPattern::Below(suffix) => {
+                name.len() > suffix.len()
+                    && name.is_char_boundary(name.len() - suffix.len())
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+
+    /// How specific the entry is: an exact host beats any wildcard, and a longer
+    /// wildcard suffix beats a shorter one.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostPattern::Exact(h) => (2, h.len()),
+            HostPattern::Below(suffix) => (1, suffix.len()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Below(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// One host-name entry and whether it is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRule {
+    pub host: HostPattern,
+    pub allow: bool,
+}
+
 /// A set of IP rules and the default for unlisted clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpRules {
     /// Whether an address no rule matches is allowed (IIS `allowUnlisted`).
     pub allow_unlisted: bool,
     pub rules: Vec<IpRule>,
+    /// Host-name entries, judged against the client's reverse-DNS name (confirmed by a
+    /// forward lookup); only used with `reverse_dns`.
+    pub domains: Vec<DomainRule>,
+    /// Whether to look the client's name up for `domains` (IIS `enableReverseDns`; off).
+    pub reverse_dns: bool,
     pub deny_action: DenyAction,
 }
 
@@ -172,17 +259,59 @@ impl Default for IpRules {
         IpRules {
             allow_unlisted: true,
             rules: Vec::new(),
+            domains: Vec::new(),
+            reverse_dns: false,
             deny_action: DenyAction::default(),
         }
     }
 }
 
+/// How specific a matching entry is; the greatest decides (deny on a tie): a single
+/// address, then an exact host name, then a wildcard domain (longer first), then
+/// networks (longer prefix first).
+type Rank = (u8, usize);
+
 impl IpRules {
-    /// Whether `ip` may connect: the longest matching prefix decides (deny on a tie),
-    /// `allow_unlisted` when nothing matches.
+    /// Whether `ip` may connect, judged by address only (a client without a name).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.best_match(ip)
-            .map_or(self.allow_unlisted, |rule| rule.allow)
+        self.allows_named(ip, None)
+    }
+
+    /// Whether `ip`, known as `name` (its confirmed reverse-DNS name, if any), may
+    /// connect: the most specific matching entry decides (see [`IpRules`]), deny on a
+    /// tie, `allow_unlisted` when nothing matches.
+    pub fn allows_named(&self, ip: IpAddr, name: Option<&str>) -> bool {
+        let by_addr = self
+            .best_match(ip)
+            .map(|r| (Self::addr_rank(r), !r.allow, r.allow));
+        let by_name = name
+            .filter(|_| self.reverse_dns)
+            .and_then(|name| {
+                self.domains
+                    .iter()
+                    .filter(|d| d.host.matches(name))
+                    .max_by_key(|d| (d.host.rank(), !d.allow))
+            })
+            .map(|d| (d.host.rank(), !d.allow, d.allow));
+        match (by_addr, by_name) {
+            (Some(a), Some(n)) => a.max(n).2,
+            (Some((.., allow)), None) | (None, Some((.., allow))) => allow,
+            (None, None) => self.allow_unlisted,
+        }
+    }
+
+    /// Whether the client's name could change the verdict for `ip`: reverse DNS is on,
+    /// there are host-name entries, and no single-address entry decides already.
+    pub fn needs_name(&self, ip: IpAddr) -> bool {
+        self.reverse_dns
+            && !self.domains.is_empty()
+            && self.best_match(ip).is_none_or(|r| Self::addr_rank(r).0 < 3)
+    }
+
+    fn addr_rank(rule: &IpRule) -> Rank {
+        let full = if rule.net.addr().is_ipv4() { 32 } else { 128 };
+        let class = if rule.net.prefix() == full { 3 } else { 0 };
+        (class, usize::from(rule.net.prefix()))
     }
 
     /// Whether an explicit allow entry matches `ip` (and decides for it), which exempts
@@ -200,7 +329,9 @@ impl IpRules {
 
     /// Whether these rules can refuse anyone (so an unrestricted site skips them).
     pub fn restricts(&self) -> bool {
-        !self.allow_unlisted || self.rules.iter().any(|r| !r.allow)
+        !self.allow_unlisted
+            || self.rules.iter().any(|r| !r.allow)
+            || (self.reverse_dns && self.domains.iter().any(|d| !d.allow))
     }
 }
 
@@ -234,6 +365,9 @@ mod tests {
         for bad in [
             "10.0.0.0/33",
             "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "x",
             "10.0.0.0 255.0.255.0",
             "10.0.0.0 ffff::",
             "not-an-ip",
@@ -260,6 +394,19 @@ mod tests {
         assert!(!v6.contains(ip("10.0.0.1")));
         assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(!IpNet::parse("0.0.0.0/0").unwrap().contains(ip("::1")));
+        let host = IpNet::parse("192.168.1.5").unwrap();
+        assert!(host.contains(ip("192.168.1.5")) && !host.contains(ip("192.168.1.6")));
+        assert!(IpNet::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        let all6 = IpNet::parse("::/0").unwrap();
+        assert!(all6.contains(ip("2001:db8::1")));
+        assert!(
+            !all6.contains(ip("::ffff:10.0.0.1")),
+            "a mapped address is IPv4"
+        );
+        // A mapped network is the IPv4 one, whichever way it is written.
+        let mapped = IpNet::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.contains(ip("10.1.2.3")) && mapped.contains(ip("::ffff:10.1.2.3")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
     }
 
     #[test]
@@ -289,6 +436,7 @@ mod tests {
                 },
             ],
             deny_action: DenyAction::Drop,
+            ..IpRules::default()
         };
         let table = [
             ("10.1.1.1", true),
@@ -306,6 +454,118 @@ mod tests {
         assert!(!rules.explicitly_allows(ip("192.0.2.1")));
         assert!(!IpRules::default().restricts());
         assert!(IpRules::default().allows(ip("203.0.113.9")));
+    }
+
+    fn domain(host: &str, allow: bool) -> DomainRule {
+        DomainRule {
+            host: HostPattern::parse(host).unwrap(),
+            allow,
+        }
+    }
+
+    #[test]
+    fn host_patterns_parse_and_match() {
+        let exact = HostPattern::parse("FTP.Example.com.").unwrap();
+        assert_eq!(exact.to_string(), "ftp.example.com");
+        assert!(exact.matches("ftp.example.com") && exact.matches("FTP.EXAMPLE.COM."));
+        assert!(!exact.matches("x.ftp.example.com") && !exact.matches("example.com"));
+        let below = HostPattern::parse("*.example.com").unwrap();
+        assert_eq!(below.to_string(), "*.example.com");
+        for yes in ["a.example.com", "a.b.Example.COM", "a.example.com."] {
+            assert!(below.matches(yes), "{yes}");
+        }
+        for no in [
+            "example.com",
+            "badexample.com",
+            "a.example.com.evil",
+            "",
+            ".example.com",
+        ] {
+            assert!(!below.matches(no), "{no}");
+        }
+        assert!(!below.matches("é") && !exact.matches("ftp.example.cöm"));
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a b.com",
+            "*.*.com",
+            "a.*.com",
+            "10.0.0.1",
+            "127.1",
+            "ex/ample.com",
+            &"a".repeat(64),
+            &"ab.".repeat(90),
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn names_decide_between_single_addresses_and_networks() {
+        let rules = IpRules {
+            allow_unlisted: true,
+            rules: vec![
+                IpRule {
+                    net: IpNet::parse("10.0.0.0/8").unwrap(),
+                    allow: false,
+                },
+                IpRule {
+                    net: IpNet::parse("10.1.1.1").unwrap(),
+                    allow: false,
+                },
+            ],
+            domains: vec![
+                domain("*.example.com", false),
+                domain("*.ok.example.com", true),
+                domain("ftp.ok.example.com", false),
+                domain("trusted.example.net", true),
+                domain("trusted.example.net", false),
+                domain("*.friends.org", true),
+            ],
+            reverse_dns: true,
+            deny_action: DenyAction::Refuse421,
+        };
+        let table = [
+            // (address, name, allowed)
+            ("192.0.2.1", None, true),
+            ("192.0.2.1", Some("a.example.com"), false),
+            ("192.0.2.1", Some("a.ok.example.com"), true),
+            ("192.0.2.1", Some("ftp.ok.example.com"), false),
+            ("192.0.2.1", Some("trusted.example.net"), false), // deny wins the tie
+            ("192.0.2.1", Some("unrelated.org"), true),
+            ("10.2.3.4", None, false),
+            ("10.2.3.4", Some("x.friends.org"), true), // a name beats a network
+            ("10.1.1.1", Some("x.friends.org"), false), // a single address beats a name
+        ];
+        for (addr, name, want) in table {
+            assert_eq!(rules.allows_named(ip(addr), name), want, "{addr} {name:?}");
+        }
+        assert!(rules.needs_name(ip("192.0.2.1")));
+        assert!(rules.needs_name(ip("10.2.3.4")));
+        assert!(!rules.needs_name(ip("10.1.1.1")), "its own entry decides");
+        // Off (the default), names count for nothing and nothing is looked up.
+        let off = IpRules {
+            reverse_dns: false,
+            ..rules.clone()
+        };
+        assert!(off.allows_named(ip("192.0.2.1"), Some("a.example.com")));
+        assert!(!off.needs_name(ip("192.0.2.1")));
+        assert!(!IpRules::default().needs_name(ip("192.0.2.1")));
+        // Default deny with only names allowed: a client without a name is refused.
+        let names_only = IpRules {
+            allow_unlisted: false,
+            rules: vec![],
+            domains: vec![domain("localhost", true)],
+            reverse_dns: true,
+            deny_action: DenyAction::Drop,
+        };
+        assert!(names_only.allows_named(ip("127.0.0.1"), Some("localhost")));
+        assert!(!names_only.allows_named(ip("127.0.0.1"), None));
+        assert!(names_only.restricts());
     }
 
     quickcheck! {

@@ -1,6 +1,6 @@
 //! Limits: the process-wide [`ServerPolicy`] (IP rules, logon restrictions, connections
-//! per address and per user, uploads in progress) and a site's [`SiteLimits`] (minimum
-//! data rate, bandwidth).
+//! per address, per user and per site, uploads in progress) and a site's [`SiteLimits`]
+//! (its connection limit, minimum data rate, bandwidth).
 //!
 //! A session's share of the counts is a [`Slot`], released when the session is dropped,
 //! so no driver bookkeeping can leak a count.
@@ -47,6 +47,9 @@ pub struct ServerPolicy {
     bans: Mutex<BanTable>,
     per_ip: Mutex<BTreeMap<IpAddr, u32>>,
     per_user: Mutex<BTreeMap<Box<str>, u32>>,
+    /// Control connections per site (by index in the `Sites` table), for the sites that
+    /// have a connection limit.
+    per_site: Mutex<BTreeMap<usize, u32>>,
     /// Storage paths being written in place (APPE, REST+STOR), with their writers.
     uploads: Mutex<BTreeMap<VPath, u32>>,
 }
@@ -110,6 +113,16 @@ impl ServerPolicy {
         release(&mut lock(&self.per_user), user);
     }
 
+    fn release_site(&self, site: usize) {
+        release(&mut lock(&self.per_site), &site);
+    }
+
+    /// Connections counted against site `site` now (0 for a site without a limit:
+    /// nothing is counted then).
+    pub fn connections_to(&self, site: usize) -> u32 {
+        lock(&self.per_site).get(&site).copied().unwrap_or(0)
+    }
+
     /// Connections from `ip` now (0 when no limit is set: nothing is counted then).
     pub fn connections_from(&self, ip: IpAddr) -> u32 {
         lock(&self.per_ip)
@@ -144,13 +157,14 @@ fn release<K: Ord + ?Sized, Q: Ord + std::borrow::Borrow<K>>(map: &mut BTreeMap<
 }
 
 /// A session's share of the shared counts: its address (when a per-address limit is
-/// set), its user (when a per-user limit is set), its in-place upload. Dropping the slot
-/// releases all of them.
+/// set), its user (when a per-user limit is set), its site (when the site has a
+/// connection limit), its in-place upload. Dropping the slot releases all of them.
 #[derive(Debug)]
 pub struct Slot {
     policy: Arc<ServerPolicy>,
     ip: Option<IpAddr>,
     user: Option<Box<str>>,
+    site: Option<usize>,
     upload: Option<VPath>,
 }
 
@@ -166,6 +180,7 @@ impl Slot {
             policy,
             ip: counted.then_some(ip),
             user: None,
+            site: None,
             upload: None,
         })
     }
@@ -195,6 +210,29 @@ impl Slot {
         }
     }
 
+    /// Counts the connection against site `site`, whose limit is `max` (0: none), and
+    /// no longer against the site it counted for before; false when the site is full
+    /// (the old count stays then). A session counts for one site at a time.
+    pub fn take_site(&mut self, site: usize, max: u32) -> bool {
+        if self.site == Some(site) {
+            return true;
+        }
+        if max > 0 && !take(&mut lock(&self.policy.per_site), site, max) {
+            return false;
+        }
+        self.release_site();
+        self.site = (max > 0).then_some(site);
+        true
+    }
+
+    /// Counts the connection against no site (REIN on an address without a blank-host
+    /// site).
+    pub fn release_site(&mut self) {
+        if let Some(site) = self.site.take() {
+            self.policy.release_site(site);
+        }
+    }
+
     /// Marks `path` as being written in place until [`Slot::end_upload`] or drop.
     pub fn start_upload(&mut self, path: VPath) {
         self.end_upload();
@@ -215,13 +253,19 @@ impl Drop for Slot {
             self.policy.release_ip(ip);
         }
         self.release_user();
+        self.release_site();
         self.end_upload();
     }
 }
 
-/// A site's limits on transfers.
+/// A site's limits: connections and transfers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SiteLimits {
+    /// Control connections to this site at once, over every shard (IIS `maxConnections`
+    /// of a site); 0: no limit. A connection counts from the moment its site is known:
+    /// at accept for the blank-host site of its address, else when HOST, `USER
+    /// host|user` or the SNI name chooses the site.
+    pub max_connections: u32,
     /// A transfer slower than this over a data-timeout window is dropped (IIS
     /// `minBytesPerSecond`, 240 in IIS; 0: off).
     pub min_bytes_per_second: u64,
@@ -308,6 +352,31 @@ mod tests {
         assert!(c.take_user("alice"));
         drop((a, c));
         assert!(lock(&policy.per_user).is_empty());
+    }
+
+    #[test]
+    fn per_site_connections_are_limited_moved_and_released() {
+        let policy = Arc::new(ServerPolicy::default());
+        let slot = || Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        let (mut a, mut b, mut c) = (slot(), slot(), slot());
+        assert!(a.take_site(0, 2));
+        assert!(b.take_site(0, 2));
+        assert!(!c.take_site(0, 2), "site 0 is full");
+        assert!(c.take_site(1, 1));
+        assert!(a.take_site(0, 2), "taking the same site again is free");
+        assert_eq!(policy.connections_to(0), 2);
+        // Moving to another site frees the old one; a refused move keeps it.
+        assert!(!b.take_site(1, 1));
+        assert_eq!(policy.connections_to(0), 2);
+        assert!(a.take_site(2, 0), "a site without a limit always admits");
+        assert_eq!(policy.connections_to(0), 1);
+        assert_eq!(policy.connections_to(2), 0, "and counts nothing");
+        assert!(c.take_site(0, 2));
+        assert_eq!(policy.connections_to(1), 0);
+        b.release_site();
+        drop(c);
+        assert!(lock(&policy.per_site).is_empty());
+        drop(a);
     }
 
     #[test]

@@ -15,6 +15,6 @@ pub mod rate;
 
 pub use bans::{LogonRestrictions, Verdict};
 pub use filter::{Denial, RequestFiltering};
-pub use ip::{DenyAction, IpNet, IpRule, IpRules};
+pub use ip::{DenyAction, DomainRule, HostPattern, IpNet, IpRule, IpRules};
 pub use limits::{ServerPolicy, SiteLimits};
 pub use rate::TokenBucket;

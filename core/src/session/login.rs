@@ -6,6 +6,7 @@ use super::state::{Ending, Login, Pending, Then};
 use super::timer::Timer;
 use crate::backend::{AuthError, Completion, Principal, Request, Secret};
 use crate::path::VPath;
+use crate::policy::Verdict;
 use crate::session::Session;
 use crate::site::{home_for, map_path, Home, View};
 
@@ -86,10 +87,7 @@ impl Session {
                 );
                 false
             }
-            Some(i) => {
-                self.select_site(i);
-                true
-            }
+            Some(i) => self.select_site(i),
         }
     }
 
@@ -116,13 +114,34 @@ impl Session {
         }
     }
 
-    /// Makes site `i` the one this session talks to.
-    pub(super) fn select_site(&mut self, i: usize) {
+    /// Makes site `i` the one this session talks to, and counts the connection against
+    /// it. False when the site is at its connection limit: the session was refused with
+    /// the site's max-clients message and is closing.
+    pub(super) fn select_site(&mut self, i: usize) -> bool {
+        if !self.count_for_site(Some(i)) {
+            return false;
+        }
         self.site = Some(i);
         self.host_given = true;
         if !std::sync::Arc::ptr_eq(&self.config, self.sites.site(i)) {
             self.config = self.sites.site(i).clone();
         }
+        true
+    }
+
+    /// The ClientHello names `server_name`: the TLS configuration of the site that name
+    /// will choose (see [`Self::select_site_by_sni`]), to answer the handshake with. The
+    /// site itself is chosen, and counted, once the handshake is done.
+    pub(super) fn sni_site_tls(
+        &self,
+        server_name: &str,
+    ) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+        if self.host_given || !matches!(self.login, Login::Start) {
+            return None;
+        }
+        let i = self.sites.by_sni(self.local, server_name)?;
+        let tls = self.sites.site(i).tls.as_ref()?;
+        Some(tls.config.clone())
     }
 
     /// The TLS SNI name is known: pick the site bound to it, as HOST would (before login
@@ -132,10 +151,7 @@ impl Session {
             return false;
         }
         match self.sites.by_sni(self.local, server_name) {
-            Some(i) => {
-                self.select_site(i);
-                true
-            }
+            Some(i) => self.select_site(i),
             None => false,
         }
     }
@@ -167,10 +183,22 @@ impl Session {
             password: Secret(arg.into()),
             peer: self.peer,
         };
-        self.request(request, Then::Login { user: name });
+        self.request(
+            request,
+            Then::Login {
+                user: name,
+                at: now,
+            },
+        );
     }
 
-    pub(super) fn on_login(&mut self, now: Instant, user: String, completion: Completion) {
+    pub(super) fn on_login(
+        &mut self,
+        now: Instant,
+        user: String,
+        at: Instant,
+        completion: Completion,
+    ) {
         match completion {
             Completion::Auth(Ok(principal)) => self.authenticated(now, principal),
             Completion::Auth(Err(err)) => {
@@ -179,16 +207,46 @@ impl Session {
                 }
                 self.login = Login::Start;
                 self.login_failures = self.login_failures.saturating_add(1);
-                if matches!(err, AuthError::BadCredentials) && self.login_failed(now) {
-                    return; // banned: replied and closing
-                }
-                self.reply(530, "Login incorrect.");
-                if self.login_failures >= MAX_FAILURES {
-                    self.reply(421, "Too many failed logins, closing control connection.");
-                    self.close();
+                // Counted at once, so a ban takes effect before the reply goes out.
+                let verdict = match err {
+                    AuthError::BadCredentials => self.login_failed(now),
+                    AuthError::Backend(_) => Verdict::NotCounted,
+                };
+                // However long the check took, the refusal comes `failed_login_delay`
+                // after the PASS; until then no command is read.
+                let due = at + self.config.failed_login_delay;
+                if due > now {
+                    self.pending = Some(Pending::FailedLogin { verdict });
+                    self.timers.set(Timer::FailedLogin, due);
+                } else {
+                    self.refuse_login(verdict);
                 }
             }
             other => self.unexpected(other),
+        }
+    }
+
+    /// The failed login's delay is over: say `530`.
+    pub(super) fn on_failed_login_delay(&mut self) {
+        if let Some(Pending::FailedLogin { verdict }) = self.pending.take() {
+            self.refuse_login(verdict);
+        }
+    }
+
+    /// The `530` of a failed login; a ban it caused, or one failure too many on this
+    /// connection, closes the session after it.
+    fn refuse_login(&mut self, verdict: Verdict) {
+        self.reply(530, "Login incorrect.");
+        if verdict == Verdict::Banned {
+            let secs = self.slot.policy().rules().logon.ban.as_secs();
+            self.reply(
+                421,
+                &format!("Too many failed logins; try again in {secs} seconds."),
+            );
+            self.close();
+        } else if self.login_failures >= MAX_FAILURES {
+            self.reply(421, "Too many failed logins, closing control connection.");
+            self.close();
         }
     }
 
@@ -302,8 +360,10 @@ impl Session {
                 &format!("Unknown host {host:?}: no site by that name here."),
             );
         };
+        if !self.select_site(i) {
+            return;
+        }
         self.reset_transfer_state();
-        self.select_site(i);
         self.greet();
     }
 
@@ -321,6 +381,9 @@ impl Session {
     /// 7151); TLS stays.
     pub(super) fn cmd_rein(&mut self, now: Instant) {
         self.release_user();
+        if !self.count_for_site(self.listener.default) {
+            return;
+        }
         self.reset_transfer_state();
         self.login = Login::Start;
         self.view = View::default();

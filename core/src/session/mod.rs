@@ -101,6 +101,13 @@ pub struct TransferSpec {
     /// Bandwidth limit in bytes per second (site or user); the driver paces the data
     /// pump to it, e.g. with a [`crate::policy::TokenBucket`]. `None`: as fast as it goes.
     pub rate_limit: Option<u64>,
+    /// For `Body::Receive`: the most body bytes (as they arrive, before any TYPE A
+    /// conversion) the driver may write to the file (the site's maximum upload size).
+    /// It writes none past it: at the first byte over, it stops receiving and ends the
+    /// transfer with `TransferDone { Aborted { bytes } }`, `bytes` counting what was
+    /// received (so more than `max_bytes`); the core then answers `552` and discards
+    /// the upload. `None`: no limit.
+    pub max_bytes: Option<u64>,
 }
 
 /// Something the core asks the driver to do, from [`Session::poll_action`]. Not `Clone`:

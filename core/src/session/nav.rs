@@ -296,11 +296,12 @@ impl Session {
 
     pub(super) fn on_then(&mut self, now: Instant, then: Then, completion: Completion) {
         match then {
-            Then::Login { user } => self.on_login(now, user, completion),
+            Then::Login { user, at } => self.on_login(now, user, at, completion),
             Then::Home { principal, home } => self.on_home(now, principal, home, completion),
             Then::List(job) => self.on_listing(now, job, completion),
             Then::Open(job) => self.on_opened(now, job, completion),
             Then::CloseUpload { replies } => self.on_upload_closed(replies, completion),
+            Then::Lookup => self.on_lookup(now, completion),
             other => self.on_nav_then(other, completion),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::state::{AbortCause, Login, Pending};
 use super::timer::Timer;
 use super::{Action, TransferOutcome};
-use crate::backend::{FsError, Principal};
+use crate::backend::{Completion, FsError, Principal};
 use crate::log::{self, Field, LogRecord, SubStatus};
 use crate::path::VPath;
 use crate::policy::filter::{self, Denial};
@@ -275,31 +275,24 @@ impl Session {
         true
     }
 
-    /// A wrong password: counted against the address; the ban, if this made one, ends
-    /// the session after the `530`.
-    pub(super) fn login_failed(&mut self, now: Instant) -> bool {
+    /// A wrong password: counted against the address, and noted for the log. The caller
+    /// replies (a `Banned` verdict ends the session after the `530`).
+    pub(super) fn login_failed(&mut self, now: Instant) -> Verdict {
         self.win32 = log::WIN32_LOGON_FAILURE;
         self.sub = SubStatus::LogonFailed;
-        match self.slot.policy().record_failure(now, self.peer.ip()) {
+        let verdict = self.slot.policy().record_failure(now, self.peer.ip());
+        match verdict {
             Verdict::Banned => {
-                let secs = self.slot.policy().rules().logon.ban.as_secs();
                 tracing::warn!(session = %self.id, peer = %self.peer, "address banned after failed logins");
                 self.sub = SubStatus::LogonBanned;
-                self.reply(530, "Login incorrect.");
-                self.reply(
-                    421,
-                    &format!("Too many failed logins; try again in {secs} seconds."),
-                );
-                self.close();
-                true
             }
             Verdict::WouldBan => {
                 tracing::warn!(session = %self.id, peer = %self.peer, "failed-login limit reached (logging only)");
                 self.sub = SubStatus::LogonWouldBan;
-                false
             }
-            Verdict::Counted(_) | Verdict::NotCounted => false,
+            Verdict::Counted(_) | Verdict::NotCounted => {}
         }
+        verdict
     }
 
     /// Before a login is granted: the address may have been banned while the password
@@ -310,9 +303,10 @@ impl Session {
             return false;
         }
         // A site chosen after connecting (HOST, USER host|user, SNI) judges the address
-        // by its own IP rules; the listener's default site already did at accept.
+        // (and the name, when it was looked up) by its own IP rules; the listener's
+        // default site already did at accept.
         let rules = &self.config.ip_rules;
-        if !rules.allows(self.peer.ip()) {
+        if !rules.allows_named(self.peer.ip(), self.peer_name.as_deref()) {
             let action = rules.deny_action;
             tracing::info!(session = %self.id, peer = %self.peer, site = %self.config.site_name, "refused by the site's IP rules");
             self.login = Login::Start;
@@ -337,6 +331,69 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Counts this connection against `site` (none: against no site) under that site's
+    /// connection limit. When the site is full, refuses with its max-clients message
+    /// (`421`) and closes; false then.
+    pub(super) fn count_for_site(&mut self, site: Option<usize>) -> bool {
+        let Some(i) = site else {
+            self.slot.release_site();
+            return true;
+        };
+        let config = self.sites.site(i).clone();
+        if self.slot.take_site(i, config.limits.max_connections) {
+            return true;
+        }
+        tracing::info!(session = %self.id, peer = %self.peer, site = %config.site_name, "refused: the site is full");
+        self.sub = SubStatus::TooManyForSite;
+        self.login = Login::Start;
+        let text = config
+            .messages
+            .max_clients
+            .as_deref()
+            .unwrap_or(&self.slot.policy().rules().max_clients_message);
+        let lines = text.lines().map(str::to_owned).collect();
+        self.reply_multi(421, lines);
+        self.close();
+        false
+    }
+
+    /// The reverse lookup of the peer's name is done: the IP rules that waited for it
+    /// (the server's, then the listener's site's) judge, then the greeting goes out. A
+    /// failed or unknown lookup is no name: only address entries apply then.
+    pub(super) fn on_lookup(&mut self, now: Instant, completion: Completion) {
+        let name = match completion {
+            Completion::Hostname(name) => name,
+            other => {
+                tracing::error!(session = %self.id, ?other, "completion of the wrong kind");
+                None
+            }
+        };
+        self.peer_name = name.map(String::into_boxed_str);
+        let ip = self.peer.ip();
+        let site = self.listener.default.unwrap_or(self.listener.fallback);
+        let policy = self.slot.policy().clone();
+        let denied = [&policy.rules().ip_rules, &self.sites.site(site).ip_rules]
+            .into_iter()
+            .find(|rules| !rules.allows_named(ip, self.peer_name.as_deref()))
+            .map(|rules| rules.deny_action);
+        let Some(action) = denied else {
+            tracing::debug!(session = %self.id, name = ?self.peer_name, "peer name looked up");
+            return self.greet();
+        };
+        tracing::info!(session = %self.id, peer = %self.peer, name = ?self.peer_name, "refused by IP rules");
+        // Logged as a refused connection is, at accept.
+        self.start_record(now, Cow::Borrowed("ControlChannelOpened"), "", 0);
+        self.sub = SubStatus::IpDenied;
+        if action != DenyAction::Drop {
+            self.reply(action.status(), "Access denied for your address.");
+        }
+        if let Some(l) = &mut self.log {
+            l.rec.debug = Some(Cow::Borrowed(SubStatus::IpDenied.slug()));
+        }
+        self.emit_log(now);
+        self.close();
     }
 
     /// REIN: the user's session no longer counts.

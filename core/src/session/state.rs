@@ -54,6 +54,9 @@ pub(super) enum Pending {
     Listen { conn: DataConnId, extended: bool },
     /// A transfer, from the 150 reply to its final reply.
     Transfer(Transfer),
+    /// A failed login waits for `failed_login_delay` (timer `FailedLogin`) before its
+    /// `530`; `verdict` is what the logon restrictions made of it.
+    FailedLogin { verdict: crate::policy::Verdict },
 }
 
 /// The continuation of a request.
@@ -61,6 +64,8 @@ pub(super) enum Pending {
 pub(super) enum Then {
     Login {
         user: String,
+        /// When the PASS arrived: a failure is answered `failed_login_delay` after it.
+        at: Instant,
     },
     /// Authentication succeeded; the home directory is being checked.
     Home {
@@ -92,6 +97,8 @@ pub(super) enum Then {
     CloseUpload {
         replies: Vec<(u16, String)>,
     },
+    /// The client's host name is being looked up; the greeting waits for it.
+    Lookup,
 }
 
 /// A transfer in flight.
@@ -150,6 +157,8 @@ pub struct Session {
     /// A host name chose the site (HOST, `host|user` or SNI).
     pub(super) host_given: bool,
     pub(super) peer: SocketAddr,
+    /// The peer's confirmed host name, when an IP rule needed it.
+    pub(super) peer_name: Option<Box<str>>,
     pub(super) local: SocketAddr,
     pub(super) framer: LineFramer,
     /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).
@@ -208,9 +217,9 @@ impl Session {
         id: SessionId,
         sites: Arc<Sites>,
         listener: Listener,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
         slot: crate::policy::limits::Slot,
+        lookup: bool,
     ) -> Session {
         let config = sites
             .site(listener.default.unwrap_or(listener.fallback))
@@ -223,6 +232,7 @@ impl Session {
             host_given: false,
             framer: LineFramer::new(config.max_line),
             peer,
+            peer_name: None,
             local,
             held: VecDeque::new(),
             held_bytes: 0,
@@ -271,7 +281,14 @@ impl Session {
             s.pbsz = true;
             s.prot_private = true;
         }
-        s.greet();
+        if lookup {
+            // IP rules with host names judge once the name is known; until then the
+            // session says nothing and runs no command (the login timeout still runs).
+            let ip = peer.ip();
+            s.request(Request::ReverseLookup { ip }, Then::Lookup);
+        } else {
+            s.greet();
+        }
         s.timers.set(Timer::Login, now + s.config.timeouts.login);
         s
     }
@@ -571,6 +588,7 @@ impl Session {
                 }
             }
             Timer::MinRate => self.on_min_rate_check(now),
+            Timer::FailedLogin => self.on_failed_login_delay(),
         }
     }
 
@@ -590,6 +608,11 @@ impl Session {
     pub(super) fn end(&mut self, ending: Ending) {
         if ending == Ending::PeerGone {
             // Nobody is left to read replies: stop what runs, then close.
+            if matches!(self.pending, Some(Pending::FailedLogin { .. })) {
+                // Nobody waits for the 530 either (the failure is already counted).
+                self.pending = None;
+                self.timers.stop(Timer::FailedLogin);
+            }
             self.held.clear();
             self.held_bytes = 0;
             self.framer.clear();
@@ -721,12 +744,11 @@ impl Session {
             match tls.receive(&mut rest, &mut self.out, plain)? {
                 Received::Done => break,
                 Received::Hello(name) => {
-                    // The SNI name chooses the site as HOST would, before any command of
-                    // it runs, and that site's configuration answers the handshake.
-                    if let Some(name) = name {
-                        self.select_site_by_sni(&name);
-                    }
-                    let config = self.config.tls.as_ref().map(|t| t.config.clone());
+                    // The site the SNI name will choose answers the handshake, with its
+                    // certificate and client-certificate request.
+                    let config = name
+                        .and_then(|n| self.sni_site_tls(&n))
+                        .or_else(|| self.config.tls.as_ref().map(|t| t.config.clone()));
                     if let Some(tls) = &mut self.tls {
                         tls.accept(config, &mut self.out, plain)?;
                     }
@@ -744,6 +766,12 @@ impl Session {
                     "TLS client certificate verified"
                 ),
                 None => tracing::debug!(session = %self.id, "TLS handshake complete"),
+            }
+            if let Some(name) = tls.server_name().map(str::to_owned) {
+                // The SNI name chooses the site as HOST would (before any command of it
+                // runs: commands only come once the handshake is done, and so can a
+                // refusal's 421).
+                self.select_site_by_sni(&name);
             }
         }
         Ok(())

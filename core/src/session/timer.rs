@@ -16,20 +16,23 @@ pub(super) enum Timer {
     CccClose,
     /// A running transfer slower than the minimum data rate is aborted.
     MinRate,
+    /// A failed login's `530` is held until then (`failed_login_delay`).
+    FailedLogin,
 }
 
-const ALL: [Timer; 6] = [
+const ALL: [Timer; 7] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
     Timer::TransferStall,
     Timer::CccClose,
     Timer::MinRate,
+    Timer::FailedLogin,
 ];
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct TimerTable {
-    deadlines: [Option<Instant>; 6],
+    deadlines: [Option<Instant>; ALL.len()],
 }
 
 impl TimerTable {
@@ -42,7 +45,7 @@ impl TimerTable {
     }
 
     pub(super) fn clear(&mut self) {
-        self.deadlines = [None; 6];
+        self.deadlines = [None; ALL.len()];
     }
 
     pub(super) fn next(&self) -> Option<Instant> {

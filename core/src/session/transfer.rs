@@ -337,11 +337,16 @@ impl Session {
                 return self.reply(425, "Can't open data connection: TLS unavailable.");
             }
         };
+        let max_bytes = match body {
+            Body::Receive(_) => self.config.filtering.max_upload_size,
+            _ => None,
+        };
         let spec = TransferSpec {
             body,
             ascii,
             rate_limit,
             tls,
+            max_bytes,
         };
         self.actions
             .push_back(Action::StartTransfer { xfer, conn, spec });

@@ -43,6 +43,8 @@ pub struct Harness {
     pub session: Session,
     pub storage: Arc<MemStorage>,
     pub users: Arc<MemUsers>,
+    /// Answers reverse lookups (none by default).
+    pub resolver: Arc<dyn wharf_core::Resolver>,
     pub files: BTreeMap<FileHandle, OpenFile>,
     /// Every reply byte the session wrote.
     pub wire: Vec<u8>,
@@ -112,7 +114,8 @@ impl Harness {
 
     /// A session accepted by `server` on the local address `local`, with these users.
     pub fn build(mut server: Server, local: &str, users: MemUsers) -> Harness {
-        Harness::accept_on(&mut server, PEER, local, origin(), users).expect("admitted")
+        let resolver = Arc::new(wharf_core::NoResolver);
+        Harness::accept_on(&mut server, PEER, local, origin(), users, resolver).expect("admitted")
     }
 
     /// A session `server` admits from `peer` at `now` (several harnesses can share one
@@ -122,8 +125,18 @@ impl Harness {
         peer: &str,
         now: Instant,
     ) -> Result<Harness, wharf_core::Refusal> {
+        Harness::accept_resolving(server, peer, now, Arc::new(wharf_core::NoResolver))
+    }
+
+    /// As [`Harness::accept`], with reverse lookups answered by `resolver`.
+    pub fn accept_resolving(
+        server: &mut Server,
+        peer: &str,
+        now: Instant,
+        resolver: Arc<dyn wharf_core::Resolver>,
+    ) -> Result<Harness, wharf_core::Refusal> {
         let users = MemUsers::new().with("alice", "secret", &["staff"]);
-        Harness::accept_on(server, peer, LOCAL, now, users)
+        Harness::accept_on(server, peer, LOCAL, now, users, resolver)
     }
 
     fn accept_on(
@@ -132,6 +145,7 @@ impl Harness {
         local: &str,
         now: Instant,
         users: MemUsers,
+        resolver: Arc<dyn wharf_core::Resolver>,
     ) -> Result<Harness, wharf_core::Refusal> {
         let storage = Arc::new(MemStorage::new());
         let users = Arc::new(users);
@@ -141,6 +155,7 @@ impl Harness {
             session,
             storage,
             users,
+            resolver,
             files: BTreeMap::new(),
             wire: Vec::new(),
             actions: Vec::new(),
@@ -179,6 +194,23 @@ impl Harness {
             "{line:?}: expected {prefix:?}, got {got:?}"
         );
         got
+    }
+
+    /// Sends a line, then lets the clock run `by` (a failed login's delay); returns
+    /// every reply of both.
+    pub fn send_wait(&mut self, line: &str, by: Duration) -> String {
+        let mut got = self.send(line);
+        got.push_str(&self.advance(by));
+        got
+    }
+
+    /// A wrong password under the default `failed_login_delay` (1 s): nothing is said
+    /// before the delay, then the replies of the failure.
+    #[track_caller]
+    pub fn fail_login(&mut self, pass: &str) -> String {
+        let early = self.send(&format!("PASS {pass}"));
+        assert_eq!(early, "", "a failed login answered before its delay");
+        self.advance(Duration::from_secs(1))
     }
 
     pub fn login(&mut self) {
@@ -257,8 +289,14 @@ impl Harness {
                     | wharf_core::Request::OpenWrite { file, .. } => Some(*file),
                     _ => None,
                 };
-                let (completion, opened) =
-                    execute(&*self.storage, &*self.users, request, file, self.wall);
+                let (completion, opened) = execute(
+                    &*self.storage,
+                    &*self.users,
+                    &*self.resolver,
+                    request,
+                    file,
+                    self.wall,
+                );
                 if let (Some(h), Some(f)) = (handle, opened) {
                     self.files.insert(h, f);
                 }
@@ -291,7 +329,7 @@ impl Harness {
             Action::ConnectData { conn, .. } => self.events.push_back(Event::Connected(conn)),
             Action::StartTransfer { xfer, spec, conn } => {
                 self.closed.insert(conn);
-                let outcome = self.run_transfer(spec.body, spec.ascii);
+                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
                 self.events.push_back(Event::Done(xfer, outcome));
             }
             Action::CloseData { conn } => {
@@ -308,15 +346,21 @@ impl Harness {
             }
             Action::ConnectData { conn, .. } => self.input(Input::DataConnected { conn }),
             Action::StartTransfer { xfer, spec, .. } => {
-                let outcome = self.run_transfer(spec.body, spec.ascii);
+                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
                 self.input(Input::TransferDone { xfer, outcome });
             }
             _ => {}
         }
     }
 
-    /// Runs a transfer's body as a driver would, returning its outcome.
-    pub fn run_transfer(&mut self, body: Body, ascii: bool) -> TransferOutcome {
+    /// Runs a transfer's body as a driver would, returning its outcome: an upload
+    /// writes at most `max_bytes` of what arrives (`TransferSpec::max_bytes`).
+    pub fn run_transfer(
+        &mut self,
+        body: Body,
+        ascii: bool,
+        max_bytes: Option<u64>,
+    ) -> TransferOutcome {
         match body {
             Body::Bytes(bytes) => {
                 let n = bytes.len() as u64;
@@ -344,7 +388,13 @@ impl Harness {
                 let Some(OpenFile::Write(w)) = self.files.get_mut(&file) else {
                     panic!("receive into a file that is not open for writing")
                 };
-                let mut data = self.upload.clone();
+                let received = self.upload.len() as u64;
+                let keep = max_bytes.map_or(self.upload.len(), |max| {
+                    self.upload
+                        .len()
+                        .min(usize::try_from(max).unwrap_or(usize::MAX))
+                });
+                let mut data = self.upload[..keep].to_vec();
                 if ascii {
                     let mut out = Vec::new();
                     let mut dec = wharf_core::typea::FromNetAscii::default();
@@ -353,6 +403,9 @@ impl Harness {
                     data = out;
                 }
                 match w.write_all(&data) {
+                    Ok(()) if keep < self.upload.len() => {
+                        TransferOutcome::Aborted { bytes: received }
+                    }
                     Ok(()) => TransferOutcome::Complete {
                         bytes: data.len() as u64,
                     },
@@ -403,6 +456,7 @@ impl Harness {
                         ascii: spec.ascii,
                         rate_limit: spec.rate_limit,
                         tls: spec.tls.take(),
+                        max_bytes: spec.max_bytes,
                     };
                     Some((*xfer, taken))
                 }
@@ -452,6 +506,7 @@ pub fn record(action: &Action) -> Action {
                 ascii: spec.ascii,
                 rate_limit: spec.rate_limit,
                 tls: None,
+                max_bytes: spec.max_bytes,
             },
         },
         Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },

@@ -33,6 +33,8 @@ pub enum ClientOut {
 pub struct Sent {
     pub kind: Kind,
     pub prelim: bool,
+    /// When the client sent it.
+    pub at: Duration,
 }
 
 pub struct Client {
@@ -112,6 +114,7 @@ impl Client {
         self.outstanding.push_back(Sent {
             kind: Kind::Greeting { admitted },
             prelim: false,
+            at: cx.now,
         });
         let _ = cx;
         Ok(())
@@ -280,6 +283,7 @@ impl Client {
         self.outstanding.push_back(Sent {
             kind,
             prelim: false,
+            at: cx.now,
         });
         cx.out.push(ClientOut::Send(line));
     }

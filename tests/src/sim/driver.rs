@@ -90,7 +90,14 @@ impl Sim {
                 None,
             )
         } else {
-            execute(&self.storage, &self.users, request, file, self.wall())
+            execute(
+                &self.storage,
+                &self.users,
+                &wharf_core::NoResolver,
+                request,
+                file,
+                self.wall(),
+            )
         };
         if let (Some(h), Some(f)) = (handle, opened) {
             self.slots[s].files.insert(h, f);
@@ -200,7 +207,9 @@ fn check_paths(request: &Request) -> Result<(), String> {
         | Request::RemoveFile { path }
         | Request::SetModified { path, .. } => vec![path],
         Request::Rename { from, to, .. } => vec![from, to],
-        Request::Authenticate { .. } | Request::CloseFile { .. } => vec![],
+        Request::Authenticate { .. }
+        | Request::CloseFile { .. }
+        | Request::ReverseLookup { .. } => vec![],
     };
     for p in paths {
         let p = p.as_str();

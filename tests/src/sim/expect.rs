@@ -1,6 +1,8 @@
 //! The oracle: given what a client believes (model, login, data channel, REST), which
 //! final replies a command may get, and what a success must have done.
 
+use std::time::Duration;
+
 use wharf_core::typea::{FromNetAscii, ToNetAscii};
 
 use super::client::{Client, ClientCx, Sent};
@@ -59,7 +61,7 @@ impl Client {
         match kind {
             Kind::Greeting { .. } => want(code, &[220]),
             Kind::User { anon } => self.check_user(cx, anon, code),
-            Kind::Pass { good } => self.check_pass(cx, good, code),
+            Kind::Pass { good } => self.check_pass(cx, good, code, sent.at),
             Kind::Fixed(ok) => want(code, ok),
             Kind::Quit => want(code, &[221]),
             Kind::Abor => want(code, &[225, 226]),
@@ -156,9 +158,18 @@ impl Client {
         want(code, if self.user_ok { &[331] } else { &[530] })
     }
 
-    fn check_pass(&mut self, cx: &ClientCx<'_>, good: bool, code: u16) -> Res {
+    fn check_pass(&mut self, cx: &ClientCx<'_>, good: bool, code: u16, sent: Duration) -> Res {
         if self.logged_in || !std::mem::take(&mut self.user_ok) {
             return want(code, &[503]);
+        }
+        // A refused password is answered no sooner than the failed-login delay after the
+        // server read it, which is after the client sent it.
+        let delay = cx.cfg.failed_login_delay;
+        if code == 530 && cx.now < sent + delay {
+            return Err(format!(
+                "530 for PASS after {:?}, before the failed-login delay of {delay:?}",
+                cx.now - sent
+            ));
         }
         let ok = match (self.anon, good, cx.swarm.auth_errors) {
             (true, _, _) => &[230][..],

@@ -130,6 +130,8 @@ impl Swarm {
             max_pending_output: *rng.pick(&[64 * 1024, 512, 200]),
             max_line: *rng.pick(&[4096, 4096, 600]),
             allow_replace_on_rename: rng.chance(50),
+            // Off, short, or the default second (always below the shortest login timeout).
+            failed_login_delay: Duration::from_millis(*rng.pick(&[0, 0, 250, 1000, 2500])),
             // Records change no reply; logging on exercises their path under every fault.
             logging: rng.chance(30).then(|| wharf_core::log::LogConfig {
                 site: "sim".into(),
