@@ -122,8 +122,9 @@ fn unix_secs(t: Option<SystemTime>) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Howard Hinnant's `civil_from_days`: proleptic Gregorian date of a day number.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian `(year, month, day)` of a
+/// day number (days since 1970-01-01). Public for the server's log file names and dates.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -327,7 +327,7 @@ pub fn header(fields: LogFields, at: SystemTime) -> String {
 /// `YYMMDD` or `YYMMDDHH` (UTC).
 fn stamp(at: SystemTime, hourly: bool) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = wharf_core::listing::civil_from_days((secs / 86_400) as i64);
     let mut s = format!("{:02}{m:02}{d:02}", y.rem_euclid(100));
     if hourly {
         let _ = write!(s, "{:02}", secs % 86_400 / 3600);
@@ -338,26 +338,12 @@ fn stamp(at: SystemTime, hourly: bool) -> String {
 /// `("YYYY-MM-DD", "HH:MM:SS")`, UTC.
 pub fn date_time(at: SystemTime) -> (String, String) {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = wharf_core::listing::civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
     (
         format!("{y:04}-{m:02}-{d:02}"),
         format!("{:02}:{:02}:{:02}", t / 3600, t % 3600 / 60, t % 60),
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Appends one record as a line of the selected fields.

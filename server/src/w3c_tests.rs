@@ -100,10 +100,10 @@ fn formats_the_iis_fields() {
 
 #[test]
 fn calendar_dates() {
-    assert_eq!(civil_from_days(0), (1970, 1, 1));
-    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    assert_eq!(civil_from_days(19_675), (2023, 11, 14));
-    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    assert_eq!(wharf_core::listing::civil_from_days(0), (1970, 1, 1));
+    assert_eq!(wharf_core::listing::civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(wharf_core::listing::civil_from_days(19_675), (2023, 11, 14));
+    assert_eq!(wharf_core::listing::civil_from_days(-1), (1969, 12, 31));
     assert_eq!(
         stamp(UNIX_EPOCH + Duration::from_secs(1_700_000_000), true),
         "23111422"
