@@ -24,7 +24,9 @@ use wharf_core::{
 };
 
 use crate::session::{dispose, report, Driver, Event, Events};
-use crate::sys::{connect_from, data_listener, is_exhaustion, is_transient_accept_error};
+use crate::sys::{
+    connect_from, data_listener, has_pending_error, is_exhaustion, is_transient_accept_error,
+};
 use crate::transfer::{DataStream, Progress, Transfer};
 use crate::ACCEPT_BACKOFF;
 
@@ -131,10 +133,11 @@ async fn connect_data(stream: Async<TcpStream>, conn: DataConnId, events: Events
 
 /// Watches an idle data connection for a socket error. Bytes or a FIN from the peer
 /// are not errors (they belong to the coming upload), so the watch ends at the first
-/// readiness either way.
+/// readiness either way. The error stays on the socket: if the transfer starts before
+/// this report is handled, the transfer must still see the reset.
 async fn watch_idle(stream: Arc<Async<TcpStream>>, conn: DataConnId, events: Events) {
     let _ = stream.readable().await;
-    if let Ok(Some(_)) | Err(_) = stream.get_ref().take_error() {
+    if has_pending_error(stream.get_ref()) {
         let error = DataError::Io("data connection failed".into());
         let _ = report(&events, Event::Failed { conn, error }).await;
     }

@@ -122,6 +122,20 @@ pub(crate) fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Re
     }
 }
 
+/// Whether a socket has a pending error, without consuming it (`SO_ERROR` would clear
+/// it, and a transfer that starts on the socket afterwards would read a reset upload's
+/// end as a clean end of file).
+pub(crate) fn has_pending_error(sock: &impl AsRawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor outlives the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLERR != 0
+}
+
 /// Whether an error means the process (or system) ran out of descriptors or memory.
 pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     matches!(
