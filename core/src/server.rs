@@ -144,6 +144,12 @@ impl Server {
                 return Err(self.refusal(&site, peer, local, &busy, sub));
             }
         }
+        // An implicit-FTPS connection is a handshake from its first byte.
+        if listener.implicit_tls && !slot.take_handshake() {
+            tracing::info!(%peer, "refused: too many TLS handshakes in progress from it");
+            let sub = SubStatus::TooManyHandshakes;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
+        }
         // A site chosen later by HOST applies its IP rules at login: its name entries
         // need the name then, so it is looked up now, once.
         let lookup = self.policy.rules().ip_rules.needs_name(ip)

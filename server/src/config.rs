@@ -355,6 +355,7 @@ struct RawTimeouts {
     control: Option<Spanned<u64>>,
     data: Option<Spanned<u64>>,
     login: Option<Spanned<u64>>,
+    tls_handshake: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -837,6 +838,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         data_connect: seconds(c, &t.data, 30),
         transfer_stall: seconds(c, &t.data, 30),
         login: seconds(c, &t.login, 30),
+        tls_handshake: seconds(c, &t.tls_handshake, 10),
     };
 
     // Accounts: this file's users, the users file's, then the groups of each (members

@@ -14,6 +14,10 @@ use super::bans::{BanTable, LogonRestrictions, Verdict};
 use super::ip::IpRules;
 use crate::path::VPath;
 
+/// The default of [`ServerRules::max_handshakes_per_ip`]: far above what one client (or
+/// an office behind one NAT address) has in flight, far below what starves a server.
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: u32 = 32;
+
 /// Server-wide rules (one process, every shard, every site).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerRules {
@@ -24,6 +28,11 @@ pub struct ServerRules {
     pub max_per_ip: u32,
     /// Logged-in sessions of one user name; 0: no limit.
     pub max_per_user: u32,
+    /// Control-channel TLS handshakes in progress from one address (AUTH TLS, or an
+    /// implicit-FTPS connection until its handshake completes); 0: no limit. With the
+    /// handshake timeout, this keeps one address's slow or stalled handshakes from
+    /// holding the server's attention.
+    pub max_handshakes_per_ip: u32,
     /// The text of the `421` a connection over a limit gets (IIS `maxClientsMessage`).
     pub max_clients_message: String,
 }
@@ -35,6 +44,7 @@ impl Default for ServerRules {
             logon: LogonRestrictions::default(),
             max_per_ip: 0,
             max_per_user: 0,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             max_clients_message: "Too many connections, try again later.".into(),
         }
     }
@@ -47,6 +57,8 @@ pub struct ServerPolicy {
     bans: Mutex<BanTable>,
     per_ip: Mutex<BTreeMap<IpAddr, u32>>,
     per_user: Mutex<BTreeMap<Box<str>, u32>>,
+    /// TLS handshakes in progress per address.
+    handshakes: Mutex<BTreeMap<IpAddr, u32>>,
     /// Control connections per site (by index in the `Sites` table), for the sites that
     /// have a connection limit.
     per_site: Mutex<BTreeMap<usize, u32>>,
@@ -123,6 +135,14 @@ impl ServerPolicy {
         lock(&self.per_site).get(&site).copied().unwrap_or(0)
     }
 
+    /// Control-channel TLS handshakes in progress from `ip` (0 when no limit is set).
+    pub fn handshakes_from(&self, ip: IpAddr) -> u32 {
+        lock(&self.handshakes)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Connections from `ip` now (0 when no limit is set: nothing is counted then).
     pub fn connections_from(&self, ip: IpAddr) -> u32 {
         lock(&self.per_ip)
@@ -158,13 +178,20 @@ fn release<K: Ord + ?Sized, Q: Ord + std::borrow::Borrow<K>>(map: &mut BTreeMap<
 
 /// A session's share of the shared counts: its address (when a per-address limit is
 /// set), its user (when a per-user limit is set), its site (when the site has a
-/// connection limit), its in-place upload. Dropping the slot releases all of them.
+/// connection limit), its TLS handshake in progress, its in-place upload. Dropping the
+/// slot releases all of them.
 #[derive(Debug)]
 pub struct Slot {
     policy: Arc<ServerPolicy>,
-    ip: Option<IpAddr>,
+    /// The peer's address (canonical), whatever is counted.
+    addr: IpAddr,
+    /// Whether the connection is counted against its address (only when a limit is set).
+    ip: bool,
+    /// Whether a handshake of this session is counted (only when a limit is set).
+    handshake: bool,
     user: Option<Box<str>>,
-    site: Option<usize>,
+    /// The site's index (a `u32`, so that an idle session stays within its budget).
+    site: Option<u32>,
     upload: Option<VPath>,
 }
 
@@ -178,7 +205,9 @@ impl Slot {
         }
         Some(Slot {
             policy,
-            ip: counted.then_some(ip),
+            addr: ip,
+            ip: counted,
+            handshake: false,
             user: None,
             site: None,
             upload: None,
@@ -214,14 +243,17 @@ impl Slot {
     /// no longer against the site it counted for before; false when the site is full
     /// (the old count stays then). A session counts for one site at a time.
     pub fn take_site(&mut self, site: usize, max: u32) -> bool {
-        if self.site == Some(site) {
+        let Ok(index) = u32::try_from(site) else {
+            return false;
+        };
+        if self.site == Some(index) {
             return true;
         }
         if max > 0 && !take(&mut lock(&self.policy.per_site), site, max) {
             return false;
         }
         self.release_site();
-        self.site = (max > 0).then_some(site);
+        self.site = (max > 0).then_some(index);
         true
     }
 
@@ -229,7 +261,29 @@ impl Slot {
     /// site).
     pub fn release_site(&mut self) {
         if let Some(site) = self.site.take() {
-            self.policy.release_site(site);
+            self.policy.release_site(site as usize);
+        }
+    }
+
+    /// Counts a control-channel TLS handshake from this session's address until
+    /// [`Slot::end_handshake`] (or drop); false when the address has the most in progress
+    /// the rules allow. A session has one handshake at a time.
+    pub fn take_handshake(&mut self) -> bool {
+        let max = self.policy.rules.max_handshakes_per_ip;
+        if self.handshake || max == 0 {
+            return true;
+        }
+        if !take(&mut lock(&self.policy.handshakes), self.addr, max) {
+            return false;
+        }
+        self.handshake = true;
+        true
+    }
+
+    /// The handshake is over (complete, failed, or the session is ending).
+    pub fn end_handshake(&mut self) {
+        if std::mem::take(&mut self.handshake) {
+            release(&mut lock(&self.policy.handshakes), &self.addr);
         }
     }
 
@@ -249,11 +303,12 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip.take() {
-            self.policy.release_ip(ip);
+        if std::mem::take(&mut self.ip) {
+            self.policy.release_ip(self.addr);
         }
         self.release_user();
         self.release_site();
+        self.end_handshake();
         self.end_upload();
     }
 }
@@ -331,6 +386,54 @@ mod tests {
         }
         assert!(lock(&policy.per_ip).is_empty());
         assert!(lock(&policy.per_user).is_empty());
+    }
+
+    #[test]
+    fn handshakes_per_ip_are_limited_and_released() {
+        let policy = Arc::new(ServerPolicy::new(ServerRules {
+            max_handshakes_per_ip: 2,
+            ..ServerRules::default()
+        }));
+        let slot = |a: &str| Slot::admit(policy.clone(), ip(a)).unwrap();
+        let (mut a, mut b, mut c) = (
+            slot("192.0.2.1"),
+            slot("::ffff:192.0.2.1"),
+            slot("192.0.2.1"),
+        );
+        let mut other = slot("2001:db8::1");
+        assert!(a.take_handshake());
+        assert!(
+            a.take_handshake(),
+            "one handshake per session, counted once"
+        );
+        assert!(b.take_handshake());
+        assert!(!c.take_handshake(), "the address has two in progress");
+        assert!(other.take_handshake(), "other addresses are not affected");
+        assert_eq!(policy.handshakes_from(ip("192.0.2.1")), 2);
+        a.end_handshake();
+        a.end_handshake();
+        assert_eq!(
+            policy.handshakes_from(ip("192.0.2.1")),
+            1,
+            "ending twice releases once"
+        );
+        assert!(c.take_handshake());
+        drop((b, c));
+        other.end_handshake();
+        assert!(
+            lock(&policy.handshakes).is_empty(),
+            "no zero entries are left"
+        );
+        // Without a limit nothing is counted.
+        let free = Arc::new(ServerPolicy::new(ServerRules {
+            max_handshakes_per_ip: 0,
+            ..ServerRules::default()
+        }));
+        let mut slots: Vec<Slot> = (0..50)
+            .map(|_| Slot::admit(free.clone(), ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(slots.iter_mut().all(Slot::take_handshake));
+        assert!(lock(&free.handshakes).is_empty());
     }
 
     #[test]

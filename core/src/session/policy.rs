@@ -156,7 +156,7 @@ impl Session {
     }
 
     /// At close: the unfinished command's record, then `ControlChannelClosed`.
-    pub(super) fn log_close(&mut self, now: Instant) {
+    pub(super) fn log_close(&mut self, now: Instant, why: SubStatus) {
         if self.config.logging.is_none() {
             return;
         }
@@ -168,6 +168,7 @@ impl Session {
             l.started = self.opened;
             l.rec.bytes_received = 0;
         }
+        self.sub = why;
         self.emit_log(now);
     }
 
