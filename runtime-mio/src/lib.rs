@@ -182,7 +182,11 @@ pub fn start(
     let mut shards = Vec::with_capacity(n);
     let mut built = Vec::with_capacity(n);
     let (done_txs, done_rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
-    let ports = Arc::new(ports::PortPool::default());
+    // Passive ports are drawn at random; the seed is the process's hasher keys
+    // (std reads them from the OS).
+    let seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    let ports = Arc::new(ports::PortPool::with_seed(seed));
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         let (tx, rx) = mpsc::channel();
         let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;

@@ -286,7 +286,12 @@ impl Wharf {
                 use_sendfile: self.cfg.use_sendfile,
             },
             control_reads_budget: self.cfg.control_reads_budget.max(1),
-            ports: Arc::default(),
+            // Passive ports are drawn at random; the seed is the process's hasher keys
+            // (std reads them from the OS).
+            ports: Arc::new(PortPool::with_seed(std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                0u8,
+            ))),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
             resolver: self.cfg.resolver.clone(),
