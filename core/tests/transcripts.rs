@@ -854,3 +854,54 @@ fn cr_or_nul_inside_an_argument_is_refused() {
         .starts_with("501 "));
     assert!(h.send_raw(b"USER al\0ice\r\n").starts_with("501 "));
 }
+
+#[test]
+fn an_ipv4_mapped_eprt_target_is_the_peer_in_the_control_connections_family() {
+    // The peer is 192.0.2.7 on an IPv4 connection: `::ffff:192.0.2.7` is the peer, and
+    // the driver, which connects from the IPv4 local address, is given the IPv4 form.
+    let mut h = Harness::new();
+    h.storage.add_file("/f", b"x");
+    h.login();
+    h.expect("EPRT |2|::ffff:192.0.2.7|50000|", "200 ");
+    h.expect("RETR f", "150 ");
+    let target = h.actions.iter().find_map(|a| match a {
+        Action::ConnectData { target, .. } => Some(target.to_string()),
+        _ => None,
+    });
+    assert_eq!(target.as_deref(), Some("192.0.2.7:50000"));
+    h.expect("EPRT |2|::ffff:10.0.0.1|50000|", "504 ");
+}
+
+#[test]
+fn rest_edges() {
+    let mut h = Harness::new();
+    h.storage.add_file("/f", b"0123456789");
+    h.login();
+    for bad in ["-1", "x", "18446744073709551616", "", "1e3", "0x10"] {
+        h.expect(&format!("REST {bad}"), "501 ");
+    }
+    // Past the end: the upload is refused before any byte moves, the file is as it was,
+    // and nothing is created for a missing one.
+    for offset in ["11", "9223372036854775807", "18446744073709551615"] {
+        for target in ["f", "new"] {
+            h.expect(&format!("REST {offset}"), "350 ");
+            h.expect("EPSV", "229 ");
+            let r = h.send(&format!("STOR {target}"));
+            assert!(
+                r.starts_with('4') || r.starts_with('5'),
+                "{offset} {target}: {r}"
+            );
+            assert_eq!(h.storage.read_file("/f").unwrap(), b"0123456789");
+            assert!(!h.storage.exists("/new"));
+        }
+    }
+    // REST applies once: a plain STOR after a refused one replaces.
+    h.upload = b"AB".to_vec();
+    h.expect("REST 10", "350 ");
+    h.expect("EPSV", "229 ");
+    h.expect("STOR f", "150 ");
+    assert_eq!(h.storage.read_file("/f").unwrap(), b"0123456789AB");
+    h.expect("EPSV", "229 ");
+    h.expect("RETR f", "150 ");
+    assert_eq!(h.received, b"0123456789AB");
+}

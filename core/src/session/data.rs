@@ -112,6 +112,15 @@ impl Session {
         if self.config.match_port_peer && !same_host(target.ip(), self.peer.ip()) {
             return self.reply(504, "The address must be the client's own address.");
         }
+        // Connect in the family of the control connection's local address (the driver
+        // connects from it): `::ffff:a.b.c.d` from an IPv4 connection is `a.b.c.d`, and
+        // an IPv4 target of an IPv6 (dual-stack) connection is its mapped form.
+        let ip = match (self.local.ip(), target.ip()) {
+            (IpAddr::V4(_), ip) => ip.to_canonical(),
+            (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            (IpAddr::V6(_), ip) => ip,
+        };
+        let target = SocketAddr::new(ip, target.port());
         self.drop_data_channel();
         self.data = DataChan::Active { target };
         let verb = if extended { "EPRT" } else { "PORT" };
