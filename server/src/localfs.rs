@@ -199,18 +199,28 @@ impl Storage for LocalFs {
                 let up = LocalUpload::temp(dir, chosen, true)?;
                 Ok((Box::new(up), final_path))
             }
-            WriteMode::Append | WriteMode::At(_) => {
+            WriteMode::Append => {
                 let mut opts = OpenOptions::new();
-                opts.create(true);
-                if mode == WriteMode::Append {
-                    opts.append(true);
-                } else {
-                    opts.write(true);
+                opts.create(true).append(true);
+                let f = dir.open_with(&name, &opts).map_err(io_err)?;
+                Ok((Box::new(LocalUpload::in_place(dir, f)), path.clone()))
+            }
+            WriteMode::At(off) => {
+                // As in MemStorage: a resumed upload needs the file, and an offset no
+                // further than its end. Seeking past the end would leave a hole (REST
+                // 1000000000000 + STOR made a terabyte sparse file), and creating a
+                // missing file would leave an empty one behind the refusal.
+                let beyond = || FsError::Io("offset beyond end".into());
+                let mut opts = OpenOptions::new();
+                opts.write(true);
+                let mut f = dir.open_with(&name, &opts).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => beyond(),
+                    _ => io_err(e),
+                })?;
+                if f.metadata().map_err(io_err)?.len() < off {
+                    return Err(beyond());
                 }
-                let mut f = dir.open_with(&name, &opts).map_err(io_err)?;
-                if let WriteMode::At(off) = mode {
-                    f.seek(SeekFrom::Start(off)).map_err(io_err)?;
-                }
+                f.seek(SeekFrom::Start(off)).map_err(io_err)?;
                 Ok((Box::new(LocalUpload::in_place(dir, f)), path.clone()))
             }
         }

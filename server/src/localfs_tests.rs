@@ -183,6 +183,27 @@ fn append_and_restart_write_in_place() {
         .commit()
         .unwrap();
     assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alphaBET");
+    // Up to the end is fine: that is an append.
+    write_file(&s.fs, "/a.txt", WriteMode::At(8), b"!")
+        .commit()
+        .unwrap();
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alphaBET!");
+}
+
+#[test]
+fn restart_past_the_end_or_of_a_missing_file_is_refused_and_makes_nothing() {
+    // As MemStorage does: no hole (a sparse giant at REST 10^12), no empty file left.
+    let s = site();
+    let beyond = FsError::Io("offset beyond end".into());
+    for off in [10, 1_000_000_000_000, u64::MAX] {
+        let err = s.fs.open_write(&vp("/a.txt"), WriteMode::At(off)).err();
+        assert_eq!(err, Some(beyond.clone()), "{off}");
+        let err = s.fs.open_write(&vp("/new.bin"), WriteMode::At(off)).err();
+        assert_eq!(err, Some(beyond.clone()), "{off}");
+    }
+    assert_eq!(read_all(&s.fs, "/a.txt", 0).unwrap(), b"alpha");
+    assert_eq!(std::fs::metadata(s.root.join("a.txt")).unwrap().len(), 5);
+    assert_eq!(s.fs.stat(&vp("/new.bin")).unwrap_err(), FsError::NotFound);
 }
 
 #[test]
