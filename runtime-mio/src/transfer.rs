@@ -419,43 +419,54 @@ impl Transfer {
         }
     }
 
-    /// A download under TLS: flush ciphertext, finish the handshake, then encrypt the
-    /// body a buffer at a time; close_notify once the body is out.
+    /// A download under TLS: finish the handshake, then encrypt the body until rustls'
+    /// buffer is full (or the body and its close_notify are all in), then write; so a
+    /// small body and its close_notify leave in one write, one segment.
     fn tls_send_some(&mut self) -> Result<bool, TransferOutcome> {
-        match self.tls_flush()? {
-            None => return Ok(false),
-            Some(true) => return Ok(true),
-            Some(false) => {}
-        }
         let tls = self.tls.as_mut().expect("a TLS transfer");
-        if tls.closing {
-            // close_notify is out: a clean FIN follows.
-            let _ = self.stream.shutdown(Shutdown::Write);
-            return Err(TransferOutcome::Complete { bytes: self.bytes });
-        }
         if tls.conn.is_handshaking() {
-            return self.tls_handshake_read();
-        }
-        if self.start == self.end {
-            let Direction::Send { eof, .. } = &self.dir else {
-                unreachable!()
+            return match self.tls_flush()? {
+                None => Ok(false),
+                Some(true) => Ok(true),
+                Some(false) => self.tls_handshake_read(),
             };
-            if *eof {
-                tls.conn.close();
-                tls.closing = true;
+        }
+        if !tls.closing {
+            if self.start < self.end {
+                let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
+                if n > 0 {
+                    self.start += n;
+                    self.bytes += n as u64;
+                    return Ok(true);
+                }
+                if !tls.conn.wants_write() {
+                    let error = DataTlsError::Protocol("the connection takes no more data".into());
+                    return Err(self.tls_failed(error));
+                }
+                // rustls' buffer is full: write it out below.
+            } else {
+                let Direction::Send { eof, .. } = &self.dir else {
+                    unreachable!()
+                };
+                if *eof {
+                    tls.conn.close();
+                    tls.closing = true;
+                } else {
+                    self.fill()?;
+                }
                 return Ok(true);
             }
-            self.fill()?;
-            return Ok(true);
         }
-        let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
-        if n == 0 && !tls.conn.wants_write() {
-            let error = DataTlsError::Protocol("the connection takes no more data".into());
-            return Err(self.tls_failed(error));
+        match self.tls_flush()? {
+            None => Ok(false),
+            Some(true) => Ok(true),
+            Some(false) if self.tls.as_ref().is_some_and(|t| t.closing) => {
+                // close_notify is out: a clean FIN follows.
+                let _ = self.stream.shutdown(Shutdown::Write);
+                Err(TransferOutcome::Complete { bytes: self.bytes })
+            }
+            Some(false) => Ok(true),
         }
-        self.start += n;
-        self.bytes += n as u64;
-        Ok(true)
     }
 
     /// An upload under TLS: decrypted bytes gather in the transfer buffer, then

@@ -168,15 +168,20 @@ impl DataStream {
         Ok(true)
     }
 
-    /// Writes some of `buf` (encrypting it under TLS, and writing the ciphertext out
-    /// before returning, so that backpressure is the socket's); waits while the socket
-    /// is full.
+    /// Writes some of `buf`; waits while the socket is full. Under TLS it encrypts
+    /// into rustls' buffer (64 KiB) and writes the ciphertext out only when that is full
+    /// (backpressure stays the socket's) or at [`Self::finish`]: a small body and its
+    /// close_notify leave in one write, one segment.
     async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         let Some(tls) = &mut self.tls else {
             return (self.sock.write_with(|s| (&*s).write(buf)).await).map_err(StreamError::Io);
         };
         let n = tls.conn.write_plain(buf);
+        if n > 0 {
+            return Ok(n);
+        }
         flush_tls(&self.sock, tls).await?;
+        let n = tls.conn.write_plain(buf);
         if n == 0 && !buf.is_empty() {
             let error = DataTlsError::Protocol("the connection takes no more data".into());
             return Err(StreamError::Tls(error));
