@@ -419,9 +419,11 @@ impl Transfer {
         }
     }
 
-    /// A download under TLS: finish the handshake, then encrypt the body until rustls'
-    /// buffer is full (or the body and its close_notify are all in), then write; so a
-    /// small body and its close_notify leave in one write, one segment.
+    /// A download under TLS: finish the handshake, then flush ciphertext and encrypt
+    /// the body a buffer at a time; close_notify once the body is out. The file is read
+    /// before the last ciphertext goes out, so the end of the body is known, and
+    /// close_notify queued behind it, by then: a small body and its close_notify leave
+    /// in one write, one segment.
     fn tls_send_some(&mut self) -> Result<bool, TransferOutcome> {
         let tls = self.tls.as_mut().expect("a TLS transfer");
         if tls.conn.is_handshaking() {
@@ -431,42 +433,37 @@ impl Transfer {
                 Some(false) => self.tls_handshake_read(),
             };
         }
-        if !tls.closing {
-            if self.start < self.end {
-                let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
-                if n > 0 {
-                    self.start += n;
-                    self.bytes += n as u64;
-                    return Ok(true);
-                }
-                if !tls.conn.wants_write() {
-                    let error = DataTlsError::Protocol("the connection takes no more data".into());
-                    return Err(self.tls_failed(error));
-                }
-                // rustls' buffer is full: write it out below.
+        if self.start == self.end && !tls.closing {
+            let Direction::Send { eof, .. } = &self.dir else {
+                unreachable!()
+            };
+            if *eof {
+                tls.conn.close();
+                tls.closing = true;
             } else {
-                let Direction::Send { eof, .. } = &self.dir else {
-                    unreachable!()
-                };
-                if *eof {
-                    tls.conn.close();
-                    tls.closing = true;
-                } else {
-                    self.fill()?;
-                }
-                return Ok(true);
+                self.fill()?;
             }
+            return Ok(true);
         }
         match self.tls_flush()? {
-            None => Ok(false),
-            Some(true) => Ok(true),
-            Some(false) if self.tls.as_ref().is_some_and(|t| t.closing) => {
-                // close_notify is out: a clean FIN follows.
-                let _ = self.stream.shutdown(Shutdown::Write);
-                Err(TransferOutcome::Complete { bytes: self.bytes })
-            }
-            Some(false) => Ok(true),
+            None => return Ok(false),
+            Some(true) => return Ok(true),
+            Some(false) => {}
         }
+        let tls = self.tls.as_mut().expect("a TLS transfer");
+        if tls.closing {
+            // close_notify is out: a clean FIN follows.
+            let _ = self.stream.shutdown(Shutdown::Write);
+            return Err(TransferOutcome::Complete { bytes: self.bytes });
+        }
+        let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
+        if n == 0 && !tls.conn.wants_write() {
+            let error = DataTlsError::Protocol("the connection takes no more data".into());
+            return Err(self.tls_failed(error));
+        }
+        self.start += n;
+        self.bytes += n as u64;
+        Ok(true)
     }
 
     /// An upload under TLS: decrypted bytes gather in the transfer buffer, then
