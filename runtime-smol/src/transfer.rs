@@ -349,9 +349,10 @@ pub(crate) struct Transfer {
     next_report: Instant,
 }
 
-/// The shortest time between two progress reports of a transfer. Each report wakes the
-/// session's task, often on another thread; at the speed of a loopback transfer one per
-/// step (a buffer) cost more CPU than the transfer's own syscalls. The core needs
+/// The shortest time between two progress reports of a transfer (and before the first).
+/// Each report wakes the session's task, often on another thread; at the speed of a
+/// loopback transfer one per step (a buffer) cost more CPU than the transfer's own
+/// syscalls, and a small PROT P download paid one per handshake step. The core needs
 /// progress for timers counted in seconds (stall, minimum rate) and for STAT, and the
 /// end of the transfer carries the final count.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -442,7 +443,9 @@ impl Transfer {
             progress,
             rate: None,
             max_bytes: None,
-            next_report: Instant::now(),
+            // A transfer over within PROGRESS_EVERY (a small file, a short listing) needs
+            // no report at all: its end carries the count.
+            next_report: Instant::now() + PROGRESS_EVERY,
         }
     }
 
@@ -492,11 +495,7 @@ impl Transfer {
         // The handshake moves no body byte, but it is progress for the stall timer.
         loop {
             match self.stream.handshake_step().await {
-                Ok(true) => {
-                    if self.progress.update(self.bytes) {
-                        report();
-                    }
-                }
+                Ok(true) => self.moved(0, &mut report),
                 Ok(false) => break,
                 Err(e) => return self.stream_failed(e),
             }
