@@ -234,3 +234,62 @@ fn out_of_descriptors_is_421_then_recovers_mio() {
 fn out_of_descriptors_is_421_then_recovers_smol() {
     out_of_descriptors_is_421_then_recovers("smol");
 }
+
+/// SIGHUP re-reads the configuration file: a valid one serves new connections (here, a
+/// new banner), an invalid one is refused and the running configuration stays. The
+/// server says which on stderr; the test waits for that line.
+#[test]
+fn sighup_reloads_the_configuration_file_or_keeps_the_running_one() {
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("pub")).unwrap();
+    let cfg = tmp.path().join("w.toml");
+    let version = |banner: &str| {
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n[site]\nroot = \"pub\"\nanonymous = true\nbanner = \"{banner}\"\n")
+    };
+    std::fs::write(&cfg, version("first banner")).unwrap();
+    let mut child = Command::new(WHARF)
+        .args(["--runtime", "mio", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ftp://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    let banner = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut hangup = |expect: &str| {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGHUP);
+        }
+        let mut said = String::new();
+        stderr.read_line(&mut said).unwrap();
+        assert!(said.contains(expect), "{said:?}");
+    };
+    assert!(banner().contains("first banner"));
+    std::fs::write(&cfg, version("second banner")).unwrap();
+    hangup("reloaded");
+    assert!(banner().contains("second banner"));
+    std::fs::write(&cfg, "[site]\nroot = \"missing\"\n").unwrap();
+    hangup("refused");
+    assert!(banner().contains("second banner"));
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}
