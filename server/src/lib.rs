@@ -27,6 +27,7 @@ use wharf_runtime_smol::SmolConfig;
 pub mod config;
 pub mod localfs;
 mod login_cache;
+pub mod privileges;
 pub mod resolver;
 pub mod tls;
 pub mod users;
@@ -174,6 +175,7 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
         old.log_outputs() != new.log_outputs(),
         "log outputs (logging)",
     );
+    check(old.run_as != new.run_as, "server.user or server.group");
     out
 }
 

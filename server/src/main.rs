@@ -189,7 +189,35 @@ fn serve(cli: &Cli) -> Result<(), String> {
         signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let root = wharf_server::privileges::is_root();
+    if let Some(to) = config.run_as.as_ref().filter(|_| !root) {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != to.uid {
+            return Err(format!(
+                "server.user = {:?}: wharf must be started as root (or as {0:?}) to serve as it",
+                to.user
+            ));
+        }
+    }
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
+    // The ports are bound and the site roots open: from here on, no privileges.
+    match (&config.run_as, root) {
+        (Some(to), true) => {
+            if let Err(e) = wharf_server::privileges::drop_to(to) {
+                server.shutdown(Duration::ZERO);
+                let _ = server.wait();
+                return Err(format!("switching to user {:?}: {e}", to.user));
+            }
+            eprintln!(
+                "wharf: serving as user {} (uid {}, gid {})",
+                to.user, to.uid, to.gid
+            );
+        }
+        (None, true) => eprintln!(
+            "wharf: running as root; set server.user to serve sessions as an unprivileged account"
+        ),
+        _ => {}
+    }
     for (configured, addr) in config.listen.iter().zip(server.local_addrs()) {
         let sites: Vec<String> = config
             .sites
