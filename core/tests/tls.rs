@@ -1015,7 +1015,7 @@ fn a_site_chosen_by_sni_counts_its_connection_then() {
     let mut seen = 0;
     assert!(pump(&mut first, &mut c, &mut seen).starts_with("220 "));
     assert_eq!(
-        server.policy().connections_to(1),
+        server.policy().connections_to("two"),
         1,
         "the SNI name chose two"
     );
@@ -1031,9 +1031,9 @@ fn a_site_chosen_by_sni_counts_its_connection_then() {
     );
     assert!(second.session.is_closed());
     drop(second);
-    assert_eq!(server.policy().connections_to(1), 1);
+    assert_eq!(server.policy().connections_to("two"), 1);
     drop(first);
-    assert_eq!(server.policy().connections_to(1), 0);
+    assert_eq!(server.policy().connections_to("two"), 0);
 }
 
 /// Client certificates: a CA, a client certificate it signed, a server certificate for

@@ -7,9 +7,10 @@
 //! workers of their own, so a slow DNS server delays only the connections waiting for
 //! their names, never another session's files or logins.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -51,8 +52,94 @@ pub(crate) struct WorkerPool {
 /// storage workers.
 #[derive(Clone)]
 pub(crate) struct Jobs {
-    storage: Sender<Job>,
-    lookups: Sender<Job>,
+    storage: JobSender,
+    lookups: JobSender,
+}
+
+/// The jobs waiting for one group of workers. Each job wakes one waiting worker.
+///
+/// (The group used to share a `Mutex<Receiver<Job>>`: the worker holding the lock waited
+/// in the channel and the others on the mutex, so every job woke one worker through the
+/// channel and then the next through the mutex as the lock was handed on: ~12 futex
+/// calls and as many context switches per FTPS session, on two cores shared with the
+/// event loops.)
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// [`JobSender`]s alive: the workers leave once there are none and no job waits.
+    senders: usize,
+    /// Workers alive: with none, a send fails and hands the job back.
+    workers: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // No code panics while holding the lock; a poisoned one is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job, waiting for one; `None` once every sender is gone and the queue is
+    /// empty.
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.senders == 0 {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A handle that queues jobs for one group of workers (like an mpsc `Sender`).
+struct JobSender(Arc<Queue>);
+
+impl JobSender {
+    #[allow(clippy::result_large_err)]
+    fn send(&self, job: Job) -> Result<(), mpsc::SendError<Job>> {
+        let mut state = self.0.lock();
+        if state.workers == 0 {
+            return Err(mpsc::SendError(job));
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Clone for JobSender {
+    fn clone(&self) -> JobSender {
+        self.0.lock().senders += 1;
+        JobSender(self.0.clone())
+    }
+}
+
+impl Drop for JobSender {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.senders -= 1;
+        if state.senders == 0 {
+            drop(state);
+            self.0.ready.notify_all();
+        }
+    }
+}
+
+/// Counts a worker out of its queue when its thread ends, however it ends.
+struct WorkerAlive(Arc<Queue>);
+
+impl Drop for WorkerAlive {
+    fn drop(&mut self) {
+        self.0.lock().workers -= 1;
+    }
 }
 
 impl Jobs {
@@ -71,7 +158,7 @@ struct Shared {
     auth: Arc<dyn Authenticator>,
     resolver: Arc<dyn Resolver>,
     replies: Vec<Sender<Done>>,
-    wakers: Vec<Arc<mio::Waker>>,
+    wakers: Vec<Arc<crate::shard::ShardWaker>>,
 }
 
 impl WorkerPool {
@@ -80,7 +167,7 @@ impl WorkerPool {
         (n, lookups): (usize, usize),
         (storage, auth, resolver): (Arc<dyn Storage>, Arc<dyn Authenticator>, Arc<dyn Resolver>),
         replies: Vec<Sender<Done>>,
-        wakers: Vec<Arc<mio::Waker>>,
+        wakers: Vec<Arc<crate::shard::ShardWaker>>,
     ) -> io::Result<WorkerPool> {
         let shared = Arc::new(Shared {
             storage,
@@ -90,18 +177,30 @@ impl WorkerPool {
             wakers,
         });
         let mut threads = Vec::with_capacity(n + lookups);
-        let mut spawn = |name: &str, count: usize| -> io::Result<Sender<Job>> {
-            let (tx, rx) = mpsc::channel::<Job>();
-            let rx = Arc::new(Mutex::new(rx));
+        let mut spawn = |name: &str, count: usize| -> io::Result<JobSender> {
+            let queue = Arc::new(Queue {
+                state: Mutex::new(QueueState {
+                    jobs: VecDeque::new(),
+                    senders: 1,
+                    workers: 0,
+                }),
+                ready: Condvar::new(),
+            });
+            let sender = JobSender(queue.clone());
             for i in 0..count.max(1) {
-                let rx = rx.clone();
+                queue.lock().workers += 1;
+                let alive = WorkerAlive(queue.clone());
                 let shared = shared.clone();
-                let t = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name(format!("wharf-{name}-{i}"))
-                    .spawn(move || work(&rx, &shared))?;
-                threads.push(t);
+                    .spawn(move || {
+                        work(&alive.0, &shared);
+                        drop(alive);
+                    });
+                // A thread that did not start dropped its `WorkerAlive` with the closure.
+                threads.push(spawned?);
             }
-            Ok(tx)
+            Ok(sender)
         };
         let jobs = Jobs {
             storage: spawn("worker", n)?,
@@ -123,14 +222,8 @@ impl WorkerPool {
     }
 }
 
-fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
-    loop {
-        // The lock is held only while waiting for one job, never while running it.
-        let job = match rx.lock() {
-            Ok(guard) => guard.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
+fn work(queue: &Queue, shared: &Shared) {
+    while let Some(job) = queue.next() {
         let handle = match &job.request {
             Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
             _ => None,

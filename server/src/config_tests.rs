@@ -1292,3 +1292,41 @@ fn host_name_entries_need_reverse_dns() {
     assert_eq!(e[0].line, line_of(&bad, "*.*.example.com"));
     assert!(e[0].message.contains("not a host name"), "{}", e[0]);
 }
+
+#[test]
+fn server_user_and_group_are_looked_up() {
+    let r = root();
+    let site = format!("[site]\nroot = {:?}\n", r.path().display().to_string());
+    let ok = format!("[server]\nuser = \"nobody\"\n{site}");
+    let c = ServerConfig::from_toml_str(&ok, "u.toml").unwrap();
+    let run_as = c.run_as.expect("run_as");
+    assert_eq!(run_as.user, "nobody");
+    assert_ne!(run_as.uid, 0);
+    let with_group = format!("[server]\nuser = \"nobody\"\ngroup = \"root\"\n{site}");
+    let c = ServerConfig::from_toml_str(&with_group, "u.toml").unwrap();
+    assert_eq!(c.run_as.unwrap().gid, 0);
+    for (text, key, needle) in [
+        (
+            "[server]\nuser = \"no-such-user-wharf\"\n",
+            "server.user",
+            "no user",
+        ),
+        ("[server]\nuser = \"root\"\n", "server.user", "unprivileged"),
+        (
+            "[server]\nuser = \"nobody\"\ngroup = \"no-such-group-wharf\"\n",
+            "server.group",
+            "no group",
+        ),
+        (
+            "[server]\ngroup = \"root\"\n",
+            "server.group",
+            "needs server.user",
+        ),
+    ] {
+        let text = format!("{text}{site}");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key.as_deref(), Some(key), "{e:?}");
+        assert!(e[0].message.contains(needle), "{e:?}");
+    }
+}

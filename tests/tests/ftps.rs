@@ -522,6 +522,41 @@ fn an_upload_cut_without_close_notify_is_discarded(rt) {
     assert!(std::fs::read(f.root.join("whole.bin")).unwrap() == random_bytes(100_000, 5));
     f.stop();
 }
+
+/// Under PROT P decrypted records gather before each file write; the upload size limit
+/// still cuts an upload where it is crossed (552, nothing left), and an upload of
+/// exactly the limit, spanning many records and buffers, arrives whole.
+fn a_prot_p_upload_over_the_size_limit_is_cut(rt) {
+    let limit = 1_048_576;
+    let f = Fixture::with_tls(rt, "\n[site.request_filtering]\nmax_upload_size = 1048576");
+    let config = client_config(&f);
+    let mut c = Control::login(&f, &config);
+    let port = c.epsv();
+    let mut data = tls_connect(&config, TcpStream::connect(("127.0.0.1", port)).unwrap());
+    c.send("STOR over.bin");
+    assert!(c.reply().starts_with("150 "));
+    // The server may cut the connection before all of it is written.
+    let _ = data.write_all(&random_bytes(3 * limit, 6));
+    data.conn.send_close_notify();
+    let _ = data.flush();
+    let _ = data.sock.shutdown(std::net::Shutdown::Write);
+    let r = c.reply();
+    assert!(r.starts_with("552 "), "{r}");
+    assert!(!f.root.join("over.bin").exists());
+    let port = c.epsv();
+    let mut data = tls_connect(&config, TcpStream::connect(("127.0.0.1", port)).unwrap());
+    c.send("STOR exact.bin");
+    assert!(c.reply().starts_with("150 "));
+    data.write_all(&random_bytes(limit, 7)).unwrap();
+    data.conn.send_close_notify();
+    data.flush().unwrap();
+    data.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.reply();
+    assert!(r.starts_with("226 "), "{r}");
+    assert!(std::fs::read(f.root.join("exact.bin")).unwrap() == random_bytes(limit, 7));
+    f.assert_no_temp_files();
+    f.stop();
+}
 }
 
 /// A test CA with one client certificate it signed, and a client certificate it did not

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::bans::{BanTable, LogonRestrictions, Verdict};
 use super::ip::IpRules;
+use crate::live::Live;
 use crate::path::VPath;
 
 /// The default of [`ServerRules::max_handshakes_per_ip`]: far above what one client (or
@@ -53,15 +54,19 @@ impl Default for ServerRules {
 /// The rules and the state every shard of a process shares.
 #[derive(Debug, Default)]
 pub struct ServerPolicy {
-    rules: ServerRules,
+    /// Replaced by a configuration reload; the counts below carry over.
+    rules: Live<ServerRules>,
     bans: Mutex<BanTable>,
     per_ip: Mutex<BTreeMap<IpAddr, u32>>,
     per_user: Mutex<BTreeMap<Box<str>, u32>>,
     /// TLS handshakes in progress per address.
     handshakes: Mutex<BTreeMap<IpAddr, u32>>,
-    /// Control connections per site (by index in the `Sites` table), for the sites that
+    /// Control connections per site (by [`ServerPolicy::site_id`]), for the sites that
     /// have a connection limit.
-    per_site: Mutex<BTreeMap<usize, u32>>,
+    per_site: Mutex<BTreeMap<u32, u32>>,
+    /// A number for each site name seen: counts follow a site by name, whatever its
+    /// place in the sites table (which a reload may change).
+    site_ids: Mutex<BTreeMap<Box<str>, u32>>,
     /// Storage paths being written in place (APPE, REST+STOR), with their writers.
     uploads: Mutex<BTreeMap<VPath, u32>>,
 }
@@ -74,29 +79,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ServerPolicy {
     pub fn new(rules: ServerRules) -> ServerPolicy {
         ServerPolicy {
-            rules,
+            rules: Live::new(Arc::new(rules)),
             ..ServerPolicy::default()
         }
     }
 
-    pub fn rules(&self) -> &ServerRules {
-        &self.rules
+    /// The current rules (a reload may replace them; see [`ServerPolicy::set_rules`]).
+    pub fn rules(&self) -> Arc<ServerRules> {
+        self.rules.load()
+    }
+
+    /// Replaces the rules (a configuration reload). Bans and connection counts carry
+    /// over; a limit applies to the connections counted under it: a session admitted
+    /// while a limit was off is not counted when it is turned on.
+    pub fn set_rules(&self, rules: ServerRules) {
+        self.rules.replace(Arc::new(rules));
     }
 
     /// Whether `ip` is banned by the logon restrictions at `now`.
     pub fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
-        if !self.rules.logon.enabled {
+        let rules = self.rules();
+        if !rules.logon.enabled {
             return false;
         }
-        lock(&self.bans).is_banned(&self.rules.logon, now, ip)
+        lock(&self.bans).is_banned(&rules.logon, now, ip)
     }
 
     /// Counts a failed login from `ip`.
     pub fn record_failure(&self, now: Instant, ip: IpAddr) -> Verdict {
-        if !self.rules.logon.enabled || self.rules.ip_rules.explicitly_allows(ip) {
+        let rules = self.rules();
+        if !rules.logon.enabled || rules.ip_rules.explicitly_allows(ip) {
             return Verdict::NotCounted;
         }
-        lock(&self.bans).record_failure(&self.rules.logon, now, ip)
+        lock(&self.bans).record_failure(&rules.logon, now, ip)
     }
 
     /// Addresses the ban table tracks.
@@ -106,7 +121,7 @@ impl ServerPolicy {
 
     /// Takes a connection slot for `ip`; false when its limit is reached.
     fn take_ip(&self, ip: IpAddr) -> bool {
-        take(&mut lock(&self.per_ip), ip, self.rules.max_per_ip)
+        take(&mut lock(&self.per_ip), ip, self.rules().max_per_ip)
     }
 
     fn release_ip(&self, ip: IpAddr) {
@@ -117,7 +132,7 @@ impl ServerPolicy {
         take(
             &mut lock(&self.per_user),
             Box::from(user),
-            self.rules.max_per_user,
+            self.rules().max_per_user,
         )
     }
 
@@ -125,14 +140,26 @@ impl ServerPolicy {
         release(&mut lock(&self.per_user), user);
     }
 
-    fn release_site(&self, site: usize) {
+    fn release_site(&self, site: u32) {
         release(&mut lock(&self.per_site), &site);
     }
 
-    /// Connections counted against site `site` now (0 for a site without a limit:
-    /// nothing is counted then).
-    pub fn connections_to(&self, site: usize) -> u32 {
-        lock(&self.per_site).get(&site).copied().unwrap_or(0)
+    /// The number standing for the site named `name`.
+    fn site_id(&self, name: &str) -> u32 {
+        let mut ids = lock(&self.site_ids);
+        if let Some(&id) = ids.get(name) {
+            return id;
+        }
+        let id = ids.len() as u32;
+        ids.insert(name.into(), id);
+        id
+    }
+
+    /// Connections counted against the site named `site` now (0 for a site without a
+    /// limit: nothing is counted then).
+    pub fn connections_to(&self, site: &str) -> u32 {
+        let id = self.site_id(site);
+        lock(&self.per_site).get(&id).copied().unwrap_or(0)
     }
 
     /// Control-channel TLS handshakes in progress from `ip` (0 when no limit is set).
@@ -190,7 +217,8 @@ pub struct Slot {
     /// Whether a handshake of this session is counted (only when a limit is set).
     handshake: bool,
     user: Option<Box<str>>,
-    /// The site's index (a `u32`, so that an idle session stays within its budget).
+    /// The site's [`ServerPolicy::site_id`] (a number, so that an idle session stays
+    /// within its memory budget).
     site: Option<u32>,
     upload: Option<VPath>,
 }
@@ -199,7 +227,7 @@ impl Slot {
     /// Admits a connection from `ip`: `None` when the per-address limit is reached.
     pub fn admit(policy: Arc<ServerPolicy>, ip: IpAddr) -> Option<Slot> {
         let ip = ip.to_canonical();
-        let counted = policy.rules.max_per_ip > 0;
+        let counted = policy.rules().max_per_ip > 0;
         if counted && !policy.take_ip(ip) {
             return None;
         }
@@ -222,7 +250,7 @@ impl Slot {
     /// A session counts for one user at a time.
     pub fn take_user(&mut self, user: &str) -> bool {
         self.release_user();
-        if self.policy.rules.max_per_user == 0 {
+        if self.policy.rules().max_per_user == 0 {
             return true;
         }
         if !self.policy.take_user(user) {
@@ -239,21 +267,19 @@ impl Slot {
         }
     }
 
-    /// Counts the connection against site `site`, whose limit is `max` (0: none), and
-    /// no longer against the site it counted for before; false when the site is full
-    /// (the old count stays then). A session counts for one site at a time.
-    pub fn take_site(&mut self, site: usize, max: u32) -> bool {
-        let Ok(index) = u32::try_from(site) else {
-            return false;
-        };
-        if self.site == Some(index) {
+    /// Counts the connection against the site named `site`, whose limit is `max` (0:
+    /// none), and no longer against the site it counted for before; false when the site
+    /// is full (the old count stays then). A session counts for one site at a time.
+    pub fn take_site(&mut self, site: &str, max: u32) -> bool {
+        let id = self.policy.site_id(site);
+        if self.site == Some(id) {
             return true;
         }
-        if max > 0 && !take(&mut lock(&self.policy.per_site), site, max) {
+        if max > 0 && !take(&mut lock(&self.policy.per_site), id, max) {
             return false;
         }
         self.release_site();
-        self.site = (max > 0).then_some(index);
+        self.site = (max > 0).then_some(id);
         true
     }
 
@@ -261,7 +287,7 @@ impl Slot {
     /// site).
     pub fn release_site(&mut self) {
         if let Some(site) = self.site.take() {
-            self.policy.release_site(site as usize);
+            self.policy.release_site(site);
         }
     }
 
@@ -269,7 +295,7 @@ impl Slot {
     /// [`Slot::end_handshake`] (or drop); false when the address has the most in progress
     /// the rules allow. A session has one handshake at a time.
     pub fn take_handshake(&mut self) -> bool {
-        let max = self.policy.rules.max_handshakes_per_ip;
+        let max = self.policy.rules().max_handshakes_per_ip;
         if self.handshake || max == 0 {
             return true;
         }
@@ -462,20 +488,20 @@ mod tests {
         let policy = Arc::new(ServerPolicy::default());
         let slot = || Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
         let (mut a, mut b, mut c) = (slot(), slot(), slot());
-        assert!(a.take_site(0, 2));
-        assert!(b.take_site(0, 2));
-        assert!(!c.take_site(0, 2), "site 0 is full");
-        assert!(c.take_site(1, 1));
-        assert!(a.take_site(0, 2), "taking the same site again is free");
-        assert_eq!(policy.connections_to(0), 2);
+        assert!(a.take_site("s0", 2));
+        assert!(b.take_site("s0", 2));
+        assert!(!c.take_site("s0", 2), "site 0 is full");
+        assert!(c.take_site("s1", 1));
+        assert!(a.take_site("s0", 2), "taking the same site again is free");
+        assert_eq!(policy.connections_to("s0"), 2);
         // Moving to another site frees the old one; a refused move keeps it.
-        assert!(!b.take_site(1, 1));
-        assert_eq!(policy.connections_to(0), 2);
-        assert!(a.take_site(2, 0), "a site without a limit always admits");
-        assert_eq!(policy.connections_to(0), 1);
-        assert_eq!(policy.connections_to(2), 0, "and counts nothing");
-        assert!(c.take_site(0, 2));
-        assert_eq!(policy.connections_to(1), 0);
+        assert!(!b.take_site("s1", 1));
+        assert_eq!(policy.connections_to("s0"), 2);
+        assert!(a.take_site("s2", 0), "a site without a limit always admits");
+        assert_eq!(policy.connections_to("s0"), 1);
+        assert_eq!(policy.connections_to("s2"), 0, "and counts nothing");
+        assert!(c.take_site("s0", 2));
+        assert_eq!(policy.connections_to("s1"), 0);
         b.release_site();
         drop(c);
         assert!(lock(&policy.per_site).is_empty());

@@ -343,17 +343,21 @@ impl Session {
             return true;
         };
         let config = self.sites.site(i).clone();
-        if self.slot.take_site(i, config.limits.max_connections) {
+        if self
+            .slot
+            .take_site(&config.site_name, config.limits.max_connections)
+        {
             return true;
         }
         tracing::info!(session = %self.id, peer = %self.peer, site = %config.site_name, "refused: the site is full");
         self.sub = SubStatus::TooManyForSite;
         self.login = Login::Start;
+        let rules = self.slot.policy().rules();
         let text = config
             .messages
             .max_clients
             .as_deref()
-            .unwrap_or(&self.slot.policy().rules().max_clients_message);
+            .unwrap_or(&rules.max_clients_message);
         let lines = text.lines().map(str::to_owned).collect();
         self.reply_multi(421, lines);
         self.close();
