@@ -106,15 +106,18 @@ fn next_batch(
     }
 }
 
-/// Calls `each(name, metadata)` for every name in `dir` but `.`, `..` and those `skip`
-/// rejects, in directory order, with its metadata ([`lstat_at`]); a name that cannot be
-/// stated (gone since it was read) is skipped. Names that are not UTF-8 are converted
-/// lossily (what a client can be shown).
-pub(crate) fn list(
+/// Every name in `dir` but `.`, `..` and those `skip` rejects, in directory order, with
+/// its metadata ([`lstat_at`]); a name that cannot be stated (gone since it was read) is
+/// left out. Names that are not UTF-8 are converted lossily (what a client can be shown).
+pub(crate) fn list(dir: Dir, skip: impl Fn(&[u8]) -> bool) -> io::Result<Vec<(String, Metadata)>> {
+    list_with(dir, skip, pool())
+}
+
+fn list_with(
     dir: Dir,
     skip: impl Fn(&[u8]) -> bool,
-    mut each: impl FnMut(String, Metadata),
-) -> io::Result<()> {
+    pool: Option<&Pool>,
+) -> io::Result<Vec<(String, Metadata)>> {
     // `cap_std` opens directories `O_PATH`, which `getdents64` refuses: open the same
     // directory again for reading, through itself (`.` is no path walk, and no symlink).
     let readable = rustix::fs::openat(
@@ -127,21 +130,26 @@ pub(crate) fn list(
     // seven calls.
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     let mut raw = RawDir::new(readable, &mut buf);
-    let mut emit = |entries: Vec<(String, Metadata)>| {
-        for (name, meta) in entries {
-            each(name, meta);
-        }
-    };
     let Some(first) = next_batch(&mut raw, &skip)? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let second = next_batch(&mut raw, &skip)?;
-    let (Some(second), Some(pool)) = (second, pool()) else {
-        // One buffer, or one core: this thread states everything.
-        for names in first {
-            emit(names.stat(&dir));
+    let (second, pool) = match (second, pool) {
+        (Some(second), Some(pool)) => (second, pool),
+        (second, _) => {
+            // One buffer, or one core: this thread states everything, a buffer at a
+            // time.
+            let mut out = Vec::new();
+            for names in first.iter().chain(second.iter().flatten()) {
+                out.extend(names.stat(&dir));
+            }
+            while let Some(batch) = next_batch(&mut raw, &skip)? {
+                for names in batch {
+                    out.extend(names.stat(&dir));
+                }
+            }
+            return Ok(out);
         }
-        return Ok(());
     };
     let job = Arc::new(Job {
         dir,
@@ -160,10 +168,12 @@ pub(crate) fn list(
         drop(closing);
     }
     job.work(false);
-    for (_, entries) in job.finish() {
-        emit(entries);
+    let done = job.finish();
+    let mut out = Vec::with_capacity(done.iter().map(|(_, entries)| entries.len()).sum());
+    for (_, entries) in done {
+        out.extend(entries);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// One big directory being stated by its thread and helpers.
@@ -363,35 +373,34 @@ mod tests {
         (tmp, dir)
     }
 
-    fn listed(dir: Dir) -> Vec<String> {
+    fn listed(dir: Dir, pool: Option<&Pool>) -> Vec<String> {
         let mut seen = Vec::new();
-        list(
-            dir,
-            |n| n == b"skip-me",
-            |name, meta| {
-                assert_eq!(meta.size, name.parse::<u64>().unwrap() % 5);
-                seen.push(name);
-            },
-        )
-        .unwrap();
+        for (name, meta) in list_with(dir, |n| n == b"skip-me", pool).unwrap() {
+            assert_eq!(meta.size, name.parse::<u64>().unwrap() % 5);
+            seen.push(name);
+        }
         seen
     }
 
     #[test]
     fn every_name_once_in_directory_order() {
-        // 5,000 names are four getdents64 buffers and ~80 chunks: helpers (with a
-        // second core) take some while the names are still being read.
-        for n in [0, 1, CHUNK + 1, 5000] {
+        // 5,000 names are three getdents64 buffers and ~80 chunks: helpers (when the
+        // machine has a second core) take some while the names are still being read.
+        // Without helpers, the listing's thread states them all, a buffer at a time.
+        for (n, pool) in [0, 1, CHUNK + 1, 5000]
+            .into_iter()
+            .flat_map(|n| [(n, pool()), (n, None)])
+        {
             let (tmp, dir) = dir_with(n);
             let mut want: Vec<_> = std::fs::read_dir(tmp.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .filter(|n| n != "skip-me")
                 .collect();
-            let got = listed(dir);
+            let got = listed(dir, pool);
             assert_eq!(got.len(), n);
             // Same order as std's readdir; same set as what was created.
-            assert_eq!(got, want, "{n}");
+            assert_eq!(got, want, "{n} {}", pool.is_some());
             want.sort();
             assert_eq!(want, (0..n).map(|i| format!("{i:05}")).collect::<Vec<_>>());
         }

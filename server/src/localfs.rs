@@ -145,13 +145,12 @@ impl LocalFs {
     #[cfg(target_os = "linux")]
     fn entries(root: &Dir, dir: &Path) -> Result<Vec<DirEntry>, FsError> {
         let opened = root.open_dir(dir).map_err(io_err)?;
-        let mut out = Vec::new();
         let skip = |name: &[u8]| name.starts_with(TEMP_PREFIX.as_bytes());
-        listdir::list(opened, skip, |name, meta| {
-            out.push(LocalFs::entry(root, dir, name, meta));
-        })
-        .map_err(io_err)?;
-        Ok(out)
+        let listed = listdir::list(opened, skip).map_err(io_err)?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, meta)| LocalFs::entry(root, dir, name, meta))
+            .collect())
     }
 
     #[cfg(not(target_os = "linux"))]
