@@ -6,10 +6,15 @@
 //! waking it through its `mio::Waker`. Reverse lookups (`Request::ReverseLookup`) have
 //! workers of their own, so a slow DNS server delays only the connections waiting for
 //! their names, never another session's files or logins.
+//!
+//! An idle worker is woken most-recently-idle first: back-to-back requests (a session's
+//! listings, one after another) run on the same warm thread, with its caches and its
+//! malloc arena, instead of going round every worker in turn.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -51,8 +56,100 @@ pub(crate) struct WorkerPool {
 /// storage workers.
 #[derive(Clone)]
 pub(crate) struct Jobs {
-    storage: Sender<Job>,
-    lookups: Sender<Job>,
+    storage: JobSender<Job>,
+    lookups: JobSender<Job>,
+}
+
+/// A queue of jobs for a set of workers. Jobs are taken in order; the worker woken for
+/// one is the one that became idle last.
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    /// One per worker, each used with `state`.
+    wake: Vec<Condvar>,
+}
+
+struct QueueState<T> {
+    jobs: VecDeque<T>,
+    /// Waiting workers, the most recently idle last.
+    idle: Vec<usize>,
+    /// Live [`JobSender`]s: when the last is gone, workers exit once the queue is empty.
+    senders: usize,
+}
+
+impl<T> Queue<T> {
+    fn new(workers: usize) -> Arc<Queue<T>> {
+        Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                idle: Vec::with_capacity(workers),
+                senders: 0,
+            }),
+            wake: (0..workers).map(|_| Condvar::new()).collect(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Worker `me`'s next job; `None` once every sender is gone and the queue is empty.
+    fn next(&self, me: usize) -> Option<T> {
+        let mut st = self.lock();
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                // Woken by something else than a send for it: no longer idle.
+                st.idle.retain(|&w| w != me);
+                return Some(job);
+            }
+            if st.senders == 0 {
+                return None;
+            }
+            if !st.idle.contains(&me) {
+                st.idle.push(me);
+            }
+            st = self.wake[me].wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The sending side of a [`Queue`], like `mpsc::Sender`.
+pub(crate) struct JobSender<T>(Arc<Queue<T>>);
+
+impl<T> JobSender<T> {
+    fn new(queue: Arc<Queue<T>>) -> JobSender<T> {
+        queue.lock().senders += 1;
+        JobSender(queue)
+    }
+
+    /// Queues `job` and wakes the most recently idle worker, if one waits. Never fails
+    /// (workers outlive every sender); the signature is `mpsc::Sender`'s.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, job: T) -> Result<(), mpsc::SendError<T>> {
+        let mut st = self.0.lock();
+        st.jobs.push_back(job);
+        if let Some(w) = st.idle.pop() {
+            self.0.wake[w].notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Clone for JobSender<T> {
+    fn clone(&self) -> JobSender<T> {
+        JobSender::new(self.0.clone())
+    }
+}
+
+impl<T> Drop for JobSender<T> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.senders -= 1;
+        if st.senders == 0 {
+            for w in &self.0.wake {
+                w.notify_all();
+            }
+        }
+    }
 }
 
 impl Jobs {
@@ -90,15 +187,16 @@ impl WorkerPool {
             wakers,
         });
         let mut threads = Vec::with_capacity(n + lookups);
-        let mut spawn = |name: &str, count: usize| -> io::Result<Sender<Job>> {
-            let (tx, rx) = mpsc::channel::<Job>();
-            let rx = Arc::new(Mutex::new(rx));
-            for i in 0..count.max(1) {
-                let rx = rx.clone();
+        let mut spawn = |name: &str, count: usize| -> io::Result<JobSender<Job>> {
+            let count = count.max(1);
+            let queue = Queue::new(count);
+            let tx = JobSender::new(queue.clone());
+            for i in 0..count {
+                let queue = queue.clone();
                 let shared = shared.clone();
                 let t = std::thread::Builder::new()
                     .name(format!("wharf-{name}-{i}"))
-                    .spawn(move || work(&rx, &shared))?;
+                    .spawn(move || work(&queue, i, &shared))?;
                 threads.push(t);
             }
             Ok(tx)
@@ -123,14 +221,9 @@ impl WorkerPool {
     }
 }
 
-fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
-    loop {
-        // The lock is held only while waiting for one job, never while running it.
-        let job = match rx.lock() {
-            Ok(guard) => guard.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
+fn work(queue: &Queue<Job>, me: usize, shared: &Shared) {
+    // The queue's lock is held only while waiting for a job, never while running it.
+    while let Some(job) = queue.next(me) {
         let handle = match &job.request {
             Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
             _ => None,
@@ -156,5 +249,85 @@ fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared) {
         if shared.replies[shard].send(done).is_ok() {
             let _ = shared.wakers[shard].wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    /// What the test workers report: (worker, number).
+    type Ran = mpsc::Receiver<(usize, u32)>;
+
+    /// Starts `n` workers on a queue of numbers; each reports (worker, number).
+    fn workers(n: usize) -> (JobSender<u32>, Ran, Vec<JoinHandle<()>>) {
+        let queue = Queue::new(n);
+        // The sender first: a worker that found none would exit at once.
+        let sender = JobSender::new(queue.clone());
+        let (tx, rx) = channel();
+        let threads = (0..n)
+            .map(|me| {
+                let (queue, tx) = (queue.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    while let Some(job) = queue.next(me) {
+                        tx.send((me, job)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        (sender, rx, threads)
+    }
+
+    #[test]
+    fn back_to_back_jobs_go_to_the_same_warm_worker() {
+        let (tx, rx, threads) = workers(4);
+        let all_idle = || {
+            while tx.0.lock().idle.len() < 4 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let mut ran_on = Vec::new();
+        for i in 0..20 {
+            // Every worker waits (the last one back from its job on top).
+            all_idle();
+            tx.send(i).unwrap();
+            let (worker, job) = rx.recv().unwrap();
+            assert_eq!(job, i);
+            ran_on.push(worker);
+        }
+        assert!(ran_on.windows(2).all(|w| w[0] == w[1]), "{ran_on:?}");
+        drop(tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn every_job_runs_once_and_workers_exit_after_the_last_sender() {
+        let (tx, rx, threads) = workers(3);
+        let tx2 = tx.clone();
+        let senders: Vec<_> = [tx, tx2]
+            .into_iter()
+            .enumerate()
+            .map(|(k, tx)| {
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        tx.send(k as u32 * 1000 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        // Both senders are gone: the workers drain the queue, then exit.
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut got: Vec<u32> = rx.try_iter().map(|(_, job)| job).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..2000).collect::<Vec<_>>());
     }
 }
