@@ -3,7 +3,7 @@
 //! session on data connections, as FTPS servers that bind data to control require.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -87,10 +87,6 @@ impl Conn {
             Conn::Plain(s) => s,
             Conn::Tls(s) => &s.sock,
         }
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
     }
 
     /// Ends what we send: close_notify first under TLS (a strict server treats an upload

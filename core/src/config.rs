@@ -20,6 +20,9 @@ pub struct Timeouts {
     pub data_connect: Duration,
     /// A transfer that makes no progress for this long is dropped (30 s).
     pub transfer_stall: Duration,
+    /// A control-channel TLS handshake (after AUTH TLS, or on an implicit binding) that
+    /// has not completed by then closes the connection (10 s).
+    pub tls_handshake: Duration,
 }
 
 impl Default for Timeouts {
@@ -29,6 +32,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(120),
             data_connect: Duration::from_secs(30),
             transfer_stall: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod config;
 pub mod ids;
 pub mod listing;
+pub mod live;
 pub mod log;
 pub mod memfs;
 pub mod path;

@@ -79,6 +79,8 @@ substatus! {
     TooManyFromIp = 52, "too-many-from-ip", "the per-address connection limit is reached";
     TooManyForUser = 53, "too-many-for-user", "the per-user session limit is reached";
     TooManyForSite = 54, "too-many-for-site", "the site's connection limit is reached";
+    TooManyHandshakes = 55, "too-many-handshakes", "the address has the most TLS handshakes in progress the server allows";
+    HandshakeTimeout = 56, "handshake-timeout", "the TLS handshake did not complete within the handshake timeout";
     TooSlow = 60, "too-slow", "the transfer ran below the minimum data rate and was dropped";
     Stalled = 61, "stalled", "the transfer made no progress for the data timeout and was dropped";
     UploadInProgress = 62, "upload-in-progress", "the file is being uploaded in place and may not be read yet";

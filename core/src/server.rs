@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::config::SessionConfig;
 use crate::ids::SessionId;
+use crate::live::Live;
 use crate::log::{LogRecord, SubStatus};
 use crate::policy::limits::{ServerPolicy, Slot};
 use crate::session::Session;
@@ -23,7 +24,9 @@ pub struct Refusal {
 
 /// Admission and the per-server counters.
 pub struct Server {
-    sites: Arc<Sites>,
+    /// The sites new connections are admitted to (a reload replaces them; sessions keep
+    /// the generation they were admitted with).
+    sites: Arc<Live<Sites>>,
     next_session: u64,
     /// Added to session ids so that shards never hand out the same id.
     id_stride: u64,
@@ -42,6 +45,18 @@ impl Server {
     /// A server for several sites: the local address of each connection selects the
     /// bindings that apply (see [`Sites`]).
     pub fn with_sites(sites: Arc<Sites>, shard: u64, shards: u64, max_sessions: usize) -> Server {
+        let sites = Arc::new(Live::new(sites));
+        Server::with_live_sites(sites, shard, shards, max_sessions)
+    }
+
+    /// A server whose sites can be replaced while it runs (a configuration reload; every
+    /// shard of a process shares one [`Live`]).
+    pub fn with_live_sites(
+        sites: Arc<Live<Sites>>,
+        shard: u64,
+        shards: u64,
+        max_sessions: usize,
+    ) -> Server {
         Server {
             sites,
             next_session: shard,
@@ -74,8 +89,9 @@ impl Server {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<Session, Refusal> {
-        let implicit_tls = self.sites.listener(local).is_some_and(|l| l.implicit_tls);
-        self.admit(now, peer, local).map_err(|mut refusal| {
+        let sites = self.sites.load();
+        let implicit_tls = sites.listener(local).is_some_and(|l| l.implicit_tls);
+        self.admit(now, peer, local, sites).map_err(|mut refusal| {
             if implicit_tls {
                 // Never plaintext on an implicit-FTPS port: just close.
                 refusal.reply.clear();
@@ -89,8 +105,9 @@ impl Server {
         now: Instant,
         peer: SocketAddr,
         local: SocketAddr,
+        sites: Arc<Sites>,
     ) -> Result<Session, Refusal> {
-        let Some(listener) = self.sites.listener(local) else {
+        let Some(listener) = sites.listener(local) else {
             return Err(Refusal {
                 reply: b"421 No site is bound to this address.\r\n".to_vec(),
                 log: None,
@@ -98,14 +115,14 @@ impl Server {
         };
         // Before HOST, the listener's default site (or its fallback) is the one to judge
         // by; a site chosen later by HOST checks its own IP rules again at login.
-        let site = self
-            .sites
+        let site = sites
             .site(listener.default.unwrap_or(listener.fallback))
             .clone();
         let ip = peer.ip();
         // Rules that need the client's host name judge after a reverse lookup (the
         // session's first request); the others judge now.
-        let denied = [&self.policy.rules().ip_rules, &site.ip_rules]
+        let rules = self.policy.rules();
+        let denied = [&rules.ip_rules, &site.ip_rules]
             .into_iter()
             .find(|rules| !rules.needs_name(ip) && !rules.allows(ip))
             .map(|rules| rules.deny_action);
@@ -123,7 +140,7 @@ impl Server {
             .messages
             .max_clients
             .as_deref()
-            .unwrap_or(&self.policy.rules().max_clients_message);
+            .unwrap_or(&rules.max_clients_message);
         let mut busy = Vec::new();
         crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
             .encode_into(&mut busy);
@@ -137,26 +154,30 @@ impl Server {
         };
         // The blank-host site answers from the start, so the connection counts for it
         // now; a site chosen later counts the connection when it is chosen.
-        if let Some(default) = listener.default {
-            if !slot.take_site(default, site.limits.max_connections) {
-                tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
-                let sub = SubStatus::TooManyForSite;
-                return Err(self.refusal(&site, peer, local, &busy, sub));
-            }
+        // (`site` is that blank-host site when there is one.)
+        if listener.default.is_some()
+            && !slot.take_site(&site.site_name, site.limits.max_connections)
+        {
+            tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
+            let sub = SubStatus::TooManyForSite;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
+        }
+        // An implicit-FTPS connection is a handshake from its first byte.
+        if listener.implicit_tls && !slot.take_handshake() {
+            tracing::info!(%peer, "refused: too many TLS handshakes in progress from it");
+            let sub = SubStatus::TooManyHandshakes;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
         }
         // A site chosen later by HOST applies its IP rules at login: its name entries
         // need the name then, so it is looked up now, once.
-        let lookup = self.policy.rules().ip_rules.needs_name(ip)
-            || self
-                .sites
-                .sites_at(local)
-                .any(|s| s.ip_rules.needs_name(ip));
+        let lookup = rules.ip_rules.needs_name(ip)
+            || sites.sites_at(local).any(|s| s.ip_rules.needs_name(ip));
         self.active += 1;
         let id = self.next_id();
         Ok(Session::new(
             now,
             id,
-            self.sites.clone(),
+            sites.clone(),
             listener,
             (peer, local),
             slot,
@@ -217,11 +238,12 @@ impl Server {
     }
 
     /// The settings of the first site (the only one for [`Server::new`]).
-    pub fn config(&self) -> &Arc<SessionConfig> {
-        self.sites.site(0)
+    pub fn config(&self) -> Arc<SessionConfig> {
+        self.sites.load().site(0).clone()
     }
 
-    pub fn sites(&self) -> &Arc<Sites> {
-        &self.sites
+    /// The current sites.
+    pub fn sites(&self) -> Arc<Sites> {
+        self.sites.load()
     }
 }

@@ -248,11 +248,11 @@ fn a_blank_host_site_counts_its_connections_from_accept() {
     assert_eq!(refusal.reply, b"421 One is full.\r\n");
     let rec = refusal.log.expect("the site logs");
     assert_eq!((rec.status, rec.sub.code()), (421, 54));
-    assert_eq!(server.policy().connections_to(0), 2);
+    assert_eq!(server.policy().connections_to("one"), 2);
     // A session that moves to another site by HOST frees its place on `one`.
     b.expect("HOST two.example", "220 two here");
-    assert_eq!(server.policy().connections_to(0), 1);
-    assert_eq!(server.policy().connections_to(1), 1);
+    assert_eq!(server.policy().connections_to("one"), 1);
+    assert_eq!(server.policy().connections_to("two"), 1);
     let mut c = connect(&mut server, 4);
     // `two` is full now: HOST and USER host|user are refused with its message.
     assert_eq!(
@@ -269,8 +269,8 @@ fn a_blank_host_site_counts_its_connections_from_accept() {
     // Dropping a session (however it ended) releases its site.
     drop(a);
     drop(b);
-    assert_eq!(server.policy().connections_to(0), 0);
-    assert_eq!(server.policy().connections_to(1), 0);
+    assert_eq!(server.policy().connections_to("one"), 0);
+    assert_eq!(server.policy().connections_to("two"), 0);
     let mut e = connect(&mut server, 6);
     e.expect("USER two.example|alice", "331 ");
     e.expect("PASS secret", "230 ");
@@ -282,15 +282,15 @@ fn a_host_chosen_site_counts_when_chosen_and_rein_lets_go() {
     // No blank-host site: a connection counts for no site until it names one.
     let mut a = connect(&mut server, 1);
     let mut b = connect(&mut server, 2);
-    assert_eq!(server.policy().connections_to(0), 0);
+    assert_eq!(server.policy().connections_to("one"), 0);
     a.expect("HOST one.example", "220 one here");
     a.expect("HOST one.example", "220 one here"); // the same site again is free
-    assert_eq!(server.policy().connections_to(0), 1);
+    assert_eq!(server.policy().connections_to("one"), 1);
     b.expect("HOST one.example", "421 One is full.");
     assert!(b.session.is_closed());
     // REIN forgets the host, and the place on `one` with it.
     a.expect("REIN", "220 ");
-    assert_eq!(server.policy().connections_to(0), 0);
+    assert_eq!(server.policy().connections_to("one"), 0);
     let mut c = connect(&mut server, 3);
     c.expect("USER one.example|alice", "331 ");
     c.expect("PASS secret", "230 ");
@@ -306,12 +306,12 @@ fn rein_back_to_a_full_blank_host_site_is_refused() {
     a.expect("REIN", "421 One is full.");
     assert!(a.session.is_closed());
     assert_eq!(
-        server.policy().connections_to(1),
+        server.policy().connections_to("two"),
         1,
         "until the session is gone"
     );
     drop(a);
-    assert_eq!(server.policy().connections_to(1), 0);
+    assert_eq!(server.policy().connections_to("two"), 0);
 }
 
 fn scenario1_rules() -> Rules {
@@ -764,4 +764,51 @@ fn every_path_verb_is_checked_against_a_denied_folder() {
             }
         }
     }
+}
+
+/// A reload swaps the sites for new connections; running sessions keep theirs, and a
+/// site's connection count follows its name, wherever the new table puts it.
+#[test]
+fn a_reload_serves_new_sites_and_counts_follow_site_names() {
+    let one = |banner: &str| {
+        let banner = banner.to_string();
+        site("one", move |c| {
+            c.limits.max_connections = 1;
+            c.banner = banner;
+        })
+    };
+    let live = Arc::new(wharf_core::live::Live::new(Arc::new(
+        Sites::new(
+            vec![one("one, first"), site("two", |_| {})],
+            vec![bind(0, ""), bind(1, "two.example")],
+        )
+        .unwrap(),
+    )));
+    let mut server = Server::with_live_sites(live.clone(), 0, 1, 100);
+    let mut a = connect(&mut server, 1);
+    assert!(a.replies().starts_with("220 one, first"));
+    // The new table lists `two` first; `one` keeps its count of one, and is full.
+    live.replace(Arc::new(
+        Sites::new(
+            vec![site("two", |_| {}), one("one, second")],
+            vec![bind(1, ""), bind(0, "two.example")],
+        )
+        .unwrap(),
+    ));
+    let refusal = Harness::accept(&mut server, "192.0.2.7:2", harness::origin())
+        .err()
+        .expect("one is still full");
+    assert!(refusal.reply.starts_with(b"421 "));
+    assert_eq!(server.policy().connections_to("one"), 1);
+    // The running session is unaffected: still its own site and settings.
+    a.expect("USER anonymous", "331 ");
+    a.expect("PASS x", "230 ");
+    drop(a);
+    assert_eq!(server.policy().connections_to("one"), 0);
+    let b = connect(&mut server, 3);
+    assert!(
+        b.replies().starts_with("220 one, second"),
+        "{}",
+        b.replies()
+    );
 }

@@ -1015,7 +1015,7 @@ fn a_site_chosen_by_sni_counts_its_connection_then() {
     let mut seen = 0;
     assert!(pump(&mut first, &mut c, &mut seen).starts_with("220 "));
     assert_eq!(
-        server.policy().connections_to(1),
+        server.policy().connections_to("two"),
         1,
         "the SNI name chose two"
     );
@@ -1031,9 +1031,9 @@ fn a_site_chosen_by_sni_counts_its_connection_then() {
     );
     assert!(second.session.is_closed());
     drop(second);
-    assert_eq!(server.policy().connections_to(1), 1);
+    assert_eq!(server.policy().connections_to("two"), 1);
     drop(first);
-    assert_eq!(server.policy().connections_to(1), 0);
+    assert_eq!(server.policy().connections_to("two"), 0);
 }
 
 /// Client certificates: a CA, a client certificate it signed, a server certificate for
@@ -1377,4 +1377,79 @@ fn without_session_reuse_data_connections_need_a_certificate_too() {
     let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
     assert_eq!(seen.received, b"x");
     assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+}
+
+#[test]
+fn a_handshake_that_stalls_is_closed_at_the_handshake_timeout() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    cfg.timeouts.tls_handshake = std::time::Duration::from_secs(5);
+    let mut h = Harness::with_config(cfg.clone());
+    h.expect("AUTH TLS", "234 ");
+    // Half a handshake: the ClientHello arrives, the client never finishes.
+    let mut c = client(&der);
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    h.send_raw(&hello);
+    h.advance(std::time::Duration::from_secs(4));
+    assert!(!h.session.is_closed(), "closed before the timeout");
+    h.advance(std::time::Duration::from_secs(2));
+    assert!(
+        h.session.is_closed(),
+        "a stalled handshake outlived its timeout"
+    );
+
+    // A handshake that completes is not bound by it: the session lives on to its
+    // ordinary timeouts.
+    let mut h = Harness::with_config(cfg);
+    let (mut c, mut seen) = secured(&mut h, &der);
+    h.advance(std::time::Duration::from_secs(20));
+    assert!(!h.session.is_closed());
+    assert!(tls_command(&mut h, &mut c, &mut seen, "NOOP").starts_with("200 "));
+}
+
+#[test]
+fn handshakes_in_progress_per_address_are_capped() {
+    use wharf_core::policy::limits::{ServerPolicy, ServerRules};
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let rules = ServerRules {
+        max_handshakes_per_ip: 2,
+        ..ServerRules::default()
+    };
+    let policy = Arc::new(ServerPolicy::new(rules));
+    let mut server =
+        wharf_core::Server::new(Arc::new(cfg.clone()), 0, 1, 100).with_policy(policy.clone());
+    let now = harness::origin();
+    let mut from = |peer: &str| Harness::accept(&mut server, peer, now).unwrap();
+    let (mut a, mut b, mut c) = (
+        from("192.0.2.1:1001"),
+        from("192.0.2.1:1002"),
+        from("192.0.2.1:1003"),
+    );
+    let mut other = from("192.0.2.2:1004");
+    a.expect("AUTH TLS", "234 ");
+    b.expect("AUTH TLS", "234 ");
+    let refused = c.send("AUTH TLS");
+    assert!(refused.starts_with("431 "), "{refused}");
+    assert!(!c.session.is_closed(), "a 431 may be retried");
+    c.expect("NOOP", "200 ");
+    other.expect("AUTH TLS", "234 ");
+    assert_eq!(policy.handshakes_from("192.0.2.1".parse().unwrap()), 2);
+
+    // `a` completes its handshake: its count is released, and `c` may try again.
+    let mut seen = a.wire.len();
+    let mut client_a = client(&der);
+    assert_eq!(pump(&mut a, &mut client_a, &mut seen), "");
+    assert!(!client_a.is_handshaking());
+    assert_eq!(policy.handshakes_from("192.0.2.1".parse().unwrap()), 1);
+    c.expect("AUTH TLS", "234 ");
+    // A session that closes mid-handshake releases its count too.
+    b.session.handle_input(b.now, wharf_core::Input::ControlEof);
+    b.drain();
+    assert_eq!(policy.handshakes_from("192.0.2.1".parse().unwrap()), 1);
+    drop((b, c));
+    assert_eq!(policy.handshakes_from("192.0.2.1".parse().unwrap()), 0);
 }

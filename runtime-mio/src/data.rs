@@ -219,8 +219,8 @@ impl Shard {
         let dkey = c.data.iter().copied().find(
             |&d| matches!(&self.data[d].state, DataState::Transferring(t) if t.xfer == xfer),
         )?;
-        let bytes = match &self.data[dkey].state {
-            DataState::Transferring(t) => t.bytes,
+        let bytes = match &mut self.data[dkey].state {
+            DataState::Transferring(t) => t.salvage(),
             _ => 0,
         };
         self.finish_transfer(dkey);

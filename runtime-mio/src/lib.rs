@@ -120,7 +120,7 @@ impl MioConfig {
 /// A running server: its addresses, and the handles to stop it and wait for it.
 pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
-    shards: Vec<(mpsc::Sender<ShardMsg>, Arc<mio::Waker>)>,
+    shards: Vec<(mpsc::Sender<ShardMsg>, Arc<shard::ShardWaker>)>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     workers: Option<WorkerPool>,
 }

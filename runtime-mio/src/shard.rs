@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,29 @@ use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// Wakes a shard's poll for completions and messages. A wake-up still pending is not
+/// repeated: a burst of completions costs one eventfd write and one poll return, not one
+/// each.
+pub(crate) struct ShardWaker {
+    waker: Waker,
+    /// Set by the first wake after the shard last looked; cleared (by the shard) before
+    /// it drains its channels. Both are read-modify-writes, so a wake that finds it set
+    /// is ordered before the clear, and its message before the drain.
+    pending: AtomicBool,
+}
+
+impl ShardWaker {
+    /// Call after queueing the message or completion.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.waker
+            .wake()
+            .inspect_err(|_| self.pending.store(false, Ordering::Release))
+    }
+}
 /// Connections accepted per listener per wake-up before yielding.
 pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// How long to wait before accepting again after running out of descriptors.
@@ -78,7 +102,7 @@ pub(crate) struct Conn {
 pub(crate) struct Shard {
     pub index: usize,
     pub poll: Poll,
-    waker: Arc<Waker>,
+    waker: Arc<ShardWaker>,
     pub server: Server,
     pub listeners: Vec<Option<TcpListener>>,
     pub conns: Slab<Conn>,
@@ -121,7 +145,10 @@ impl Shard {
         ports: Arc<PortPool>,
     ) -> io::Result<Shard> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let waker = Arc::new(ShardWaker {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            pending: AtomicBool::new(false),
+        });
         let mut ls = Vec::with_capacity(listeners.len());
         for (i, (_, mut l)) in listeners.into_iter().enumerate() {
             poll.registry()
@@ -161,7 +188,7 @@ impl Shard {
         })
     }
 
-    pub(crate) fn waker(&self) -> Arc<Waker> {
+    pub(crate) fn waker(&self) -> Arc<ShardWaker> {
         self.waker.clone()
     }
 
@@ -259,6 +286,8 @@ impl Shard {
     }
 
     fn on_wake(&mut self) {
+        // Before draining: a completion queued from now on wakes the loop again.
+        self.waker.pending.swap(false, Ordering::AcqRel);
         while let Ok(ShardMsg::Shutdown { grace }) = self.msgs.try_recv() {
             self.begin_shutdown(grace);
         }

@@ -200,8 +200,23 @@ impl Transfer {
             match r {
                 Ok(true) => continue,
                 Ok(false) => return Step::Blocked,
-                Err(outcome) => return Step::Done(outcome),
+                Err(outcome) => return Step::Done(self.ended(outcome)),
             }
+        }
+    }
+
+    /// The outcome of a transfer that ended, after [`Self::salvage`] for those that
+    /// ended early.
+    fn ended(&mut self, outcome: TransferOutcome) -> TransferOutcome {
+        match outcome {
+            TransferOutcome::ConnectionLost { .. } => TransferOutcome::ConnectionLost {
+                bytes: self.salvage(),
+            },
+            TransferOutcome::Tls { error, .. } => TransferOutcome::Tls {
+                bytes: self.salvage(),
+                error,
+            },
+            other => other,
         }
     }
 
@@ -404,9 +419,32 @@ impl Transfer {
         }
     }
 
-    /// A download under TLS: flush ciphertext, finish the handshake, then encrypt the
-    /// body a buffer at a time; close_notify once the body is out.
+    /// A download under TLS: finish the handshake, then flush ciphertext and encrypt
+    /// the body a buffer at a time; close_notify once the body is out. The file is read
+    /// before the last ciphertext goes out, so the end of the body is known, and
+    /// close_notify queued behind it, by then: a small body and its close_notify leave
+    /// in one write, one segment.
     fn tls_send_some(&mut self) -> Result<bool, TransferOutcome> {
+        let tls = self.tls.as_mut().expect("a TLS transfer");
+        if tls.conn.is_handshaking() {
+            return match self.tls_flush()? {
+                None => Ok(false),
+                Some(true) => Ok(true),
+                Some(false) => self.tls_handshake_read(),
+            };
+        }
+        if self.start == self.end && !tls.closing {
+            let Direction::Send { eof, .. } = &self.dir else {
+                unreachable!()
+            };
+            if *eof {
+                tls.conn.close();
+                tls.closing = true;
+            } else {
+                self.fill()?;
+            }
+            return Ok(true);
+        }
         match self.tls_flush()? {
             None => return Ok(false),
             Some(true) => return Ok(true),
@@ -418,21 +456,6 @@ impl Transfer {
             let _ = self.stream.shutdown(Shutdown::Write);
             return Err(TransferOutcome::Complete { bytes: self.bytes });
         }
-        if tls.conn.is_handshaking() {
-            return self.tls_handshake_read();
-        }
-        if self.start == self.end {
-            let Direction::Send { eof, .. } = &self.dir else {
-                unreachable!()
-            };
-            if *eof {
-                tls.conn.close();
-                tls.closing = true;
-                return Ok(true);
-            }
-            self.fill()?;
-            return Ok(true);
-        }
         let n = tls.conn.write_plain(&self.buf[self.start..self.end]);
         if n == 0 && !tls.conn.wants_write() {
             let error = DataTlsError::Protocol("the connection takes no more data".into());
@@ -443,9 +466,11 @@ impl Transfer {
         Ok(true)
     }
 
-    /// An upload under TLS: decrypted bytes to the file first, then ciphertext from the
-    /// buffer into TLS, then one socket read into the buffer. The body ends with the
-    /// peer's close_notify, or at end-of-stream as [`DataTls::end_of_stream`] judges.
+    /// An upload under TLS: decrypted bytes gather in the transfer buffer, then
+    /// ciphertext from the read-ahead buffer goes into TLS, then one socket read refills
+    /// that. The file gets one write per full buffer, or when the socket has nothing
+    /// more for now, rather than one per TLS record (at most 16 KiB). The body ends with
+    /// the peer's close_notify, or at end-of-stream as [`DataTls::end_of_stream`] judges.
     fn tls_receive_some(&mut self) -> Result<bool, TransferOutcome> {
         match self.tls_flush()? {
             // Only the handshake needs our bytes to arrive before the peer goes on.
@@ -453,17 +478,28 @@ impl Transfer {
             Some(true) => return Ok(true),
             _ => {}
         }
+        if self.end == self.buf.len() {
+            self.store_pending()?;
+        }
         let tls = self.tls.as_mut().expect("a TLS transfer");
-        match tls.conn.read_plain(&mut self.buf) {
+        match tls.conn.read_plain(&mut self.buf[self.end..]) {
             Some(0) => {
                 // Answer the close_notify (best effort; the peer may be gone already).
                 tls.conn.close();
                 let _ = tls.conn.write_tls(&mut &self.stream);
+                self.store_pending()?;
                 self.store(0)?;
                 return Err(TransferOutcome::Complete { bytes: self.bytes });
             }
             Some(n) => {
-                self.store(n)?;
+                self.end += n;
+                // Past the size limit: write what fits and end now, not a buffer later.
+                let over = self
+                    .max_bytes
+                    .is_some_and(|max| self.bytes + self.end as u64 > max);
+                if over {
+                    self.store_pending()?;
+                }
                 return Ok(true);
             }
             None => {}
@@ -488,6 +524,7 @@ impl Transfer {
         if tls.eof {
             return match tls.conn.end_of_stream() {
                 Ok(()) => {
+                    self.store_pending()?;
                     self.store(0)?;
                     Err(TransferOutcome::Complete { bytes: self.bytes })
                 }
@@ -497,11 +534,34 @@ impl Transfer {
         match (&self.stream).read(&mut tls.cipher) {
             Ok(0) => tls.eof = true,
             Ok(n) => (tls.start, tls.end) = (0, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more for now: the file gets what has gathered.
+                self.store_pending()?;
+                return Ok(false);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(self.lost()),
         }
         Ok(true)
+    }
+
+    /// Writes the decrypted bytes gathered in `buf[..end]` (an upload under TLS).
+    fn store_pending(&mut self) -> Result<(), TransferOutcome> {
+        let n = std::mem::take(&mut self.end);
+        match n {
+            0 => Ok(()),
+            n => self.store(n),
+        }
+    }
+
+    /// When an upload under TLS ends early (the connection lost, a TLS error, an
+    /// abort): writes what it had received and decrypted but not yet written, as an
+    /// unbatched upload would have, and returns the byte count then reached.
+    pub(crate) fn salvage(&mut self) -> u64 {
+        if matches!(self.dir, Direction::Receive { .. }) && self.tls.is_some() {
+            let _ = self.store_pending();
+        }
+        self.bytes
     }
 }
 

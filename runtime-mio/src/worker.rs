@@ -56,13 +56,21 @@ pub(crate) struct WorkerPool {
 /// storage workers.
 #[derive(Clone)]
 pub(crate) struct Jobs {
-    storage: JobSender<Job>,
-    lookups: JobSender<Job>,
+    storage: JobSender,
+    lookups: JobSender,
 }
 
-/// A queue of jobs for a set of workers. Jobs are taken in order; the worker woken for
-/// one is the one that became idle last.
-struct Queue<T> {
+/// The jobs waiting for one group of workers. Each job wakes one waiting worker: the one
+/// that became idle last (each waits on its own `Condvar`), so a warm thread takes the
+/// next job rather than the one that has waited longest.
+///
+/// (The group used to share a `Mutex<Receiver<Job>>`: the worker holding the lock waited
+/// in the channel and the others on the mutex, so every job woke one worker through the
+/// channel and then the next through the mutex as the lock was handed on: ~12 futex
+/// calls and as many context switches per FTPS session, on two cores shared with the
+/// event loops. It also handed jobs to the workers in turn: on a fresh server each of
+/// the first LIST 10k ran on another cold thread and page-faulted its arena in.)
+struct Queue<T = Job> {
     state: Mutex<QueueState<T>>,
     /// One per worker, each used with `state`.
     wake: Vec<Condvar>,
@@ -72,62 +80,68 @@ struct QueueState<T> {
     jobs: VecDeque<T>,
     /// Waiting workers, the most recently idle last.
     idle: Vec<usize>,
-    /// Live [`JobSender`]s: when the last is gone, workers exit once the queue is empty.
+    /// [`JobSender`]s alive: the workers leave once there are none and no job waits.
     senders: usize,
+    /// Workers alive: with none, a send fails and hands the job back.
+    workers: usize,
 }
 
 impl<T> Queue<T> {
-    fn new(workers: usize) -> Arc<Queue<T>> {
-        Arc::new(Queue {
+    /// A queue for `workers` workers (numbered from 0), with one sender.
+    fn new(workers: usize) -> (Arc<Queue<T>>, JobSender<T>) {
+        let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
                 idle: Vec::with_capacity(workers),
-                senders: 0,
+                senders: 1,
+                workers: 0,
             }),
             wake: (0..workers).map(|_| Condvar::new()).collect(),
-        })
+        });
+        let sender = JobSender(queue.clone());
+        (queue, sender)
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState<T>> {
+        // No code panics while holding the lock; a poisoned one is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Worker `me`'s next job; `None` once every sender is gone and the queue is empty.
+    /// Worker `me`'s next job, waiting for one; `None` once every sender is gone and
+    /// the queue is empty.
     fn next(&self, me: usize) -> Option<T> {
-        let mut st = self.lock();
+        let mut state = self.lock();
         loop {
-            if let Some(job) = st.jobs.pop_front() {
-                // Woken by something else than a send for it: no longer idle.
-                st.idle.retain(|&w| w != me);
+            if let Some(job) = state.jobs.pop_front() {
+                // Woken otherwise than by a send for it: no longer idle.
+                state.idle.retain(|&w| w != me);
                 return Some(job);
             }
-            if st.senders == 0 {
+            if state.senders == 0 {
                 return None;
             }
-            if !st.idle.contains(&me) {
-                st.idle.push(me);
+            if !state.idle.contains(&me) {
+                state.idle.push(me);
             }
-            st = self.wake[me].wait(st).unwrap_or_else(|e| e.into_inner());
+            state = self.wake[me].wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
 
-/// The sending side of a [`Queue`], like `mpsc::Sender`.
-pub(crate) struct JobSender<T>(Arc<Queue<T>>);
+/// A handle that queues jobs for one group of workers (like an mpsc `Sender`).
+struct JobSender<T = Job>(Arc<Queue<T>>);
 
 impl<T> JobSender<T> {
-    fn new(queue: Arc<Queue<T>>) -> JobSender<T> {
-        queue.lock().senders += 1;
-        JobSender(queue)
-    }
-
-    /// Queues `job` and wakes the most recently idle worker, if one waits. Never fails
-    /// (workers outlive every sender); the signature is `mpsc::Sender`'s.
     #[allow(clippy::result_large_err)]
     fn send(&self, job: T) -> Result<(), mpsc::SendError<T>> {
-        let mut st = self.0.lock();
-        st.jobs.push_back(job);
-        if let Some(w) = st.idle.pop() {
+        let mut state = self.0.lock();
+        if state.workers == 0 {
+            return Err(mpsc::SendError(job));
+        }
+        state.jobs.push_back(job);
+        let idle = state.idle.pop();
+        drop(state);
+        if let Some(w) = idle {
             self.0.wake[w].notify_one();
         }
         Ok(())
@@ -136,19 +150,30 @@ impl<T> JobSender<T> {
 
 impl<T> Clone for JobSender<T> {
     fn clone(&self) -> JobSender<T> {
-        JobSender::new(self.0.clone())
+        self.0.lock().senders += 1;
+        JobSender(self.0.clone())
     }
 }
 
 impl<T> Drop for JobSender<T> {
     fn drop(&mut self) {
-        let mut st = self.0.lock();
-        st.senders -= 1;
-        if st.senders == 0 {
+        let mut state = self.0.lock();
+        state.senders -= 1;
+        if state.senders == 0 {
+            drop(state);
             for w in &self.0.wake {
                 w.notify_all();
             }
         }
+    }
+}
+
+/// Counts a worker out of its queue when its thread ends, however it ends.
+struct WorkerAlive<T = Job>(Arc<Queue<T>>);
+
+impl<T> Drop for WorkerAlive<T> {
+    fn drop(&mut self) {
+        self.0.lock().workers -= 1;
     }
 }
 
@@ -168,7 +193,7 @@ struct Shared {
     auth: Arc<dyn Authenticator>,
     resolver: Arc<dyn Resolver>,
     replies: Vec<Sender<Done>>,
-    wakers: Vec<Arc<mio::Waker>>,
+    wakers: Vec<Arc<crate::shard::ShardWaker>>,
 }
 
 impl WorkerPool {
@@ -177,7 +202,7 @@ impl WorkerPool {
         (n, lookups): (usize, usize),
         (storage, auth, resolver): (Arc<dyn Storage>, Arc<dyn Authenticator>, Arc<dyn Resolver>),
         replies: Vec<Sender<Done>>,
-        wakers: Vec<Arc<mio::Waker>>,
+        wakers: Vec<Arc<crate::shard::ShardWaker>>,
     ) -> io::Result<WorkerPool> {
         let shared = Arc::new(Shared {
             storage,
@@ -187,19 +212,23 @@ impl WorkerPool {
             wakers,
         });
         let mut threads = Vec::with_capacity(n + lookups);
-        let mut spawn = |name: &str, count: usize| -> io::Result<JobSender<Job>> {
+        let mut spawn = |name: &str, count: usize| -> io::Result<JobSender> {
             let count = count.max(1);
-            let queue = Queue::new(count);
-            let tx = JobSender::new(queue.clone());
+            let (queue, sender) = Queue::new(count);
             for i in 0..count {
-                let queue = queue.clone();
+                queue.lock().workers += 1;
+                let alive = WorkerAlive(queue.clone());
                 let shared = shared.clone();
-                let t = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name(format!("wharf-{name}-{i}"))
-                    .spawn(move || work(&queue, i, &shared))?;
-                threads.push(t);
+                    .spawn(move || {
+                        work(&alive.0, i, &shared);
+                        drop(alive);
+                    });
+                // A thread that did not start dropped its `WorkerAlive` with the closure.
+                threads.push(spawned?);
             }
-            Ok(tx)
+            Ok(sender)
         };
         let jobs = Jobs {
             storage: spawn("worker", n)?,
@@ -221,8 +250,7 @@ impl WorkerPool {
     }
 }
 
-fn work(queue: &Queue<Job>, me: usize, shared: &Shared) {
-    // The queue's lock is held only while waiting for a job, never while running it.
+fn work(queue: &Queue, me: usize, shared: &Shared) {
     while let Some(job) = queue.next(me) {
         let handle = match &job.request {
             Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
@@ -263,15 +291,15 @@ mod tests {
 
     /// Starts `n` workers on a queue of numbers; each reports (worker, number).
     fn workers(n: usize) -> (JobSender<u32>, Ran, Vec<JoinHandle<()>>) {
-        let queue = Queue::new(n);
-        // The sender first: a worker that found none would exit at once.
-        let sender = JobSender::new(queue.clone());
+        let (queue, sender) = Queue::new(n);
         let (tx, rx) = channel();
         let threads = (0..n)
             .map(|me| {
-                let (queue, tx) = (queue.clone(), tx.clone());
+                queue.lock().workers += 1;
+                let alive = WorkerAlive(queue.clone());
+                let tx = tx.clone();
                 std::thread::spawn(move || {
-                    while let Some(job) = queue.next(me) {
+                    while let Some(job) = alive.0.next(me) {
                         tx.send((me, job)).unwrap();
                     }
                 })
@@ -329,5 +357,11 @@ mod tests {
         let mut got: Vec<u32> = rx.try_iter().map(|(_, job)| job).collect();
         got.sort_unstable();
         assert_eq!(got, (0..2000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_send_with_no_worker_left_hands_the_job_back() {
+        let (_queue, sender) = Queue::<u32>::new(1);
+        assert_eq!(sender.send(7), Err(mpsc::SendError(7)));
     }
 }

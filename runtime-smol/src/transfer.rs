@@ -57,6 +57,9 @@ struct TlsLayer {
     end: usize,
     /// The socket reached end-of-stream.
     eof: bool,
+    /// A socket error met while decrypted bytes were waiting to be returned; the next
+    /// read returns it.
+    error: Option<io::Error>,
 }
 
 /// A data connection carrying a body's plaintext: straight to the socket, or through
@@ -121,6 +124,7 @@ impl DataStream {
                 start: 0,
                 end: 0,
                 eof: false,
+                error: None,
             })
         });
         DataStream { sock, tls }
@@ -164,15 +168,20 @@ impl DataStream {
         Ok(true)
     }
 
-    /// Writes some of `buf` (encrypting it under TLS, and writing the ciphertext out
-    /// before returning, so that backpressure is the socket's); waits while the socket
-    /// is full.
+    /// Writes some of `buf`; waits while the socket is full. Under TLS it encrypts
+    /// into rustls' buffer (64 KiB) and writes the ciphertext out only when that is full
+    /// (backpressure stays the socket's) or at [`Self::finish`]: a small body and its
+    /// close_notify leave in one write, one segment.
     async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
         let Some(tls) = &mut self.tls else {
             return (self.sock.write_with(|s| (&*s).write(buf)).await).map_err(StreamError::Io);
         };
         let n = tls.conn.write_plain(buf);
+        if n > 0 {
+            return Ok(n);
+        }
         flush_tls(&self.sock, tls).await?;
+        let n = tls.conn.write_plain(buf);
         if n == 0 && !buf.is_empty() {
             let error = DataTlsError::Protocol("the connection takes no more data".into());
             return Err(StreamError::Tls(error));
@@ -182,22 +191,38 @@ impl DataStream {
 
     /// Reads some bytes; `Ok(0)` is the end of the body (under TLS: the peer's
     /// close_notify, or end-of-stream when [`DataTls::end_of_stream`] accepts it).
+    ///
+    /// Under TLS it gathers decrypted records until `buf` is full or the socket has
+    /// nothing more without waiting, so the file gets one write per buffer rather than
+    /// one per TLS record (at most 16 KiB). A socket error behind gathered bytes is
+    /// returned by the next call.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
         let Some(tls) = &mut self.tls else {
             return (self.sock.read_with(|s| (&*s).read(buf)).await).map_err(StreamError::Io);
         };
+        if let Some(e) = tls.error.take() {
+            return Err(StreamError::Io(e));
+        }
+        let mut filled = 0;
         loop {
             if tls.conn.wants_write() {
                 flush_tls(&self.sock, tls).await?;
             }
-            match tls.conn.read_plain(buf) {
+            if filled == buf.len() {
+                return Ok(filled);
+            }
+            match tls.conn.read_plain(&mut buf[filled..]) {
+                Some(0) if filled > 0 => return Ok(filled),
                 Some(0) => {
                     // Answer the close_notify (best effort: the peer may be gone).
                     tls.conn.close();
                     let _ = tls.conn.write_tls(&mut self.sock.get_ref());
                     return Ok(0);
                 }
-                Some(n) => return Ok(n),
+                Some(n) => {
+                    filled += n;
+                    continue;
+                }
                 None => {}
             }
             if tls.start < tls.end {
@@ -208,13 +233,30 @@ impl DataStream {
                 continue;
             }
             if tls.eof {
+                if filled > 0 {
+                    return Ok(filled);
+                }
                 return tls
                     .conn
                     .end_of_stream()
                     .map(|()| 0)
                     .map_err(StreamError::Tls);
             }
-            read_ahead(&self.sock, tls).await?;
+            if filled == 0 {
+                read_ahead(&self.sock, tls).await?;
+                continue;
+            }
+            // Bytes are gathered: read more only if the socket has them now.
+            match (&mut self.sock.get_ref()).read(&mut tls.cipher) {
+                Ok(0) => tls.eof = true,
+                Ok(n) => (tls.start, tls.end) = (0, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(filled),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tls.error = Some(e);
+                    return Ok(filled);
+                }
+            }
         }
     }
 
@@ -252,6 +294,11 @@ impl Progress {
     pub(crate) fn update(&self, bytes: u64) -> bool {
         self.bytes.store(bytes, Ordering::Release);
         !self.noted.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records the running total without noting it.
+    pub(crate) fn set(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Release);
     }
 
     /// Takes the total for a report; the next update notes again.
@@ -298,7 +345,17 @@ pub(crate) struct Transfer {
     pub rate: Option<TokenBucket>,
     /// An upload's size limit (`TransferSpec::max_bytes`): nothing past it is written.
     pub max_bytes: Option<u64>,
+    /// No progress report before this (see [`PROGRESS_EVERY`]).
+    next_report: Instant,
 }
+
+/// The shortest time between two progress reports of a transfer (and before the first).
+/// Each report wakes the session's task, often on another thread; at the speed of a
+/// loopback transfer one per step (a buffer) cost more CPU than the transfer's own
+/// syscalls, and a small PROT P download paid one per handshake step. The core needs
+/// progress for timers counted in seconds (stall, minimum rate) and for STAT, and the
+/// end of the transfer carries the final count.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Transfer {
     /// A download of an open file (`ascii`: TYPE A).
@@ -386,6 +443,9 @@ impl Transfer {
             progress,
             rate: None,
             max_bytes: None,
+            // A transfer over within PROGRESS_EVERY (a small file, a short listing) needs
+            // no report at all: its end carries the count.
+            next_report: Instant::now() + PROGRESS_EVERY,
         }
     }
 
@@ -414,11 +474,15 @@ impl Transfer {
         }
     }
 
-    /// Counts `n` more bytes; calls `report` when the session should hear of it (it has
-    /// taken the previous report).
+    /// Counts `n` more bytes; calls `report` when the session should hear of it: it has
+    /// taken the previous report, and [`PROGRESS_EVERY`] has passed since that one.
     fn moved(&mut self, n: usize, report: &mut impl FnMut()) {
         self.bytes += n as u64;
-        if self.progress.update(self.bytes) {
+        let now = Instant::now();
+        if now < self.next_report {
+            self.progress.set(self.bytes);
+        } else if self.progress.update(self.bytes) {
+            self.next_report = now + PROGRESS_EVERY;
             report();
         }
     }
@@ -431,11 +495,7 @@ impl Transfer {
         // The handshake moves no body byte, but it is progress for the stall timer.
         loop {
             match self.stream.handshake_step().await {
-                Ok(true) => {
-                    if self.progress.update(self.bytes) {
-                        report();
-                    }
-                }
+                Ok(true) => self.moved(0, &mut report),
                 Ok(false) => break,
                 Err(e) => return self.stream_failed(e),
             }

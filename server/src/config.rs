@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub users: Vec<UserEntry>,
     /// Server-wide IP rules, logon restrictions and connection limits.
     pub server_rules: ServerRules,
+    /// The account to serve as once the ports are bound (`server.user`/`server.group`).
+    pub run_as: Option<crate::privileges::RunAs>,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -254,6 +256,8 @@ struct RawServer {
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
     login_cache: Option<u64>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     ip_security: Option<policy::RawIpSecurity>,
     logon_restrictions: Option<policy::RawLogon>,
     logging: Option<policy::RawLogging>,
@@ -355,6 +359,7 @@ struct RawTimeouts {
     control: Option<Spanned<u64>>,
     data: Option<Spanned<u64>>,
     login: Option<Spanned<u64>>,
+    tls_handshake: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -819,6 +824,28 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
             .unwrap_or(RuntimeKind::Mio),
         None => RuntimeKind::Mio,
     };
+    let run_as = match (&s.user, &s.group) {
+        (Some(user), group) => {
+            let group_name = group.as_ref().map(|g| g.get_ref().as_str());
+            match crate::privileges::resolve(user.get_ref(), group_name) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // A missing group is the group's line; anything else the user's.
+                    let span = match group {
+                        Some(g) if e.contains("group") => g.span(),
+                        _ => user.span(),
+                    };
+                    c.error(span, e);
+                    None
+                }
+            }
+        }
+        (None, Some(group)) => {
+            c.error(group.span(), "server.group needs server.user");
+            None
+        }
+        (None, None) => None,
+    };
     let max_connections = match &s.max_connections {
         Some(m) => c
             .check(m, |&n| {
@@ -837,6 +864,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         data_connect: seconds(c, &t.data, 30),
         transfer_stall: seconds(c, &t.data, 30),
         login: seconds(c, &t.login, 30),
+        tls_handshake: seconds(c, &t.tls_handshake, 10),
     };
 
     // Accounts: this file's users, the users file's, then the groups of each (members
@@ -989,6 +1017,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         sites,
         users: accounts.users,
         server_rules,
+        run_as,
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {

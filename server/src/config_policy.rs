@@ -73,6 +73,7 @@ pub(super) struct RawLogon {
 pub(super) struct RawLimits {
     max_connections_per_ip: Option<u32>,
     max_connections_per_user: Option<u32>,
+    max_tls_handshakes_per_ip: Option<u32>,
     max_clients_message: Option<Spanned<String>>,
     min_bytes_per_second: Option<Spanned<u64>>,
     bandwidth: Option<Spanned<u64>>,
@@ -319,6 +320,9 @@ pub(super) fn limits(
     let raw = raw.unwrap_or_default();
     rules.max_per_ip = raw.max_connections_per_ip.unwrap_or(0);
     rules.max_per_user = raw.max_connections_per_user.unwrap_or(0);
+    rules.max_handshakes_per_ip = raw
+        .max_tls_handshakes_per_ip
+        .unwrap_or(wharf_core::policy::limits::DEFAULT_MAX_HANDSHAKES_PER_IP);
     if let Some(m) = &raw.max_clients_message {
         if let Some(text) = c.check(m, |s| {
             if s.contains(['\r', '\n']) {

@@ -30,6 +30,7 @@ keep_partial_uploads = true
 control = 60
 data = 10
 login = 5
+tls_handshake = 3
 
 [[users]]
 name = "alice"
@@ -84,6 +85,10 @@ fn a_good_config_builds_the_session_config() {
         Duration::from_secs(10)
     );
     assert_eq!(c.sites[0].session.timeouts.login, Duration::from_secs(5));
+    assert_eq!(
+        c.sites[0].session.timeouts.tls_handshake,
+        Duration::from_secs(3)
+    );
     assert_eq!(c.sites[0].session.banner, "hello");
     assert_eq!(c.users.len(), 2);
     assert_eq!(c.users[0].groups, vec!["staff".to_string()]);
@@ -98,6 +103,11 @@ fn minimal_config_takes_defaults() {
     assert_eq!(c.sites[0].session.passive_ports, 0..=0);
     assert!(!c.sites[0].session.allow_anonymous);
     assert_eq!(c.sites[0].session.timeouts.idle, Duration::from_secs(120));
+    assert_eq!(
+        c.sites[0].session.timeouts.tls_handshake,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.server_rules.max_handshakes_per_ip, 32);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
 }
 
@@ -812,6 +822,7 @@ fields = ["date", "time", "c-ip", "sc-status", "sc-substatus"]
 [limits]
 max_connections_per_ip = 8
 max_connections_per_user = 2
+max_tls_handshakes_per_ip = 4
 max_clients_message = "Full up."
 min_bytes_per_second = 100
 bandwidth = 1000000
@@ -864,6 +875,7 @@ fn policy_tables_build_the_policy() {
     assert!(rules.logon.exempt[0].contains("10.9.9.9".parse().unwrap()));
     assert_eq!(rules.max_per_ip, 8);
     assert_eq!(rules.max_per_user, 2);
+    assert_eq!(rules.max_handshakes_per_ip, 4);
     assert_eq!(rules.max_clients_message, "Full up.");
 
     let limits = &c.sites[0].session.limits;
@@ -1279,4 +1291,42 @@ fn host_name_entries_need_reverse_dns() {
     assert_eq!(e[0].key.as_deref(), Some("site.ip_security.deny"));
     assert_eq!(e[0].line, line_of(&bad, "*.*.example.com"));
     assert!(e[0].message.contains("not a host name"), "{}", e[0]);
+}
+
+#[test]
+fn server_user_and_group_are_looked_up() {
+    let r = root();
+    let site = format!("[site]\nroot = {:?}\n", r.path().display().to_string());
+    let ok = format!("[server]\nuser = \"nobody\"\n{site}");
+    let c = ServerConfig::from_toml_str(&ok, "u.toml").unwrap();
+    let run_as = c.run_as.expect("run_as");
+    assert_eq!(run_as.user, "nobody");
+    assert_ne!(run_as.uid, 0);
+    let with_group = format!("[server]\nuser = \"nobody\"\ngroup = \"root\"\n{site}");
+    let c = ServerConfig::from_toml_str(&with_group, "u.toml").unwrap();
+    assert_eq!(c.run_as.unwrap().gid, 0);
+    for (text, key, needle) in [
+        (
+            "[server]\nuser = \"no-such-user-wharf\"\n",
+            "server.user",
+            "no user",
+        ),
+        ("[server]\nuser = \"root\"\n", "server.user", "unprivileged"),
+        (
+            "[server]\nuser = \"nobody\"\ngroup = \"no-such-group-wharf\"\n",
+            "server.group",
+            "no group",
+        ),
+        (
+            "[server]\ngroup = \"root\"\n",
+            "server.group",
+            "needs server.user",
+        ),
+    ] {
+        let text = format!("{text}{site}");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key.as_deref(), Some(key), "{e:?}");
+        assert!(e[0].message.contains(needle), "{e:?}");
+    }
 }

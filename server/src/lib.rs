@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wharf_core::live::Live;
 use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
@@ -28,6 +29,7 @@ pub mod config;
 mod listdir;
 pub mod localfs;
 mod login_cache;
+pub mod privileges;
 pub mod resolver;
 pub mod tls;
 pub mod users;
@@ -38,9 +40,15 @@ pub use localfs::LocalFs;
 pub use resolver::SystemResolver;
 pub use users::{hash_password, UserEntry, UserList};
 
-/// A running server on either runtime: its addresses, and the handles to stop it and
-/// wait for it (each runtime keeps its own threads; this only dispatches).
-pub enum RunningServer {
+/// A running server on either runtime: its addresses, and the handles to stop it, wait
+/// for it and reload its configuration (each runtime keeps its own threads; this only
+/// dispatches).
+pub struct RunningServer {
+    runtime: Running,
+    reloader: Option<Reloader>,
+}
+
+enum Running {
     Mio(wharf_runtime_mio::RunningServer),
     Smol(wharf_runtime_smol::RunningServer),
 }
@@ -49,36 +57,128 @@ impl RunningServer {
     /// The bound control addresses, one per listen address (with real ports when the
     /// configuration asked for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        match self {
-            RunningServer::Mio(s) => s.local_addrs(),
-            RunningServer::Smol(s) => s.local_addrs(),
+        match &self.runtime {
+            Running::Mio(s) => s.local_addrs(),
+            Running::Smol(s) => s.local_addrs(),
         }
     }
 
     /// Starts a graceful shutdown and returns at once: no new connections, running
     /// transfers may finish within `grace`, every session is told `421`.
     pub fn shutdown(&self, grace: Duration) {
-        match self {
-            RunningServer::Mio(s) => s.shutdown(grace),
-            RunningServer::Smol(s) => s.shutdown(grace),
+        match &self.runtime {
+            Running::Mio(s) => s.shutdown(grace),
+            Running::Smol(s) => s.shutdown(grace),
         }
     }
 
     /// Waits until the server has stopped; returns its first error.
     pub fn wait(self) -> io::Result<()> {
-        match self {
-            RunningServer::Mio(s) => s.wait(),
-            RunningServer::Smol(s) => s.wait(),
+        match self.runtime {
+            Running::Mio(s) => s.wait(),
+            Running::Smol(s) => s.wait(),
         }
     }
 
     /// Which runtime this is.
     pub fn runtime(&self) -> RuntimeKind {
-        match self {
-            RunningServer::Mio(_) => RuntimeKind::Mio,
-            RunningServer::Smol(_) => RuntimeKind::Smol,
+        match &self.runtime {
+            Running::Mio(_) => RuntimeKind::Mio,
+            Running::Smol(_) => RuntimeKind::Smol,
         }
     }
+
+    /// The handle that reloads this server's configuration (see [`Reloader`]); `None`
+    /// for a server started with [`start_runtime`] rather than from a configuration.
+    pub fn reloader(&self) -> Option<Reloader> {
+        self.reloader.clone()
+    }
+}
+
+/// Replaces a running server's configuration without a restart (`wharf` does it on
+/// SIGHUP): sites, bindings on the listening addresses, TLS settings and certificates,
+/// users and groups, authorization and filtering rules, IP rules, logon restrictions,
+/// limits, timeouts, messages. Connections admitted afterwards get the new
+/// configuration; sessions already running keep the one they started with, to their
+/// end. What the running server was built from — listen addresses, runtime, shards,
+/// `max_connections`, `login_cache`, site roots and virtual directories, log outputs —
+/// cannot change this way: a configuration that changes any of them is refused whole,
+/// with the list, and the running configuration stays.
+#[derive(Clone)]
+pub struct Reloader(Arc<Reloadable>);
+
+struct Reloadable {
+    /// The configuration running now.
+    config: std::sync::Mutex<ServerConfig>,
+    /// The bound listen addresses (port 0 resolved), which the sites table refers to.
+    listen: Vec<SocketAddr>,
+    sites: Arc<Live<Sites>>,
+    policy: Arc<ServerPolicy>,
+    users: Arc<UserList>,
+}
+
+impl Reloader {
+    /// The configuration running now (the last one a reload accepted).
+    pub fn config(&self) -> ServerConfig {
+        self.0
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `new` the running configuration for every connection admitted from now on;
+    /// returns a one-line summary. Refused (nothing changes) when `new` differs from the
+    /// running configuration in what only a restart can change.
+    pub fn reload(&self, new: ServerConfig) -> Result<String, String> {
+        let r = &self.0;
+        let mut current = r.config.lock().unwrap_or_else(|e| e.into_inner());
+        let fixed = restart_only_changes(&current, &new);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} changed, which needs a restart; the running configuration stays",
+                fixed.join(", ")
+            ));
+        }
+        let sites = new.sites_table(&r.listen).map_err(|e| e.to_string())?;
+        r.users.replace_users(new.users.clone());
+        r.policy.set_rules(new.server_rules.clone());
+        r.sites.replace(Arc::new(sites));
+        let summary = format!("{} site(s), {} user(s)", new.sites.len(), new.users.len());
+        *current = new;
+        Ok(summary)
+    }
+}
+
+/// The settings of `new` that differ from `old` and that only a restart can change.
+fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, what: &'static str| {
+        if changed {
+            out.push(what);
+        }
+    };
+    check(
+        old.listen != new.listen,
+        "the listen addresses (server.listen, bindings)",
+    );
+    check(old.runtime != new.runtime, "server.runtime");
+    check(old.shards != new.shards, "server.shards");
+    check(
+        old.max_connections != new.max_connections,
+        "server.max_connections",
+    );
+    check(old.login_cache != new.login_cache, "server.login_cache");
+    check(
+        old.mounts() != new.mounts(),
+        "site roots or virtual directories",
+    );
+    check(
+        old.log_outputs() != new.log_outputs(),
+        "log outputs (logging)",
+    );
+    check(old.run_as != new.run_as, "server.user or server.group");
+    out
 }
 
 /// Starts serving `config`: opens every site root and virtual directory, binds every
@@ -95,7 +195,7 @@ pub fn start_with_resolver(
     resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
-    let auth = Arc::new(UserList::with_login_cache(
+    let users = Arc::new(UserList::with_login_cache(
         config.users.clone(),
         config.login_cache,
     ));
@@ -114,18 +214,28 @@ pub fn start_with_resolver(
     let sites = config
         .sites_table(&listen)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let sites = Arc::new(Live::new(Arc::new(sites)));
+    // IP rules, bans and per-address/per-user counts are one state for all shards.
+    let policy = Arc::new(ServerPolicy::new(config.server_rules.clone()));
     let setup = RuntimeSetup {
         runtime: config.runtime,
-        listen,
+        listen: listen.clone(),
         shards: config.shards,
         max_connections: config.max_connections,
-        sites: Arc::new(sites),
-        // IP rules, bans and per-address/per-user counts are one state for all shards.
-        policy: Some(Arc::new(ServerPolicy::new(config.server_rules.clone()))),
+        sites: sites.clone(),
+        policy: Some(policy.clone()),
         log,
         resolver,
     };
-    start_runtime(setup, storage, auth)
+    let mut server = start_runtime(setup, storage, users.clone())?;
+    server.reloader = Some(Reloader(Arc::new(Reloadable {
+        config: std::sync::Mutex::new(config.clone()),
+        listen,
+        sites,
+        policy,
+        users,
+    })));
+    Ok(server)
 }
 
 /// What a runtime is started with, besides storage and authentication.
@@ -138,8 +248,8 @@ pub struct RuntimeSetup {
     /// Sessions at once over all shards.
     pub max_connections: usize,
     /// The sites, their bindings and settings (`Sites::single(config)`: one site on every
-    /// address).
-    pub sites: Arc<Sites>,
+    /// address), replaceable while the server runs.
+    pub sites: Arc<Live<Sites>>,
     /// Server-wide policy state (IP rules, bans, connection counts), shared by all shards;
     /// `None`: the core's defaults.
     pub policy: Option<Arc<ServerPolicy>>,
@@ -158,7 +268,7 @@ impl RuntimeSetup {
             listen,
             shards: 0,
             max_connections: 10_000,
-            sites,
+            sites: Arc::new(Live::new(sites)),
             policy: None,
             log: None,
             resolver: Arc::new(NoResolver),
@@ -190,13 +300,13 @@ pub fn start_runtime(
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = max_connections.div_ceil(shards).max(1);
     let make = move |i: usize| {
-        let server = Server::with_sites(sites.clone(), i as u64, shards as u64, per_shard);
+        let server = Server::with_live_sites(sites.clone(), i as u64, shards as u64, per_shard);
         match &policy {
             Some(p) => server.with_policy(p.clone()),
             None => server,
         }
     };
-    Ok(match runtime {
+    let runtime = match runtime {
         RuntimeKind::Mio => {
             let cfg = MioConfig {
                 shards,
@@ -204,7 +314,7 @@ pub fn start_runtime(
                 resolver,
                 ..MioConfig::default()
             };
-            RunningServer::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
+            Running::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
         }
         RuntimeKind::Smol => {
             let cfg = SmolConfig {
@@ -213,8 +323,12 @@ pub fn start_runtime(
                 resolver,
                 ..SmolConfig::default()
             };
-            RunningServer::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)
+            Running::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)
         }
+    };
+    Ok(RunningServer {
+        runtime,
+        reloader: None,
     })
 }
 

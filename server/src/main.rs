@@ -1,7 +1,7 @@
 //! The `wharf` command.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -189,7 +189,35 @@ fn serve(cli: &Cli) -> Result<(), String> {
         signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let root = wharf_server::privileges::is_root();
+    if let Some(to) = config.run_as.as_ref().filter(|_| !root) {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != to.uid {
+            return Err(format!(
+                "server.user = {:?}: wharf must be started as root (or as {0:?}) to serve as it",
+                to.user
+            ));
+        }
+    }
     let server = wharf_server::start(&config).map_err(|e| e.to_string())?;
+    // The ports are bound and the site roots open: from here on, no privileges.
+    match (&config.run_as, root) {
+        (Some(to), true) => {
+            if let Err(e) = wharf_server::privileges::drop_to(to) {
+                server.shutdown(Duration::ZERO);
+                let _ = server.wait();
+                return Err(format!("switching to user {:?}: {e}", to.user));
+            }
+            eprintln!(
+                "wharf: serving as user {} (uid {}, gid {})",
+                to.user, to.uid, to.gid
+            );
+        }
+        (None, true) => eprintln!(
+            "wharf: running as root; set server.user to serve sessions as an unprivileged account"
+        ),
+        _ => {}
+    }
     for (configured, addr) in config.listen.iter().zip(server.local_addrs()) {
         let sites: Vec<String> = config
             .sites
@@ -234,18 +262,14 @@ fn serve(cli: &Cli) -> Result<(), String> {
         }
     }
     let (tx, rx) = mpsc::channel();
-    let reload = config.clone();
+    let reloader = server.reloader();
+    let file = cli.config.clone();
+    let startup = config.clone();
     std::thread::spawn(move || {
         let mut count = 0;
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
-                match reload.reload_certificates() {
-                    Ok(0) => {}
-                    Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
-                    Err(e) => {
-                        eprintln!("wharf: certificate reload failed, keeping the old one: {e}")
-                    }
-                }
+                reload(file.as_deref(), reloader.as_ref(), &startup);
                 continue;
             }
             count += 1;
@@ -257,11 +281,40 @@ fn serve(cli: &Cli) -> Result<(), String> {
         }
     });
     if rx.recv().is_ok() {
+        // The grace of the configuration running now (a reload may have changed it).
+        let grace = server
+            .reloader()
+            .map_or(config.shutdown_grace, |r| r.config().shutdown_grace);
         eprintln!(
             "wharf: shutting down (up to {} s for running transfers)",
-            config.shutdown_grace.as_secs()
+            grace.as_secs()
         );
-        server.shutdown(config.shutdown_grace);
+        server.shutdown(grace);
     }
     server.wait().map_err(|e| format!("server failed: {e}"))
+}
+
+/// SIGHUP: re-reads the configuration file and makes it the running configuration for
+/// new connections (its certificates are read afresh with it); an invalid file, or one
+/// that changes what needs a restart, leaves everything as it was. Without a file (the
+/// embedded default) only the certificates are re-read.
+fn reload(file: Option<&Path>, reloader: Option<&wharf_server::Reloader>, startup: &ServerConfig) {
+    let (Some(file), Some(reloader)) = (file, reloader) else {
+        match startup.reload_certificates() {
+            Ok(0) => {}
+            Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
+            Err(e) => eprintln!("wharf: certificate reload failed, keeping the old one: {e}"),
+        }
+        return;
+    };
+    let result = ServerConfig::from_file(file)
+        .map_err(|e| format!("invalid configuration\n{e}"))
+        .and_then(|new| reloader.reload(new));
+    match result {
+        Ok(summary) => eprintln!("wharf: {} reloaded: {summary}", file.display()),
+        Err(e) => eprintln!(
+            "wharf: reload of {} refused, the running configuration stays: {e}",
+            file.display()
+        ),
+    }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use wharf_core::live::Live;
 use wharf_core::{AuthError, Authenticator, Principal};
 
 use crate::login_cache::LoginCache;
@@ -46,9 +47,10 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// The configured users. Unknown names cost the same hash work as known ones, so the
 /// time a refusal takes does not tell whether the user exists.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct UserList {
-    users: Vec<UserEntry>,
+    /// Replaced by a configuration reload ([`UserList::replace_users`]).
+    users: Live<Vec<UserEntry>>,
     cache: Option<Arc<LoginCache>>,
 }
 
@@ -64,16 +66,27 @@ impl std::fmt::Debug for UserList {
 impl UserList {
     /// Users without a login cache: every login runs the full hash.
     pub fn new(users: Vec<UserEntry>) -> UserList {
-        UserList { users, cache: None }
+        UserList {
+            users: Live::new(Arc::new(users)),
+            cache: None,
+        }
     }
 
     /// Users whose successful logins are remembered for `ttl` (zero: never); see
     /// [`crate::login_cache`].
     pub fn with_login_cache(users: Vec<UserEntry>, ttl: Duration) -> UserList {
         UserList {
-            users,
+            users: Live::new(Arc::new(users)),
             cache: LoginCache::new(ttl).map(Arc::new),
         }
+    }
+
+    /// Replaces the accounts (a configuration reload): logins from now on are checked
+    /// against `users`. The login cache stays: its entries are bound to the password
+    /// hash they were verified against, so a removed user or a changed password never
+    /// hits an old entry.
+    pub fn replace_users(&self, users: Vec<UserEntry>) {
+        self.users.replace(Arc::new(users));
     }
 }
 
@@ -89,7 +102,8 @@ impl Authenticator for UserList {
         password: &str,
         _peer: SocketAddr,
     ) -> Result<Principal, AuthError> {
-        let entry = self.users.iter().find(|u| u.name == user);
+        let users = self.users.load();
+        let entry = users.iter().find(|u| u.name == user);
         let hash: &str = match entry {
             Some(u) => &u.password_hash,
             None => decoy_hash(),

@@ -234,3 +234,156 @@ fn out_of_descriptors_is_421_then_recovers_mio() {
 fn out_of_descriptors_is_421_then_recovers_smol() {
     out_of_descriptors_is_421_then_recovers("smol");
 }
+
+/// SIGHUP re-reads the configuration file: a valid one serves new connections (here, a
+/// new banner), an invalid one is refused and the running configuration stays. The
+/// server says which on stderr; the test waits for that line.
+#[test]
+fn sighup_reloads_the_configuration_file_or_keeps_the_running_one() {
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("pub")).unwrap();
+    let cfg = tmp.path().join("w.toml");
+    let version = |banner: &str| {
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n[site]\nroot = \"pub\"\nanonymous = true\nbanner = \"{banner}\"\n")
+    };
+    std::fs::write(&cfg, version("first banner")).unwrap();
+    let mut child = Command::new(WHARF)
+        .args(["--runtime", "mio", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ftp://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    let banner = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut hangup = |expect: &str| {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGHUP);
+        }
+        // The first line about the reload (a warning about running as root may come
+        // before it).
+        let said = (&mut stderr)
+            .lines()
+            .map(Result::unwrap)
+            .find(|l| l.contains("reload"))
+            .expect("a line about the reload");
+        assert!(said.contains(expect), "{said:?}");
+    };
+    assert!(banner().contains("first banner"));
+    std::fs::write(&cfg, version("second banner")).unwrap();
+    hangup("reloaded");
+    assert!(banner().contains("second banner"));
+    std::fs::write(&cfg, "[site]\nroot = \"missing\"\n").unwrap();
+    hangup("refused");
+    assert!(banner().contains("second banner"));
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}
+
+/// Started as root with `server.user`, wharf serves as that account: every thread's
+/// credentials are the account's, and an upload is owned by it. (Needs root, as CI
+/// runs; elsewhere the test has nothing to check and says so.)
+#[test]
+fn started_as_root_it_serves_as_server_user_mio() {
+    started_as_root_it_serves_as_server_user("mio");
+}
+
+#[test]
+fn started_as_root_it_serves_as_server_user_smol() {
+    started_as_root_it_serves_as_server_user("smol");
+}
+
+fn started_as_root_it_serves_as_server_user(runtime: &str) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !wharf_server::privileges::is_root() {
+        eprintln!("not root: privilege dropping is not exercised here");
+        return;
+    }
+    let nobody = wharf_server::privileges::resolve("nobody", None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pub_dir = tmp.path().join("pub");
+    std::fs::create_dir_all(&pub_dir).unwrap();
+    std::fs::write(pub_dir.join("f.txt"), b"read as nobody\n").unwrap();
+    // The account must be able to reach the root and write into it.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&pub_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cfg = tmp.path().join("w.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\nuser = \"nobody\"\n\
+         [site]\nroot = \"pub\"\nanonymous = true\nanonymous_write = true\n",
+    )
+    .unwrap();
+    let mut child = Command::new(WHARF)
+        .args(["--runtime", runtime, "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(said.contains("serving as user nobody"), "{said:?}");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ftp://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let get = Command::new("curl")
+        .args(["-sS", "--max-time", "30", &format!("{url}f.txt")])
+        .output()
+        .unwrap();
+    assert_eq!(get.stdout, b"read as nobody\n");
+    let src = tmp.path().join("up.txt");
+    std::fs::write(&src, b"uploaded").unwrap();
+    let put = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-T"])
+        .arg(&src)
+        .arg(format!("{url}up.txt"))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    let meta = std::fs::metadata(pub_dir.join("up.txt")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (nobody.uid, nobody.gid));
+    // Every thread runs with the account's real, effective and saved ids (after a
+    // transfer, so that threads started on demand are counted too).
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let ids = |key: &str| {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace()
+                .skip(1)
+                .map(|n| n.parse().unwrap())
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(ids("Uid:")[..3], [nobody.uid; 3], "{status}");
+        assert_eq!(ids("Gid:")[..3], [nobody.gid; 3], "{status}");
+    }
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}

@@ -249,6 +249,12 @@ impl Fixture {
         s.wait().unwrap();
     }
 
+    /// The handle that reloads the running server's configuration.
+    pub fn reloader(&self) -> wharf_server::Reloader {
+        let server = self.server.as_ref().expect("server running");
+        server.reloader().expect("started from a configuration")
+    }
+
     /// Takes the running server out of the fixture (for tests that stop it themselves).
     pub fn take_server(&mut self) -> RunningServer {
         self.server.take().expect("server already taken")

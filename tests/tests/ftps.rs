@@ -439,6 +439,60 @@ fn a_data_handshake_that_never_comes_times_out(rt) {
     f.stop();
 }
 
+fn stalled_handshakes_are_capped_per_address_and_time_out(rt) {
+    let f = Fixture::with_implicit_tls(
+        rt,
+        "\n[limits]\nmax_tls_handshakes_per_ip = 2\n[timeouts]\ntls_handshake = 2",
+    );
+    let plain = |f: &Fixture| {
+        let mut tcp = TcpStream::connect(f.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        assert!(read_plain_reply(&mut tcp).starts_with("220 "));
+        tcp
+    };
+    // Two handshakes that never come: AUTH TLS answered, no ClientHello sent.
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut tcp = plain(&f);
+            tcp.write_all(b"AUTH TLS\r\n").unwrap();
+            let r = read_plain_reply(&mut tcp);
+            assert!(r.starts_with("234 "), "{r}");
+            tcp
+        })
+        .collect();
+    // A third from the same address is told to come back; its connection stays usable.
+    let mut third = plain(&f);
+    third.write_all(b"AUTH TLS\r\n").unwrap();
+    let r = read_plain_reply(&mut third);
+    assert!(r.starts_with("431 "), "{r}");
+    third.write_all(b"NOOP\r\n").unwrap();
+    assert!(read_plain_reply(&mut third).starts_with("200 "));
+    // An implicit-FTPS connection over the cap is closed without a byte (no plaintext
+    // on that port, not even a 421).
+    let mut implicit = TcpStream::connect(("127.0.0.1", f.implicit_port.unwrap())).unwrap();
+    implicit.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    implicit.read_to_end(&mut got).expect("closed, not left waiting");
+    assert!(got.is_empty(), "{got:?}");
+    // The stalled ones are closed by the handshake timeout, which frees the address.
+    for tcp in &mut stalled {
+        let mut got = Vec::new();
+        let end = tcp.read_to_end(&mut got);
+        assert!(end.is_ok(), "the stalled handshake was never closed: {end:?}");
+    }
+    let r = {
+        third.write_all(b"AUTH TLS\r\n").unwrap();
+        read_plain_reply(&mut third)
+    };
+    assert!(r.starts_with("234 "), "{r}");
+    drop(third);
+    // Real clients are served as before, explicit and implicit.
+    assert_eq!(curl_tls(&f, &[&f.url("hello.txt")]), b"hello, world\n");
+    let implicit = ["--cacert", f.cacert(), "-u", ALICE, &f.ftps_url("hello.txt")];
+    assert_eq!(curl(&implicit), b"hello, world\n");
+    f.stop();
+}
+
 fn an_upload_cut_without_close_notify_is_discarded(rt) {
     let f = Fixture::with_tls(rt, "");
     let config = client_config(&f);
@@ -466,6 +520,41 @@ fn an_upload_cut_without_close_notify_is_discarded(rt) {
     data.sock.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(c.reply().starts_with("226 "));
     assert!(std::fs::read(f.root.join("whole.bin")).unwrap() == random_bytes(100_000, 5));
+    f.stop();
+}
+
+/// Under PROT P decrypted records gather before each file write; the upload size limit
+/// still cuts an upload where it is crossed (552, nothing left), and an upload of
+/// exactly the limit, spanning many records and buffers, arrives whole.
+fn a_prot_p_upload_over_the_size_limit_is_cut(rt) {
+    let limit = 1_048_576;
+    let f = Fixture::with_tls(rt, "\n[site.request_filtering]\nmax_upload_size = 1048576");
+    let config = client_config(&f);
+    let mut c = Control::login(&f, &config);
+    let port = c.epsv();
+    let mut data = tls_connect(&config, TcpStream::connect(("127.0.0.1", port)).unwrap());
+    c.send("STOR over.bin");
+    assert!(c.reply().starts_with("150 "));
+    // The server may cut the connection before all of it is written.
+    let _ = data.write_all(&random_bytes(3 * limit, 6));
+    data.conn.send_close_notify();
+    let _ = data.flush();
+    let _ = data.sock.shutdown(std::net::Shutdown::Write);
+    let r = c.reply();
+    assert!(r.starts_with("552 "), "{r}");
+    assert!(!f.root.join("over.bin").exists());
+    let port = c.epsv();
+    let mut data = tls_connect(&config, TcpStream::connect(("127.0.0.1", port)).unwrap());
+    c.send("STOR exact.bin");
+    assert!(c.reply().starts_with("150 "));
+    data.write_all(&random_bytes(limit, 7)).unwrap();
+    data.conn.send_close_notify();
+    data.flush().unwrap();
+    data.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.reply();
+    assert!(r.starts_with("226 "), "{r}");
+    assert!(std::fs::read(f.root.join("exact.bin")).unwrap() == random_bytes(limit, 7));
+    f.assert_no_temp_files();
     f.stop();
 }
 }

@@ -12,7 +12,12 @@ use std::time::Instant;
 
 use super::bans::{BanTable, LogonRestrictions, Verdict};
 use super::ip::IpRules;
+use crate::live::Live;
 use crate::path::VPath;
+
+/// The default of [`ServerRules::max_handshakes_per_ip`]: far above what one client (or
+/// an office behind one NAT address) has in flight, far below what starves a server.
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: u32 = 32;
 
 /// Server-wide rules (one process, every shard, every site).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +29,11 @@ pub struct ServerRules {
     pub max_per_ip: u32,
     /// Logged-in sessions of one user name; 0: no limit.
     pub max_per_user: u32,
+    /// Control-channel TLS handshakes in progress from one address (AUTH TLS, or an
+    /// implicit-FTPS connection until its handshake completes); 0: no limit. With the
+    /// handshake timeout, this keeps one address's slow or stalled handshakes from
+    /// holding the server's attention.
+    pub max_handshakes_per_ip: u32,
     /// The text of the `421` a connection over a limit gets (IIS `maxClientsMessage`).
     pub max_clients_message: String,
 }
@@ -35,6 +45,7 @@ impl Default for ServerRules {
             logon: LogonRestrictions::default(),
             max_per_ip: 0,
             max_per_user: 0,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             max_clients_message: "Too many connections, try again later.".into(),
         }
     }
@@ -43,13 +54,19 @@ impl Default for ServerRules {
 /// The rules and the state every shard of a process shares.
 #[derive(Debug, Default)]
 pub struct ServerPolicy {
-    rules: ServerRules,
+    /// Replaced by a configuration reload; the counts below carry over.
+    rules: Live<ServerRules>,
     bans: Mutex<BanTable>,
     per_ip: Mutex<BTreeMap<IpAddr, u32>>,
     per_user: Mutex<BTreeMap<Box<str>, u32>>,
-    /// Control connections per site (by index in the `Sites` table), for the sites that
+    /// TLS handshakes in progress per address.
+    handshakes: Mutex<BTreeMap<IpAddr, u32>>,
+    /// Control connections per site (by [`ServerPolicy::site_id`]), for the sites that
     /// have a connection limit.
-    per_site: Mutex<BTreeMap<usize, u32>>,
+    per_site: Mutex<BTreeMap<u32, u32>>,
+    /// A number for each site name seen: counts follow a site by name, whatever its
+    /// place in the sites table (which a reload may change).
+    site_ids: Mutex<BTreeMap<Box<str>, u32>>,
     /// Storage paths being written in place (APPE, REST+STOR), with their writers.
     uploads: Mutex<BTreeMap<VPath, u32>>,
 }
@@ -62,29 +79,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ServerPolicy {
     pub fn new(rules: ServerRules) -> ServerPolicy {
         ServerPolicy {
-            rules,
+            rules: Live::new(Arc::new(rules)),
             ..ServerPolicy::default()
         }
     }
 
-    pub fn rules(&self) -> &ServerRules {
-        &self.rules
+    /// The current rules (a reload may replace them; see [`ServerPolicy::set_rules`]).
+    pub fn rules(&self) -> Arc<ServerRules> {
+        self.rules.load()
+    }
+
+    /// Replaces the rules (a configuration reload). Bans and connection counts carry
+    /// over; a limit applies to the connections counted under it: a session admitted
+    /// while a limit was off is not counted when it is turned on.
+    pub fn set_rules(&self, rules: ServerRules) {
+        self.rules.replace(Arc::new(rules));
     }
 
     /// Whether `ip` is banned by the logon restrictions at `now`.
     pub fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
-        if !self.rules.logon.enabled {
+        let rules = self.rules();
+        if !rules.logon.enabled {
             return false;
         }
-        lock(&self.bans).is_banned(&self.rules.logon, now, ip)
+        lock(&self.bans).is_banned(&rules.logon, now, ip)
     }
 
     /// Counts a failed login from `ip`.
     pub fn record_failure(&self, now: Instant, ip: IpAddr) -> Verdict {
-        if !self.rules.logon.enabled || self.rules.ip_rules.explicitly_allows(ip) {
+        let rules = self.rules();
+        if !rules.logon.enabled || rules.ip_rules.explicitly_allows(ip) {
             return Verdict::NotCounted;
         }
-        lock(&self.bans).record_failure(&self.rules.logon, now, ip)
+        lock(&self.bans).record_failure(&rules.logon, now, ip)
     }
 
     /// Addresses the ban table tracks.
@@ -94,7 +121,7 @@ impl ServerPolicy {
 
     /// Takes a connection slot for `ip`; false when its limit is reached.
     fn take_ip(&self, ip: IpAddr) -> bool {
-        take(&mut lock(&self.per_ip), ip, self.rules.max_per_ip)
+        take(&mut lock(&self.per_ip), ip, self.rules().max_per_ip)
     }
 
     fn release_ip(&self, ip: IpAddr) {
@@ -105,7 +132,7 @@ impl ServerPolicy {
         take(
             &mut lock(&self.per_user),
             Box::from(user),
-            self.rules.max_per_user,
+            self.rules().max_per_user,
         )
     }
 
@@ -113,14 +140,34 @@ impl ServerPolicy {
         release(&mut lock(&self.per_user), user);
     }
 
-    fn release_site(&self, site: usize) {
+    fn release_site(&self, site: u32) {
         release(&mut lock(&self.per_site), &site);
     }
 
-    /// Connections counted against site `site` now (0 for a site without a limit:
-    /// nothing is counted then).
-    pub fn connections_to(&self, site: usize) -> u32 {
-        lock(&self.per_site).get(&site).copied().unwrap_or(0)
+    /// The number standing for the site named `name`.
+    fn site_id(&self, name: &str) -> u32 {
+        let mut ids = lock(&self.site_ids);
+        if let Some(&id) = ids.get(name) {
+            return id;
+        }
+        let id = ids.len() as u32;
+        ids.insert(name.into(), id);
+        id
+    }
+
+    /// Connections counted against the site named `site` now (0 for a site without a
+    /// limit: nothing is counted then).
+    pub fn connections_to(&self, site: &str) -> u32 {
+        let id = self.site_id(site);
+        lock(&self.per_site).get(&id).copied().unwrap_or(0)
+    }
+
+    /// Control-channel TLS handshakes in progress from `ip` (0 when no limit is set).
+    pub fn handshakes_from(&self, ip: IpAddr) -> u32 {
+        lock(&self.handshakes)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Connections from `ip` now (0 when no limit is set: nothing is counted then).
@@ -158,13 +205,21 @@ fn release<K: Ord + ?Sized, Q: Ord + std::borrow::Borrow<K>>(map: &mut BTreeMap<
 
 /// A session's share of the shared counts: its address (when a per-address limit is
 /// set), its user (when a per-user limit is set), its site (when the site has a
-/// connection limit), its in-place upload. Dropping the slot releases all of them.
+/// connection limit), its TLS handshake in progress, its in-place upload. Dropping the
+/// slot releases all of them.
 #[derive(Debug)]
 pub struct Slot {
     policy: Arc<ServerPolicy>,
-    ip: Option<IpAddr>,
+    /// The peer's address (canonical), whatever is counted.
+    addr: IpAddr,
+    /// Whether the connection is counted against its address (only when a limit is set).
+    ip: bool,
+    /// Whether a handshake of this session is counted (only when a limit is set).
+    handshake: bool,
     user: Option<Box<str>>,
-    site: Option<usize>,
+    /// The site's [`ServerPolicy::site_id`] (a number, so that an idle session stays
+    /// within its memory budget).
+    site: Option<u32>,
     upload: Option<VPath>,
 }
 
@@ -172,13 +227,15 @@ impl Slot {
     /// Admits a connection from `ip`: `None` when the per-address limit is reached.
     pub fn admit(policy: Arc<ServerPolicy>, ip: IpAddr) -> Option<Slot> {
         let ip = ip.to_canonical();
-        let counted = policy.rules.max_per_ip > 0;
+        let counted = policy.rules().max_per_ip > 0;
         if counted && !policy.take_ip(ip) {
             return None;
         }
         Some(Slot {
             policy,
-            ip: counted.then_some(ip),
+            addr: ip,
+            ip: counted,
+            handshake: false,
             user: None,
             site: None,
             upload: None,
@@ -193,7 +250,7 @@ impl Slot {
     /// A session counts for one user at a time.
     pub fn take_user(&mut self, user: &str) -> bool {
         self.release_user();
-        if self.policy.rules.max_per_user == 0 {
+        if self.policy.rules().max_per_user == 0 {
             return true;
         }
         if !self.policy.take_user(user) {
@@ -210,18 +267,19 @@ impl Slot {
         }
     }
 
-    /// Counts the connection against site `site`, whose limit is `max` (0: none), and
-    /// no longer against the site it counted for before; false when the site is full
-    /// (the old count stays then). A session counts for one site at a time.
-    pub fn take_site(&mut self, site: usize, max: u32) -> bool {
-        if self.site == Some(site) {
+    /// Counts the connection against the site named `site`, whose limit is `max` (0:
+    /// none), and no longer against the site it counted for before; false when the site
+    /// is full (the old count stays then). A session counts for one site at a time.
+    pub fn take_site(&mut self, site: &str, max: u32) -> bool {
+        let id = self.policy.site_id(site);
+        if self.site == Some(id) {
             return true;
         }
-        if max > 0 && !take(&mut lock(&self.policy.per_site), site, max) {
+        if max > 0 && !take(&mut lock(&self.policy.per_site), id, max) {
             return false;
         }
         self.release_site();
-        self.site = (max > 0).then_some(site);
+        self.site = (max > 0).then_some(id);
         true
     }
 
@@ -230,6 +288,28 @@ impl Slot {
     pub fn release_site(&mut self) {
         if let Some(site) = self.site.take() {
             self.policy.release_site(site);
+        }
+    }
+
+    /// Counts a control-channel TLS handshake from this session's address until
+    /// [`Slot::end_handshake`] (or drop); false when the address has the most in progress
+    /// the rules allow. A session has one handshake at a time.
+    pub fn take_handshake(&mut self) -> bool {
+        let max = self.policy.rules().max_handshakes_per_ip;
+        if self.handshake || max == 0 {
+            return true;
+        }
+        if !take(&mut lock(&self.policy.handshakes), self.addr, max) {
+            return false;
+        }
+        self.handshake = true;
+        true
+    }
+
+    /// The handshake is over (complete, failed, or the session is ending).
+    pub fn end_handshake(&mut self) {
+        if std::mem::take(&mut self.handshake) {
+            release(&mut lock(&self.policy.handshakes), &self.addr);
         }
     }
 
@@ -249,11 +329,12 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip.take() {
-            self.policy.release_ip(ip);
+        if std::mem::take(&mut self.ip) {
+            self.policy.release_ip(self.addr);
         }
         self.release_user();
         self.release_site();
+        self.end_handshake();
         self.end_upload();
     }
 }
@@ -334,6 +415,54 @@ mod tests {
     }
 
     #[test]
+    fn handshakes_per_ip_are_limited_and_released() {
+        let policy = Arc::new(ServerPolicy::new(ServerRules {
+            max_handshakes_per_ip: 2,
+            ..ServerRules::default()
+        }));
+        let slot = |a: &str| Slot::admit(policy.clone(), ip(a)).unwrap();
+        let (mut a, mut b, mut c) = (
+            slot("192.0.2.1"),
+            slot("::ffff:192.0.2.1"),
+            slot("192.0.2.1"),
+        );
+        let mut other = slot("2001:db8::1");
+        assert!(a.take_handshake());
+        assert!(
+            a.take_handshake(),
+            "one handshake per session, counted once"
+        );
+        assert!(b.take_handshake());
+        assert!(!c.take_handshake(), "the address has two in progress");
+        assert!(other.take_handshake(), "other addresses are not affected");
+        assert_eq!(policy.handshakes_from(ip("192.0.2.1")), 2);
+        a.end_handshake();
+        a.end_handshake();
+        assert_eq!(
+            policy.handshakes_from(ip("192.0.2.1")),
+            1,
+            "ending twice releases once"
+        );
+        assert!(c.take_handshake());
+        drop((b, c));
+        other.end_handshake();
+        assert!(
+            lock(&policy.handshakes).is_empty(),
+            "no zero entries are left"
+        );
+        // Without a limit nothing is counted.
+        let free = Arc::new(ServerPolicy::new(ServerRules {
+            max_handshakes_per_ip: 0,
+            ..ServerRules::default()
+        }));
+        let mut slots: Vec<Slot> = (0..50)
+            .map(|_| Slot::admit(free.clone(), ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(slots.iter_mut().all(Slot::take_handshake));
+        assert!(lock(&free.handshakes).is_empty());
+    }
+
+    #[test]
     fn per_user_sessions_are_limited_and_released() {
         let policy = Arc::new(ServerPolicy::new(ServerRules {
             max_per_user: 1,
@@ -359,20 +488,20 @@ mod tests {
         let policy = Arc::new(ServerPolicy::default());
         let slot = || Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
         let (mut a, mut b, mut c) = (slot(), slot(), slot());
-        assert!(a.take_site(0, 2));
-        assert!(b.take_site(0, 2));
-        assert!(!c.take_site(0, 2), "site 0 is full");
-        assert!(c.take_site(1, 1));
-        assert!(a.take_site(0, 2), "taking the same site again is free");
-        assert_eq!(policy.connections_to(0), 2);
+        assert!(a.take_site("s0", 2));
+        assert!(b.take_site("s0", 2));
+        assert!(!c.take_site("s0", 2), "site 0 is full");
+        assert!(c.take_site("s1", 1));
+        assert!(a.take_site("s0", 2), "taking the same site again is free");
+        assert_eq!(policy.connections_to("s0"), 2);
         // Moving to another site frees the old one; a refused move keeps it.
-        assert!(!b.take_site(1, 1));
-        assert_eq!(policy.connections_to(0), 2);
-        assert!(a.take_site(2, 0), "a site without a limit always admits");
-        assert_eq!(policy.connections_to(0), 1);
-        assert_eq!(policy.connections_to(2), 0, "and counts nothing");
-        assert!(c.take_site(0, 2));
-        assert_eq!(policy.connections_to(1), 0);
+        assert!(!b.take_site("s1", 1));
+        assert_eq!(policy.connections_to("s0"), 2);
+        assert!(a.take_site("s2", 0), "a site without a limit always admits");
+        assert_eq!(policy.connections_to("s0"), 1);
+        assert_eq!(policy.connections_to("s2"), 0, "and counts nothing");
+        assert!(c.take_site("s0", 2));
+        assert_eq!(policy.connections_to("s1"), 0);
         b.release_site();
         drop(c);
         assert!(lock(&policy.per_site).is_empty());

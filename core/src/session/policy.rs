@@ -156,7 +156,7 @@ impl Session {
     }
 
     /// At close: the unfinished command's record, then `ControlChannelClosed`.
-    pub(super) fn log_close(&mut self, now: Instant) {
+    pub(super) fn log_close(&mut self, now: Instant, why: SubStatus) {
         if self.config.logging.is_none() {
             return;
         }
@@ -168,6 +168,7 @@ impl Session {
             l.started = self.opened;
             l.rec.bytes_received = 0;
         }
+        self.sub = why;
         self.emit_log(now);
     }
 
@@ -342,17 +343,21 @@ impl Session {
             return true;
         };
         let config = self.sites.site(i).clone();
-        if self.slot.take_site(i, config.limits.max_connections) {
+        if self
+            .slot
+            .take_site(&config.site_name, config.limits.max_connections)
+        {
             return true;
         }
         tracing::info!(session = %self.id, peer = %self.peer, site = %config.site_name, "refused: the site is full");
         self.sub = SubStatus::TooManyForSite;
         self.login = Login::Start;
+        let rules = self.slot.policy().rules();
         let text = config
             .messages
             .max_clients
             .as_deref()
-            .unwrap_or(&self.slot.policy().rules().max_clients_message);
+            .unwrap_or(&rules.max_clients_message);
         let lines = text.lines().map(str::to_owned).collect();
         self.reply_multi(421, lines);
         self.close();

@@ -22,6 +22,13 @@ impl Session {
         if !matches!(kind.as_str(), "TLS" | "SSL" | "TLS-C" | "TLS-P") {
             return self.reply(504, "AUTH takes TLS or SSL.");
         }
+        if !self.slot.take_handshake() {
+            self.set_substatus(crate::log::SubStatus::TooManyHandshakes);
+            return self.reply(
+                431,
+                "Too many TLS handshakes in progress from your address; try again shortly.",
+            );
+        }
         self.reply(234, "AUTH TLS successful, start the handshake.");
         if self.framer.buffered() > 0 || !self.held.is_empty() {
             // Plaintext that arrived behind AUTH would be taken as if it were protected

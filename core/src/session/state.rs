@@ -589,6 +589,11 @@ impl Session {
             }
             Timer::MinRate => self.on_min_rate_check(now),
             Timer::FailedLogin => self.on_failed_login_delay(),
+            Timer::Handshake => {
+                let secs = self.config.timeouts.tls_handshake.as_secs_f64();
+                tracing::info!(session = %self.id, "TLS handshake not done after {secs} s; closing");
+                self.close_because(crate::log::SubStatus::HandshakeTimeout);
+            }
         }
     }
 
@@ -645,11 +650,17 @@ impl Session {
 
     /// Closes at once; the driver releases whatever is still open.
     pub(super) fn close(&mut self) {
+        self.close_because(crate::log::SubStatus::None);
+    }
+
+    /// Closes the connection; its `ControlChannelClosed` record carries `why`.
+    pub(super) fn close_because(&mut self, why: crate::log::SubStatus) {
         if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_closing()) {
             tls.close(&mut self.out);
         }
+        self.slot.end_handshake();
         if !self.closed {
-            self.log_close(self.last_now);
+            self.log_close(self.last_now, why);
             self.closed = true;
             self.pending = None;
             self.timers.clear();
@@ -759,6 +770,8 @@ impl Session {
             return Ok(());
         };
         if tls.newly_established() {
+            self.timers.stop(Timer::Handshake);
+            self.slot.end_handshake();
             match tls.peer_certificate() {
                 Some(cert) => tracing::info!(
                     session = %self.id,
@@ -784,6 +797,11 @@ impl Session {
         let token = crate::tls::session_token(self.id);
         self.tls = Some(TlsLayer::new(&settings.config, token));
         self.secured = true;
+        // Counted by the caller (AUTH, or the admission of an implicit connection);
+        // taking it again is free, and without a limit always succeeds.
+        self.slot.take_handshake();
+        let deadline = self.last_now + self.config.timeouts.tls_handshake;
+        self.timers.set(Timer::Handshake, deadline);
     }
 
     pub(super) fn request(&mut self, request: Request, then: Then) {

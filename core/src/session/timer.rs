@@ -18,9 +18,11 @@ pub(super) enum Timer {
     MinRate,
     /// A failed login's `530` is held until then (`failed_login_delay`).
     FailedLogin,
+    /// A control-channel TLS handshake must complete by then (`tls_handshake`).
+    Handshake,
 }
 
-const ALL: [Timer; 7] = [
+const ALL: [Timer; 8] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
@@ -28,6 +30,7 @@ const ALL: [Timer; 7] = [
     Timer::CccClose,
     Timer::MinRate,
     Timer::FailedLogin,
+    Timer::Handshake,
 ];
 
 #[derive(Debug, Default, Clone)]

@@ -106,6 +106,7 @@ impl Swarm {
                 idle: secs(rng, 3, 30),
                 data_connect: secs(rng, 2, 15),
                 transfer_stall: secs(rng, 2, 10),
+                tls_handshake: secs(rng, 2, 10),
             }
         } else {
             Timeouts::default()
