@@ -25,6 +25,8 @@ use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
 pub mod config;
+#[cfg(target_os = "linux")]
+mod listdir;
 pub mod localfs;
 mod login_cache;
 pub mod privileges;

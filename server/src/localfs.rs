@@ -23,6 +23,9 @@ use cap_std::fs::{Dir, File, MetadataExt, OpenOptions};
 use wharf_core::backend::{Download, Upload};
 use wharf_core::{DirEntry, FileKind, FsError, Metadata, Storage, VPath, WriteMode};
 
+#[cfg(target_os = "linux")]
+use crate::listdir;
+
 /// The prefix of in-progress upload files.
 pub const TEMP_PREFIX: &str = ".wharf-part-";
 
@@ -124,18 +127,45 @@ impl LocalFs {
         Ok((dir, name.to_string()))
     }
 
-    fn entry(root: &Dir, dir: &Path, name: String, m: &cap_std::fs::Metadata) -> DirEntry {
+    fn entry(root: &Dir, dir: &Path, name: String, meta: Metadata) -> DirEntry {
         // A symlink that stays inside the root is listed as what it points to; one that
         // leads out (or dangles) is listed as a link and cannot be opened.
-        let meta = if m.is_symlink() {
+        let meta = if meta.kind == FileKind::Symlink {
             match root.metadata(dir.join(&name)) {
                 Ok(target) => convert(&target),
-                Err(_) => convert(m),
+                Err(_) => meta,
             }
         } else {
-            convert(m)
+            meta
         };
         DirEntry { name, meta }
+    }
+
+    /// The entries of `dir` (below `root`) but in-progress uploads, unsorted.
+    #[cfg(target_os = "linux")]
+    fn entries(root: &Dir, dir: &Path) -> Result<Vec<DirEntry>, FsError> {
+        let opened = root.open_dir(dir).map_err(io_err)?;
+        let skip = |name: &[u8]| name.starts_with(TEMP_PREFIX.as_bytes());
+        let listed = listdir::list(opened, skip).map_err(io_err)?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, meta)| LocalFs::entry(root, dir, name, meta))
+            .collect())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn entries(root: &Dir, dir: &Path) -> Result<Vec<DirEntry>, FsError> {
+        let mut out = Vec::new();
+        for e in root.read_dir(dir).map_err(io_err)? {
+            let e = e.map_err(io_err)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            out.push(LocalFs::entry(root, dir, name, convert(&m)));
+        }
+        Ok(out)
     }
 }
 
@@ -149,18 +179,10 @@ impl Storage for LocalFs {
 
     fn read_dir(&self, path: &VPath) -> Result<Vec<DirEntry>, FsError> {
         let (root, path) = self.locate(path)?;
-        let dir = rel(&path)?;
-        let mut out = Vec::new();
-        for e in root.read_dir(dir).map_err(io_err)? {
-            let e = e.map_err(io_err)?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let Ok(m) = e.metadata() else { continue };
-            out.push(LocalFs::entry(root, dir, name, &m));
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = LocalFs::entries(root, rel(&path)?)?;
+        // Names in a directory are unique: an unstable sort gives the one order, with
+        // no scratch buffer.
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 

@@ -346,3 +346,86 @@ fn a_mount_is_a_sandbox_too() {
     ])
     .is_err());
 }
+
+/// What listing a directory gave through `cap_std`'s own `read_dir` and metadata (the
+/// code the `getdents64` + `fstatat` listing replaced), for comparison.
+fn reference_listing(fs: &LocalFs, path: &VPath) -> Vec<DirEntry> {
+    let (root, path) = fs.locate(path).unwrap();
+    let dir = rel(&path).unwrap();
+    let mut out = Vec::new();
+    for e in root.read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(m) = e.metadata() else { continue };
+        out.push(LocalFs::entry(root, dir, name, convert(&m)));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[test]
+fn listing_matches_cap_std_metadata() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = site();
+    let r = &s.root;
+    symlink("sub", r.join("dir-link")).unwrap();
+    symlink("a.txt", r.join("file-link")).unwrap();
+    symlink("nowhere", r.join("dangling")).unwrap();
+    symlink("/", r.join("escape")).unwrap();
+    symlink(s.outside.join("secret"), r.join("secret-link")).unwrap();
+    symlink("sub/../../outside/secret", r.join("dotdot-link")).unwrap();
+    for (name, mode) in [("suid", 0o4755), ("sticky", 0o1777), ("none", 0o000)] {
+        std::fs::write(r.join(name), name).unwrap();
+        std::fs::set_permissions(r.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::write(r.join(format!("{TEMP_PREFIX}x-a.txt")), b"partial").unwrap();
+    std::fs::write(r.join("ünïcødé name"), b"u").unwrap();
+    std::fs::write(r.join("sub/old"), b"o").unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(r.join("sub/old"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    for dir in ["/", "/sub", "/dir-link"] {
+        let got = s.fs.read_dir(&vp(dir)).unwrap();
+        assert_eq!(got, reference_listing(&s.fs, &vp(dir)), "{dir}");
+        assert!(got.iter().all(|e| !e.name.starts_with(TEMP_PREFIX)));
+    }
+    let root = s.fs.read_dir(&VPath::root()).unwrap();
+    let kind = |n: &str| root.iter().find(|e| e.name == n).unwrap().meta.kind;
+    assert_eq!(kind("dir-link"), FileKind::Dir);
+    assert_eq!(kind("file-link"), FileKind::File);
+    for link in ["dangling", "escape", "secret-link", "dotdot-link"] {
+        assert_eq!(kind(link), FileKind::Symlink, "{link}");
+    }
+    let sub = s.fs.read_dir(&vp("/sub")).unwrap();
+    assert_eq!(
+        sub.iter().find(|e| e.name == "old").unwrap().meta.modified,
+        Some(old)
+    );
+}
+
+#[test]
+fn big_listing_is_complete_and_sorted() {
+    // More than enough entries for helper threads (when the machine has a second core).
+    let s = site();
+    let big = s.root.join("big");
+    std::fs::create_dir(&big).unwrap();
+    let n = 5077;
+    for i in (0..n).rev() {
+        std::fs::write(big.join(format!("f{i:05}")), vec![b'x'; i % 13]).unwrap();
+    }
+    std::fs::create_dir(big.join("zdir")).unwrap();
+    symlink("f00003", big.join("alink")).unwrap();
+    let got = s.fs.read_dir(&vp("/big")).unwrap();
+    assert_eq!(got.len(), n + 2);
+    assert_eq!(got, reference_listing(&s.fs, &vp("/big")));
+    assert!(got.windows(2).all(|w| w[0].name < w[1].name));
+    assert_eq!(got[0].name, "alink");
+    assert_eq!(got[0].meta.size, 3);
+}

@@ -282,3 +282,268 @@ quickcheck! {
         days_from_civil(y, m, d) == days && d <= days_in_month(y, m)
     }
 }
+
+/// The `format!`-based renderers the hand-rolled writers replaced, kept verbatim as the
+/// reference the writers must match byte for byte.
+mod reference {
+    use super::super::{civil, unix_secs, FUTURE_SLACK, MONTHS, SIX_MONTHS};
+    use crate::backend::{DirEntry, FileKind};
+    use crate::listing::Facts;
+    use std::time::SystemTime;
+
+    fn type_char(entry: &DirEntry) -> char {
+        match entry.meta.kind {
+            FileKind::Dir => 'd',
+            FileKind::File => '-',
+            FileKind::Symlink => 'l',
+        }
+    }
+
+    fn mode_string(mode: u32) -> String {
+        let mut out = String::with_capacity(9);
+        let specials = [(0o4000, 's', 'S'), (0o2000, 's', 'S'), (0o1000, 't', 'T')];
+        for (i, (bit, on_x, off_x)) in specials.into_iter().enumerate() {
+            let triple = mode >> (6 - 3 * i);
+            out.push(if triple & 4 != 0 { 'r' } else { '-' });
+            out.push(if triple & 2 != 0 { 'w' } else { '-' });
+            out.push(match (triple & 1 != 0, mode & bit != 0) {
+                (true, true) => on_x,
+                (false, true) => off_x,
+                (true, false) => 'x',
+                (false, false) => '-',
+            });
+        }
+        out
+    }
+
+    pub fn unix_line(entry: &DirEntry, now: SystemTime) -> String {
+        let m = &entry.meta;
+        let mtime = unix_secs(m.modified);
+        let now = unix_secs(Some(now));
+        let c = civil(mtime);
+        let recent =
+            mtime > now.saturating_sub(SIX_MONTHS) && mtime <= now.saturating_add(FUTURE_SLACK);
+        let when = if recent {
+            format!("{:02}:{:02}", c.hour, c.min)
+        } else {
+            format!(" {:04}", c.year)
+        };
+        format!(
+            "{}{} {:>4} ftp      ftp      {:>8} {} {:02} {} {}\r\n",
+            type_char(entry),
+            mode_string(m.mode),
+            m.nlink,
+            m.size,
+            MONTHS[c.month as usize - 1],
+            c.day,
+            when,
+            entry.name,
+        )
+    }
+
+    pub fn msdos_line(entry: &DirEntry) -> String {
+        let c = civil(unix_secs(entry.meta.modified));
+        let (hour12, half) = match c.hour {
+            0 => (12, "AM"),
+            h @ 1..=11 => (h, "AM"),
+            12 => (12, "PM"),
+            h => (h - 12, "PM"),
+        };
+        let what = if entry.meta.is_dir() {
+            "       <DIR>         ".to_owned()
+        } else {
+            format!(" {:>20}", entry.meta.size)
+        };
+        format!(
+            "{:02}-{:02}-{:02}  {:02}:{:02}{}{} {}\r\n",
+            c.month,
+            c.day,
+            c.year.rem_euclid(100),
+            hour12,
+            c.min,
+            half,
+            what,
+            entry.name,
+        )
+    }
+
+    pub fn format_time(t: SystemTime) -> String {
+        let c = civil(unix_secs(Some(t)));
+        format!(
+            "{:04}{:02}{:02}{:02}{:02}{:02}",
+            c.year, c.month, c.day, c.hour, c.min, c.sec
+        )
+    }
+
+    pub fn mlsx_line(entry: &DirEntry, facts: Facts, writable: bool) -> String {
+        let m = &entry.meta;
+        let dir = m.is_dir();
+        let mut line = String::with_capacity(96 + entry.name.len());
+        if facts.kind {
+            line.push_str(if dir { "type=dir;" } else { "type=file;" });
+        }
+        if facts.size && !dir {
+            line.push_str(&format!("size={};", m.size));
+        }
+        if let (true, Some(t)) = (facts.modify, m.modified) {
+            line.push_str(&format!("modify={};", format_time(t)));
+        }
+        if facts.perm {
+            let perm = match (dir, writable) {
+                (true, true) => "cdeflmp",
+                (true, false) => "el",
+                (false, true) => "adfrw",
+                (false, false) => "r",
+            };
+            line.push_str(&format!("perm={perm};"));
+        }
+        if let (true, Some((dev, ino))) = (facts.unique, m.unique) {
+            line.push_str(&format!("unique={dev:x}U{ino:x};"));
+        }
+        if facts.unix_mode {
+            line.push_str(&format!("UNIX.mode={:04o};", m.mode & 0o7777));
+        }
+        line.push(' ');
+        line.push_str(&entry.name);
+        line.push_str("\r\n");
+        line
+    }
+}
+
+/// Numbers of every digit count from 0 to 20 (u64::MAX), with the edges around each
+/// power of ten and of sixteen.
+fn interesting_u64s() -> Vec<u64> {
+    let mut v = vec![0, 1, 7, 9, 15, 16, 17, u64::MAX, u64::MAX - 1];
+    let mut p: u64 = 1;
+    while let Some(next) = p.checked_mul(10) {
+        p = next;
+        v.extend([p - 1, p, p + 1, p.saturating_add(p / 2)]);
+    }
+    for shift in 1..64 {
+        let p = 1u64 << shift;
+        v.extend([p - 1, p, p + 1]);
+    }
+    v
+}
+
+/// Times from the epoch to far beyond 9999: every month boundary of a few years
+/// (leap and not, 12 AM/PM edges), each digit count of the year, and the clamp.
+fn interesting_times() -> Vec<Option<SystemTime>> {
+    let mut v = vec![None, Some(UNIX_EPOCH - Duration::from_secs(1))];
+    for secs in [
+        0u64,
+        1,
+        59,
+        3_599,
+        3_600,
+        43_199,
+        43_200,
+        46_800,
+        86_399,
+        951_782_400,     // 2000-02-29
+        1_577_934_245,   // 2020-01-02 03:04:05
+        1_709_251_199,   // 2024-02-29 23:59:59
+        2_147_483_648,   // 2038-01-19
+        4_102_444_800,   // 2100-01-01
+        253_402_300_799, // 9999-12-31 23:59:59
+        253_402_300_800, // 10000-01-01
+        i64::MAX as u64 / 4,
+        i64::MAX as u64,
+        u64::MAX / 2 + 12_345,
+    ] {
+        v.push(UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+    }
+    for year in [1970i64, 1999, 2000, 2023, 2024, 2025, 2100, 2400] {
+        for month in 1..=12 {
+            for (day, secs) in [(1, 0), (1, 43_200), (days_in_month(year, month), 86_399)] {
+                let t = days_from_civil(year, month, day) * 86_400 + secs;
+                v.push(Some(at(t as u64)));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn writers_match_the_format_reference() {
+    let now = at(NOW);
+    let mut n = 0;
+    let names = ["", "a", "a b", "ünï cødé", "x\u{1F600}y"];
+    let modes = [
+        0, 0o644, 0o755, 0o777, 0o7777, 0o4755, 0o2644, 0o1777, 0o104777,
+    ];
+    let sizes = interesting_u64s();
+    let times = interesting_times();
+    for (i, &size) in sizes.iter().enumerate() {
+        for (j, &modified) in times.iter().enumerate() {
+            let kind = [FileKind::File, FileKind::Dir, FileKind::Symlink][(i + j) % 3];
+            let e = DirEntry {
+                name: names[(i * 7 + j) % names.len()].to_string(),
+                meta: Metadata {
+                    kind,
+                    size,
+                    modified,
+                    mode: modes[(i + 3 * j) % modes.len()],
+                    unique: (j % 5 != 0).then(|| (sizes[j % sizes.len()], size)),
+                    nlink: sizes[(i + j) % sizes.len()],
+                },
+            };
+            // "now" at the test's date and at the entry's own time (recent lines).
+            for now in [now, modified.unwrap_or(now)] {
+                assert_eq!(
+                    render(|o| unix_line(&e, now, o)),
+                    reference::unix_line(&e, now),
+                    "{e:?} at {now:?}"
+                );
+            }
+            assert_eq!(
+                render(|o| msdos_line(&e, o)),
+                reference::msdos_line(&e),
+                "{e:?}"
+            );
+            for facts in [
+                Facts::default(),
+                Facts::select("size;unique;"),
+                Facts::select(""),
+            ] {
+                for w in [false, true] {
+                    assert_eq!(
+                        render(|o| mlsx_line(&e, facts, w, o)),
+                        reference::mlsx_line(&e, facts, w),
+                        "{e:?}"
+                    );
+                }
+            }
+            if let Some(t) = modified {
+                assert_eq!(format_time(t), reference::format_time(t));
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 10_000, "{n} cases");
+}
+
+quickcheck! {
+    fn writers_match_the_reference_on_arbitrary_entries(
+        size: u64, secs: u64, mode: u32, nlink: u64, unique: (u64, u64), now_kind: (u32, u8)
+    ) -> bool {
+        let (now, kind) = now_kind;
+        let kind = [FileKind::File, FileKind::Dir, FileKind::Symlink][usize::from(kind % 3)];
+        let e = DirEntry {
+            name: "n".into(),
+            meta: Metadata {
+                kind,
+                size,
+                modified: UNIX_EPOCH.checked_add(Duration::from_secs(secs % (1 << 40))),
+                mode,
+                unique: Some(unique),
+                nlink,
+            },
+        };
+        let now = at(u64::from(now));
+        render(|o| unix_line(&e, now, o)) == reference::unix_line(&e, now)
+            && render(|o| msdos_line(&e, o)) == reference::msdos_line(&e)
+            && render(|o| mlsx_line(&e, Facts::default(), true, o))
+                == reference::mlsx_line(&e, Facts::default(), true)
+    }
+}

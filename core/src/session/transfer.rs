@@ -231,7 +231,22 @@ impl Session {
         }
         entries.retain(|e| self.listed(&e.name));
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let mut out = Vec::with_capacity(entries.len() * 64);
+        // Lines are 40-60 bytes plus the name (ls -l, NLST), MLSD's up to ~110: one
+        // allocation for the whole body in the common case.
+        let line = match job.kind {
+            ListKind::Nlst => 2,
+            ListKind::Mlsd => 112,
+            _ => 64,
+        };
+        let names: usize = entries.iter().map(|e| e.name.len()).sum();
+        let mut out = Vec::with_capacity(names + entries.len() * line);
+        let now = listing::unix_secs(Some(wall));
+        // Without rules the perm fact does not depend on the entry.
+        let writable = self
+            .config
+            .rules
+            .is_none()
+            .then(|| self.may(Access::Write, &job.shown));
         for entry in &entries {
             match (job.kind, self.config.listing_style) {
                 (ListKind::Nlst, _) => {
@@ -239,11 +254,12 @@ impl Session {
                     out.extend_from_slice(b"\r\n");
                 }
                 (ListKind::Mlsd, _) => {
-                    let writable = self.entry_writable(job, &entry.name);
+                    let writable =
+                        writable.unwrap_or_else(|| self.entry_writable(job, &entry.name));
                     listing::mlsx_line(entry, self.facts, writable, &mut out)
                 }
                 (_, ListingStyle::MsDos) => listing::msdos_line(entry, &mut out),
-                (_, ListingStyle::Unix) => listing::unix_line(entry, wall, &mut out),
+                (_, ListingStyle::Unix) => listing::unix_line_at(entry, now, &mut out),
             }
         }
         out
