@@ -153,6 +153,36 @@ fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// `wharf --runtime RUNTIME --config CFG` with stdout and stderr piped: the child, the
+/// `ftp://` URL it printed first, and its stderr.
+fn run_config(
+    cfg: &std::path::Path,
+    runtime: &str,
+) -> (
+    std::process::Child,
+    String,
+    BufReader<std::process::ChildStderr>,
+) {
+    let mut child = Command::new(WHARF)
+        .args(["--runtime", runtime, "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ftp://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    (child, url, stderr)
+}
+
 fn serves_until_sigterm_then_exits_zero(runtime: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (child, url) = spawn_wharf(tmp.path(), runtime, None);
@@ -249,21 +279,9 @@ fn sighup_reloads_the_configuration_file_or_keeps_the_running_one() {
         format!("[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n[site]\nroot = \"pub\"\nanonymous = true\nbanner = \"{banner}\"\n")
     };
     std::fs::write(&cfg, version("first banner")).unwrap();
-    let mut child = Command::new(WHARF)
-        .args(["--runtime", "mio", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("ftp://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
+    let (child, url, mut stderr) = run_config(&cfg, "mio");
+    let addr = url
+        .trim_start_matches("ftp://")
         .trim_end_matches('/')
         .to_string();
     let banner = || {
@@ -273,7 +291,6 @@ fn sighup_reloads_the_configuration_file_or_keeps_the_running_one() {
         BufReader::new(s).read_line(&mut line).unwrap();
         line
     };
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut hangup = |expect: &str| {
         // SAFETY: signalling our own child process.
         unsafe {
@@ -333,26 +350,10 @@ fn started_as_root_it_serves_as_server_user(runtime: &str) {
          [site]\nroot = \"pub\"\nanonymous = true\nanonymous_write = true\n",
     )
     .unwrap();
-    let mut child = Command::new(WHARF)
-        .args(["--runtime", runtime, "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (child, url, mut stderr) = run_config(&cfg, runtime);
     let mut said = String::new();
     stderr.read_line(&mut said).unwrap();
     assert!(said.contains("serving as user nobody"), "{said:?}");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ftp://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
     let get = Command::new("curl")
         .args(["-sS", "--max-time", "30", &format!("{url}f.txt")])
         .output()
