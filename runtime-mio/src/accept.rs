@@ -9,8 +9,8 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::shard::{control_token, Conn, Ready, Shard, ACCEPT_BACKOFF, ACCEPT_BUDGET};
-use crate::sys::is_exhaustion;
 use crate::timers::TimerSlot;
+use wharf_net::is_exhaustion;
 
 impl Shard {
     pub(crate) fn on_accept(&mut self, i: usize) {

@@ -17,8 +17,8 @@ use wharf_core::{
 
 use crate::ports::PortLease;
 use crate::shard::{data_token, Ready, Shard};
-use crate::sys::{connect_from, is_exhaustion};
 use crate::transfer::{Step, Transfer};
+use wharf_net::{connect_from, is_exhaustion};
 
 pub(crate) enum DataState {
     Listening {
@@ -128,7 +128,7 @@ impl Shard {
             })
         };
         let mut stream = match connect_from(local_ip, target) {
-            Ok(s) => s,
+            Ok(s) => mio::net::TcpStream::from_std(s),
             Err(e) => return failed(&e),
         };
         let dkey = self.data.vacant_key();

@@ -52,7 +52,6 @@ mod accept;
 mod data;
 mod ports;
 mod shard;
-mod sys;
 mod timers;
 mod transfer;
 mod worker;
@@ -174,9 +173,9 @@ pub fn start(
     storage: Arc<dyn Storage>,
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
-    sys::raise_nofile_limit();
+    wharf_net::raise_nofile_limit();
     let n = cfg.shard_count();
-    let bound = sys::bind_listeners(&listeners, n, cfg.backlog)?;
+    let bound = wharf_net::bind_listeners(&listeners, n, cfg.backlog)?;
     let local_addrs = bound.addrs.clone();
 
     let mut shards = Vec::with_capacity(n);
@@ -188,6 +187,11 @@ pub fn start(
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
     let ports = Arc::new(ports::PortPool::with_seed(seed));
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
+        // Each listener with the index of its listen address.
+        let sockets = (sockets.into_iter())
+            .map(mio::net::TcpListener::from_std)
+            .enumerate()
+            .collect();
         let (tx, rx) = mpsc::channel();
         let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;
         shards.push((tx, shard.waker()));

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use mio::net::TcpListener;
 pub(crate) use wharf_core::ports::{PortLease, PortPool};
 
-use crate::sys::data_listener;
-
 /// Listens on `ip` on a free port of `ports`; `Ok(None)` when the range is exhausted.
 /// `0..=0` asks the kernel for any port (no lease).
 pub(crate) fn listen(
@@ -21,7 +19,9 @@ pub(crate) fn listen(
     ip: IpAddr,
     ports: &RangeInclusive<u16>,
 ) -> io::Result<Option<(TcpListener, Option<PortLease>)>> {
-    pool.bind(ports, |port| data_listener(SocketAddr::new(ip, port)))
+    pool.bind(ports, |port| {
+        wharf_net::data_listener(SocketAddr::new(ip, port)).map(TcpListener::from_std)
+    })
 }
 
 #[cfg(test)]

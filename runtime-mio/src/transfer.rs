@@ -263,7 +263,7 @@ impl Transfer {
     }
 
     fn sendfile_some(&mut self, fd: RawFd) -> Result<bool, TransferOutcome> {
-        match crate::sys::sendfile(&self.stream, fd, self.buf.capacity().max(1 << 20)) {
+        match wharf_net::sendfile(&self.stream, fd, self.buf.capacity().max(1 << 20)) {
             Ok(0) => {
                 self.set_eof();
                 Ok(true)

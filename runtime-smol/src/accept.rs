@@ -11,8 +11,8 @@ use smol::future::{self, FutureExt};
 use smol::{Async, Timer};
 use wharf_core::Server;
 
-use crate::sys::{is_exhaustion, is_transient_accept_error};
 use crate::{lock, session, Ctx, ACCEPT_BACKOFF};
+use wharf_net::{is_exhaustion, is_transient_accept_error};
 
 /// Connections accepted in a row before yielding to the executor.
 const ACCEPT_BUDGET: usize = 64;

@@ -24,11 +24,11 @@ use wharf_core::{
 };
 
 use crate::session::{dispose, report, Driver, Event, Events};
-use crate::sys::{
-    connect_from, data_listener, has_pending_error, is_exhaustion, is_transient_accept_error,
-};
 use crate::transfer::{DataStream, Progress, Transfer};
 use crate::ACCEPT_BACKOFF;
+use wharf_net::{
+    connect_from, data_listener, has_pending_error, is_exhaustion, is_transient_accept_error,
+};
 
 pub(crate) struct DataEntry {
     pub conn: DataConnId,

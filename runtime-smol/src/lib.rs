@@ -56,7 +56,6 @@ use wharf_core::{Authenticator, Server, Storage};
 mod accept;
 mod data;
 mod session;
-mod sys;
 mod transfer;
 
 use transfer::PumpLimits;
@@ -241,7 +240,7 @@ impl Wharf {
         auth: Arc<dyn Authenticator>,
     ) -> io::Result<Wharf> {
         let n = cfg.shard_count();
-        let bound = sys::bind_listeners(&listeners, n, cfg.backlog)?;
+        let bound = wharf_net::bind_listeners(&listeners, n, cfg.backlog)?;
         let shards = bound
             .per_shard
             .into_iter()
@@ -365,7 +364,7 @@ pub fn start(
     storage: Arc<dyn Storage>,
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
-    sys::raise_nofile_limit();
+    wharf_net::raise_nofile_limit();
     let n = cfg.shard_count();
     let wharf = Wharf::bind(listeners, cfg, make_server, storage, auth)?;
     let local_addrs = wharf.local_addrs();

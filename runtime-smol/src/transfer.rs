@@ -28,7 +28,7 @@ use wharf_core::tls::{DataTls, DataTlsError};
 use wharf_core::typea::{FromNetAscii, ToNetAscii};
 use wharf_core::{FileHandle, FsError, TransferId, TransferOutcome};
 
-use crate::sys::{is_socket_error, sendfile};
+use wharf_net::{is_socket_error, sendfile};
 
 /// The limits a transfer runs under.
 #[derive(Debug, Clone, Copy)]

@@ -1,15 +1,20 @@
-//! Thin wrappers over the system calls the runtime needs beyond mio: `SO_REUSEPORT`
-//! listeners, passive data listeners, non-blocking connects from a
-//! chosen address, `sendfile(2)`, and the open-files limit.
+//! wharf-net: thin wrappers over the system calls both runtimes need beyond their event
+//! loops: `SO_REUSEPORT` control listeners, passive data listeners (`SO_REUSEADDR`;
+//! their ports come from the core's pool, `wharf_core::ports`), non-blocking connects
+//! from a chosen address, `sendfile(2)`, the open-files limit, and which errors mean
+//! what. The core stays free of sockets; this crate holds them for the runtimes.
+//!
+//! Every socket is returned non-blocking as a std type; runtime-mio wraps it with
+//! `from_std`, runtime-smol with `smol::Async`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: every session needs a descriptor.
-pub(crate) fn raise_nofile_limit() {
+pub fn raise_nofile_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -26,29 +31,29 @@ pub(crate) fn raise_nofile_limit() {
 }
 
 /// The control listeners of every shard.
-pub(crate) struct BoundListeners {
+pub struct BoundListeners {
     /// One address per requested listen address, with its real port.
     pub addrs: Vec<SocketAddr>,
-    /// For each shard: (index of the listen address, its listener).
-    pub per_shard: Vec<Vec<(usize, mio::net::TcpListener)>>,
+    /// For each shard: its listeners, one per listen address.
+    pub per_shard: Vec<Vec<TcpListener>>,
 }
 
-/// Binds every address in each of `shards` shards with `SO_REUSEPORT`. Port 0 is
-/// resolved by the first shard's bind; the others bind the port it got.
-pub(crate) fn bind_listeners(
+/// Binds every address once per shard with `SO_REUSEPORT`. Port 0 is resolved by the
+/// first shard's bind; the others bind the port it got.
+pub fn bind_listeners(
     addrs: &[SocketAddr],
     shards: usize,
     backlog: i32,
 ) -> io::Result<BoundListeners> {
     let mut per_shard: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
     let mut real = Vec::with_capacity(addrs.len());
-    for (i, &addr) in addrs.iter().enumerate() {
+    for &addr in addrs {
         let mut addr = addr;
         for shard in per_shard.iter_mut() {
             let l = reuseport_listener(addr, backlog)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             addr = l.local_addr()?;
-            shard.push((i, l));
+            shard.push(l);
         }
         real.push(addr);
     }
@@ -58,7 +63,7 @@ pub(crate) fn bind_listeners(
     })
 }
 
-fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -69,11 +74,11 @@ fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::Tc
     s.set_cloexec(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog)?;
-    Ok(mio::net::TcpListener::from_std(s.into()))
+    Ok(s.into())
 }
 
 /// A non-blocking listener for one passive data connection (`SO_REUSEADDR`, backlog 8).
-pub(crate) fn data_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+pub fn data_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // Non-blocking from the start (and close-on-exec: socket2 always asks for it), which
     // saves three fcntl calls per PASV.
     let s = Socket::new(
@@ -85,19 +90,16 @@ pub(crate) fn data_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListene
         s.set_only_v6(true)?;
     }
     // The server closes data connections first, so each passive port keeps TIME-WAIT
-    // sockets for a minute; without SO_REUSEADDR a busy server runs out of ports (at
-    // ~800 sessions/s a 7,000-port range ran dry). It still refuses a second listener.
+    // sockets for a minute; without SO_REUSEADDR a busy server runs out of ports. It
+    // still refuses a second listener on a port.
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(8)?;
-    Ok(mio::net::TcpListener::from_std(s.into()))
+    Ok(s.into())
 }
 
 /// Starts a non-blocking connect from `local_ip` (any port) to `target`.
-pub(crate) fn connect_from(
-    local_ip: IpAddr,
-    target: SocketAddr,
-) -> io::Result<mio::net::TcpStream> {
+pub fn connect_from(local_ip: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
     let s = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking(),
@@ -109,12 +111,11 @@ pub(crate) fn connect_from(
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    // SAFETY: the descriptor is a connected-or-connecting TCP socket we own.
-    Ok(unsafe { mio::net::TcpStream::from_raw_fd(s.into_raw_fd()) })
+    Ok(s.into())
 }
 
 /// `sendfile(2)` from the current offset of `file` to `sock`, at most `count` bytes.
-pub(crate) fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Result<usize> {
+pub fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the duration of the call; a null offset
     // makes the kernel use and advance the file's own offset.
     let n = unsafe { libc::sendfile(sock.as_raw_fd(), file, std::ptr::null_mut(), count) };
@@ -125,11 +126,46 @@ pub(crate) fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Re
     }
 }
 
+/// Whether a socket has a pending error, without consuming it (`SO_ERROR` would clear
+/// it, and a transfer that starts on the socket afterwards would read a reset upload's
+/// end as a clean end of file).
+pub fn has_pending_error(sock: &impl AsRawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor outlives the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLERR != 0
+}
+
 /// Whether an error means the process (or system) ran out of descriptors or memory.
-pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
+pub fn is_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Whether an `accept` error concerns only the connection being accepted (it was reset
+/// or aborted in the backlog), so accepting goes on at once.
+pub fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM))
+}
+
+/// Whether a `sendfile` error came from the socket side (the peer went away) rather
+/// than from reading the file.
+pub fn is_socket_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ETIMEDOUT)
     )
 }
 
@@ -139,29 +175,20 @@ mod tests {
     use std::io::{Read, Write};
 
     /// A passive port whose last data connection the server closed first (so it holds a
-    /// TIME-WAIT socket) must be usable again at once.
+    /// TIME-WAIT socket) must be usable again at once, and never twice.
     #[test]
     fn a_passive_port_in_time_wait_is_reusable() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let port = std::net::TcpListener::bind((ip, 0))
+        let port = TcpListener::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = SocketAddr::new(ip, port);
         let listener = data_listener(addr).expect("the port is free");
-        let mut client = std::net::TcpStream::connect((ip, port)).unwrap();
-        // The loopback connect has completed, so the accept is ready or nearly so.
-        let server_side = (0..100_000)
-            .find_map(|_| match listener.accept() {
-                Ok((stream, _)) => Some(stream),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::yield_now();
-                    None
-                }
-                Err(e) => panic!("accept: {e}"),
-            })
-            .expect("the connection was accepted");
+        listener.set_nonblocking(false).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
         drop(listener);
         // The server closes first, as after a download; the client sees EOF and closes.
         drop(server_side);
@@ -169,14 +196,13 @@ mod tests {
         client.read_to_end(&mut rest).unwrap();
         client.write_all(b"").unwrap();
         drop(client);
-        let again = data_listener(addr);
-        assert!(
-            again.is_ok(),
-            "port {port} stayed unusable after its data connection closed"
+        let again = data_listener(addr).expect("usable again");
+        let second = data_listener(addr).unwrap_err();
+        assert_eq!(
+            second.kind(),
+            io::ErrorKind::AddrInUse,
+            "never two listeners"
         );
-        assert!(
-            data_listener(addr).is_err(),
-            "but never two listeners on one port"
-        );
+        drop(again);
     }
 }
