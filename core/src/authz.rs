@@ -174,6 +174,7 @@ mod tests {
             name: name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             anonymous: false,
+            home: None,
         }
     }
 
@@ -182,6 +183,7 @@ mod tests {
             name: "anonymous".into(),
             groups: Vec::new(),
             anonymous: true,
+            home: None,
         }
     }
 

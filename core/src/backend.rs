@@ -125,11 +125,27 @@ pub enum WriteMode {
 }
 
 /// A logged-in user, as the authenticator vouches for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Principal {
     pub name: String,
     pub groups: Vec<String>,
     pub anonymous: bool,
+    /// The home directory the account store assigns, as a site path (a directory's
+    /// `msIIS-FTPRoot` + `msIIS-FTPDir`, a passwd home below a base): where
+    /// [`crate::Isolation::ActiveDirectory`] jails the user and
+    /// [`crate::Isolation::StartInUsersDirectory`] starts it. `None`: the store has none.
+    pub home: Option<VPath>,
+}
+
+impl Principal {
+    /// A named (not anonymous) user in `groups`, without a home of its own.
+    pub fn user(name: impl Into<String>, groups: Vec<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            groups,
+            ..Principal::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -74,6 +74,7 @@ substatus! {
     LogonBanned = 41, "logon-banned", "the client address is banned after repeated failed logins";
     LogonWouldBan = 42, "logon-would-ban", "the ban threshold was reached in logging-only mode (not banned)";
     AnonymousDenied = 43, "anonymous-denied", "anonymous logins are not allowed";
+    LogonUnavailable = 44, "logon-unavailable", "the account store (PAM, LDAP) failed or did not answer; the login was not checked";
     TooManyConnections = 50, "too-many-connections", "the server's connection limit is reached";
     CommandDenied = 51, "command-denied", "the command is denied by command filtering";
     TooManyFromIp = 52, "too-many-from-ip", "the per-address connection limit is reached";
@@ -290,6 +291,8 @@ pub fn win32_of(e: &FsError) -> u32 {
 
 /// `ERROR_LOGON_FAILURE`.
 pub const WIN32_LOGON_FAILURE: u32 = 1326;
+/// `ERROR_NO_LOGON_SERVERS`: the account store could not check the login.
+pub const WIN32_NO_LOGON_SERVERS: u32 = 1311;
 /// `ERROR_OPERATION_ABORTED`.
 pub const WIN32_ABORTED: u32 = 995;
 /// `WSAECONNRESET`.

@@ -604,11 +604,7 @@ impl Authenticator for MemUsers {
         if !same_secret(u.password.as_bytes(), password.as_bytes()) {
             return Err(AuthError::BadCredentials);
         }
-        Ok(Principal {
-            name: user.to_owned(),
-            groups: u.groups.clone(),
-            anonymous: false,
-        })
+        Ok(Principal::user(user, u.groups.clone()))
     }
 }
 

@@ -41,19 +41,29 @@ pub enum Isolation {
     IsolateRootDirectoryOnly,
     /// Jailed to the home; global virtual directories are hidden.
     IsolateAllDirectories,
+    /// IIS's "FTP home directory configured in Active Directory": jailed to the home the
+    /// account store assigns ([`Principal::home`]: `msIIS-FTPRoot` + `msIIS-FTPDir`);
+    /// a user without one, and anonymous users, are refused. Global virtual
+    /// directories are hidden.
+    ActiveDirectory,
 }
 
 impl Isolation {
     /// Whether global virtual directories are visible in this mode.
     pub fn shows_virtual_dirs(self) -> bool {
-        self != Isolation::IsolateAllDirectories
+        !matches!(
+            self,
+            Isolation::IsolateAllDirectories | Isolation::ActiveDirectory
+        )
     }
 
     /// Whether the user is confined to the home directory.
     pub fn jails(self) -> bool {
         matches!(
             self,
-            Isolation::IsolateRootDirectoryOnly | Isolation::IsolateAllDirectories
+            Isolation::IsolateRootDirectoryOnly
+                | Isolation::IsolateAllDirectories
+                | Isolation::ActiveDirectory
         )
     }
 }
@@ -340,13 +350,19 @@ pub struct Home {
     pub required: bool,
 }
 
-/// A user name that cannot name a home directory (`..`, `a/b`, `dom\`).
+/// A user name that cannot name a home directory (`..`, `a/b`, `dom\`), or a user
+/// without the home the isolation mode needs from the account store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("user name {0:?} cannot name a home directory")]
+#[error("user {0:?} has no usable home directory")]
 pub struct BadHomeName(pub String);
 
 /// The home directory `who` gets under `mode`: `Ok(None)` when the mode has none, `Err`
-/// when the user name cannot name a directory (the login is refused).
+/// when the user name cannot name a directory, or the mode needs a home from the
+/// account store and `who` has none (the login is refused).
+///
+/// A home from the account store ([`Principal::home`]) is where
+/// `StartInUsersDirectory` starts and what `ActiveDirectory` jails to; the other modes
+/// go by the name alone, as IIS does.
 pub fn home_for(mode: Isolation, who: &Principal) -> Result<Option<Home>, BadHomeName> {
     let path = |segs: &[&str]| -> Result<VPath, BadHomeName> {
         let bad = || BadHomeName(who.name.clone());
@@ -361,6 +377,19 @@ pub fn home_for(mode: Isolation, who: &Principal) -> Result<Option<Home>, BadHom
     };
     match mode {
         Isolation::None => Ok(None),
+        Isolation::ActiveDirectory => match (&who.home, who.anonymous) {
+            (Some(home), false) => Ok(Some(Home {
+                path: home.clone(),
+                required: true,
+            })),
+            _ => Err(BadHomeName(who.name.clone())),
+        },
+        Isolation::StartInUsersDirectory if who.home.is_some() && !who.anonymous => {
+            Ok(who.home.clone().map(|path| Home {
+                path,
+                required: false,
+            }))
+        }
         Isolation::StartInUsersDirectory => {
             let name = if who.anonymous { "default" } else { user };
             let segs: Vec<&str> = domain.into_iter().chain([name]).collect();

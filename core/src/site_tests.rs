@@ -173,10 +173,14 @@ fn single_site_answers_everywhere() {
 }
 
 fn user(name: &str) -> Principal {
+    Principal::user(name, Vec::new())
+}
+
+/// A user whose account store gives it `home`.
+fn homed(name: &str, home: &str) -> Principal {
     Principal {
-        name: name.into(),
-        groups: Vec::new(),
-        anonymous: false,
+        home: Some(vp(home)),
+        ..user(name)
     }
 }
 
@@ -184,8 +188,8 @@ fn user(name: &str) -> Principal {
 fn homes_by_isolation_mode() {
     let anon = Principal {
         name: "anonymous".into(),
-        groups: Vec::new(),
         anonymous: true,
+        ..Principal::default()
     };
     use Isolation::*;
     type Row<'a> = (Isolation, &'a Principal, Option<(&'a str, bool)>);
@@ -208,6 +212,25 @@ fn homes_by_isolation_mode() {
             &user("CONTOSO\\bob"),
             Some(("/CONTOSO/bob", true)),
         ),
+        // A home from the account store: where AD isolation jails, and where
+        // "start in users directory" starts; the name-based modes ignore it.
+        (
+            ActiveDirectory,
+            &homed("CONTOSO\\bob", "/ftp/users/bob"),
+            Some(("/ftp/users/bob", true)),
+        ),
+        (ActiveDirectory, &homed("bob", "/"), Some(("/", true))),
+        (
+            StartInUsersDirectory,
+            &homed("bob", "/home/bob"),
+            Some(("/home/bob", false)),
+        ),
+        (
+            IsolateAllDirectories,
+            &homed("bob", "/elsewhere"),
+            Some(("/LocalUser/bob", true)),
+        ),
+        (None, &homed("bob", "/elsewhere"), Option::None),
     ];
     for (mode, who, want) in table {
         let got = home_for(*mode, who).unwrap();
@@ -226,6 +249,18 @@ fn homes_by_isolation_mode() {
             "{bad:?}"
         );
     }
+    // AD isolation refuses users the store gives no home, and anonymous users (as IIS
+    // does: they have no directory entry).
+    assert_eq!(
+        home_for(ActiveDirectory, &user("bob")),
+        Err(BadHomeName("bob".into()))
+    );
+    let anon_with_home = Principal {
+        home: Some(vp("/pub")),
+        ..anon.clone()
+    };
+    assert!(home_for(ActiveDirectory, &anon_with_home).is_err());
+    assert!(ActiveDirectory.jails() && !ActiveDirectory.shows_virtual_dirs());
 }
 
 fn with_vdirs() -> SessionConfig {

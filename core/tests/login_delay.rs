@@ -20,6 +20,7 @@ struct Manual {
     session: Session,
     wire: String,
     requests: Vec<(RequestId, Request)>,
+    logs: Vec<wharf_core::log::LogRecord>,
     closed: bool,
 }
 
@@ -42,6 +43,7 @@ impl Manual {
             session,
             wire: String::new(),
             requests: Vec::new(),
+            logs: Vec::new(),
             closed: false,
         };
         m.drain();
@@ -59,6 +61,7 @@ impl Manual {
             }
             match self.session.poll_action() {
                 Some(Action::Request { req, request }) => self.requests.push((req, request)),
+                Some(Action::Log(record)) => self.logs.push(*record),
                 Some(Action::Close) => self.closed = true,
                 Some(_) => {}
                 None => break,
@@ -121,6 +124,7 @@ fn alice() -> Principal {
         name: "alice".into(),
         groups: Vec::new(),
         anonymous: false,
+        home: None,
     }
 }
 
@@ -166,13 +170,14 @@ fn a_check_slower_than_the_delay_is_answered_at_once() {
         m.answer_auth(Err(AuthError::BadCredentials)),
         "530 Login incorrect.\r\n"
     );
-    // A backend failure is a refusal like any other, delayed the same way.
+    // A backend failure is refused like any other, delayed the same way, but says
+    // that the account service failed rather than that the password was wrong.
     m.send("USER alice");
     m.send("PASS x");
     assert_eq!(m.answer_auth(Err(AuthError::Backend("down".into()))), "");
     assert_eq!(
         m.advance(Duration::from_secs(1)),
-        "530 Login incorrect.\r\n"
+        "530 Login failed: the account service is unavailable, try again later.\r\n"
     );
 }
 
@@ -286,4 +291,88 @@ fn the_harness_default_is_one_second() {
         h.advance(Duration::from_millis(1)),
         "530 Login incorrect.\r\n"
     );
+}
+
+/// A site that logs every command, so the tests can read a record's sub-status.
+fn logging(delay: Duration) -> SessionConfig {
+    SessionConfig {
+        logging: Some(wharf_core::log::LogConfig {
+            site: "accounts".into(),
+            fields: wharf_core::log::LogFields::ALL,
+        }),
+        ..delayed(delay)
+    }
+}
+
+#[test]
+fn a_failed_account_store_is_logged_with_its_substatus_and_reason_and_not_counted() {
+    let policy = Arc::new(ServerPolicy::new(ServerRules {
+        logon: LogonRestrictions {
+            enabled: true,
+            max_failures: 1,
+            ..LogonRestrictions::default()
+        },
+        ..ServerRules::default()
+    }));
+    let mut server =
+        Server::new(Arc::new(logging(Duration::from_secs(1))), 0, 1, 10).with_policy(policy);
+    let mut m = Manual::with_server(&mut server);
+    m.send("USER alice");
+    m.send("PASS s3cret");
+    m.answer_auth(Err(AuthError::Backend(
+        "ldap://127.0.0.1:1: connection refused".into(),
+    )));
+    let got = m.advance(Duration::from_secs(1));
+    assert!(
+        got.starts_with("530 Login failed: the account service"),
+        "{got}"
+    );
+    let pass = m
+        .logs
+        .iter()
+        .find(|r| r.method == "PASS")
+        .expect("PASS logged");
+    assert_eq!(pass.status, 530);
+    assert_eq!(pass.sub, wharf_core::log::SubStatus::LogonUnavailable);
+    assert_eq!(pass.sub.code(), 44);
+    assert_eq!(pass.win32, wharf_core::log::WIN32_NO_LOGON_SERVERS);
+    let debug = pass.debug.as_deref().unwrap_or("");
+    assert!(debug.contains("connection refused"), "{debug:?}");
+    // With a ban after one failure, a failure counted would have banned the address:
+    // the store failing is not the client's fault.
+    let peer = harness::PEER.parse().unwrap();
+    let local = harness::LOCAL.parse().unwrap();
+    assert!(server.accept(m.now, peer, local).is_ok());
+    assert!(!m.session.is_closed());
+    // A wrong password afterwards is logged as one.
+    m.send("USER alice");
+    m.send("PASS wrong");
+    m.answer_auth(Err(AuthError::BadCredentials));
+    m.advance(Duration::from_secs(1));
+    let last = m.logs.iter().rfind(|r| r.method == "PASS").unwrap();
+    assert_eq!(last.sub, wharf_core::log::SubStatus::LogonBanned);
+}
+
+#[test]
+fn a_password_check_that_never_completes_ends_with_the_login_timeout() {
+    // PAM or a directory that hangs: the session is not stuck behind it. Its login
+    // timer closes it, and an answer arriving afterwards changes nothing.
+    let cfg = SessionConfig {
+        timeouts: wharf_core::Timeouts {
+            login: Duration::from_secs(5),
+            ..wharf_core::Timeouts::default()
+        },
+        ..config()
+    };
+    let mut m = Manual::new(cfg);
+    m.send("USER alice");
+    assert_eq!(m.send("PASS secret"), "");
+    assert_eq!(m.requests.len(), 1, "the password check is asked for");
+    assert_eq!(m.advance(Duration::from_millis(4999)), "");
+    let got = m.advance(Duration::from_millis(1));
+    assert_eq!(got, "421 Login timeout, closing control connection.\r\n");
+    assert!(m.closed && m.session.is_closed());
+    let late = m.answer_auth(Ok(alice()));
+    assert_eq!(late, "", "a late answer logs nobody in");
+    assert!(m.session.is_closed());
 }

@@ -207,6 +207,7 @@ impl Authenticator for OneUser {
                 name: user.to_string(),
                 groups: Vec::new(),
                 anonymous: false,
+                home: None,
             })
         } else {
             Err(AuthError::BadCredentials)

@@ -123,11 +123,7 @@ impl Authenticator for UserList {
             c.insert(user, password, hash, now);
         }
         match entry {
-            Some(u) if ok => Ok(Principal {
-                name: u.name.clone(),
-                groups: u.groups.clone(),
-                anonymous: false,
-            }),
+            Some(u) if ok => Ok(Principal::user(u.name.clone(), u.groups.clone())),
             _ => Err(AuthError::BadCredentials),
         }
     }

@@ -127,6 +127,7 @@ fn idle_timer_spares_a_running_transfer() {
         name: "alice".into(),
         groups: vec![],
         anonymous: false,
+        home: None,
     };
     w.input(Input::Completed {
         req,

@@ -175,6 +175,7 @@ impl Session {
                 name: "anonymous".into(),
                 groups: Vec::new(),
                 anonymous: true,
+                home: None,
             };
             return self.authenticated(now, principal);
         }
@@ -204,22 +205,27 @@ impl Session {
             Completion::Auth(Err(err)) => {
                 if let AuthError::Backend(why) = &err {
                     tracing::warn!(session = %self.id, %user, %why, "authentication backend failed");
+                    self.note_logon_unavailable(why);
                 }
                 self.login = Login::Start;
                 self.login_failures = self.login_failures.saturating_add(1);
-                // Counted at once, so a ban takes effect before the reply goes out.
-                let verdict = match err {
-                    AuthError::BadCredentials => self.login_failed(now),
-                    AuthError::Backend(_) => Verdict::NotCounted,
+                // Counted at once, so a ban takes effect before the reply goes out. A
+                // store that failed says nothing about the password: not counted.
+                let (verdict, unavailable) = match err {
+                    AuthError::BadCredentials => (self.login_failed(now), false),
+                    AuthError::Backend(_) => (Verdict::NotCounted, true),
                 };
                 // However long the check took, the refusal comes `failed_login_delay`
                 // after the PASS; until then no command is read.
                 let due = at + self.config.failed_login_delay;
                 if due > now {
-                    self.pending = Some(Pending::FailedLogin { verdict });
+                    self.pending = Some(Pending::FailedLogin {
+                        verdict,
+                        unavailable,
+                    });
                     self.timers.set(Timer::FailedLogin, due);
                 } else {
-                    self.refuse_login(verdict);
+                    self.refuse_login(verdict, unavailable);
                 }
             }
             other => self.unexpected(other),
@@ -228,15 +234,27 @@ impl Session {
 
     /// The failed login's delay is over: say `530`.
     pub(super) fn on_failed_login_delay(&mut self) {
-        if let Some(Pending::FailedLogin { verdict }) = self.pending.take() {
-            self.refuse_login(verdict);
+        if let Some(Pending::FailedLogin {
+            verdict,
+            unavailable,
+        }) = self.pending.take()
+        {
+            self.refuse_login(verdict, unavailable);
         }
     }
 
     /// The `530` of a failed login; a ban it caused, or one failure too many on this
-    /// connection, closes the session after it.
-    fn refuse_login(&mut self, verdict: Verdict) {
-        self.reply(530, "Login incorrect.");
+    /// connection, closes the session after it. `unavailable`: the account store could
+    /// not check the login, which the reply says, so that nobody takes it for a wrong
+    /// password.
+    fn refuse_login(&mut self, verdict: Verdict, unavailable: bool) {
+        match unavailable {
+            true => self.reply(
+                530,
+                "Login failed: the account service is unavailable, try again later.",
+            ),
+            false => self.reply(530, "Login incorrect."),
+        }
         if verdict == Verdict::Banned {
             let secs = self.slot.policy().rules().logon.ban.as_secs();
             self.reply(
@@ -314,7 +332,7 @@ impl Session {
             format!("User {} logged in.", principal.name)
         };
         tracing::debug!(session = %self.id, user = %principal.name, site = %self.config.site_name, "logged in");
-        self.login = Login::LoggedIn(principal);
+        self.login = Login::LoggedIn(Box::new(principal));
         self.login_failures = 0;
         self.view = view;
         self.cwd = cwd;

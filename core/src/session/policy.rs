@@ -193,6 +193,16 @@ impl Session {
         self.sub = sub;
     }
 
+    /// The account store could not check a login: logged with sub-status
+    /// `logon-unavailable`, `ERROR_NO_LOGON_SERVERS`, and the store's reason in `x-debug`.
+    pub(super) fn note_logon_unavailable(&mut self, why: &str) {
+        self.sub = SubStatus::LogonUnavailable;
+        self.win32 = log::WIN32_NO_LOGON_SERVERS;
+        if let Some(l) = &mut self.log {
+            l.rec.debug = Some(Cow::Owned(why.to_string()));
+        }
+    }
+
     /// A storage error is logged with the Windows code IIS would show.
     pub(super) fn note_fs_error(&mut self, e: &FsError) {
         self.win32 = log::win32_of(e);

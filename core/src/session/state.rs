@@ -23,11 +23,9 @@ pub(super) enum Login {
     /// Waiting for USER (HOST may come first).
     Start,
     /// USER given; waiting for PASS.
-    User {
-        name: String,
-        anonymous: bool,
-    },
-    LoggedIn(Principal),
+    User { name: String, anonymous: bool },
+    /// Boxed: a session is mostly idle and logged in, and the struct stays small.
+    LoggedIn(Box<Principal>),
 }
 
 /// The data channel as the last PASV/EPSV/PORT/EPRT left it.
@@ -55,8 +53,12 @@ pub(super) enum Pending {
     /// A transfer, from the 150 reply to its final reply.
     Transfer(Transfer),
     /// A failed login waits for `failed_login_delay` (timer `FailedLogin`) before its
-    /// `530`; `verdict` is what the logon restrictions made of it.
-    FailedLogin { verdict: crate::policy::Verdict },
+    /// `530`; `verdict` is what the logon restrictions made of it, `unavailable` whether
+    /// the account store failed (rather than refused the credentials).
+    FailedLogin {
+        verdict: crate::policy::Verdict,
+        unavailable: bool,
+    },
 }
 
 /// The continuation of a request.
