@@ -28,6 +28,9 @@ use wharf_core::policy::limits::ServerRules;
 #[path = "config_policy.rs"]
 mod policy;
 
+#[path = "config_auth.rs"]
+mod auth_table;
+
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -81,6 +84,13 @@ pub struct ServerConfig {
     pub server_rules: ServerRules,
     /// The account to serve as once the ports are bound (`server.user`/`server.group`).
     pub run_as: Option<crate::privileges::RunAs>,
+    /// Where accounts come from (`[auth]`): the users file, PAM, LDAP, in order.
+    pub auth: crate::auth::AuthConfig,
+    /// What is valid but probably not meant (check-config prints them; the server
+    /// starts).
+    pub warnings: Vec<ConfigError>,
+    /// Where each LDAP provider's `url` is written, for [`ServerConfig::check_reachability`].
+    ldap_at: Vec<ConfigError>,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -173,6 +183,24 @@ impl ServerConfig {
         out
     }
 
+    /// Connects to every LDAP directory of `[auth]` (and binds as its service account):
+    /// a warning, located at its `url`, for each that fails. `check-config` runs this; the
+    /// server does not need a directory to start (a login while it is down is refused
+    /// as unavailable).
+    pub fn check_reachability(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (cfg, at) in self.auth.ldap().zip(&self.ldap_at) {
+            let result = crate::auth::ldap::LdapProvider::new(cfg.clone()).and_then(|p| p.probe());
+            if let Err(e) = result {
+                out.push(ConfigError {
+                    message: format!("the directory cannot be reached now: {e}"),
+                    ..at.clone()
+                });
+            }
+        }
+        out
+    }
+
     pub fn mounts(&self) -> Vec<(String, &Path)> {
         let mut out = Vec::new();
         for site in &self.sites {
@@ -241,6 +269,7 @@ struct RawConfig {
     #[serde(default)]
     groups: Vec<RawGroup>,
     limits: Option<policy::RawLimits>,
+    auth: Option<auth_table::RawAuth>,
 }
 
 #[derive(Deserialize, Default)]
@@ -806,6 +835,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         ..ServerRules::default()
     };
     let central_log = raw.server.logging.take();
+    let raw_auth = raw.auth.take();
     let user_bandwidth: Vec<(String, Spanned<u64>)> = raw
         .users
         .iter()
@@ -910,6 +940,17 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         accounts.add_groups(&mut uc, file_groups);
         c.errors.append(&mut uc.errors);
     }
+    // Providers: with PAM or LDAP, rules may name users and groups the file does not.
+    let mut warnings = Vec::new();
+    let auth = auth_table::auth(
+        c,
+        raw_auth,
+        base,
+        !accounts.users.is_empty(),
+        run_as.is_some(),
+        &mut warnings,
+    );
+    accounts.external = auth.auth.has_external();
 
     // Sites: the `[site]` shorthand (on `server.listen`) or `[[sites]]`.
     let defaults = SessionConfig {
@@ -1018,6 +1059,9 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         users: accounts.users,
         server_rules,
         run_as,
+        auth: auth.auth,
+        warnings,
+        ldap_at: auth.ldap_at,
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
@@ -1069,6 +1113,8 @@ struct Accounts {
     users: Vec<UserEntry>,
     /// Every group name (as first written), from `[[groups]]` and users' `groups`.
     groups: Vec<String>,
+    /// Whether PAM or LDAP provide accounts too: names in rules cannot all be checked.
+    external: bool,
 }
 
 impl Accounts {
@@ -1528,6 +1574,7 @@ fn build_rules(c: &mut Checker<'_>, raw: &[RawRule], accounts: &Accounts) -> Rul
                     "?" => Who::Anonymous,
                     _ => match accounts.user(&name) {
                         Some(_) => Who::User(name),
+                        None if accounts.external => Who::User(name),
                         None => {
                             c.error(
                                 users.span(),
@@ -1541,7 +1588,7 @@ fn build_rules(c: &mut Checker<'_>, raw: &[RawRule], accounts: &Accounts) -> Rul
         }
         for groups in [&r.groups, &r.roles].into_iter().flatten() {
             for name in names(c, groups) {
-                if accounts.has_group(&name) {
+                if accounts.has_group(&name) || accounts.external {
                     who.push(Who::Group(name));
                 } else {
                     c.error(groups.span(), format!("{name:?} is not a group"));
@@ -1666,8 +1713,9 @@ fn parse_isolation(s: &String) -> Result<Isolation, String> {
         "startinusersdirectory" => Ok(Isolation::StartInUsersDirectory),
         "isolaterootdirectoryonly" => Ok(Isolation::IsolateRootDirectoryOnly),
         "isolatealldirectories" => Ok(Isolation::IsolateAllDirectories),
+        "activedirectory" | "isolateactivedirectory" => Ok(Isolation::ActiveDirectory),
         _ => Err(format!(
-            "{s:?} is not an isolation mode: \"none\", \"start_in_users_directory\", \"isolate_root_directory_only\" or \"isolate_all_directories\""
+            "{s:?} is not an isolation mode: \"none\", \"start_in_users_directory\", \"isolate_root_directory_only\", \"isolate_all_directories\" or \"active_directory\""
         )),
     }
 }

@@ -24,6 +24,7 @@ use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
+pub mod auth;
 pub mod config;
 #[cfg(target_os = "linux")]
 mod listdir;
@@ -97,7 +98,7 @@ impl RunningServer {
 
 /// Replaces a running server's configuration without a restart (`wharf` does it on
 /// SIGHUP): sites, bindings on the listening addresses, TLS settings and certificates,
-/// users and groups, authorization and filtering rules, IP rules, logon restrictions,
+/// users and groups, account providers (`[auth]`: PAM, LDAP), authorization and filtering rules, IP rules, logon restrictions,
 /// limits, timeouts, messages. Connections admitted afterwards get the new
 /// configuration; sessions already running keep the one they started with, to their
 /// end. What the running server was built from — listen addresses, runtime, shards,
@@ -114,7 +115,7 @@ struct Reloadable {
     listen: Vec<SocketAddr>,
     sites: Arc<Live<Sites>>,
     policy: Arc<ServerPolicy>,
-    users: Arc<UserList>,
+    accounts: Arc<auth::Accounts>,
 }
 
 impl Reloader {
@@ -141,10 +142,15 @@ impl Reloader {
             ));
         }
         let sites = new.sites_table(&r.listen).map_err(|e| e.to_string())?;
-        r.users.replace_users(new.users.clone());
+        r.accounts.replace(&new.auth, &new.users)?;
         r.policy.set_rules(new.server_rules.clone());
         r.sites.replace(Arc::new(sites));
-        let summary = format!("{} site(s), {} user(s)", new.sites.len(), new.users.len());
+        let summary = format!(
+            "{} site(s), {} user(s), accounts from {}",
+            new.sites.len(),
+            new.users.len(),
+            r.accounts.kinds().join(", ")
+        );
         *current = new;
         Ok(summary)
     }
@@ -195,10 +201,10 @@ pub fn start_with_resolver(
     resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
-    let users = Arc::new(UserList::with_login_cache(
-        config.users.clone(),
-        config.login_cache,
-    ));
+    let accounts = Arc::new(
+        auth::Accounts::new(&config.auth, &config.users, config.login_cache)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+    );
     let outputs = config.log_outputs();
     let log = match outputs.is_empty() {
         true => None,
@@ -227,13 +233,13 @@ pub fn start_with_resolver(
         log,
         resolver,
     };
-    let mut server = start_runtime(setup, storage, users.clone())?;
+    let mut server = start_runtime(setup, storage, accounts.clone())?;
     server.reloader = Some(Reloader(Arc::new(Reloadable {
         config: std::sync::Mutex::new(config.clone()),
         listen,
         sites,
         policy,
-        users,
+        accounts,
     })));
     Ok(server)
 }

@@ -1,13 +1,15 @@
 //! A short-lived cache of verified logins, as IIS keeps logon tokens (15 minutes).
 //!
-//! A slow password hash is the point of argon2, but an automation client that logs in
-//! once per file pays it on every connection. After a successful verification the cache
+//! A slow password hash is the point of argon2, and a round trip to PAM or a directory
+//! costs more still, but an automation client that logs in once per file pays it on
+//! every connection. After a successful check, whatever provider made it, the cache
 //! keeps a keyed BLAKE2b MAC of `user NUL password` (the key is random per process, so
-//! the entries are useless outside it), tied to the PHC string it was verified against
-//! (a changed hash invalidates it). A later login with the same password is checked
-//! against the MAC in microseconds. Failures are never cached: every wrong password
-//! still costs a full verification, so refusals take the same time whether or not the
-//! user exists.
+//! the entries are useless outside it), the principal the check produced, and a token
+//! naming what it was checked against (the users file's hash, or the provider and the
+//! configuration generation: a changed hash, or a reload that changes a provider,
+//! invalidates it). A later login with the same password is checked against the MAC in
+//! microseconds. Failures are never cached: every wrong password still costs a full
+//! check, so refusals take the same time whether or not the user exists.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use blake2::digest::consts::U32;
 use blake2::digest::Mac;
 use blake2::Blake2bMac;
+use wharf_core::Principal;
 
 type Mac256 = Blake2bMac<U32>;
 
@@ -31,7 +34,8 @@ pub(crate) struct LoginCache {
 
 struct Entry {
     mac: [u8; 32],
-    phc: String,
+    token: String,
+    principal: Principal,
     expires: Instant,
 }
 
@@ -63,18 +67,30 @@ impl LoginCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `user` logged in with exactly `password` against `phc` within the TTL.
-    pub(crate) fn hit(&self, user: &str, password: &str, phc: &str, now: Instant) -> bool {
+    /// The principal `user` got when it logged in with exactly `password` within the
+    /// TTL, and the token it was checked against (the caller checks that it still holds).
+    pub(crate) fn hit(
+        &self,
+        user: &str,
+        password: &str,
+        now: Instant,
+    ) -> Option<(String, Principal)> {
         let mac = self.mac(user, password);
         let entries = self.lock();
-        let Some(e) = entries.get(user) else {
-            return false;
-        };
-        now < e.expires && e.phc == phc && constant_time_eq(&e.mac, &mac)
+        let e = entries.get(user)?;
+        (now < e.expires && constant_time_eq(&e.mac, &mac))
+            .then(|| (e.token.clone(), e.principal.clone()))
     }
 
-    /// Remembers a successful verification.
-    pub(crate) fn insert(&self, user: &str, password: &str, phc: &str, now: Instant) {
+    /// Remembers a successful check against `token`, which produced `principal`.
+    pub(crate) fn insert(
+        &self,
+        user: &str,
+        password: &str,
+        token: &str,
+        principal: &Principal,
+        now: Instant,
+    ) {
         let mac = self.mac(user, password);
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(user) {
@@ -87,7 +103,8 @@ impl LoginCache {
             user.to_string(),
             Entry {
                 mac,
-                phc: phc.to_string(),
+                token: token.to_string(),
+                principal: principal.clone(),
                 expires: now + self.ttl,
             },
         );
@@ -102,23 +119,26 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
+    fn p(name: &str) -> Principal {
+        Principal::user(name, vec!["staff".into()])
+    }
+
     #[test]
-    fn hits_only_the_same_password_hash_and_time() {
+    fn hits_only_the_same_password_and_time_and_keeps_the_principal() {
         let c = LoginCache::new(Duration::from_secs(60)).unwrap();
         let t = Instant::now();
-        assert!(!c.hit("alice", "pw", "$h1", t));
-        c.insert("alice", "pw", "$h1", t);
-        assert!(c.hit("alice", "pw", "$h1", t));
-        assert!(!c.hit("alice", "pw2", "$h1", t), "another password");
-        assert!(!c.hit("alice", "pw", "$h2", t), "the hash changed");
-        assert!(!c.hit("bob", "pw", "$h1", t), "another user");
+        assert!(c.hit("alice", "pw", t).is_none());
+        c.insert("alice", "pw", "$h1", &p("alice"), t);
+        assert_eq!(c.hit("alice", "pw", t), Some(("$h1".into(), p("alice"))));
+        assert!(c.hit("alice", "pw2", t).is_none(), "another password");
+        assert!(c.hit("bob", "pw", t).is_none(), "another user");
         assert!(
-            !c.hit("alice", "pw", "$h1", t + Duration::from_secs(61)),
+            c.hit("alice", "pw", t + Duration::from_secs(61)).is_none(),
             "expired"
         );
         // "a" + "\0b" and "a\0" + "b" must not collide.
-        c.insert("a", "\0b", "$h", t);
-        assert!(!c.hit("a\0", "b", "$h", t));
+        c.insert("a", "\0b", "$h", &p("a"), t);
+        assert!(c.hit("a\0", "b", t).is_none());
     }
 
     #[test]
@@ -127,13 +147,13 @@ mod tests {
         let c = LoginCache::new(Duration::from_secs(1)).unwrap();
         let t = Instant::now();
         for i in 0..MAX_ENTRIES + 10 {
-            c.insert(&format!("u{i}"), "pw", "$h", t);
+            c.insert(&format!("u{i}"), "pw", "$h", &p("u"), t);
         }
         assert_eq!(c.lock().len(), MAX_ENTRIES);
         // Once the old entries expire, new ones displace them.
         let later = t + Duration::from_secs(2);
-        c.insert("new", "pw", "$h", later);
-        assert!(c.hit("new", "pw", "$h", later));
+        c.insert("new", "pw", "$h", &p("new"), later);
+        assert!(c.hit("new", "pw", later).is_some());
         assert_eq!(c.lock().len(), 1);
     }
 }

@@ -55,9 +55,39 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
-    /// Read a password from standard input and print its argon2id hash, for the
-    /// password_hash of a [[users]] entry.
-    Passwd,
+    /// Read a password from standard input and print its hash (argon2id unless
+    /// --scheme says otherwise), for the password_hash of a [[users]] entry.
+    Passwd {
+        /// "argon2id" (the default) or "bcrypt".
+        #[arg(long, value_name = "SCHEME", default_value = "argon2id")]
+        scheme: String,
+        /// How expensive the hash is. argon2id: m=KiB,t=passes,p=lanes (default
+        /// m=19456,t=2,p=1; any of the three). bcrypt: 4 to 31 (default 12).
+        #[arg(long, value_name = "COST")]
+        cost: Option<String>,
+    },
+    /// Manage the accounts of a users file.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Read another server's password file and write its accounts as [[users]] entries,
+    /// keeping their hashes (sha512-crypt, sha256-crypt, bcrypt, argon2id). Lines that
+    /// cannot be used are listed on stderr with the reason.
+    Import {
+        /// proftpd (AuthUserFile), pureftpd (pureftpd.passwd) or htpasswd.
+        #[arg(long, value_name = "FORMAT")]
+        format: String,
+        /// Append to this users file (created if missing) instead of printing the TOML.
+        #[arg(long, value_name = "USERS_FILE")]
+        to: Option<PathBuf>,
+        /// The password file to read.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,7 +95,10 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
-        Some(Command::Passwd) => passwd(),
+        Some(Command::Passwd { scheme, cost }) => passwd(scheme, cost.as_deref()),
+        Some(Command::User {
+            action: UserCommand::Import { format, to, file },
+        }) => import(format, to.as_deref(), file),
         None => serve(&cli),
     };
     match result {
@@ -95,7 +128,12 @@ fn init_tracing(verbose: u8) {
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {
     match ServerConfig::from_file(file) {
-        Ok(_) => {
+        Ok(config) => {
+            // Valid; what is probably not meant, and directories that cannot be
+            // reached now, are warnings.
+            for w in config.warnings.iter().chain(&config.check_reachability()) {
+                eprintln!("warning: {w}");
+            }
             println!("{}: OK", file.display());
             Ok(())
         }
@@ -103,7 +141,8 @@ fn check_config(file: &std::path::Path) -> Result<(), String> {
     }
 }
 
-fn passwd() -> Result<(), String> {
+fn passwd(scheme: &str, cost: Option<&str>) -> Result<(), String> {
+    let cost = wharf_server::auth::crypt::Cost::parse(scheme, cost)?;
     let stdin = io::stdin();
     let tty = stdin.is_terminal();
     if tty {
@@ -122,8 +161,59 @@ fn passwd() -> Result<(), String> {
     if password.is_empty() {
         return Err("empty password".into());
     }
-    let hash = wharf_server::hash_password(password)?;
+    let hash = wharf_server::auth::crypt::hash_with(password, cost)?;
     println!("{hash}");
+    Ok(())
+}
+
+/// `wharf user import`: another server's accounts as [[users]] entries.
+fn import(format: &str, to: Option<&Path>, file: &Path) -> Result<(), String> {
+    use wharf_server::auth::import;
+    let format = import::Format::parse(format)?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let existing_text = match to {
+        Some(t) if t.exists() => {
+            std::fs::read_to_string(t).map_err(|e| format!("{}: {e}", t.display()))?
+        }
+        _ => String::new(),
+    };
+    let existing = import::names_in(&existing_text).map_err(|e| match to {
+        Some(t) => format!("{}: {e}", t.display()),
+        None => e,
+    })?;
+    let (users, skipped) = import::import(format, &text, &existing);
+    for s in &skipped {
+        eprintln!(
+            "wharf: {}:{}: {:?} skipped: {}",
+            file.display(),
+            s.line,
+            s.name,
+            s.reason
+        );
+    }
+    let toml = import::to_toml(&users, &file.display().to_string());
+    match to {
+        None => print!("{toml}"),
+        Some(t) => {
+            use std::fs::OpenOptions;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(t)
+                .map_err(|e| format!("{}: {e}", t.display()))?;
+            f.write_all(toml.as_bytes())
+                .map_err(|e| format!("{}: {e}", t.display()))?;
+            eprintln!(
+                "wharf: {} user(s) appended to {}, {} skipped",
+                users.len(),
+                t.display(),
+                skipped.len()
+            );
+        }
+    }
+    if users.is_empty() && !skipped.is_empty() {
+        return Err("nothing imported".into());
+    }
     Ok(())
 }
 
@@ -182,6 +272,9 @@ fn covers(addr: std::net::SocketAddr, wildcard: std::net::SocketAddr) -> bool {
 
 fn serve(cli: &Cli) -> Result<(), String> {
     let config = load(cli)?;
+    for w in &config.warnings {
+        eprintln!("wharf: warning: {w}");
+    }
     // Signals are taken before the server starts so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

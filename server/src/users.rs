@@ -1,98 +1,53 @@
-//! Users from the configuration, checked with argon2id password hashes (PHC strings).
+//! Users from the configuration (`[[users]]`, `users_file`), checked against their
+//! password hashes: argon2id, or the crypt hashes other servers store (see
+//! [`crate::auth::crypt`]).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use wharf_core::live::Live;
 use wharf_core::{AuthError, Authenticator, Principal};
 
-use crate::login_cache::LoginCache;
+use crate::auth::{Accounts, AuthConfig, Provider, UsersProvider};
+
+pub use crate::auth::crypt::{check_hash, hash_password};
 
 /// One `[[users]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEntry {
     pub name: String,
-    /// An argon2 PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
+    /// An argon2 PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`), or a
+    /// sha512-crypt, sha256-crypt or bcrypt hash.
     pub password_hash: String,
     pub groups: Vec<String>,
 }
 
-/// Checks that `hash` is an argon2 PHC string; returns it unchanged.
-pub fn check_hash(hash: &str) -> Result<String, String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| {
-        format!("not a password hash in PHC format ({e}); make one with `wharf passwd`")
-    })?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!(
-            "hash algorithm {:?} is not supported; use argon2id (`wharf passwd`)",
-            parsed.algorithm.as_str()
-        ));
-    }
-    Ok(hash.to_string())
-}
-
-/// Hashes a password with argon2id and a fresh random salt.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// The configured users. Unknown names cost the same hash work as known ones, so the
-/// time a refusal takes does not tell whether the user exists.
-#[derive(Default)]
-pub struct UserList {
-    /// Replaced by a configuration reload ([`UserList::replace_users`]).
-    users: Live<Vec<UserEntry>>,
-    cache: Option<Arc<LoginCache>>,
-}
-
-impl std::fmt::Debug for UserList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserList")
-            .field("users", &self.users)
-            .field("login_cache", &self.cache.is_some())
-            .finish()
-    }
-}
+/// The configured users alone, as an [`Authenticator`] (the server itself uses
+/// [`Accounts`], which puts them in a chain with PAM and LDAP). Unknown names cost the
+/// same hash work as known ones, so the time a refusal takes does not tell whether the
+/// user exists.
+#[derive(Debug)]
+pub struct UserList(Accounts);
 
 impl UserList {
     /// Users without a login cache: every login runs the full hash.
     pub fn new(users: Vec<UserEntry>) -> UserList {
-        UserList {
-            users: Live::new(Arc::new(users)),
-            cache: None,
-        }
+        UserList::with_login_cache(users, Duration::ZERO)
     }
 
     /// Users whose successful logins are remembered for `ttl` (zero: never); see
     /// [`crate::login_cache`].
     pub fn with_login_cache(users: Vec<UserEntry>, ttl: Duration) -> UserList {
-        UserList {
-            users: Live::new(Arc::new(users)),
-            cache: LoginCache::new(ttl).map(Arc::new),
-        }
+        let provider: Box<dyn Provider> = Box::new(UsersProvider::new(users));
+        UserList(Accounts::from_providers(vec![provider], ttl))
     }
 
     /// Replaces the accounts (a configuration reload): logins from now on are checked
-    /// against `users`. The login cache stays: its entries are bound to the password
-    /// hash they were verified against, so a removed user or a changed password never
-    /// hits an old entry.
+    /// against `users`. Cached logins stay while their hash is unchanged, so a removed
+    /// user or a changed password never hits an old entry.
     pub fn replace_users(&self, users: Vec<UserEntry>) {
-        self.users.replace(Arc::new(users));
+        // The users provider alone cannot fail to build.
+        let _ = self.0.replace(&AuthConfig::default(), &users);
     }
-}
-
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password("wharf decoy password").unwrap_or_default())
 }
 
 impl Authenticator for UserList {
@@ -100,32 +55,9 @@ impl Authenticator for UserList {
         &self,
         user: &str,
         password: &str,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> Result<Principal, AuthError> {
-        let users = self.users.load();
-        let entry = users.iter().find(|u| u.name == user);
-        let hash: &str = match entry {
-            Some(u) => &u.password_hash,
-            None => decoy_hash(),
-        };
-        let now = Instant::now();
-        let cached = match (entry, &self.cache) {
-            (Some(_), Some(c)) => c.hit(user, password, hash, now),
-            _ => false,
-        };
-        let ok = cached || {
-            let parsed = PasswordHash::new(hash).map_err(|e| AuthError::Backend(e.to_string()))?;
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        };
-        if let (true, false, Some(_), Some(c)) = (ok, cached, entry, &self.cache) {
-            c.insert(user, password, hash, now);
-        }
-        match entry {
-            Some(u) if ok => Ok(Principal::user(u.name.clone(), u.groups.clone())),
-            _ => Err(AuthError::BadCredentials),
-        }
+        self.0.authenticate(user, password, peer)
     }
 }
 
@@ -188,6 +120,34 @@ mod tests {
     }
 
     #[test]
+    fn crypt_hashes_of_other_servers_log_in() {
+        // `openssl passwd -6 -salt saltsalt s3cret` and a bcrypt hash.
+        let sha512 = "$6$saltsalt$As4wrv0kZlfch1du9WeH7qhskyLriQWySXrZzynnvi46nFnNxjdpl6ksRegrrKexvhIa/Iny8S8uF3fVWTMuC1";
+        let bcrypt = crate::auth::crypt::hash_with("s3cret", crate::auth::crypt::Cost::Bcrypt(4))
+            .unwrap()
+            .replacen("$2b$", "$2y$", 1);
+        let users = UserList::new(vec![
+            UserEntry {
+                name: "proftpd".into(),
+                password_hash: sha512.into(),
+                groups: vec![],
+            },
+            UserEntry {
+                name: "htpasswd".into(),
+                password_hash: bcrypt,
+                groups: vec![],
+            },
+        ]);
+        for name in ["proftpd", "htpasswd"] {
+            assert!(users.authenticate(name, "s3cret", peer()).is_ok(), "{name}");
+            assert_eq!(
+                users.authenticate(name, "S3cret", peer()),
+                Err(AuthError::BadCredentials)
+            );
+        }
+    }
+
+    #[test]
     fn salts_differ() {
         assert_ne!(hash_password("x").unwrap(), hash_password("x").unwrap());
     }
@@ -196,5 +156,6 @@ mod tests {
     fn garbage_hash_is_refused() {
         assert!(check_hash("plaintext").is_err());
         assert!(check_hash("$6$rounds=1000$abc$def").is_err());
+        assert!(check_hash("$1$saltsalt$RwMqRjSWhXMKbW72DwzGd1").is_err());
     }
 }
