@@ -98,6 +98,22 @@ impl TestCa {
         }
     }
 
+    /// A server certificate for `names` (DNS names and IP addresses; the first is its
+    /// CN), signed by this CA, written to `dir/FILE.crt` and `dir/FILE.key`.
+    pub fn server(&self, dir: &Path, file: &str, names: &[&str]) -> CertFiles {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        write(dir, file, &cert, &key)
+    }
+
     /// A client certificate with CN `name`, signed by this CA, written to
     /// `dir/NAME.crt` and `dir/NAME.key`.
     pub fn client(&self, dir: &Path, name: &str) -> CertFiles {

@@ -3,3 +3,5 @@
 pub mod certs;
 pub mod harness;
 pub mod sim;
+pub mod slapd;
+pub mod unix_accounts;

@@ -194,12 +194,13 @@ impl Session {
     }
 
     /// The account store could not check a login: logged with sub-status
-    /// `logon-unavailable`, `ERROR_NO_LOGON_SERVERS`, and the store's reason in `x-debug`.
+    /// `logon-unavailable`, `ERROR_NO_LOGON_SERVERS`, and `logon-unavailable: <the store's reason>` in `x-debug`.
     pub(super) fn note_logon_unavailable(&mut self, why: &str) {
         self.sub = SubStatus::LogonUnavailable;
         self.win32 = log::WIN32_NO_LOGON_SERVERS;
         if let Some(l) = &mut self.log {
-            l.rec.debug = Some(Cow::Owned(why.to_string()));
+            let slug = SubStatus::LogonUnavailable.slug();
+            l.rec.debug = Some(Cow::Owned(format!("{slug}: {why}")));
         }
     }
 

@@ -183,6 +183,20 @@ fn fill_filter(template: &str, user: &str, login: &str, dn: &str) -> String {
         .replace("{dn}", &ldap_escape(dn))
 }
 
+/// Where to search for groups when only the user's DN is known: its `dc=` suffix
+/// (`uid=a,ou=people,dc=example,dc=com`: `dc=example,dc=com`), else its parent.
+fn naming_context(dn: &str) -> String {
+    let lower = dn.to_ascii_lowercase();
+    if let Some(i) = lower
+        .find("dc=")
+        .filter(|&i| i == 0 || lower[..i].ends_with(','))
+    {
+        return dn[i..].to_string();
+    }
+    dn.split_once(',')
+        .map_or(String::new(), |(_, b)| b.to_string())
+}
+
 /// The value of the first RDN of `dn` (`cn=Staff,ou=groups,...`: `Staff`), unescaped.
 pub fn first_rdn_value(dn: &str) -> Option<String> {
     let mut out = String::new();
@@ -559,9 +573,7 @@ impl LdapProvider {
             let base = match (&self.cfg.group_base_dn, &self.cfg.bind) {
                 (Some(b), _) => b.clone(),
                 (None, Bind::Search { base_dn, .. }) => base_dn.clone(),
-                (None, Bind::Template { .. }) => dn
-                    .split_once(',')
-                    .map_or(String::new(), |(_, b)| b.to_string()),
+                (None, Bind::Template { .. }) => naming_context(&dn),
             };
             let filter = fill_filter(filter, &canonical, login, &dn);
             let name_attr = self.cfg.group_name_attribute.to_ascii_lowercase();
@@ -769,6 +781,16 @@ mod tests {
         assert!(check_filter("(uid={user})").is_ok());
         assert!(check_filter("(uid={user}").is_err());
         assert!(check_filter("uid={user})(").is_err());
+    }
+
+    #[test]
+    fn group_searches_start_at_the_naming_context() {
+        assert_eq!(
+            naming_context("uid=a,ou=people,dc=example,dc=com"),
+            "dc=example,dc=com"
+        );
+        assert_eq!(naming_context("CN=a,CN=Users,DC=ex,DC=com"), "DC=ex,DC=com");
+        assert_eq!(naming_context("uid=a,o=corp"), "o=corp");
     }
 
     #[test]
