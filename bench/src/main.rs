@@ -24,6 +24,8 @@ FTP scenarios (need a server):
                each (untimed); median MB/s
   sessions     --clients threads for --duration s: connect, login, TYPE I, PASV,
                RETR --path, QUIT, wait for close; sessions/s, p50/p99 ms, errors
+  logins       --clients threads for --duration s: connect, USER, PASS, QUIT, wait
+               for close; logins/s, p50/p99 ms, errors (account providers)
   cmd-latency  one session, --count alternating NOOP/PWD; ops/s, p50/p99 us
   list         --count x LIST and --count x MLSD of directory --path; entries/s
   idle         hold --count logged-in control connections; logins/s, and with
@@ -153,6 +155,7 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         "retr-big" => scenarios::retr_big(&ctx, out),
         "stor-big" => scenarios::stor_big(&ctx, out),
         "sessions" => scenarios::sessions(&ctx, out),
+        "logins" => scenarios::logins(&ctx, out),
         "cmd-latency" => scenarios::cmd_latency(&ctx, out),
         "list" => scenarios::list(&ctx, out),
         "idle" => idle::idle(&target, &idle_opts, out),

@@ -158,7 +158,28 @@ fn one_session(t: &Target, path: &str, buf: &mut [u8]) -> Res<()> {
     c.quit()
 }
 
+/// One login: connect, banner, USER, PASS (230), QUIT, wait for the close.
+fn one_login(t: &Target, _path: &str, _buf: &mut [u8]) -> Res<()> {
+    let mut c = Ctrl::open(t, None)?;
+    c.login(&t.user, &t.pass)?;
+    c.quit()
+}
+
 pub fn sessions(ctx: &Ctx, out: &mut Out) -> Res<()> {
+    repeat(ctx, out, "sessions", one_session)
+}
+
+/// `--clients` threads logging in and out for `--duration` s: what an account provider
+/// (the users file, PAM, LDAP with or without the login cache) costs per login.
+pub fn logins(ctx: &Ctx, out: &mut Out) -> Res<()> {
+    repeat(ctx, out, "logins", one_login)
+}
+
+type Job = fn(&Target, &str, &mut [u8]) -> Res<()>;
+
+/// `--clients` threads running `job` back to back for `--duration` s; reported as
+/// `noun`, `noun_per_s`, `noun_per_server_cpu_s`, p50/p99 ms.
+fn repeat(ctx: &Ctx, out: &mut Out, noun: &str, job: Job) -> Res<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let m = Meter::start(ctx);
@@ -173,7 +194,7 @@ pub fn sessions(ctx: &Ctx, out: &mut Out) -> Res<()> {
             let mut buf = vec![0u8; 64 * 1024];
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let s = Instant::now();
-                match one_session(&t, &path, &mut buf) {
+                match job(&t, &path, &mut buf) {
                     Ok(()) => lat.push(s.elapsed().as_secs_f64() * 1e3),
                     Err(e) => {
                         errors += 1;
@@ -200,10 +221,10 @@ pub fn sessions(ctx: &Ctx, out: &mut Out) -> Res<()> {
     let n = lat.len() as f64;
     let (p50, p99) = p50_p99(&mut lat);
     out.int("clients", ctx.clients as u64)
-        .int("sessions", lat.len() as u64)
+        .int(noun, lat.len() as u64)
         .int("errors", errors)
-        .num("sessions_per_s", n / wall)
-        .opt("sessions_per_server_cpu_s", per_cpu(n, cpu))
+        .num(&format!("{noun}_per_s"), n / wall)
+        .opt(&format!("{noun}_per_server_cpu_s"), per_cpu(n, cpu))
         .opt("p50_ms", p50)
         .opt("p99_ms", p99);
     let fe = first_errors.lock().unwrap();

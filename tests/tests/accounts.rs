@@ -374,4 +374,36 @@ fn pam_logs_in_system_accounts_and_refuses_locked_expired_and_nologin_ones(rt) {
     assert!(list(&f, "alice", PASSWORD).0);
     f.stop();
 }
+
+fn imported_crypt_hashes_from_other_servers_log_in(rt) {
+    // A ProFTPD AuthUserFile line (sha512-crypt, as `openssl passwd -6` makes it) and an
+    // htpasswd bcrypt line (libxcrypt's $2b$ as $2y$), imported as they are.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = site(tmp.path());
+    let proftpd = "pro:$6$saltsalt$As4wrv0kZlfch1du9WeH7qhskyLriQWySXrZzynnvi46nFnNxjdpl6ksRegrrKexvhIa/Iny8S8uF3fVWTMuC1:1001:1001::/srv/pro:/bin/false\n";
+    let htpasswd = "web:$2y$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK\n";
+    use wharf_server::auth::import::{import, to_toml, Format};
+    let (a, skipped_a) = import(Format::Proftpd, proftpd, &[]);
+    let (b, skipped_b) = import(Format::Htpasswd, htpasswd, &[]);
+    assert!(skipped_a.is_empty() && skipped_b.is_empty(), "{skipped_a:?} {skipped_b:?}");
+    let users = format!("{}{}", to_toml(&a, "ftpd.passwd"), to_toml(&b, ".htpasswd"));
+    std::fs::write(tmp.path().join("users.toml"), users).unwrap();
+    let text = config(
+        rt,
+        &root,
+        &format!("users_file = {:?}", tmp.path().join("users.toml").display().to_string()),
+        "failed_login_delay = 0",
+        "",
+    )
+    .replace("[[users]]\nname = \"alice\"", "[[users]]\nname = \"alice2\"");
+    let f = Fixture::from_toml(rt, tmp, root, &text);
+    for user in ["pro", "web"] {
+        assert_eq!(curl(&["-u", &format!("{user}:s3cret"), &f.url("top.txt")]), b"top\n", "{user}");
+        refused(&f, user, "S3cret", "Login incorrect");
+        let out = lftp(&format!("open -u {user},s3cret ftp://127.0.0.1:{}; cat top.txt; quit", f.port));
+        assert_ok(&format!("lftp as {user}"), &out);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "top\n");
+    }
+    f.stop();
+}
 }
