@@ -26,8 +26,8 @@ pub struct Accounts {
     prefix: String,
     users: Vec<String>,
     groups: Vec<String>,
-    /// The PAM service file, `/etc/pam.d/<service>`.
-    pam_file: Option<PathBuf>,
+    /// The PAM service files, `/etc/pam.d/<service>`.
+    pam_files: Vec<PathBuf>,
     /// The PAM service name this test uses.
     pub service: String,
 }
@@ -107,9 +107,19 @@ impl Accounts {
             prefix,
             users: Vec::new(),
             groups: Vec::new(),
-            pam_file: Some(pam_file),
+            pam_files: vec![pam_file],
             service,
         }
+    }
+
+    /// Another PAM service of the test's own, `wharf-test-<prefix>-<suffix>`, with
+    /// `stack` as its file; returns its name.
+    pub fn pam_service(&mut self, suffix: &str, stack: &str) -> String {
+        let service = format!("{}-{suffix}", self.service);
+        let file = Path::new("/etc/pam.d").join(&service);
+        std::fs::write(&file, stack).expect("writing a PAM service file");
+        self.pam_files.push(file);
+        service
     }
 
     /// The name [`Accounts::user`] gives `suffix`.
@@ -176,7 +186,7 @@ impl Drop for Accounts {
         for g in self.groups.drain(..) {
             remove("groupdel", &g);
         }
-        if let Some(f) = self.pam_file.take() {
+        for f in self.pam_files.drain(..) {
             let _ = std::fs::remove_file(f);
         }
     }

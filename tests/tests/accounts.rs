@@ -375,6 +375,31 @@ fn pam_logs_in_system_accounts_and_refuses_locked_expired_and_nologin_ones(rt) {
     f.stop();
 }
 
+fn a_pam_module_that_hangs_costs_one_login_a_clear_530_after_the_timeout(rt) {
+    let mut accounts = unix_accounts::Accounts::new("the PAM timeout test");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("top.txt"), b"top\n").unwrap();
+    let user = accounts.user("slow", "Pam-pw-1", &root, State::Good);
+    // A real module that does not answer in time: pam_exec running `sleep 15` (a
+    // child that ends by itself soon after the test).
+    let service = accounts.pam_service(
+        "hang",
+        "auth required pam_exec.so quiet /bin/sleep 15\naccount required pam_unix.so\n",
+    );
+    let auth = format!("[auth]\nproviders = [\"pam\", \"users\"]\n[auth.pam]\nservice = \"{service}\"\ntimeout = 2\n");
+    let text = config(rt, &root, "login_cache = 0", "failed_login_delay = 0", &auth);
+    let f = Fixture::from_toml(rt, tmp, root, &text);
+    let started = Instant::now();
+    refused(&f, &user, "Pam-pw-1", "account service is unavailable");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+    // Meanwhile and afterwards, other logins and transfers go on.
+    assert_eq!(curl(&["-u", &format!("alice:{PASSWORD}"), &f.url("top.txt")]), b"top\n");
+    f.stop();
+}
+
 fn imported_crypt_hashes_from_other_servers_log_in(rt) {
     // A ProFTPD AuthUserFile line (sha512-crypt, as `openssl passwd -6` makes it) and an
     // htpasswd bcrypt line (libxcrypt's $2b$ as $2y$), imported as they are.
