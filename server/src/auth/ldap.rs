@@ -37,13 +37,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ldap3::{dn_escape, ldap_escape, LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry};
+use ldap3::{
+    dn_escape, ldap_escape, LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry,
+    SearchOptions,
+};
 use wharf_core::{Principal, VPath};
 
 use super::{plausible_login, Provider, Verdict};
 
 /// How the user's entry is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Bind {
     /// Bind directly as `user_dn` with `{user}` replaced (DN-escaped).
     Template { user_dn: String },
@@ -54,6 +57,30 @@ pub enum Bind {
         base_dn: String,
         user_filter: String,
     },
+}
+
+/// The service account's password stays out of `Debug` output.
+impl std::fmt::Debug for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Template { user_dn } => f
+                .debug_struct("Template")
+                .field("user_dn", user_dn)
+                .finish(),
+            Bind::Search {
+                bind_dn,
+                base_dn,
+                user_filter,
+                ..
+            } => f
+                .debug_struct("Search")
+                .field("bind_dn", bind_dn)
+                .field("bind_password", &"***")
+                .field("base_dn", base_dn)
+                .field("user_filter", user_filter)
+                .finish(),
+        }
+    }
 }
 
 /// `[auth.ldap]`.
@@ -280,6 +307,8 @@ fn ad_reason(text: &str) -> &'static str {
     }
 }
 
+const USER_SEARCH: &str = "searching for the user";
+
 /// A directory entry: its DN and its attributes by lower-case name.
 type Entry = (String, HashMap<String, Vec<String>>);
 
@@ -463,8 +492,11 @@ impl LdapProvider {
         filter: &str,
         attrs: Vec<&str>,
     ) -> Result<Vec<Entry>, Failure> {
+        // A user search needs to know only whether one entry matches or more.
+        let limit = if what == USER_SEARCH { 2 } else { 0 };
         let result = self
             .op_timeout(c)
+            .with_search_options(SearchOptions::new().sizelimit(limit))
             .search(base, scope, filter, attrs)
             .map_err(|e| classify(what, e))?;
         // 4: sizeLimitExceeded still carries entries.
@@ -507,14 +539,8 @@ impl LdapProvider {
             } => {
                 self.bind_service(c)?;
                 let filter = fill_filter(user_filter, account, login, "");
-                let mut found = self.search(
-                    c,
-                    "searching for the user",
-                    base_dn,
-                    Scope::Subtree,
-                    &filter,
-                    attrs,
-                )?;
+                let mut found =
+                    self.search(c, USER_SEARCH, base_dn, Scope::Subtree, &filter, attrs)?;
                 match found.len() {
                     0 => return Ok(Verdict::Unknown),
                     1 => {}
@@ -844,6 +870,21 @@ mod tests {
         assert_eq!(
             ad_reason("Invalid credentials"),
             "wrong password or account not usable"
+        );
+    }
+
+    #[test]
+    fn the_service_password_is_not_in_debug_output() {
+        let b = Bind::Search {
+            bind_dn: "cn=s".into(),
+            bind_password: "hunter2".into(),
+            base_dn: "dc=x".into(),
+            user_filter: "(uid={user})".into(),
+        };
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("***"),
+            "{shown}"
         );
     }
 
