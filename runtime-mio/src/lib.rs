@@ -50,10 +50,8 @@ use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
 mod data;
-mod ports;
 mod shard;
 mod timers;
-mod transfer;
 mod worker;
 
 use shard::{Shard, ShardMsg};
@@ -185,7 +183,7 @@ pub fn start(
     // (std reads them from the OS).
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-    let ports = Arc::new(ports::PortPool::with_seed(seed));
+    let ports = Arc::new(wharf_core::ports::PortPool::with_seed(seed));
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         // Each listener with the index of its listen address.
         let sockets = (sockets.into_iter())

@@ -56,9 +56,15 @@ use wharf_core::{Authenticator, Server, Storage};
 mod accept;
 mod data;
 mod session;
-mod transfer;
 
-use transfer::PumpLimits;
+/// How transfers run: the buffer their pumps get, how many bytes one moves before it
+/// yields, and whether plain downloads may use `sendfile(2)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PumpLimits {
+    pub buffer: usize,
+    pub budget: usize,
+    pub use_sendfile: bool,
+}
 use wharf_core::ports::PortPool;
 
 /// How long to wait before accepting again after running out of descriptors.
