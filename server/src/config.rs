@@ -28,6 +28,9 @@ use wharf_core::policy::limits::ServerRules;
 #[path = "config_policy.rs"]
 mod policy;
 
+#[path = "config_messages.rs"]
+mod messages;
+
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -202,7 +205,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        // Line 0: about the file as a whole (it could not be read).
+        match self.line {
+            0 => write!(f, "{}: ", self.file)?,
+            _ => write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?,
+        }
         if let Some(k) = &self.key {
             write!(f, "{k}: ")?;
         }
@@ -410,6 +417,30 @@ impl Checker<'_> {
         });
     }
 
+    /// An error of toml's parser or of deserializing, reworded (see `messages`).
+    fn toml_error(&mut self, e: &toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let header = messages::header(&self.text[line_start..line_end]);
+        let message = messages::humanize(e.message(), header.as_ref());
+        let unknown_table = header.is_some() && message.starts_with("unknown table");
+        self.error(span, message);
+        if unknown_table {
+            // `[[user]]` is the unknown key `user`, not its first entry.
+            if let Some(key) = self.errors.last_mut().and_then(|e| e.key.as_mut()) {
+                if key.ends_with(']') {
+                    if let Some(i) = key.rfind('[') {
+                        key.truncate(i);
+                    }
+                }
+            }
+        }
+    }
+
     fn check<T, E>(
         &mut self,
         v: &Spanned<T>,
@@ -434,6 +465,13 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     let line_no = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    if messages::header(&text[line_start..line_end]).is_some() {
+        // An error about a whole table points at its header: it is about that table.
+        return (line_no, column, current_table(&text[..line_end]));
+    }
     let key = key_at(text, line_start, offset);
     let table = current_table(&text[..line_start]);
     let key = match (table, key) {
@@ -764,8 +802,7 @@ impl ServerConfig {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                c.error(span, e.message().trim_end().to_string());
+                c.toml_error(&e);
                 return Err(ConfigErrors(c.errors));
             }
         };
@@ -896,7 +933,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
                 accounts.add_users(&mut uc, raw.users);
                 file_groups = raw.groups;
             }
-            Err(e) => uc.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string()),
+            Err(e) => uc.toml_error(&e),
         }
         c.errors.append(&mut uc.errors);
     }
@@ -1684,3 +1721,7 @@ fn check_root(base: &Path, root: &String) -> Result<PathBuf, String> {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "config_messages_tests.rs"]
+mod message_tests;
