@@ -136,7 +136,7 @@ impl Reloader {
         let fixed = restart_only_changes(&current, &new);
         if !fixed.is_empty() {
             return Err(format!(
-                "{} changed, which needs a restart; the running configuration stays",
+                "{} changed, which needs a restart",
                 fixed.join(", ")
             ));
         }
@@ -362,7 +362,11 @@ fn hold_ports(addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, Vec<socket2:
 }
 
 /// The text of `public/welcome.txt` in the demo site.
-pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. Write a wharf.toml (see examples/wharf.toml) to serve\nyour own directories, with users and uploads.\n";
+pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. To serve your own directories, with users and uploads,\nwrite a wharf.toml: `wharf example-config` prints one with every key explained.\n";
+
+/// The annotated example configuration (`wharf example-config`): every key, with its
+/// default and what it does.
+pub const EXAMPLE_CONFIG: &str = include_str!("../examples/wharf.toml");
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by

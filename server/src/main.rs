@@ -20,7 +20,8 @@ use wharf_server::{RuntimeKind, ServerConfig};
 #[derive(Parser, Debug)]
 #[command(name = "wharf", version, verbatim_doc_comment)]
 struct Cli {
-    /// Serve the site described by this TOML file (see examples/wharf.toml).
+    /// Serve the site described by this TOML file (`wharf example-config` prints one
+    /// with every key explained).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -58,6 +59,9 @@ enum Command {
     /// Read a password from standard input and print its argon2id hash, for the
     /// password_hash of a [[users]] entry.
     Passwd,
+    /// Print the annotated example configuration: every key, its default and what it
+    /// does (`wharf example-config > wharf.toml`, then edit).
+    ExampleConfig,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Passwd) => passwd(),
+        Some(Command::ExampleConfig) => {
+            print!("{}", wharf_server::EXAMPLE_CONFIG);
+            Ok(())
+        }
         None => serve(&cli),
     };
     match result {
