@@ -84,6 +84,13 @@ pub struct ServerConfig {
     pub server_rules: ServerRules,
     /// The account to serve as once the ports are bound (`server.user`/`server.group`).
     pub run_as: Option<crate::privileges::RunAs>,
+    /// `server.pid_file`, resolved against the configuration's directory.
+    pub pid_file: Option<PathBuf>,
+    /// `server.users_file`, resolved against the configuration's directory.
+    pub users_file: Option<PathBuf>,
+    /// Whether the configuration uses the single `[site]` form, whose addresses
+    /// (`server.listen`) `--listen` may replace ([`ServerConfig::override_listen`]).
+    pub single_site: bool,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -262,6 +269,7 @@ struct RawServer {
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
+    pid_file: Option<Spanned<String>>,
     login_cache: Option<u64>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
@@ -1055,6 +1063,26 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         users: accounts.users,
         server_rules,
         run_as,
+        pid_file: s.pid_file.as_ref().and_then(|p| {
+            let path = base.join(p.get_ref());
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Some(path),
+                Ok(_) => {
+                    c.error(p.span(), format!("{} is not a directory", dir.display()));
+                    None
+                }
+                Err(e) => {
+                    c.error(p.span(), format!("{}: {e}", dir.display()));
+                    None
+                }
+            }
+        }),
+        users_file: s.users_file.as_ref().map(|f| base.join(f.get_ref())),
+        single_site: shorthand,
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
@@ -1074,6 +1102,38 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
     }
     let listen = listen_addresses(&cfg.sites);
     Some(ServerConfig { listen, ..cfg })
+}
+
+impl ServerConfig {
+    /// `--listen`: serves the single `[site]` on `addrs` instead of `server.listen`
+    /// (implicit-FTPS addresses stay). A configuration of `[[sites]]` is refused: its
+    /// sites are reached through their bindings, which name host names too.
+    pub fn override_listen(&mut self, addrs: &[SocketAddr]) -> Result<(), String> {
+        if !self.single_site {
+            return Err(
+                "--listen replaces server.listen of the single [site] form; with [[sites]], change the bindings of the sites"
+                    .into(),
+            );
+        }
+        if addrs.is_empty() {
+            return Err("--listen needs an address".into());
+        }
+        let site = &mut self.sites[0];
+        let implicit = site.bindings.iter().filter(|b| b.implicit_tls).cloned();
+        site.bindings = addrs
+            .iter()
+            .map(|&addr| BindingConfig {
+                addr,
+                host: None,
+                implicit_tls: false,
+            })
+            .chain(implicit)
+            .collect();
+        self.sites_table(&[])
+            .map_err(|e| format!("--listen: {e}"))?;
+        self.listen = listen_addresses(&self.sites);
+        Ok(())
+    }
 }
 
 /// Every distinct binding address, in order; an exact address is left out when a
