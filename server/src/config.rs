@@ -1264,6 +1264,16 @@ impl Accounts {
     }
 }
 
+/// Whether `name` may name a user (`wharf user add` checks it before writing).
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    check_account_name("user", name)
+}
+
+/// Whether `name` may name a group.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    check_account_name("group", name)
+}
+
 /// User and group names: not empty, no spaces or control characters, no `/` (a home
 /// directory is named after the user) and no `|` (it separates `host|user`).
 fn check_account_name(what: &str, name: &str) -> Result<(), String> {

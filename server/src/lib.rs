@@ -29,12 +29,14 @@ pub mod config;
 mod listdir;
 pub mod localfs;
 mod login_cache;
+pub mod password;
 pub mod pidfile;
 pub mod privileges;
 pub mod resolver;
 pub mod safe_start;
 pub mod systemd;
 pub mod tls;
+pub mod user_cmd;
 pub mod users;
 pub mod w3c;
 

@@ -1,6 +1,6 @@
 //! The `wharf` command.
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -20,9 +20,9 @@ use wharf_server::{RuntimeKind, ServerConfig};
 #[derive(Parser, Debug)]
 #[command(name = "wharf", version, verbatim_doc_comment)]
 struct Cli {
-    /// Serve the site described by this TOML file (`wharf example-config` prints one
-    /// with every key explained).
-    #[arg(short, long, value_name = "FILE")]
+    /// The configuration: the sites to serve (`wharf example-config` prints a file with
+    /// every key explained); for `wharf user`, whose users to change.
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// The event loop to run sessions on: "mio" (epoll loops) or "smol" (async tasks).
@@ -44,9 +44,9 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Vec<std::net::SocketAddr>,
 
-    /// Write the server's pid to this file, and remove it at exit (overrides
-    /// server.pid_file). A running wharf holding the file refuses a second start; a
-    /// stale file is replaced.
+    /// The pid file (overrides server.pid_file): the server writes its pid there and
+    /// removes it at exit; a running wharf holding it refuses a second start, a stale
+    /// one is replaced. `wharf user` signals the server it names to reload.
     #[arg(long, value_name = "PATH", global = true)]
     pid_file: Option<PathBuf>,
 
@@ -73,6 +73,12 @@ enum Command {
     /// Print the annotated example configuration: every key, its default and what it
     /// does (`wharf example-config > wharf.toml`, then edit).
     ExampleConfig,
+    /// Add, change, delete or list the users of --config (or of its server.users_file),
+    /// keeping the file's comments; then tell the running server to reload.
+    User {
+        #[command(subcommand)]
+        action: wharf_server::user_cmd::UserCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +87,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Passwd) => passwd(),
+        Some(Command::User { action }) => {
+            wharf_server::user_cmd::run(action, cli.config.as_deref(), cli.pid_file.as_deref())
+        }
         Some(Command::ExampleConfig) => {
             print!("{}", wharf_server::EXAMPLE_CONFIG);
             Ok(())
@@ -123,57 +132,10 @@ fn check_config(file: &std::path::Path) -> Result<(), String> {
 }
 
 fn passwd() -> Result<(), String> {
-    let stdin = io::stdin();
-    let tty = stdin.is_terminal();
-    if tty {
-        eprint!("Password: ");
-        let _ = io::stderr().flush();
-    }
-    let echo = tty.then(EchoOff::new).flatten();
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    drop(echo);
-    if tty {
-        eprintln!();
-    }
-    read.map_err(|e| format!("reading the password: {e}"))?;
-    let password = line.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err("empty password".into());
-    }
-    let hash = wharf_server::hash_password(password)?;
+    let password = wharf_server::password::read_password("Password: ", false)?;
+    let hash = wharf_server::hash_password(&password)?;
     println!("{hash}");
     Ok(())
-}
-
-/// Turns terminal echo off for as long as it lives.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn new() -> Option<EchoOff> {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a struct we own.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(EchoOff(saved))
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the attributes read in `new`.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &self.0);
-        }
-    }
 }
 
 fn load(cli: &Cli) -> Result<ServerConfig, String> {
