@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, Subcommand};
 use wharf_server::{RuntimeKind, ServerConfig};
 
-/// wharf: an FTP server.
+/// An FTP and FTPS server.
 ///
 /// Without --config, wharf serves a demo site: the directory DATA_DIR/public (created on
 /// first run, with a welcome.txt), anonymous and read-only, on 127.0.0.1:2121.
@@ -17,6 +17,8 @@ use wharf_server::{RuntimeKind, ServerConfig};
 ///
 /// SIGINT or SIGTERM shut it down gracefully: no new connections, running transfers may
 /// finish for the grace period, then every session is closed. A second signal exits at once.
+/// SIGHUP re-reads the configuration file. Under systemd (Type=notify), wharf reports
+/// READY=1, RELOADING=1 and STOPPING=1, and answers the watchdog.
 #[derive(Parser, Debug)]
 #[command(name = "wharf", version, verbatim_doc_comment)]
 struct Cli {
@@ -79,6 +81,20 @@ enum Command {
         #[command(subcommand)]
         action: wharf_server::user_cmd::UserCommand,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `wharf completions bash > /usr/share/bash-completion/completions/wharf`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, wharf(1), in roff (`wharf man | man -l -`); with --out-dir,
+    /// write it and one page per subcommand (wharf-user-add.1, ...) into DIR.
+    Man {
+        /// Where to write the pages, e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +106,12 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => {
             wharf_server::user_cmd::run(action, cli.config.as_deref(), cli.pid_file.as_deref())
         }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut io::stdout());
+            Ok(())
+        }
+        Some(Command::Man { out_dir }) => man(out_dir.as_deref()),
         Some(Command::ExampleConfig) => {
             print!("{}", wharf_server::EXAMPLE_CONFIG);
             Ok(())
@@ -128,6 +150,18 @@ fn check_config(file: &std::path::Path) -> Result<(), String> {
             Ok(())
         }
         Err(errors) => Err(format!("invalid configuration\n{errors}")),
+    }
+}
+
+/// `wharf man`: the pages clap_mangen makes from these definitions.
+fn man(out_dir: Option<&Path>) -> Result<(), String> {
+    use clap::CommandFactory;
+    match out_dir {
+        None => clap_mangen::Man::new(Cli::command())
+            .render(&mut io::stdout())
+            .map_err(|e| format!("writing the manual page: {e}")),
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir)
+            .map_err(|e| format!("writing manual pages to {}: {e}", dir.display())),
     }
 }
 
