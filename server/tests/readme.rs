@@ -620,6 +620,7 @@ fn every_tested_group_is_run() {
 fn the_tour_and_the_walkthrough_are_marked_whole() {
     let lines: Vec<&str> = README.lines().collect();
     let mut section = "";
+    let mut checked = 0;
     for (i, line) in lines.iter().enumerate() {
         if let Some(h) = line.strip_prefix("## ") {
             section = h;
@@ -632,8 +633,14 @@ fn the_tour_and_the_walkthrough_are_marked_whole() {
                 "README.md:{}: a shell block of {section:?} is not tested",
                 i + 1
             );
+            checked += 1;
         }
     }
+    // (Renaming either section must not turn this into a test that checks nothing.)
+    assert!(
+        checked >= 8,
+        "only {checked} shell blocks found in the tour and the walkthrough"
+    );
 }
 
 /// Links and paths in the README point into the repository.
