@@ -140,6 +140,14 @@ impl RunningServer {
         }
     }
 
+    /// A handle that checks whether every shard's event loop still turns (for a service
+    /// manager's watchdog).
+    pub fn health(&self) -> Health {
+        Health {
+            shards: self.shards.clone(),
+        }
+    }
+
     /// Waits until every shard has exited (after [`Self::shutdown`], or a fatal error),
     /// then stops the worker pool. Returns the first shard error.
     pub fn wait(mut self) -> io::Result<()> {
@@ -156,6 +164,30 @@ impl RunningServer {
             w.join();
         }
         result
+    }
+}
+
+/// Checks that a server's event loops are alive; cheap to clone and to send to a thread.
+#[derive(Clone)]
+pub struct Health {
+    shards: Vec<(mpsc::Sender<ShardMsg>, Arc<shard::ShardWaker>)>,
+}
+
+impl Health {
+    /// Whether every shard answers a message through its event loop within `timeout`
+    /// (false once the server has stopped).
+    pub fn check(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let (tx, rx) = mpsc::channel();
+        for (msgs, waker) in &self.shards {
+            if msgs.send(ShardMsg::Ping(tx.clone())).is_err() || waker.wake().is_err() {
+                return false;
+            }
+        }
+        (0..self.shards.len()).all(|_| {
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .is_ok()
+        })
     }
 }
 

@@ -64,7 +64,11 @@ const SCRATCH: usize = 16 * 1024;
 
 /// Messages from the [`crate::RunningServer`] handle.
 pub(crate) enum ShardMsg {
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
+    /// A health check ([`crate::Health`]): answered from the event loop.
+    Ping(std::sync::mpsc::Sender<()>),
 }
 
 /// Work left over from a wake-up whose budget ran out (edge-triggered readiness will not
@@ -293,8 +297,13 @@ impl Shard {
     fn on_wake(&mut self) {
         // Before draining: a completion queued from now on wakes the loop again.
         self.waker.pending.swap(false, Ordering::AcqRel);
-        while let Ok(ShardMsg::Shutdown { grace }) = self.msgs.try_recv() {
-            self.begin_shutdown(grace);
+        while let Ok(msg) = self.msgs.try_recv() {
+            match msg {
+                ShardMsg::Shutdown { grace } => self.begin_shutdown(grace),
+                ShardMsg::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+            }
         }
         while let Ok(done) = self.done.try_recv() {
             self.on_done(done);

@@ -324,6 +324,31 @@ pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
     stop: ShutdownHandle,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    ex: std::sync::Weak<Executor<'static>>,
+}
+
+/// Checks that a server's executor still runs tasks; cheap to clone and to send to a
+/// thread.
+#[derive(Clone)]
+pub struct Health {
+    ex: std::sync::Weak<Executor<'static>>,
+}
+
+impl Health {
+    /// Whether a task spawned on the server's executor runs within `timeout` (false once
+    /// the server has stopped).
+    pub fn check(&self, timeout: Duration) -> bool {
+        let Some(ex) = self.ex.upgrade() else {
+            return false;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        ex.spawn(async move {
+            let _ = tx.send(());
+        })
+        .detach();
+        drop(ex);
+        rx.recv_timeout(timeout).is_ok()
+    }
 }
 
 impl RunningServer {
@@ -340,6 +365,14 @@ impl RunningServer {
     /// A handle that shuts the server down from elsewhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.stop.clone()
+    }
+
+    /// A handle that checks whether the executor still runs tasks (for a service
+    /// manager's watchdog).
+    pub fn health(&self) -> Health {
+        Health {
+            ex: self.ex.clone(),
+        }
     }
 
     /// Waits until the server has stopped (after [`Self::shutdown`]) and its threads
@@ -376,6 +409,7 @@ pub fn start(
     let local_addrs = wharf.local_addrs();
     let stop = wharf.shutdown_handle();
     let ex = Arc::new(Executor::new());
+    let weak = Arc::downgrade(&ex);
     // Closed when the server has stopped: the helper threads then leave the executor.
     let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
     let mut threads = Vec::with_capacity(n);
@@ -404,5 +438,6 @@ pub fn start(
         local_addrs,
         stop,
         threads,
+        ex: weak,
     })
 }
