@@ -6,12 +6,106 @@
 //!
 //! Every socket is returned non-blocking as a std type; runtime-mio wraps it with
 //! `from_std`, runtime-smol with `smol::Async`.
+//!
+//! It also holds the few pieces of driver glue both runtimes share: [`Wire`], which
+//! lends a data socket and an open file to the core's transfer pump, the open-file
+//! table [`Files`], and [`data_error`], the error classes the core's data-connection
+//! events carry.
 
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use wharf_core::backend::OpenFile;
+use wharf_core::{DataError, DataIo, FileHandle};
+
+/// A data socket and the transfer's open file, lent to a [`wharf_core::Pump`] for one
+/// `run`. `sendfile` allows `sendfile(2)` for downloads whose file has a descriptor.
+pub struct Wire<'a, S> {
+    pub socket: &'a S,
+    pub file: Option<&'a mut OpenFile>,
+    pub sendfile: bool,
+}
+
+impl<S> DataIo for Wire<'_, S>
+where
+    S: AsRawFd,
+    for<'b> &'b S: Read + Write,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.write_vectored(bufs)
+    }
+    fn shutdown_write(&mut self) {
+        // SAFETY: the descriptor is open for the call; errors do not matter here.
+        unsafe { libc::shutdown(self.socket.as_raw_fd(), libc::SHUT_WR) };
+    }
+    fn read_file(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(OpenFile::Read(r)) => r.read(buf),
+            _ => Err(io::Error::other("the download's file is not open")),
+        }
+    }
+    fn write_file(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(OpenFile::Write(w)) => w.write(buf),
+            _ => Err(io::Error::other("the upload's file is not open")),
+        }
+    }
+    fn flush_file(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(OpenFile::Write(w)) => w.flush(),
+            _ => Ok(()),
+        }
+    }
+    fn send_file(&mut self, max: usize) -> Option<io::Result<usize>> {
+        let fd = match &self.file {
+            Some(OpenFile::Read(r)) if self.sendfile => r.raw_fd()?,
+            _ => return None,
+        };
+        Some(sendfile(self.socket, fd, max))
+    }
+}
+
+/// The files a session has open and not lent to a running transfer, by the core's
+/// handle. A session opens one or two at a time, so a vector does.
+#[derive(Default)]
+pub struct Files(Vec<(FileHandle, OpenFile)>);
+
+impl Files {
+    pub fn put(&mut self, handle: FileHandle, file: OpenFile) {
+        self.0.push((handle, file));
+    }
+    pub fn take(&mut self, handle: FileHandle) -> Option<OpenFile> {
+        let i = self.0.iter().position(|(h, _)| *h == handle)?;
+        Some(self.0.swap_remove(i).1)
+    }
+    /// Every file left, for disposal when the session ends.
+    pub fn drain(&mut self) -> impl Iterator<Item = OpenFile> + '_ {
+        self.0.drain(..).map(|(_, f)| f)
+    }
+    /// Every file left, with its handle.
+    pub fn drain_handles(&mut self) -> Vec<(FileHandle, OpenFile)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// The class of a failed listen, accept or connect, for `Input::DataFailed`.
+pub fn data_error(e: &io::Error) -> DataError {
+    if is_exhaustion(e) {
+        DataError::Exhausted
+    } else if e.kind() == io::ErrorKind::ConnectionRefused {
+        DataError::Refused
+    } else {
+        DataError::Io(e.to_string())
+    }
+}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: every session needs a descriptor.
 pub fn raise_nofile_limit() {
@@ -204,5 +298,79 @@ mod tests {
             "never two listeners"
         );
         drop(again);
+    }
+
+    use std::ops::RangeInclusive;
+    use std::sync::Arc;
+    use wharf_core::ports::PortPool;
+
+    /// A passive listener from the pool, as both runtimes take one.
+    fn listen(
+        pool: &Arc<PortPool>,
+        ip: IpAddr,
+        ports: &RangeInclusive<u16>,
+    ) -> io::Result<Option<(TcpListener, Option<wharf_core::ports::PortLease>)>> {
+        pool.bind(ports, |port| data_listener(SocketAddr::new(ip, port)))
+    }
+
+    /// Three consecutive free ports on loopback (best effort: bound and released).
+    fn free_ports(n: u16) -> (u16, u16) {
+        for _ in 0..200 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let lo = l.local_addr().unwrap().port();
+            if lo > u16::MAX - n {
+                continue;
+            }
+            drop(l);
+            let all_free =
+                (lo..lo + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            if all_free {
+                return (lo, lo + n - 1);
+            }
+        }
+        panic!("no run of {n} free ports");
+    }
+
+    #[test]
+    fn exhausted_range_answers_none_and_dropped_listeners_return_their_ports() {
+        let (lo, hi) = free_ports(3);
+        let pool = Arc::new(PortPool::default());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| listen(&pool, ip, &(lo..=hi)).unwrap().expect("a free port"))
+            .collect();
+        let mut ports: Vec<u16> = held
+            .iter()
+            .map(|(l, _)| l.local_addr().unwrap().port())
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, (lo..=hi).collect::<Vec<_>>());
+        assert_eq!(pool.free_count(&(lo..=hi)), 0);
+        assert!(
+            listen(&pool, ip, &(lo..=hi)).unwrap().is_none(),
+            "range exhausted"
+        );
+        drop(held);
+        assert_eq!(pool.free_count(&(lo..=hi)), 3, "every port came back");
+        assert!(listen(&pool, ip, &(lo..=hi)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_port_held_by_someone_else_is_skipped_not_lost() {
+        let (lo, hi) = free_ports(2);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger = std::net::TcpListener::bind((ip, lo)).unwrap();
+        let pool = Arc::new(PortPool::default());
+        let (l, lease) = listen(&pool, ip, &(lo..=hi))
+            .unwrap()
+            .expect("the other port");
+        assert_eq!(l.local_addr().unwrap().port(), hi);
+        // The stranger's port went back to the queue for later.
+        assert_eq!(pool.free_count(&(lo..=hi)), 1);
+        assert!(listen(&pool, ip, &(lo..=hi)).unwrap().is_none());
+        drop(stranger);
+        let again = listen(&pool, ip, &(lo..=hi)).unwrap().expect("free now");
+        assert_eq!(again.0.local_addr().unwrap().port(), lo);
+        drop((l, lease));
     }
 }

@@ -109,7 +109,7 @@ impl Shard {
             broken: false,
             queued: false,
             data: Vec::new(),
-            files: Vec::new(),
+            files: wharf_net::Files::default(),
         });
         self.drive(key);
     }

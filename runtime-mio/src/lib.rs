@@ -50,10 +50,8 @@ use wharf_core::{Authenticator, Server, Storage};
 
 mod accept;
 mod data;
-mod ports;
 mod shard;
 mod timers;
-mod transfer;
 mod worker;
 
 use shard::{Shard, ShardMsg};
@@ -142,6 +140,14 @@ impl RunningServer {
         }
     }
 
+    /// A handle that checks whether every shard's event loop still turns (for a service
+    /// manager's watchdog).
+    pub fn health(&self) -> Health {
+        Health {
+            shards: self.shards.clone(),
+        }
+    }
+
     /// Waits until every shard has exited (after [`Self::shutdown`], or a fatal error),
     /// then stops the worker pool. Returns the first shard error.
     pub fn wait(mut self) -> io::Result<()> {
@@ -158,6 +164,30 @@ impl RunningServer {
             w.join();
         }
         result
+    }
+}
+
+/// Checks that a server's event loops are alive; cheap to clone and to send to a thread.
+#[derive(Clone)]
+pub struct Health {
+    shards: Vec<(mpsc::Sender<ShardMsg>, Arc<shard::ShardWaker>)>,
+}
+
+impl Health {
+    /// Whether every shard answers a message through its event loop within `timeout`
+    /// (false once the server has stopped).
+    pub fn check(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let (tx, rx) = mpsc::channel();
+        for (msgs, waker) in &self.shards {
+            if msgs.send(ShardMsg::Ping(tx.clone())).is_err() || waker.wake().is_err() {
+                return false;
+            }
+        }
+        (0..self.shards.len()).all(|_| {
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .is_ok()
+        })
     }
 }
 
@@ -185,7 +215,7 @@ pub fn start(
     // (std reads them from the OS).
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-    let ports = Arc::new(ports::PortPool::with_seed(seed));
+    let ports = Arc::new(wharf_core::ports::PortPool::with_seed(seed));
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         // Each listener with the index of its listen address.
         let sockets = (sockets.into_iter())

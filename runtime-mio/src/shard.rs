@@ -11,14 +11,23 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use wharf_core::backend::OpenFile;
+use wharf_core::ports::PortPool;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
+use wharf_net::Files;
 
 use crate::data::DataSock;
-use crate::ports::PortPool;
 use crate::timers::{TimerHeap, TimerSlot};
-use crate::transfer::PumpLimits;
 use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
+
+/// How transfers run: the buffer their pumps get, how many bytes one may move per
+/// wake-up, and whether plain downloads may use `sendfile(2)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PumpLimits {
+    pub buffer: usize,
+    pub budget: usize,
+    pub use_sendfile: bool,
+}
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -55,7 +64,11 @@ const SCRATCH: usize = 16 * 1024;
 
 /// Messages from the [`crate::RunningServer`] handle.
 pub(crate) enum ShardMsg {
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
+    /// A health check ([`crate::Health`]): answered from the event loop.
+    Ping(std::sync::mpsc::Sender<()>),
 }
 
 /// Work left over from a wake-up whose budget ran out (edge-triggered readiness will not
@@ -96,7 +109,7 @@ pub(crate) struct Conn {
     /// Data sockets (listeners and connections) of this session, as data-slab keys.
     pub data: Vec<usize>,
     /// Files opened for this session and not in a running transfer.
-    pub files: Vec<(FileHandle, OpenFile)>,
+    pub files: Files,
 }
 
 pub(crate) struct Shard {
@@ -108,6 +121,8 @@ pub(crate) struct Shard {
     pub conns: Slab<Conn>,
     pub data: Slab<DataSock>,
     timers: TimerHeap,
+    /// The transfer pumps' timers (stall, minimum rate, pacing), by data key.
+    pub data_timers: TimerHeap,
     pub ready: VecDeque<Ready>,
     scratch: Vec<u8>,
     next_gen: u64,
@@ -126,12 +141,8 @@ pub(crate) struct Shard {
     /// A descriptor kept open so that, out of descriptors, the backlog can still be
     /// accepted and closed.
     pub reserve_fd: Option<std::fs::File>,
-    /// Data keys whose transfer moved bytes since its last progress report.
-    pub progress: Vec<(usize, u64)>,
     /// Where log records go.
     pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
-    /// Rate-limited transfers waiting for their token bucket: (when, data key, gen).
-    pub throttled: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
 }
 
 impl Shard {
@@ -164,6 +175,7 @@ impl Shard {
             conns: Slab::new(),
             data: Slab::new(),
             timers: TimerHeap::default(),
+            data_timers: TimerHeap::default(),
             ready: VecDeque::new(),
             scratch: vec![0; SCRATCH],
             next_gen: 0,
@@ -182,9 +194,7 @@ impl Shard {
             accept_retry: None,
             exhausted: false,
             reserve_fd: std::fs::File::open("/dev/null").ok(),
-            progress: Vec::new(),
             log: cfg.log.clone(),
-            throttled: Default::default(),
         })
     }
 
@@ -217,7 +227,6 @@ impl Shard {
             }
             self.run_ready();
             self.fire_timers();
-            self.report_progress();
             if self.finished() {
                 break;
             }
@@ -233,9 +242,9 @@ impl Shard {
         }
         let next = [
             self.timers.next_deadline(),
+            self.data_timers.next_deadline(),
             self.accept_retry,
             self.shutdown_at,
-            self.throttled.peek().map(|r| r.0 .0),
         ]
         .into_iter()
         .flatten()
@@ -288,8 +297,13 @@ impl Shard {
     fn on_wake(&mut self) {
         // Before draining: a completion queued from now on wakes the loop again.
         self.waker.pending.swap(false, Ordering::AcqRel);
-        while let Ok(ShardMsg::Shutdown { grace }) = self.msgs.try_recv() {
-            self.begin_shutdown(grace);
+        while let Ok(msg) = self.msgs.try_recv() {
+            match msg {
+                ShardMsg::Shutdown { grace } => self.begin_shutdown(grace),
+                ShardMsg::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+            }
         }
         while let Ok(done) = self.done.try_recv() {
             self.on_done(done);
@@ -299,8 +313,8 @@ impl Shard {
     fn on_done(&mut self, d: Done) {
         match self.conns.get_mut(d.key).filter(|c| c.gen == d.gen) {
             Some(c) => {
-                if let Some(f) = d.file {
-                    c.files.push(f);
+                if let Some((h, f)) = d.file {
+                    c.files.put(h, f);
                 }
                 let input = Input::Completed {
                     req: d.req,
@@ -401,9 +415,7 @@ impl Shard {
         loop {
             self.flush(key);
             while let Some(action) = self.conns[key].session.poll_action() {
-                if let Some(input) = self.perform(key, action) {
-                    inputs.push_back(input);
-                }
+                self.perform(key, action, &mut inputs);
             }
             let c = &mut self.conns[key];
             match inputs.pop_front() {
@@ -450,41 +462,30 @@ impl Shard {
         }
     }
 
-    /// Carries out one action; returns the input it produced at once, if any.
-    fn perform(&mut self, key: usize, action: Action) -> Option<Input<'static>> {
+    /// Carries out one action; the inputs it produced at once go to `inputs`.
+    fn perform(&mut self, key: usize, action: Action, inputs: &mut VecDeque<Input<'static>>) {
         match action {
-            Action::Request { req, request } => {
-                self.submit(key, req, request);
-                None
+            Action::Request { req, request } => self.submit(key, req, request),
+            Action::ListenData { conn, ip, ports } => {
+                inputs.push_back(self.listen_data(key, conn, ip, ports))
             }
-            Action::ListenData {
-                conn,
-                ip,
-                ports,
-                expect_peer,
-            } => Some(self.listen_data(key, conn, ip, ports, expect_peer)),
+            Action::RefuseData { conn } => self.refuse_data(key, conn),
+            Action::StopListening { conn } => self.stop_listening(key, conn),
             Action::ConnectData {
                 conn,
                 local_ip,
                 target,
-            } => self.connect_data(key, conn, local_ip, target),
-            Action::StartTransfer { xfer, conn, spec } => {
-                self.start_transfer(key, xfer, conn, spec)
-            }
-            Action::AbortTransfer { xfer } => self.abort_transfer(key, xfer),
-            Action::CloseData { conn } => {
-                self.close_data_by_id(key, conn);
-                None
-            }
-            Action::Close => {
-                self.conns[key].closing = true;
-                None
-            }
+            } => inputs.extend(self.connect_data(key, conn, local_ip, target)),
+            Action::StartTransfer {
+                conn, file, pump, ..
+            } => inputs.extend(self.start_transfer(key, conn, file, pump)),
+            Action::AbortTransfer { xfer } => inputs.extend(self.abort_transfer(key, xfer)),
+            Action::CloseData { conn } => self.close_data_by_id(key, conn),
+            Action::Close => self.conns[key].closing = true,
             Action::Log(record) => {
                 if let Some(sink) = &self.log {
                     sink.log(record);
                 }
-                None
             }
         }
     }
@@ -492,11 +493,7 @@ impl Shard {
     fn submit(&mut self, key: usize, req: wharf_core::RequestId, request: Request) {
         let c = &mut self.conns[key];
         let file = match &request {
-            Request::CloseFile { file, .. } => c
-                .files
-                .iter()
-                .position(|(h, _)| h == file)
-                .map(|i| c.files.swap_remove(i).1),
+            Request::CloseFile { file, .. } => c.files.take(*file),
             _ => None,
         };
         let job = Job {
@@ -524,13 +521,8 @@ impl Shard {
                 self.on_accept(i);
             }
         }
-        while let Some(std::cmp::Reverse((at, dkey, gen))) = self.throttled.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.throttled.pop();
-            // Still queued (see `paced_budget`); a stale key or gen is skipped on arrival.
-            self.ready.push_back(Ready::Data(dkey, gen));
+        while let Some((dkey, gen, entry)) = self.data_timers.pop_due(now) {
+            self.on_data_timer(dkey, gen, entry, now);
         }
         while let Some((key, gen, entry)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -553,10 +545,10 @@ impl Shard {
         let _ = self.poll.registry().deregister(&mut c.stream);
         for dkey in std::mem::take(&mut c.data) {
             if let Some((h, f)) = self.remove_data(dkey) {
-                c.files.push((h, f));
+                c.files.put(h, f);
             }
         }
-        for (h, f) in std::mem::take(&mut c.files) {
+        for (h, f) in c.files.drain_handles() {
             self.dispose(h, f);
         }
         self.server.session_closed(c.session.id());

@@ -56,9 +56,15 @@ use wharf_core::{Authenticator, Server, Storage};
 mod accept;
 mod data;
 mod session;
-mod transfer;
 
-use transfer::PumpLimits;
+/// How transfers run: the buffer their pumps get, how many bytes one moves before it
+/// yields, and whether plain downloads may use `sendfile(2)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PumpLimits {
+    pub buffer: usize,
+    pub budget: usize,
+    pub use_sendfile: bool,
+}
 use wharf_core::ports::PortPool;
 
 /// How long to wait before accepting again after running out of descriptors.
@@ -318,6 +324,31 @@ pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
     stop: ShutdownHandle,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    ex: std::sync::Weak<Executor<'static>>,
+}
+
+/// Checks that a server's executor still runs tasks; cheap to clone and to send to a
+/// thread.
+#[derive(Clone)]
+pub struct Health {
+    ex: std::sync::Weak<Executor<'static>>,
+}
+
+impl Health {
+    /// Whether a task spawned on the server's executor runs within `timeout` (false once
+    /// the server has stopped).
+    pub fn check(&self, timeout: Duration) -> bool {
+        let Some(ex) = self.ex.upgrade() else {
+            return false;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        ex.spawn(async move {
+            let _ = tx.send(());
+        })
+        .detach();
+        drop(ex);
+        rx.recv_timeout(timeout).is_ok()
+    }
 }
 
 impl RunningServer {
@@ -334,6 +365,14 @@ impl RunningServer {
     /// A handle that shuts the server down from elsewhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.stop.clone()
+    }
+
+    /// A handle that checks whether the executor still runs tasks (for a service
+    /// manager's watchdog).
+    pub fn health(&self) -> Health {
+        Health {
+            ex: self.ex.clone(),
+        }
     }
 
     /// Waits until the server has stopped (after [`Self::shutdown`]) and its threads
@@ -370,6 +409,7 @@ pub fn start(
     let local_addrs = wharf.local_addrs();
     let stop = wharf.shutdown_handle();
     let ex = Arc::new(Executor::new());
+    let weak = Arc::downgrade(&ex);
     // Closed when the server has stopped: the helper threads then leave the executor.
     let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
     let mut threads = Vec::with_capacity(n);
@@ -398,5 +438,6 @@ pub fn start(
         local_addrs,
         stop,
         threads,
+        ex: weak,
     })
 }

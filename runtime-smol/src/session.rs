@@ -24,10 +24,11 @@ use smol::{Async, Timer};
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::{
     Action, Completion, DataConnId, DataError, FileHandle, Input, Request, RequestId, Server,
-    Session, TransferId, TransferOutcome,
+    Session, TransferId,
 };
+use wharf_net::Files;
 
-use crate::data::DataEntry;
+use crate::data::{DataEntry, Listener};
 use crate::{lock, Ctx, CLOSE_LINGER};
 
 /// Control-channel reads go through one buffer per executor thread.
@@ -49,11 +50,12 @@ pub(crate) enum Event {
         completion: Completion,
         file: Option<(FileHandle, OpenFile)>,
     },
-    /// A passive listener accepted a connection from the expected peer.
+    /// A passive listener accepted a connection; the listener comes back with it.
     Accepted {
         conn: DataConnId,
         peer: SocketAddr,
         stream: Async<TcpStream>,
+        listener: Listener,
     },
     /// An active connect succeeded.
     Connected {
@@ -62,12 +64,16 @@ pub(crate) enum Event {
     },
     /// A connect failed, or an idle data connection broke.
     Failed { conn: DataConnId, error: DataError },
-    /// A transfer moved bytes since the session last took its progress.
-    Progress { xfer: TransferId },
-    /// A transfer ended; its data connection is closed. The file comes back.
+    /// A transfer's pump reported progress.
+    Transfer {
+        xfer: TransferId,
+        input: Input<'static>,
+    },
+    /// A transfer ended (`input` is its `TransferDone`); its data connection is
+    /// closed. The file comes back.
     Done {
         xfer: TransferId,
-        outcome: TransferOutcome,
+        input: Input<'static>,
         file: Option<(FileHandle, OpenFile)>,
     },
 }
@@ -143,7 +149,7 @@ pub(crate) struct Driver {
     /// Listeners and data connections, by the core's id.
     pub data: Vec<DataEntry>,
     /// Files opened for this session and not in a running transfer.
-    pub files: Vec<(FileHandle, OpenFile)>,
+    pub files: Files,
 }
 
 /// Runs one admitted control connection to its end, then releases what it held and
@@ -174,7 +180,7 @@ pub(crate) fn run(
         broken: false,
         hard_stop: None,
         data: Vec::new(),
-        files: Vec::new(),
+        files: Files::default(),
     };
     async move {
         d.drain();
@@ -400,18 +406,26 @@ impl Driver {
                 self.submit(req, request);
                 None
             }
-            Action::ListenData {
-                conn,
-                ip,
-                ports,
-                expect_peer,
-            } => Some(self.listen_data(conn, ip, ports, expect_peer)),
+            Action::ListenData { conn, ip, ports } => Some(self.listen_data(conn, ip, ports)),
+            Action::RefuseData { conn } => {
+                self.refuse_data(conn);
+                None
+            }
+            Action::StopListening { conn } => {
+                self.stop_listening(conn);
+                None
+            }
             Action::ConnectData {
                 conn,
                 local_ip,
                 target,
             } => self.connect_data(conn, local_ip, target),
-            Action::StartTransfer { xfer, conn, spec } => self.start_transfer(xfer, conn, spec),
+            Action::StartTransfer {
+                xfer,
+                conn,
+                file,
+                pump,
+            } => self.start_transfer(xfer, conn, file, pump),
             Action::AbortTransfer { xfer } => {
                 self.abort_transfer(xfer);
                 None
@@ -479,8 +493,7 @@ impl Driver {
     }
 
     pub(crate) fn take_file(&mut self, handle: FileHandle) -> Option<OpenFile> {
-        let i = self.files.iter().position(|(h, _)| *h == handle)?;
-        Some(self.files.swap_remove(i).1)
+        self.files.take(handle)
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -490,20 +503,21 @@ impl Driver {
                 completion,
                 file,
             } => {
-                if let Some(f) = file {
-                    self.files.push(f);
+                if let Some((h, f)) = file {
+                    self.files.put(h, f);
                 }
                 self.feed(Input::Completed { req, completion });
             }
-            Event::Accepted { conn, peer, stream } => self.on_accepted(conn, peer, stream),
+            Event::Accepted {
+                conn,
+                peer,
+                stream,
+                listener,
+            } => self.on_accepted(conn, peer, stream, listener),
             Event::Connected { conn, stream } => self.on_connected(conn, stream),
             Event::Failed { conn, error } => self.on_failed(conn, error),
-            Event::Progress { xfer } => self.on_progress(xfer),
-            Event::Done {
-                xfer,
-                outcome,
-                file,
-            } => self.on_done(xfer, outcome, file),
+            Event::Transfer { xfer, input } => self.on_transfer(xfer, input),
+            Event::Done { xfer, input, file } => self.on_done(xfer, input, file),
         }
     }
 
@@ -515,14 +529,14 @@ impl Driver {
             stream,
             rx,
             data,
-            files,
+            mut files,
             ..
         } = self;
         drop(stream);
         // Listener, connect and watch tasks are cancelled; transfers are told to stop.
         drop(data);
         rx.close();
-        let mut left: Vec<OpenFile> = files.into_iter().map(|(_, f)| f).collect();
+        let mut left: Vec<OpenFile> = files.drain().collect();
         while let Ok(ev) = rx.try_recv() {
             left.extend(file_of(*ev));
         }

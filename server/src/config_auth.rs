@@ -664,7 +664,7 @@ mod tests {
             ("[auth.ldap]\nurl = \"ldaps://dc1\"\nuser_dn = \"uid={user},dc=x\"\ndomain = \"EX AMPLE\"\n", "auth.ldap.domain: \"EX AMPLE\" is not a NetBIOS domain"),
             ("[auth.ldap]\nurl = \"ldaps://dc1\"\nuser_dn = \"uid={user},dc=x\"\nhome_root_attribute = \"msIIS FTPRoot\"\n", "auth.ldap.home_root_attribute"),
             ("[auth.ldap]\nurl = \"ldaps://dc1\"\nuser_dn = \"uid={user},dc=x\"\ntimeout = 0\n", "auth.ldap.timeout: must be at least 1 second"),
-            ("[auth.ldap]\nurl = \"ldaps://dc1\"\nuser_dn = \"uid={user},dc=x\"\nbogus = 1\n", "unknown field `bogus`"),
+            ("[auth.ldap]\nurl = \"ldaps://dc1\"\nuser_dn = \"uid={user},dc=x\"\nbogus = 1\n", "auth.ldap.bogus: unknown key `bogus`"),
             ("[auth]\nproviders = [\"users\"]\n[auth.pam]\n", "[auth.pam] is set but \"pam\" is not in auth.providers"),
             ("[auth.pam]\nservice = \"../etc\"\n", "auth.pam.service: \"../etc\" is not a PAM service name"),
             ("[auth.pam]\nhome_base = \"home\"\n", "auth.pam.home_base: \"home\": home_base is an absolute directory"),

@@ -30,9 +30,14 @@ pub mod config;
 mod listdir;
 pub mod localfs;
 mod login_cache;
+pub mod password;
+pub mod pidfile;
 pub mod privileges;
 pub mod resolver;
+pub mod safe_start;
+pub mod systemd;
 pub mod tls;
+pub mod user_cmd;
 pub mod users;
 pub mod w3c;
 
@@ -81,6 +86,15 @@ impl RunningServer {
         }
     }
 
+    /// A handle that checks, from any thread, that the runtime still serves: every mio
+    /// event loop answers, or the smol executor runs a task (the systemd watchdog).
+    pub fn health(&self) -> Health {
+        match &self.runtime {
+            Running::Mio(s) => Health::Mio(s.health()),
+            Running::Smol(s) => Health::Smol(s.health()),
+        }
+    }
+
     /// Which runtime this is.
     pub fn runtime(&self) -> RuntimeKind {
         match &self.runtime {
@@ -96,10 +110,27 @@ impl RunningServer {
     }
 }
 
+/// Checks that a running server's runtime still serves; see [`RunningServer::health`].
+#[derive(Clone)]
+pub enum Health {
+    Mio(wharf_runtime_mio::Health),
+    Smol(wharf_runtime_smol::Health),
+}
+
+impl Health {
+    /// Whether the runtime answered within `timeout`.
+    pub fn check(&self, timeout: Duration) -> bool {
+        match self {
+            Health::Mio(h) => h.check(timeout),
+            Health::Smol(h) => h.check(timeout),
+        }
+    }
+}
+
 /// Replaces a running server's configuration without a restart (`wharf` does it on
 /// SIGHUP): sites, bindings on the listening addresses, TLS settings and certificates,
-/// users and groups, account providers (`[auth]`: PAM, LDAP), authorization and filtering rules, IP rules, logon restrictions,
-/// limits, timeouts, messages. Connections admitted afterwards get the new
+/// users and groups, account providers (`[auth]`: PAM, LDAP), authorization and filtering
+/// rules, IP rules, logon restrictions, limits, timeouts, messages. Connections admitted afterwards get the new
 /// configuration; sessions already running keep the one they started with, to their
 /// end. What the running server was built from — listen addresses, runtime, shards,
 /// `max_connections`, `login_cache`, site roots and virtual directories, log outputs —
@@ -137,7 +168,7 @@ impl Reloader {
         let fixed = restart_only_changes(&current, &new);
         if !fixed.is_empty() {
             return Err(format!(
-                "{} changed, which needs a restart; the running configuration stays",
+                "{} changed, which needs a restart",
                 fixed.join(", ")
             ));
         }
@@ -184,6 +215,7 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
         "log outputs (logging)",
     );
     check(old.run_as != new.run_as, "server.user or server.group");
+    check(old.pid_file != new.pid_file, "server.pid_file");
     out
 }
 
@@ -200,6 +232,9 @@ pub fn start_with_resolver(
     config: &ServerConfig,
     resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
+    // Refuse an address another process listens on before anything is opened or written
+    // (the shards' SO_REUSEPORT would share it silently; see `safe_start`).
+    safe_start::probe(&config.listen)?;
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     let accounts = Arc::new(
         auth::Accounts::new(&config.auth, &config.users, config.login_cache)
@@ -234,6 +269,12 @@ pub fn start_with_resolver(
         resolver,
     };
     let mut server = start_runtime(setup, storage, accounts.clone())?;
+    // Another process may have bound an address between the probe and the shards.
+    if let Err(e) = safe_start::check_alone(&config.listen) {
+        server.shutdown(Duration::ZERO);
+        let _ = server.wait();
+        return Err(e);
+    }
     server.reloader = Some(Reloader(Arc::new(Reloadable {
         config: std::sync::Mutex::new(config.clone()),
         listen,
@@ -368,7 +409,11 @@ fn hold_ports(addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, Vec<socket2:
 }
 
 /// The text of `public/welcome.txt` in the demo site.
-pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. Write a wharf.toml (see examples/wharf.toml) to serve\nyour own directories, with users and uploads.\n";
+pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. To serve your own directories, with users and uploads,\nwrite a wharf.toml: `wharf example-config` prints one with every key explained.\n";
+
+/// The annotated example configuration (`wharf example-config`): every key, with its
+/// default and what it does.
+pub const EXAMPLE_CONFIG: &str = include_str!("../examples/wharf.toml");
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by

@@ -112,6 +112,25 @@ fn user_import_converts_a_proftpd_file_and_appends_to_a_users_file() {
     let alice = &config.users[1];
     assert_eq!(crypt::verify("s3cret", &alice.password_hash), Ok(true));
 
+    // The other `wharf user` commands manage the imported users like any other: a new
+    // password (argon2id) replaces the imported hash in place.
+    let c = conf.to_str().unwrap();
+    let out = wharf(&["--config", c, "user", "list"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(listed, ["bob", "alice"]);
+    let out = wharf(&["--config", c, "user", "passwd", "alice"], "n3w-s3cret\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = wharf_server::ServerConfig::from_file(&conf).unwrap();
+    let alice = &config.users[1];
+    assert!(alice.password_hash.starts_with("$argon2id$"), "{alice:?}");
+    assert_eq!(crypt::verify("n3w-s3cret", &alice.password_hash), Ok(true));
+    assert_eq!(crypt::verify("s3cret", &alice.password_hash), Ok(false));
+    assert!(!std::fs::read_to_string(&users).unwrap().contains(sha512));
+
     let out = wharf(&["user", "import", "--format", "passwd", p], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not a format"));

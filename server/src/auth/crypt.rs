@@ -39,7 +39,7 @@ pub fn scheme_of(hash: &str) -> Result<Scheme, String> {
     let refuse = |what: &str| {
         Err(format!(
             "{what} hashes are not supported (too weak, or not a standard crypt scheme); \
-             give the user a new password with `wharf passwd`"
+             give the user a new password with `wharf user passwd NAME` (or `wharf passwd`)"
         ))
     };
     if hash.starts_with("$argon2") {
@@ -89,8 +89,12 @@ pub fn scheme_of(hash: &str) -> Result<Scheme, String> {
 pub fn check_hash(hash: &str) -> Result<String, String> {
     match scheme_of(hash)? {
         Scheme::Argon2 => {
-            let parsed = PasswordHash::new(hash).map_err(|e| {
-                format!("not a password hash in PHC format ({e}); make one with `wharf passwd`")
+            // (The parser's own messages name its internals, and misspell some.)
+            let parsed = PasswordHash::new(hash).map_err(|_| {
+                "not a complete argon2id password hash (one looks like \
+                 `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`); make one with `wharf passwd`, \
+                 or set the password with `wharf user passwd NAME`"
+                    .to_string()
             })?;
             if !parsed.algorithm.as_str().starts_with("argon2") {
                 return Err(format!(

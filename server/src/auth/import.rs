@@ -115,22 +115,7 @@ pub fn import(format: Format, text: &str, existing: &[String]) -> (Vec<Imported>
 
 /// The rules the configuration has for user names (see `config.rs`).
 fn usable_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_control() || matches!(c, ' ' | '/' | '|' | ','))
-    {
-        return Err(
-            "not a usable user name (no spaces, control characters, '/', '|' or ',')".into(),
-        );
-    }
-    if matches!(name, "*" | "?")
-        || name.eq_ignore_ascii_case("anonymous")
-        || name.eq_ignore_ascii_case("ftp")
-    {
-        return Err("a name wharf reserves (\"*\", \"?\", anonymous, ftp)".into());
-    }
-    Ok(())
+    crate::config::check_user_name(name)
 }
 
 /// A TOML string, quoted (basic string, escapes as TOML wants them).

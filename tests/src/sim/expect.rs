@@ -499,6 +499,16 @@ impl Client {
         } else {
             "upload:failed-checked"
         });
+        let limit = cx.cfg.filtering.max_upload_size;
+        if code == 226 && limit.is_some_and(|max| data.len() as u64 > max) {
+            return Err(format!(
+                "226 for {} bytes over the {limit:?} limit",
+                data.len()
+            ));
+        }
+        if code == 552 {
+            self.count("upload:552-checked");
+        }
         let result = if code == 226 {
             match stored.as_deref() == Some(&expected[..]) {
                 true => Ok(()),

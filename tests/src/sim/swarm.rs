@@ -41,8 +41,6 @@ pub struct Swarm {
     pub auth_hangs: bool,
     /// The driver wakes the session before its deadline (a real timer may).
     pub spurious_wakeups: bool,
-    /// The driver hands the core a thief's connection instead of dropping it itself.
-    pub sloppy_driver: bool,
     /// The server is shut down part-way through.
     pub shutdown_at: Option<Duration>,
     /// Some clients idle past the idle timeout.
@@ -75,7 +73,6 @@ impl Swarm {
             auth_errors: on(20),
             auth_hangs: on(10),
             spurious_wakeups: on(30),
-            sloppy_driver: on(30),
             shutdown_at: None,
             idlers: on(15),
             hostile: on(60),
@@ -138,6 +135,20 @@ impl Swarm {
                 site: "sim".into(),
                 fields: wharf_core::log::LogFields::ALL,
             }),
+            // The pump's limits: an upload size cut, pacing, a minimum rate.
+            filtering: wharf_core::policy::RequestFiltering {
+                max_upload_size: rng.chance(20).then(|| rng.range(0, 5_000)),
+                ..Default::default()
+            },
+            limits: wharf_core::policy::SiteLimits {
+                bandwidth: rng.chance(15).then(|| rng.range(2_000, 50_000)),
+                min_bytes_per_second: if rng.chance(10) {
+                    rng.range(50, 2_000)
+                } else {
+                    0
+                },
+                ..Default::default()
+            },
             ..SessionConfig::default()
         }
     }

@@ -239,8 +239,8 @@ impl Sim {
             let timer = self.next_deadline();
             match (event_at, timer) {
                 (None, None) => break,
-                (Some(e), Some((t, s))) if t <= e => self.fire_timer(t, s)?,
-                (None, Some((t, s))) => self.fire_timer(t, s)?,
+                (Some(e), Some((t, s, x))) if t <= e => self.fire_timer(t, s, x)?,
+                (None, Some((t, s, x))) => self.fire_timer(t, s, x)?,
                 (Some(_), _) => {
                     let ((at, _), ev) = self.queue.pop_first().expect("peeked");
                     self.now = at;
@@ -251,18 +251,33 @@ impl Sim {
         self.finish()
     }
 
-    fn next_deadline(&self) -> Option<(Duration, usize)> {
-        let deadlines = self.slots.iter().enumerate().filter_map(|(s, slot)| {
-            let at = slot.session.as_ref()?.poll_timeout()?;
-            Some((at.saturating_duration_since(self.origin), s))
+    /// The earliest deadline of a session or of a transfer's pump.
+    fn next_deadline(&self) -> Option<(Duration, usize, Option<TransferId>)> {
+        let since = |at: Instant| at.saturating_duration_since(self.origin);
+        let deadlines = self.slots.iter().enumerate().flat_map(|(s, slot)| {
+            let session = slot
+                .session
+                .as_ref()
+                .and_then(|x| x.poll_timeout())
+                .map(|at| (since(at), s, None));
+            let pumps = slot
+                .xfers
+                .iter()
+                .filter_map(move |(id, x)| Some((since(x.deadline()?), s, Some(*id))));
+            session.into_iter().chain(pumps)
         });
         deadlines.min()
     }
 
-    fn fire_timer(&mut self, at: Duration, s: usize) -> Res {
+    fn fire_timer(&mut self, at: Duration, s: usize, xfer: Option<TransferId>) -> Res {
         // Never back in time: a deadline already passed fires now.
         self.now = self.now.max(at);
         let now = self.instant();
+        if let Some(xfer) = xfer {
+            let shown = self.slots[s].xfers.get(&xfer).map(|x| x.show(self.origin));
+            self.note(s, "xfer-timeout", shown.unwrap_or_default().as_bytes());
+            return self.xfer_timeout(s, xfer);
+        }
         self.note(s, "timeout", &[]);
         let session = self.slots[s].session.as_mut().expect("live");
         session.handle_timeout(now);
