@@ -44,6 +44,8 @@ impl Client {
                 | Kind::User { .. }
                 | Kind::Pass { .. }
                 | Kind::Fixed(_)
+                | Kind::Auth
+                | Kind::Prot { .. }
                 | Kind::Quit
         );
         if needs_login && !self.logged_in {
@@ -65,6 +67,15 @@ impl Client {
             Kind::Fixed(ok) => want(code, ok),
             Kind::Quit => want(code, &[221]),
             Kind::Abor => want(code, &[225, 226]),
+            Kind::Auth => {
+                want(code, &[234])?;
+                self.start_tls(cx, sent.at)
+            }
+            Kind::Prot { private } => {
+                want(code, &[200])?;
+                self.prot_private = private;
+                Ok(())
+            }
             Kind::Type { ascii } => {
                 self.ascii = ascii;
                 want(code, &[200])
@@ -312,6 +323,20 @@ impl Client {
         }
     }
 
+    /// 522: the data connection's TLS failed, which is right only when it did not resume
+    /// this control session (a TLS 1.3 client uses each ticket once).
+    fn data_tls_refused(&mut self) -> Res {
+        self.data_ready = false;
+        self.rest = 0;
+        match self.data_resumed {
+            Some(false) => {
+                self.count("tls:522-not-resumed");
+                Ok(())
+            }
+            other => Err(format!("522, but the data connection resumed: {other:?}")),
+        }
+    }
+
     fn check_list(
         &mut self,
         cx: &ClientCx<'_>,
@@ -322,6 +347,9 @@ impl Client {
     ) -> Res {
         if !self.data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
@@ -374,6 +402,9 @@ impl Client {
     ) -> Res {
         if !self.data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
@@ -442,6 +473,11 @@ impl Client {
         if prelim || code == 425 {
             self.data_ready = false;
         }
+        // A refused data connection is a failed upload: what it left is judged below.
+        let refused = code == 522;
+        if refused {
+            self.data_tls_refused()?;
+        }
         let old = match self.model.look(&path) {
             Look::File(b) => Some(b),
             Look::Unknown => return Err(format!("{path}: upload outside the own directory")),
@@ -462,7 +498,7 @@ impl Client {
             (false, _) if how == How::Stor && offset > 0 && parent_ok && !is_dir => &[451],
             (false, _) => &[550],
         };
-        if !(cx.swarm.io_errors && code == 451) {
+        if !(cx.swarm.io_errors && code == 451) && !(refused && opens && prelim) {
             want(code, ok)?;
         }
         let mut body = Vec::new();
