@@ -498,7 +498,8 @@ impl Client {
             (false, _) if how == How::Stor && offset > 0 && parent_ok && !is_dir => &[451],
             (false, _) => &[550],
         };
-        if !(cx.swarm.io_errors && code == 451) && !(refused && opens && prelim) {
+        let excused = cx.swarm.io_errors && code == 451 || refused && opens && prelim;
+        if !excused {
             want(code, ok)?;
         }
         let mut body = Vec::new();
