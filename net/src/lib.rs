@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use wharf_core::backend::OpenFile;
-use wharf_core::{DataError, DataIo, FileHandle};
+use wharf_core::{DataError, DataIo};
 
 /// A data socket and the transfer's open file, lent to a [`wharf_core::Pump`] for one
 /// `run`. `sendfile` allows `sendfile(2)` for downloads whose file has a descriptor.
@@ -73,28 +73,8 @@ where
     }
 }
 
-/// The files a session has open and not lent to a running transfer, by the core's
-/// handle. A session opens one or two at a time, so a vector does.
-#[derive(Default)]
-pub struct Files(Vec<(FileHandle, OpenFile)>);
-
-impl Files {
-    pub fn put(&mut self, handle: FileHandle, file: OpenFile) {
-        self.0.push((handle, file));
-    }
-    pub fn take(&mut self, handle: FileHandle) -> Option<OpenFile> {
-        let i = self.0.iter().position(|(h, _)| *h == handle)?;
-        Some(self.0.swap_remove(i).1)
-    }
-    /// Every file left, for disposal when the session ends.
-    pub fn drain(&mut self) -> impl Iterator<Item = OpenFile> + '_ {
-        self.0.drain(..).map(|(_, f)| f)
-    }
-    /// Every file left, with its handle.
-    pub fn drain_handles(&mut self) -> Vec<(FileHandle, OpenFile)> {
-        std::mem::take(&mut self.0)
-    }
-}
+/// The open-file table lives in the core (every driver needs one).
+pub use wharf_core::backend::OpenFiles as Files;
 
 /// The class of a failed listen, accept or connect, for `Input::DataFailed`.
 pub fn data_error(e: &io::Error) -> DataError {

@@ -548,7 +548,7 @@ impl Shard {
                 c.files.put(h, f);
             }
         }
-        for (h, f) in c.files.drain_handles() {
+        for (h, f) in c.files.drain() {
             self.dispose(h, f);
         }
         self.server.session_closed(c.session.id());

@@ -536,7 +536,7 @@ impl Driver {
         // Listener, connect and watch tasks are cancelled; transfers are told to stop.
         drop(data);
         rx.close();
-        let mut left: Vec<OpenFile> = files.drain().collect();
+        let mut left: Vec<OpenFile> = files.drain().into_iter().map(|(_, f)| f).collect();
         while let Ok(ev) = rx.try_recv() {
             left.extend(file_of(*ev));
         }
