@@ -1,7 +1,7 @@
 //! One event loop: its listeners, control connections, timers and the drain rule.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -13,21 +13,12 @@ use slab::Slab;
 use wharf_core::backend::OpenFile;
 use wharf_core::ports::PortPool;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
-use wharf_net::Files;
+use wharf_net::{ControlRead, Files, PumpLimits};
 
 use crate::data::DataSock;
-use crate::timers::{TimerHeap, TimerSlot};
 use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
-
-/// How transfers run: the buffer their pumps get, how many bytes one may move per
-/// wake-up, and whether plain downloads may use `sendfile(2)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PumpLimits {
-    pub buffer: usize,
-    pub budget: usize,
-    pub use_sendfile: bool,
-}
+use wharf_net::timers::{TimerHeap, TimerSlot};
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -140,7 +131,7 @@ pub(crate) struct Shard {
     pub exhausted: bool,
     /// A descriptor kept open so that, out of descriptors, the backlog can still be
     /// accepted and closed.
-    pub reserve_fd: Option<std::fs::File>,
+    pub spare: wharf_net::Spare,
     /// Where log records go.
     pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
 }
@@ -183,18 +174,14 @@ impl Shard {
             done,
             jobs: None,
             ports,
-            limits: PumpLimits {
-                buffer: cfg.transfer_buffer.max(4096),
-                budget: cfg.transfer_budget.max(64 * 1024),
-                use_sendfile: cfg.use_sendfile,
-            },
-            control_reads_budget: cfg.control_reads_budget.max(1),
+            limits: cfg.driver.pump_limits(),
+            control_reads_budget: cfg.driver.control_reads_budget.max(1),
             max_events: cfg.max_events.max(16),
             shutdown_at: None,
             accept_retry: None,
             exhausted: false,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-            log: cfg.log.clone(),
+            spare: wharf_net::Spare::default(),
+            log: cfg.driver.log.clone(),
         })
     }
 
@@ -368,23 +355,14 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
-            match (&c.stream).read(&mut self.scratch) {
-                Ok(0) => {
-                    c.readable = false;
-                    c.session.handle_input(now, Input::ControlEof);
-                }
-                Ok(n) => c
-                    .session
-                    .handle_input(now, Input::ControlBytes(&self.scratch[..n])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match wharf_net::read_control(&mut c.session, &c.stream, &mut self.scratch, now) {
+                ControlRead::Bytes => {}
+                ControlRead::Closed => c.readable = false,
+                ControlRead::Broken => (c.readable, c.broken) = (false, true),
+                ControlRead::Retry => continue,
+                ControlRead::WouldBlock => {
                     c.readable = false;
                     return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.readable = false;
-                    c.broken = true;
-                    c.session.handle_input(now, Input::ControlEof);
                 }
             }
             self.drive(key);
@@ -442,24 +420,8 @@ impl Shard {
     /// Writes pending control output until it is all out or the socket blocks.
     fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        while let Some(out) = c.session.poll_transmit() {
-            if c.broken {
-                // Nobody will read it; the session already knows the peer is gone.
-                let n = out.len();
-                c.session.handle_written(n);
-                continue;
-            }
-            match (&c.stream).write(out) {
-                Ok(n) if n > 0 => c.session.handle_written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    c.broken = true;
-                    c.readable = false;
-                    c.session.handle_input(Instant::now(), Input::ControlEof);
-                }
-            }
-        }
+        wharf_net::flush_control(&mut c.session, &c.stream, &mut c.broken);
+        c.readable &= !c.broken;
     }
 
     /// Carries out one action; the inputs it produced at once go to `inputs`.

@@ -219,7 +219,10 @@ fn transfer(
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
         // Short enough to see an abort soon; a zero timeout means none to std.
         let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(200));
-        let _ = (s.set_read_timeout(Some(wait)), s.set_write_timeout(Some(wait)));
+        let _ = (
+            s.set_read_timeout(Some(wait)),
+            s.set_write_timeout(Some(wait)),
+        );
         let run = pump.run(now, &mut Io(&s, file.as_mut().map(|(_, f)| f)), 1 << 20);
         pump.handle_timeout(Instant::now());
         while let Some(input) = pump.poll_input() {
