@@ -159,6 +159,25 @@ impl DriverConfig {
     }
 }
 
+/// What a session that failed inside the server (a panic) is told before its connection
+/// closes.
+pub const INTERNAL_ERROR: &[u8] = b"421 Internal server error; closing the connection.\r\n";
+
+/// Runs `f`, catching a panic: `Err` carries the panic's message. Runtimes run each
+/// session's work through it, so that a bug met by one session ends that session alone.
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic".to_string(),
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: every session needs a descriptor.
 pub fn raise_nofile_limit() {
     let mut lim = libc::rlimit {

@@ -19,7 +19,12 @@ impl Shard {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    // A panic admitting one connection (in the core) drops that one only.
+                    if let Err(why) = wharf_net::catch(|| self.admit(stream, peer)) {
+                        tracing::error!(shard = self.index, %peer, "admitting failed: {why}");
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
                     if !self.exhausted {
@@ -86,6 +91,6 @@ impl Shard {
             data: Vec::new(),
             files: wharf_net::Files::default(),
         });
-        self.drive(key);
+        self.guard(key, |s| s.drive(key));
     }
 }

@@ -60,6 +60,13 @@ pub(crate) struct DataSock {
     timer: TimerSlot,
 }
 
+impl DataSock {
+    /// The control connection (slab key) this data socket belongs to.
+    pub(crate) fn owner(&self) -> usize {
+        self.owner
+    }
+}
+
 impl Shard {
     fn insert_data(&mut self, owner: usize, conn: DataConnId, state: DataState) -> usize {
         let gen = self.next_gen();

@@ -1,7 +1,7 @@
 //! One event loop: its listeners, control connections, timers and the drain rule.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -247,18 +247,44 @@ impl Shard {
             self.on_accept(usize::MAX - 1 - t.0);
         } else if t.0.is_multiple_of(2) {
             let key = t.0 / 2;
-            if ev.is_writable() {
-                self.drive_if_live(key);
-            }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.readable = true;
-                    self.on_control_readable(key);
+            self.guard(key, |s| {
+                if ev.is_writable() {
+                    s.drive_if_live(key);
                 }
-            }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    if let Some(c) = s.conns.get_mut(key) {
+                        c.readable = true;
+                        s.on_control_readable(key);
+                    }
+                }
+            });
         } else {
-            self.on_data_event(t.0 / 2, ev);
+            let dkey = t.0 / 2;
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_event(dkey, ev));
+            }
         }
+    }
+
+    /// Runs `f`, work of the session at `key`; a panic in it (in the core, the pump, or
+    /// a file read on this thread) ends that session alone: it is told 421 and everything
+    /// it held is released, while the shard and every other session go on.
+    pub(crate) fn guard(&mut self, key: usize, f: impl FnOnce(&mut Shard)) {
+        let gen = self.conns.get(key).map(|c| c.gen);
+        if let Err(why) = wharf_net::catch(|| f(self)) {
+            self.kill(key, gen, &why);
+        }
+    }
+
+    /// Ends a session that failed inside the server.
+    fn kill(&mut self, key: usize, gen: Option<u64>, why: &str) {
+        let Some(c) = self.conns.get(key).filter(|c| Some(c.gen) == gen) else {
+            return;
+        };
+        let (id, peer) = (c.session.id(), c.stream.peer_addr().ok());
+        tracing::error!(shard = self.index, session = %id, ?peer, "session failed: {why}; closing it");
+        let _ = (&c.stream).write(wharf_net::INTERNAL_ERROR);
+        self.close_conn(key);
     }
 
     fn run_ready(&mut self) {
@@ -268,10 +294,14 @@ impl Shard {
                 Ready::Control(key, gen) => {
                     if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                         c.queued = false;
-                        self.on_control_readable(key);
+                        self.guard(key, |s| s.on_control_readable(key));
                     }
                 }
-                Ready::Data(key, gen) => self.on_data_ready(key, gen),
+                Ready::Data(dkey, gen) => {
+                    if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                        self.guard(owner, |s| s.on_data_ready(dkey, gen));
+                    }
+                }
                 Ready::Accept(i) => self.on_accept(i),
             }
         }
@@ -303,12 +333,16 @@ impl Shard {
                 if let Some((h, f)) = d.file {
                     c.files.put(h, f);
                 }
-                let input = Input::Completed {
-                    req: d.req,
-                    completion: d.completion,
+                let completion = match d.completion {
+                    Ok(completion) => completion,
+                    Err(why) => return self.kill(d.key, Some(d.gen), &why),
                 };
-                c.session.handle_input(Instant::now(), input);
-                self.drive(d.key);
+                let req = d.req;
+                self.guard(d.key, |s| {
+                    let input = Input::Completed { req, completion };
+                    s.conns[d.key].session.handle_input(Instant::now(), input);
+                    s.drive(d.key);
+                });
             }
             None => {
                 if let Some((h, f)) = d.file {
@@ -484,7 +518,9 @@ impl Shard {
             }
         }
         while let Some((dkey, gen, entry)) = self.data_timers.pop_due(now) {
-            self.on_data_timer(dkey, gen, entry, now);
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_timer(dkey, gen, entry, now));
+            }
         }
         while let Some((key, gen, entry)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -495,8 +531,10 @@ impl Shard {
                     self.close_conn(key);
                     continue;
                 }
-                c.session.handle_timeout(now);
-                self.drive(key);
+                self.guard(key, |s| {
+                    s.conns[key].session.handle_timeout(now);
+                    s.drive(key);
+                });
             }
         }
     }
@@ -529,10 +567,12 @@ impl Shard {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.session.handle_input(now, Input::Shutdown);
-                self.drive(key);
-            }
+            self.guard(key, |s| {
+                if let Some(c) = s.conns.get_mut(key) {
+                    c.session.handle_input(now, Input::Shutdown);
+                    s.drive(key);
+                }
+            });
         }
     }
 

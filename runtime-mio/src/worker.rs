@@ -41,7 +41,8 @@ pub(crate) struct Done {
     pub key: usize,
     pub gen: u64,
     pub req: RequestId,
-    pub completion: Completion,
+    /// `Err`: the request panicked (in storage or the authenticator); the session ends.
+    pub completion: Result<Completion, String>,
     pub file: Option<(FileHandle, OpenFile)>,
 }
 
@@ -136,14 +137,15 @@ fn work(queue: &Queue<Job>, me: usize, shared: &Shared) {
             Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
             _ => None,
         };
-        let (completion, file) = execute(
-            &*shared.storage,
-            &*shared.auth,
-            &*shared.resolver,
-            job.request,
-            job.file,
-            SystemTime::now(),
-        );
+        let (store, auth, resolver) = (&*shared.storage, &*shared.auth, &*shared.resolver);
+        let (request, file, now) = (job.request, job.file, SystemTime::now());
+        // A panic in a storage or an authenticator ends the session that asked, not the
+        // worker (which would leave the pool short for good).
+        let ran = wharf_net::catch(|| execute(store, auth, resolver, request, file, now));
+        let (completion, file) = match ran {
+            Ok((c, f)) => (Ok(c), f),
+            Err(why) => (Err(why), None),
+        };
         let Some(req) = job.req else { continue };
         let done = Done {
             key: job.reply.key,

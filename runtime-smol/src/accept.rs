@@ -43,7 +43,10 @@ pub(crate) async fn accept_loop(
                     exhausted = false;
                     tracing::info!(shard, "accepting connections again");
                 }
-                admit(&ctx, &server, stream, peer);
+                // A panic admitting one connection (in the core) drops that one only.
+                if let Err(why) = wharf_net::catch(|| admit(&ctx, &server, stream, peer)) {
+                    tracing::error!(shard, %peer, "admitting failed: {why}");
+                }
             }
             Err(e) if is_transient_accept_error(&e) => {
                 tracing::debug!(shard, "accept: {e}");

@@ -152,7 +152,18 @@ async fn run_transfer(
             file: file.as_mut().map(|(_, f)| f),
             sendfile,
         };
-        let run = pump.run(Instant::now(), &mut wire, budget);
+        // A panic in the pump (or a file read) ends the transfer and its session.
+        let run = match wharf_net::catch(|| pump.run(Instant::now(), &mut wire, budget)) {
+            Ok(run) => run,
+            Err(why) => {
+                drop(stream);
+                let _ = report(&events, Event::Crashed(why)).await;
+                if let Some((_, f)) = file {
+                    dispose(f).await;
+                }
+                return;
+            }
+        };
         let mut done = None;
         while let Some(input) = pump.poll_input() {
             match input {

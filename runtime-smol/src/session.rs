@@ -18,9 +18,10 @@ use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use smol::channel::{Receiver, Sender};
-use smol::future;
+use smol::future::{self, FutureExt};
 use smol::stream::Stream;
 use smol::{Async, Timer};
+use std::panic::AssertUnwindSafe;
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::{
     Action, Completion, DataConnId, DataError, FileHandle, Input, Request, RequestId, Server,
@@ -64,6 +65,8 @@ pub(crate) enum Event {
     },
     /// A connect failed, or an idle data connection broke.
     Failed { conn: DataConnId, error: DataError },
+    /// Work of this session panicked elsewhere (a request, a transfer): it ends.
+    Crashed(String),
     /// A transfer's pump reported progress, or its end (`TransferDone`, after the data
     /// connection closed: then the file comes back).
     Transfer {
@@ -178,8 +181,15 @@ pub(crate) fn run(
         files: Files::default(),
     };
     async move {
-        d.drain();
-        d.serve().await;
+        // A panic in this session's own work ends it alone: it is told 421, and the
+        // release below runs as for any other end.
+        let served = AssertUnwindSafe(async {
+            d.drain();
+            d.serve().await;
+        });
+        if let Err(panic) = served.catch_unwind().await {
+            d.crash(&wharf_net::panic_message(&*panic));
+        }
         let id = d.session.id();
         let files = d.release();
         lock(&server).session_closed(id);
@@ -418,19 +428,22 @@ impl Driver {
         // Lookups wait on DNS: they have their own limit, so they never hold up storage.
         let lookup = matches!(request, Request::ReverseLookup { .. });
         let task = async move {
-            let (completion, file) = {
+            let ran = {
                 let limit = if lookup { &ctx.lookups } else { &ctx.blocking };
                 let _permit = limit.acquire().await;
                 let (storage, auth) = (ctx.storage.clone(), ctx.auth.clone());
                 let resolver = ctx.resolver.clone();
                 let now = SystemTime::now();
-                smol::unblock(move || execute(&*storage, &*auth, &*resolver, request, file, now))
-                    .await
+                let run = move || execute(&*storage, &*auth, &*resolver, request, file, now);
+                smol::unblock(move || wharf_net::catch(run)).await
             };
-            let ev = Event::Completed {
-                req,
-                completion,
-                file: handle.zip(file),
+            let ev = match ran {
+                Ok((completion, file)) => Event::Completed {
+                    req,
+                    completion,
+                    file: handle.zip(file),
+                },
+                Err(why) => Event::Crashed(why),
             };
             if let Some(f) = report(&events, ev).await.and_then(file_of) {
                 dispose(f).await;
@@ -459,8 +472,19 @@ impl Driver {
             } => self.on_accepted(conn, peer, stream, listener),
             Event::Connected { conn, stream } => self.on_connected(conn, stream),
             Event::Failed { conn, error } => self.on_failed(conn, error),
+            Event::Crashed(why) => self.crash(&why),
             Event::Transfer { xfer, input, file } => self.on_transfer(xfer, input, file),
         }
+    }
+
+    /// Ends a session that failed inside the server: 421, then the connection closes.
+    pub(crate) fn crash(&mut self, why: &str) {
+        let peer = self.stream.get_ref().peer_addr().ok();
+        tracing::error!(session = %self.session.id(), ?peer, "session failed: {why}; closing it");
+        if !self.broken {
+            let _ = std::io::Write::write(&mut self.stream.get_ref(), wharf_net::INTERNAL_ERROR);
+        }
+        (self.closing, self.broken) = (true, true);
     }
 
     /// The session is over: closes the control connection, stops every helper (a
