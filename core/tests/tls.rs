@@ -1395,9 +1395,9 @@ fn refused_pbsz_and_prot_change_nothing_and_521_spends_rest() {
     });
     assert_eq!(offset, Some(0), "the 521 left its REST offset behind");
     h.connect_data();
-    let (_, spec) = h.take_transfer();
+    let (_, _, pump) = h.take_transfer();
     assert!(
-        spec.tls.is_some(),
+        pump.tls().is_some(),
         "a refused PROT changed the protection level"
     );
 }

@@ -358,7 +358,10 @@ fn a_full_disk_is_a_452_the_client_reads(runtime: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     // curl: "(18) server did not report OK, got 452", not "(55) Send failure".
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("452") && !err.contains("Send failure"), "{err}");
+    assert!(
+        err.contains("452") && !err.contains("Send failure"),
+        "{err}"
+    );
     let left: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .flatten()
