@@ -21,6 +21,7 @@ use wharf_core::live::Live;
 use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
+use wharf_runtime_mio::DriverConfig;
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
@@ -355,19 +356,27 @@ pub fn start_runtime(
     };
     let runtime = match runtime {
         RuntimeKind::Mio => {
-            let cfg = MioConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = MioConfig {
+                driver,
                 ..MioConfig::default()
             };
             Running::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
         }
         RuntimeKind::Smol => {
-            let cfg = SmolConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = SmolConfig {
+                driver,
                 ..SmolConfig::default()
             };
             Running::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)

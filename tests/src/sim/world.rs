@@ -220,6 +220,15 @@ impl Sim {
         }
     }
 
+    /// Notes control-connection bytes: under TLS only their length, which a seed
+    /// replays exactly (the ciphertext itself differs from run to run).
+    pub fn wire_note(&mut self, s: usize, what: &str, bytes: &[u8]) {
+        match self.clients[s].ctl_tls.is_some() {
+            true => self.note(s, what, &(bytes.len() as u64).to_le_bytes()),
+            false => self.note(s, what, bytes),
+        }
+    }
+
     pub fn latency(&mut self) -> Duration {
         let max = self.swarm.latency.as_micros() as u64;
         Duration::from_micros(self.net.range(0, max))
@@ -392,7 +401,7 @@ impl Sim {
             };
             if let Some(bytes) = chunk {
                 session.handle_input(now, Input::ControlBytes(&bytes));
-                self.note(s, "read", &bytes);
+                self.wire_note(s, "read", &bytes);
             } else if slot.rx_eof && slot.rx.is_empty() && !slot.eof_fed {
                 slot.eof_fed = true;
                 slot.peer_gone = true;
@@ -454,7 +463,7 @@ impl Sim {
             };
             let bytes = out[..n].to_vec();
             session.handle_written(n);
-            self.note(s, "write", &bytes);
+            self.wire_note(s, "write", &bytes);
             let lat = self.latency();
             let at = (self.now + lat).max(self.slots[s].s2c_at);
             self.slots[s].s2c_at = at;
@@ -468,7 +477,7 @@ impl Sim {
 
     /// Sends client bytes toward the server, in order.
     pub fn client_send(&mut self, s: usize, bytes: Vec<u8>) {
-        self.note(s, "send", &bytes);
+        self.wire_note(s, "send", &bytes);
         let lat = self.latency();
         let at = (self.now + lat).max(self.slots[s].c2s_at);
         self.slots[s].c2s_at = at;
