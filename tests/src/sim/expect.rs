@@ -49,6 +49,14 @@ impl Client {
         if needs_login && !self.logged_in {
             return want(code, &[530]);
         }
+        // A transfer command spends REST and the data channel whatever its fate.
+        let (rest, data_ready) = match kind.is_transfer() {
+            true => (
+                std::mem::take(&mut self.rest),
+                std::mem::take(&mut self.data_ready),
+            ),
+            false => (self.rest, self.data_ready),
+        };
         let io = cx.swarm.io_errors;
         // With injected I/O errors any storage operation may also fail with 451.
         let fs = |code: u16, ok: &[u16]| -> Res {
@@ -64,7 +72,11 @@ impl Client {
             Kind::Pass { good } => self.check_pass(cx, good, code, sent.at),
             Kind::Fixed(ok) => want(code, ok),
             Kind::Quit => want(code, &[221]),
-            Kind::Abor => want(code, &[225, 226]),
+            Kind::Abor => {
+                // ABOR closes any data connection, running transfer or not.
+                self.data_ready = false;
+                want(code, &[225, 226])
+            }
             Kind::Type { ascii } => {
                 self.ascii = ascii;
                 want(code, &[200])
@@ -83,8 +95,9 @@ impl Client {
             }
             Kind::Pasv { extended } => self.check_pasv(cx, extended, code, text),
             Kind::Port { ok } => {
+                // A refused PORT/EPRT leaves no data channel, not even an earlier one.
+                self.data_ready = ok;
                 if ok {
-                    self.data_ready = true;
                     return want(code, &[200]);
                 }
                 want(code, &[501, 504])
@@ -126,8 +139,6 @@ impl Client {
                 let Some(path) = path else {
                     return want(code, &[553]);
                 };
-                self.rest = 0; // STAT shares LIST's code path, which drops REST
-
                 match self.model.look(&path) {
                     Look::Dir => fs(code, &[212]),
                     Look::File(_) => fs(code, &[213]),
@@ -140,11 +151,18 @@ impl Client {
             | Kind::Dele { .. }
             | Kind::Rnfr { .. }
             | Kind::Rnto { .. } => self.check_change(cx, kind, code),
-            Kind::List { verb, path } => self.check_list(cx, verb, path, sent.prelim, code),
-            Kind::Retr { path, .. } => self.check_retr(cx, path, sent.prelim, code),
+            Kind::List { verb, path } => {
+                self.check_list(cx, verb, path, data_ready, sent.prelim, code)
+            }
+            Kind::Retr { path, .. } => {
+                self.check_retr(cx, path, (data_ready, rest), sent.prelim, code)
+            }
             Kind::Store {
                 path, how, data, ..
-            } => self.check_store(cx, path, how, &data.0, sent.prelim, code, text),
+            } => {
+                let xfer = (data_ready, rest);
+                self.check_store(cx, path, how, &data.0, xfer, sent.prelim, code, text)
+            }
             Kind::Fin { .. } => Err("FIN is not a command".into()),
         }
     }
@@ -183,11 +201,11 @@ impl Client {
     }
 
     fn check_pasv(&mut self, cx: &ClientCx<'_>, extended: bool, code: u16, text: &str) -> Res {
+        // Refused or not, the old channel is gone.
+        self.data_ready = false;
         if self.v6 && !extended {
-            // Refused before the old channel is dropped: it stays usable.
             return want(code, &[425]);
         }
-        self.data_ready = false;
         want(code, &[if extended { 229 } else { 227 }, 425])?;
         if code == 425 {
             return Ok(());
@@ -317,19 +335,16 @@ impl Client {
         cx: &ClientCx<'_>,
         verb: ListVerb,
         path: Option<String>,
+        data_ready: bool,
         prelim: bool,
         code: u16,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
         }
         let Some(path) = path else {
             return want(code, &[553]);
         };
-        self.rest = 0;
-        if prelim || code == 425 {
-            self.data_ready = false;
-        }
         let io = cx.swarm.io_errors;
         let look = self.model.look(&path);
         let exists = matches!(look, Look::Dir | Look::File(_));
@@ -369,19 +384,17 @@ impl Client {
         &mut self,
         cx: &ClientCx<'_>,
         path: Option<String>,
+        (data_ready, rest): (bool, u64),
         prelim: bool,
         code: u16,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
         }
         let Some(path) = path else {
             return want(code, &[553]);
         };
-        let offset = std::mem::take(&mut self.rest) as usize;
-        if prelim || code == 425 {
-            self.data_ready = false;
-        }
+        let offset = rest as usize;
         let io = cx.swarm.io_errors;
         let look = self.model.look(&path);
         let ok: &[u16] = match &look {
@@ -425,11 +438,12 @@ impl Client {
         path: Option<String>,
         how: How,
         data: &[u8],
+        (data_ready, offset): (bool, u64),
         prelim: bool,
         code: u16,
         text: &str,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
         }
         let Some(path) = path else {
@@ -437,10 +451,6 @@ impl Client {
         };
         if !self.may_write(cx) {
             return want(code, &[550]);
-        }
-        let offset = std::mem::take(&mut self.rest);
-        if prelim || code == 425 {
-            self.data_ready = false;
         }
         let old = match self.model.look(&path) {
             Look::File(b) => Some(b),
