@@ -32,6 +32,7 @@ mod login_cache;
 pub mod privileges;
 pub mod resolver;
 pub mod tls;
+pub mod upload;
 pub mod users;
 pub mod w3c;
 
@@ -115,6 +116,8 @@ struct Reloadable {
     sites: Arc<Live<Sites>>,
     policy: Arc<ServerPolicy>,
     users: Arc<UserList>,
+    /// The disk storage: a reload sets each mount's durability and sweeps it.
+    storage: Arc<LocalFs>,
 }
 
 impl Reloader {
@@ -143,7 +146,11 @@ impl Reloader {
         let sites = new.sites_table(&r.listen).map_err(|e| e.to_string())?;
         r.users.replace_users(new.users.clone());
         r.policy.set_rules(new.server_rules.clone());
+        apply_durability(&r.storage, &new);
         r.sites.replace(Arc::new(sites));
+        // Site roots are the same (a change needs a restart), but a reload is also
+        // when an administrator expects debris of an earlier crash to go.
+        drop(r.storage.sweep_in_background());
         let summary = format!("{} site(s), {} user(s)", new.sites.len(), new.users.len());
         *current = new;
         Ok(summary)
@@ -195,6 +202,10 @@ pub fn start_with_resolver(
     resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
+    apply_durability(&storage, config);
+    // Temporary files a crashed run left (a kill -9, a power cut) go, in the background:
+    // a large tree takes a while to walk, and live uploads are never touched.
+    drop(storage.sweep_in_background());
     let users = Arc::new(UserList::with_login_cache(
         config.users.clone(),
         config.login_cache,
@@ -227,15 +238,23 @@ pub fn start_with_resolver(
         log,
         resolver,
     };
-    let mut server = start_runtime(setup, storage, users.clone())?;
+    let mut server = start_runtime(setup, storage.clone(), users.clone())?;
     server.reloader = Some(Reloader(Arc::new(Reloadable {
         config: std::sync::Mutex::new(config.clone()),
         listen,
         sites,
         policy,
         users,
+        storage,
     })));
     Ok(server)
+}
+
+/// Each mount's durability, from its site's `durable_writes`.
+fn apply_durability(storage: &LocalFs, config: &ServerConfig) {
+    for (mount, durable) in config.mount_durability() {
+        storage.set_durable(&mount, durable);
+    }
 }
 
 /// What a runtime is started with, besides storage and authentication.

@@ -45,3 +45,49 @@ wharf_tests::per_runtime! {
         f.stop();
     }
 }
+
+/// STOU of a 255-byte name with ftplib: the 150 and 226 replies name the file; a second
+/// STOU of the same name gets a shortened unique one.
+const FTPLIB_STOU_LONG_NAME: &str = r#"
+import ftplib, io, sys
+f = ftplib.FTP()
+f.connect("127.0.0.1", int(sys.argv[1]))
+f.login("alice", sys.argv[2])
+name = sys.argv[3]
+for body in (b"first", b"second"):
+    f.voidcmd("TYPE I")
+    conn, _ = f.ntransfercmd("STOU " + name)
+    conn.sendall(body)
+    conn.close()
+    print(f.voidresp())
+f.quit()
+"#;
+
+wharf_tests::per_runtime! {
+    /// Issue 21, defect 2: names of 227 to 255 bytes could not be uploaded with STOR or
+    /// STOU (`553`): the temporary name carried the final name and passed 255 bytes.
+    fn names_of_255_bytes_upload_with_stor_and_stou(rt) {
+        let f = Fixture::start(rt);
+        let name = "x".repeat(251) + ".txt";
+        let src = f.scratch().join("src");
+        std::fs::write(&src, b"stor body").unwrap();
+        let user = format!("alice:{PASSWORD}");
+        curl(&["-u", &user, "-T", src.to_str().unwrap(), &f.url(&name)]);
+        assert_eq!(std::fs::read(f.root.join(&name)).unwrap(), b"stor body");
+        let stou = "é".repeat(127) + "s";
+        assert_eq!(stou.len(), 255);
+        let out = python(FTPLIB_STOU_LONG_NAME, &[&f.port.to_string(), PASSWORD, &stou]);
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("226 Transfer complete (unique file name: "))
+            .filter_map(|l| l.strip_suffix(")."))
+            .collect();
+        assert_eq!(names.len(), 2, "{out}");
+        assert_eq!(names[0], stou);
+        assert!(names[1].len() <= 255 && names[1].ends_with(".1"), "{out}");
+        assert_eq!(std::fs::read(f.root.join(names[0])).unwrap(), b"first");
+        assert_eq!(std::fs::read(f.root.join(names[1])).unwrap(), b"second");
+        f.assert_no_temp_files();
+        f.stop();
+    }
+}
