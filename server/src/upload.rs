@@ -317,6 +317,14 @@ impl Drop for LocalUpload {
             let _ = self.dir.remove_file(temp);
         }
         // An anonymous inode goes with its descriptor; a reservation with `target`.
+        // What a failed in-place upload wrote stays, and its failure reply describes
+        // it: as durable as a success would be (a client resumes from its size).
+        if let (Target::InPlace { created }, true) = (&self.target, self.durable) {
+            let _ = self.file.sync_all();
+            if *created {
+                let _ = sync_dir(&self.dir);
+            }
+        }
     }
 }
 

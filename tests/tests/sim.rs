@@ -113,6 +113,12 @@ fn coverage() {
         "reply:451",
         "reply:452",
         "reply:553",
+        // Crashes at every step of an upload commit, and at any time.
+        "crash:commit:fsync-file",
+        "crash:commit:link",
+        "crash:commit:fsync-dir",
+        "crash:time",
+        "crash:checked-in-flight",
     ];
     for key in must {
         assert!(

@@ -26,8 +26,9 @@ pub(super) fn to_io(e: FsError) -> io::Error {
 pub(super) enum Target {
     /// Replace/Unique: a hidden buffer that becomes the file on commit.
     Pending { buf: Vec<u8>, reserved: bool },
-    /// Append/At: straight into the stored file, at this position.
-    InPlace { pos: u64 },
+    /// Append/At: straight into the stored file, at this position; `created` when the
+    /// upload made the file.
+    InPlace { pos: u64, created: bool },
     /// Committed or discarded.
     Closed,
 }
@@ -43,7 +44,8 @@ impl MemUpload {
     fn release(&mut self, t: &mut Tree) -> Option<Vec<u8>> {
         match std::mem::replace(&mut self.target, Target::Closed) {
             Target::Pending { buf, reserved } => {
-                t.pending -= buf.len() as u64;
+                // (A power cut may have reset the count already.)
+                t.pending = t.pending.saturating_sub(buf.len() as u64);
                 if reserved {
                     t.reserved.remove(self.path.as_str());
                 }
@@ -71,7 +73,7 @@ impl Write for MemUpload {
                 t.pending += n as u64;
                 Ok(n)
             }
-            Target::InPlace { pos } => {
+            Target::InPlace { pos, .. } => {
                 let len = match t.nodes.get(self.path.as_str()).map(|n| &n.body) {
                     Some(Body::File(b)) => b.len() as u64,
                     Some(Body::Dir) => return Err(to_io(FsError::IsADirectory)),
@@ -101,12 +103,37 @@ impl Write for MemUpload {
     }
 }
 
+impl MemUpload {
+    /// The commit of an in-place upload: `fsync` the file (and its directory when the
+    /// upload created it).
+    fn sync_in_place(&self, t: &mut Tree, created: bool) {
+        let Tree { nodes, crash, .. } = t;
+        let Some(cm) = crash.as_mut().filter(|cm| cm.durable) else {
+            return;
+        };
+        let Some(node) = nodes.get(self.path.as_str()) else {
+            return;
+        };
+        if cm.step("commit:fsync-file") {
+            if let Body::File(b) = &node.body {
+                cm.sync_file(node.id, b);
+            }
+            if created && cm.step("commit:fsync-dir") {
+                cm.sync_dir(super::crash::parent_of(self.path.as_str()));
+            }
+        }
+    }
+}
+
 impl Upload for MemUpload {
     fn commit(mut self: Box<Self>) -> Result<(), FsError> {
         let tree = Arc::clone(&self.tree);
         let mut t = lock(&tree);
+        let created = matches!(self.target, Target::InPlace { created: true, .. });
         let Some(buf) = self.release(&mut t) else {
-            return t.check_io();
+            t.check_io()?;
+            self.sync_in_place(&mut t, created);
+            return Ok(());
         };
         t.check_io()?;
         t.check_parent(&self.path)?;
@@ -114,6 +141,21 @@ impl Upload for MemUpload {
             return Err(FsError::IsADirectory);
         }
         let node = t.new_node(Body::File(buf));
+        if let Some(cm) = &mut t.crash {
+            // As `LocalFs` does: fsync the file, link/rename it to its name, fsync
+            // the directory.
+            if cm.durable && cm.step("commit:fsync-file") {
+                if let Body::File(b) = &node.body {
+                    cm.sync_file(node.id, b);
+                }
+            }
+            if cm.step("commit:link") {
+                cm.link(self.path.as_str(), node.id, false);
+                if cm.durable && cm.step("commit:fsync-dir") {
+                    cm.sync_dir(super::crash::parent_of(self.path.as_str()));
+                }
+            }
+        }
         t.nodes.insert(self.path.as_str().to_owned(), node);
         t.touch_parent(&self.path);
         Ok(())
@@ -121,7 +163,13 @@ impl Upload for MemUpload {
 
     fn discard(mut self: Box<Self>) {
         let tree = Arc::clone(&self.tree);
-        self.release(&mut lock(&tree));
+        let mut t = lock(&tree);
+        // What a failed in-place upload left is what the failure reply describes: as
+        // durable as a success (`LocalFs` syncs it too).
+        if let Target::InPlace { created, .. } = self.target {
+            self.sync_in_place(&mut t, created);
+        }
+        self.release(&mut t);
     }
 }
 

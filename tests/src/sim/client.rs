@@ -29,6 +29,14 @@ pub enum ClientOut {
     Wake(Duration),
 }
 
+/// A path's state since failed uploads changed it: the state a reply last vouched for,
+/// and the failed uploads (how, REST offset, body).
+#[derive(Debug, Clone)]
+pub struct Unsettled {
+    pub baseline: Option<Option<Vec<u8>>>,
+    pub failed: Vec<(super::plan::How, u64, Vec<u8>)>,
+}
+
 #[derive(Debug)]
 pub struct Sent {
     pub kind: Kind,
@@ -70,6 +78,9 @@ pub struct Client {
     pub server_closed: bool,
     /// An upload whose outcome the client never learned (connection dropped first).
     pub unknown_upload: bool,
+    /// Paths a failed upload changed (the model took what it left from storage): no
+    /// reply vouched for that state, so a crash may take it back (see `crash.rs`).
+    pub unsettled: std::collections::BTreeMap<String, Unsettled>,
     /// Reply codes and checked outcomes seen, for coverage.
     pub stats: std::collections::BTreeMap<String, u64>,
 }
@@ -106,6 +117,7 @@ impl Client {
             goodbye: false,
             server_closed: false,
             unknown_upload: false,
+            unsettled: Default::default(),
             stats: Default::default(),
         }
     }
@@ -286,6 +298,33 @@ impl Client {
             at: cx.now,
         });
         cx.out.push(ClientOut::Send(line));
+    }
+
+    /// A crash took the connection: the client starts over on a new one (the model,
+    /// its random stream and its remaining operations carry on).
+    pub fn restart(&mut self) {
+        self.inbuf.clear();
+        self.multi = None;
+        self.outstanding.clear();
+        self.steps.clear();
+        self.logged_in = false;
+        self.anon = false;
+        self.user_ok = false;
+        self.cwd = "/".into();
+        self.data_ready = false;
+        self.rest = 0;
+        self.ascii = false;
+        self.rnfr = None;
+        self.upload.clear();
+        self.data_in.clear();
+        self.abor_sent = false;
+        self.abort_at = None;
+        self.fin = false;
+        self.reset = false;
+        self.quit_sent = false;
+        self.goodbye = false;
+        self.server_closed = false;
+        self.unknown_upload = false;
     }
 
     /// The driver started a transfer for this client's session.
