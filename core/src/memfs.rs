@@ -400,16 +400,12 @@ impl MemStorage {
         t.stored() + t.pending
     }
 
-    /// Opens a file to write in place: the position to start at, and whether the file
-    /// was created for it.
-    fn open_in_place(
-        t: &mut Tree,
-        path: &VPath,
-        offset: Option<u64>,
-    ) -> Result<(u64, bool), FsError> {
-        let (len, created) = match t.nodes.get(path.as_str()).map(|n| &n.body) {
+    /// Opens a file to write in place (created if missing and `offset` is 0): the
+    /// position to start at.
+    fn open_in_place(t: &mut Tree, path: &VPath, offset: Option<u64>) -> Result<u64, FsError> {
+        let len = match t.nodes.get(path.as_str()).map(|n| &n.body) {
             Some(Body::Dir) => return Err(FsError::IsADirectory),
-            Some(Body::File(b)) => (b.len() as u64, false),
+            Some(Body::File(b)) => b.len() as u64,
             None if offset.unwrap_or(0) == 0 => {
                 let node = t.new_node(Body::File(Vec::new()));
                 if let Some(cm) = &mut t.crash {
@@ -419,14 +415,14 @@ impl MemStorage {
                 }
                 t.nodes.insert(path.as_str().to_owned(), node);
                 t.touch_parent(path);
-                (0, true)
+                0
             }
             None => return Err(FsError::Io("offset beyond end".into())),
         };
         match offset {
             Some(at) if at > len => Err(FsError::Io("offset beyond end".into())),
-            Some(at) => Ok((at, created)),
-            None => Ok((len, created)),
+            Some(at) => Ok(at),
+            None => Ok(len),
         }
     }
 }
@@ -500,12 +496,12 @@ impl Storage for MemStorage {
                 )
             }
             WriteMode::Append => {
-                let (pos, created) = Self::open_in_place(&mut t, path, None)?;
-                (path.clone(), Target::InPlace { pos, created })
+                let pos = Self::open_in_place(&mut t, path, None)?;
+                (path.clone(), Target::InPlace { pos })
             }
             WriteMode::At(offset) => {
-                let (pos, created) = Self::open_in_place(&mut t, path, Some(offset))?;
-                (path.clone(), Target::InPlace { pos, created })
+                let pos = Self::open_in_place(&mut t, path, Some(offset))?;
+                (path.clone(), Target::InPlace { pos })
             }
         };
         let tree = Arc::clone(&self.tree);

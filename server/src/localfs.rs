@@ -333,16 +333,9 @@ impl Storage for LocalFs {
             }
             WriteMode::Append => {
                 let mut opts = OpenOptions::new();
-                opts.append(true);
-                let (f, created) = match dir.open_with(&name, &opts) {
-                    Ok(f) => (f, false),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        opts.create_new(true);
-                        (dir.open_with(&name, &opts).map_err(io_err)?, true)
-                    }
-                    Err(e) => return Err(io_err(e)),
-                };
-                let up = LocalUpload::in_place(dir, f.into_std(), created, durable);
+                opts.create(true).append(true);
+                let f = dir.open_with(&name, &opts).map_err(io_err)?;
+                let up = LocalUpload::in_place(dir, f.into_std(), durable);
                 Ok((Box::new(up), path.clone()))
             }
             WriteMode::At(off) => {
@@ -361,7 +354,7 @@ impl Storage for LocalFs {
                     return Err(beyond());
                 }
                 f.seek(SeekFrom::Start(off)).map_err(io_err)?;
-                let up = LocalUpload::in_place(dir, f.into_std(), false, durable);
+                let up = LocalUpload::in_place(dir, f.into_std(), durable);
                 Ok((Box::new(up), path.clone()))
             }
         }

@@ -10,8 +10,9 @@
 //!   a temporary name, then `rename` over the final name; STOU: straight at the name the
 //!   150 reply announced, never replacing anything); then `fsync` the directory. Only
 //!   then does the core send `226`.
-//! - **APPE and REST+STOR** write in place; the commit `fsync`s the file (and the
-//!   directory when the upload created the file).
+//! - **APPE and REST+STOR** write in place; the commit `fsync`s the file, then its
+//!   directory (the file's name must be durable too, whoever created it: an APPE that
+//!   created it may have failed before its own sync).
 //! - **The sweep** walks a tree and removes files whose name is a temporary name and
 //!   whose lock nobody holds: the lock dies with the process that held it, even under
 //!   `kill -9`, so a live upload (of this or another wharf) is never touched.
@@ -157,9 +158,8 @@ pub enum Target {
         final_name: String,
         _reserved: ReservedName,
     },
-    /// APPE, REST+STOR: the bytes are written into the file itself; `created` when the
-    /// upload made the file (its directory entry is new).
-    InPlace { created: bool },
+    /// APPE, REST+STOR: the bytes are written into the file itself.
+    InPlace,
 }
 
 /// How the file of a STOR/STOU is held until the commit.
@@ -219,12 +219,12 @@ impl LocalUpload {
     }
 
     /// An APPE or REST+STOR upload writing into `file` in `dir`.
-    pub fn in_place(dir: Dir, file: std::fs::File, created: bool, durable: bool) -> LocalUpload {
+    pub fn in_place(dir: Dir, file: std::fs::File, durable: bool) -> LocalUpload {
         LocalUpload {
             dir,
             file,
             temp: Temp::None,
-            target: Target::InPlace { created },
+            target: Target::InPlace,
             durable,
             finished: false,
         }
@@ -243,8 +243,8 @@ impl LocalUpload {
         }
         let temp = std::mem::replace(&mut self.temp, Temp::None);
         match (&self.target, temp) {
-            (Target::InPlace { created }, _) => {
-                if self.durable && *created {
+            (Target::InPlace, _) => {
+                if self.durable {
                     sync_dir(&self.dir)?;
                 }
                 return Ok(());
@@ -319,11 +319,9 @@ impl Drop for LocalUpload {
         // An anonymous inode goes with its descriptor; a reservation with `target`.
         // What a failed in-place upload wrote stays, and its failure reply describes
         // it: as durable as a success would be (a client resumes from its size).
-        if let (Target::InPlace { created }, true) = (&self.target, self.durable) {
+        if let (Target::InPlace, true) = (&self.target, self.durable) {
             let _ = self.file.sync_all();
-            if *created {
-                let _ = sync_dir(&self.dir);
-            }
+            let _ = sync_dir(&self.dir);
         }
     }
 }

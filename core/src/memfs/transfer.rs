@@ -26,9 +26,8 @@ pub(super) fn to_io(e: FsError) -> io::Error {
 pub(super) enum Target {
     /// Replace/Unique: a hidden buffer that becomes the file on commit.
     Pending { buf: Vec<u8>, reserved: bool },
-    /// Append/At: straight into the stored file, at this position; `created` when the
-    /// upload made the file.
-    InPlace { pos: u64, created: bool },
+    /// Append/At: straight into the stored file, at this position.
+    InPlace { pos: u64 },
     /// Committed or discarded.
     Closed,
 }
@@ -104,9 +103,9 @@ impl Write for MemUpload {
 }
 
 impl MemUpload {
-    /// The commit of an in-place upload: `fsync` the file (and its directory when the
-    /// upload created it).
-    fn sync_in_place(&self, t: &mut Tree, created: bool) {
+    /// The commit of an in-place upload: `fsync` the file, then its directory (whoever
+    /// created the file, its name must be durable for the acknowledged bytes to be).
+    fn sync_in_place(&self, t: &mut Tree) {
         let Tree { nodes, crash, .. } = t;
         let Some(cm) = crash.as_mut().filter(|cm| cm.durable) else {
             return;
@@ -118,7 +117,7 @@ impl MemUpload {
             if let Body::File(b) = &node.body {
                 cm.sync_file(node.id, b);
             }
-            if created && cm.step("commit:fsync-dir") {
+            if cm.step("commit:fsync-dir") {
                 cm.sync_dir(super::crash::parent_of(self.path.as_str()));
             }
         }
@@ -129,10 +128,9 @@ impl Upload for MemUpload {
     fn commit(mut self: Box<Self>) -> Result<(), FsError> {
         let tree = Arc::clone(&self.tree);
         let mut t = lock(&tree);
-        let created = matches!(self.target, Target::InPlace { created: true, .. });
         let Some(buf) = self.release(&mut t) else {
             t.check_io()?;
-            self.sync_in_place(&mut t, created);
+            self.sync_in_place(&mut t);
             return Ok(());
         };
         t.check_io()?;
@@ -166,8 +164,8 @@ impl Upload for MemUpload {
         let mut t = lock(&tree);
         // What a failed in-place upload left is what the failure reply describes: as
         // durable as a success (`LocalFs` syncs it too).
-        if let Target::InPlace { created, .. } = self.target {
-            self.sync_in_place(&mut t, created);
+        if let Target::InPlace { .. } = self.target {
+            self.sync_in_place(&mut t);
         }
         self.release(&mut t);
     }

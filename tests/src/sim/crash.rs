@@ -171,8 +171,11 @@ impl Client {
     /// The commands sent and not answered, as what they may have changed.
     fn in_flight(&self) -> Vec<Uncertain> {
         let mut out = Vec::new();
+        // RNTO's source: RNFR's path, answered or (pipelined) in flight itself.
+        let mut rnfr = self.rnfr.clone();
         for sent in &self.outstanding {
             match &sent.kind {
+                Kind::Rnfr { path } => rnfr = path.clone(),
                 Kind::Store {
                     path: Some(path),
                     how,
@@ -205,7 +208,7 @@ impl Client {
                 | Kind::Dele { path: Some(p) } => out.push(Uncertain::Either(vec![p.clone()])),
                 Kind::Rnto { path: Some(to) } => {
                     let mut paths = vec![to.clone()];
-                    paths.extend(self.rnfr.clone());
+                    paths.extend(rnfr.take());
                     out.push(Uncertain::Either(paths));
                 }
                 _ => {}
@@ -263,6 +266,27 @@ impl Client {
                 let whole = super::expect::stored_upload(how, offset, old.as_deref(), body);
                 let got = stored.clone().flatten();
                 if got.as_deref() == Some(&whole[..]) {
+                    continue;
+                }
+                // Earlier failed uploads may have left the path unsettled: what they
+                // could leave is possible too.
+                let unsettled = self.unsettled.get(&path);
+                if unsettled.is_some_and(|u| self.unsettled_ok(cx, &path, u, &known, &stored)) {
+                    continue;
+                }
+                let before = unsettled.and_then(|u| u.baseline.clone().flatten());
+                if self
+                    .failed_upload(
+                        cx,
+                        how,
+                        offset,
+                        before.as_deref(),
+                        body,
+                        got.as_deref(),
+                        &path,
+                    )
+                    .is_ok()
+                {
                     continue;
                 }
                 self.failed_upload(cx, how, offset, old.as_deref(), body, got.as_deref(), &path)
