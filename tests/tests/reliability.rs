@@ -91,3 +91,54 @@ wharf_tests::per_runtime! {
         f.stop();
     }
 }
+
+wharf_tests::per_runtime! {
+    /// A reload sweeps the site roots as a start does: temporary files nobody holds
+    /// (old and new name formats, in any folder) go; users' files stay; a reload that
+    /// turns durability off keeps uploads working.
+    fn a_reload_sweeps_temporary_files_and_sets_durability(rt) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("site");
+        std::fs::create_dir_all(root.join("deep/er")).unwrap();
+        // Swept by the start, last (the deepest folder): once it is gone, the start's
+        // sweep has passed the folders planted below.
+        let sentinel = root.join("deep/er/.wharf-part-5e5e5e5e5e5e5e5e");
+        std::fs::write(&sentinel, b"half").unwrap();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\npassive_ports = \"0-0\"\nruntime = \"{rt}\"\n\
+             [site]\nroot = {:?}\n[[users]]\nname = \"alice\"\npassword_hash = \"{}\"\n",
+            root.display().to_string(),
+            password_hash()
+        );
+        let f = Fixture::from_toml(rt, tmp, root.clone(), &text);
+        let gone = |paths: &[std::path::PathBuf], what: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while paths.iter().any(|p| p.exists()) {
+                assert!(std::time::Instant::now() < deadline, "{what} swept nothing");
+                std::thread::yield_now();
+            }
+        };
+        gone(&[sentinel], "the start");
+        let debris = [
+            root.join(".wharf-part-0123456789abcdef"),
+            root.join("deep/.wharf-part-00000000deadbeef-report.pdf"),
+        ];
+        for d in &debris {
+            std::fs::write(d, b"half").unwrap();
+        }
+        std::fs::write(root.join("deep/.wharf-part-mine"), b"user's").unwrap();
+        let reloader = f.reloader();
+        let mut config = reloader.config();
+        for site in &mut config.sites {
+            site.durable_writes = false;
+        }
+        reloader.reload(config).unwrap();
+        gone(&debris, "the reload");
+        assert!(root.join("deep/.wharf-part-mine").exists());
+        let src = f.scratch().join("up");
+        std::fs::write(&src, b"after the reload").unwrap();
+        curl(&["-u", &format!("alice:{PASSWORD}"), "-T", src.to_str().unwrap(), &f.url("up.txt")]);
+        assert_eq!(std::fs::read(root.join("up.txt")).unwrap(), b"after the reload");
+        f.stop();
+    }
+}
