@@ -168,8 +168,9 @@ impl LocalFs {
         total
     }
 
-    /// [`LocalFs::sweep`] on a thread of its own, logging what it removed.
-    pub fn sweep_in_background(self: &Arc<Self>) -> std::thread::JoinHandle<Swept> {
+    /// [`LocalFs::sweep`] on a thread of its own, logging what it removed; `None` when
+    /// no thread could be started (then nothing is swept until the next start or reload).
+    pub fn sweep_in_background(self: &Arc<Self>) -> Option<std::thread::JoinHandle<Swept>> {
         let fs = self.clone();
         let spawned = std::thread::Builder::new()
             .name("wharf-sweep".into())
@@ -188,9 +189,11 @@ impl LocalFs {
                 swept
             });
         match spawned {
-            Ok(handle) => handle,
-            // No thread to spare: sweep here (rare, and only slower).
-            Err(_) => std::thread::spawn(Swept::default),
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the sweep of temporary upload files");
+                None
+            }
         }
     }
 
