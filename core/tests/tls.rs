@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use harness::{DataMode, Harness};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use wharf_core::backend::OpenFile;
 use wharf_core::tls::DataTlsError;
 use wharf_core::{
-    Action, Body, ClientCertificates, ControlPolicy, DataPolicy, Input, TlsSettings,
-    TransferOutcome, TransferSpec,
+    Action, ClientCertificates, ControlPolicy, DataPolicy, FileHandle, Input, Pump, TlsSettings,
+    TransferOutcome,
 };
 
 /// A site's rustls configuration as the server builds it: stateless tickets, a session
@@ -238,7 +237,7 @@ impl Ftps {
     }
 
     /// PASV, answered and accepted, then `cmd`: the transfer it started.
-    fn transfer(&mut self, cmd: &str) -> (wharf_core::TransferId, TransferSpec) {
+    fn transfer(&mut self, cmd: &str) -> (wharf_core::TransferId, Started) {
         tls_command(&mut self.h, &mut self.c, &mut self.seen, "PASV");
         let Some(&Action::ListenData { conn, .. }) = self.h.actions.last() else {
             panic!("no ListenData: {:?}", self.h.actions)
@@ -248,7 +247,8 @@ impl Ftps {
         self.h.input(Input::DataAccepted { conn, peer });
         let r = tls_command(&mut self.h, &mut self.c, &mut self.seen, cmd);
         assert!(r.contains("227 ") && r.contains("150 "), "{cmd}: {r}");
-        self.h.take_transfer()
+        let (xfer, file, pump) = self.h.take_transfer();
+        (xfer, Started { file, pump })
     }
 
     /// Reports a transfer's end; returns the replies.
@@ -267,148 +267,31 @@ enum Peer<'a> {
     Upload { body: &'a [u8], close_notify: bool },
 }
 
-/// What the client side of a transfer saw.
-struct Seen {
-    outcome: TransferOutcome,
-    received: Vec<u8>,
-    close_notify: bool,
+/// A transfer the session started: its file and its pump, for the test to run.
+struct Started {
+    file: Option<FileHandle>,
+    pump: Box<Pump>,
 }
 
-/// Runs a transfer the way a runtime does, in memory: `spec.tls` between the body and
-/// the "socket", a rustls client `c` on the other end.
+/// Runs a transfer the way a runtime does, in memory: its pump on the server's side, a
+/// rustls client `c` on the other end.
 fn run_tls_transfer(
     h: &mut Harness,
-    spec: TransferSpec,
+    mut t: Started,
     c: &mut rustls::ClientConnection,
     peer: Peer<'_>,
-) -> Seen {
-    let mut tls = spec.tls.expect("a PROT P transfer carries DataTls");
-    let mut body = match &spec.body {
-        Body::Bytes(b) => b.clone(),
-        Body::Send(f) => {
-            let Some(OpenFile::Read(r)) = h.files.get_mut(f) else {
-                panic!("not open")
-            };
-            let mut v = Vec::new();
-            r.read_to_end(&mut v).unwrap();
-            v
-        }
-        Body::Receive(_) => Vec::new(),
+) -> harness::Seen {
+    let peer = match peer {
+        Peer::Download => harness::Peer {
+            upload: b"",
+            close_notify: false,
+        },
+        Peer::Upload { body, close_notify } => harness::Peer {
+            upload: body,
+            close_notify,
+        },
     };
-    let mut seen = Seen {
-        outcome: TransferOutcome::ConnectionLost { bytes: 0 },
-        received: Vec::new(),
-        close_notify: false,
-    };
-    let mut bytes = 0u64;
-    let (mut uploaded, mut client_eof, mut closing) = (false, false, false);
-    let mut upload_at = 0;
-    let fail = |error, bytes, seen: Seen| Seen {
-        outcome: TransferOutcome::Tls { bytes, error },
-        ..seen
-    };
-    for _ in 0..10_000 {
-        // Client to server.
-        let mut wire = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut wire).unwrap();
-        }
-        let mut rd = &wire[..];
-        loop {
-            // Plaintext first (rustls refuses input while it holds some).
-            let mut chunk = [0u8; 8192];
-            while let Some(n) = tls.read_plain(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                let Body::Receive(f) = &spec.body else {
-                    panic!("plaintext on a download")
-                };
-                let Some(OpenFile::Write(w)) = h.files.get_mut(f) else {
-                    panic!("not open")
-                };
-                w.write_all(&chunk[..n]).unwrap();
-                bytes += n as u64;
-            }
-            if matches!(spec.body, Body::Receive(_)) && tls.peer_closed() {
-                tls.close();
-                seen.outcome = TransferOutcome::Complete { bytes };
-                return seen;
-            }
-            if rd.is_empty() {
-                break;
-            }
-            tls.read_tls(&mut rd).unwrap();
-            if let Err(e) = tls.process() {
-                return fail(e, bytes, seen);
-            }
-        }
-        if client_eof {
-            // The client's FIN: the end of the ciphertext stream.
-            seen.outcome = match tls.end_of_stream() {
-                Ok(()) => TransferOutcome::Complete { bytes },
-                Err(e) => TransferOutcome::Tls { bytes, error: e },
-            };
-            return seen;
-        }
-        // The server's body.
-        if !tls.is_handshaking() && !matches!(spec.body, Body::Receive(_)) && !closing {
-            while !body.is_empty() {
-                let n = tls.write_plain(&body);
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-                body.drain(..n);
-            }
-            if body.is_empty() {
-                tls.close();
-                closing = true;
-            }
-        }
-        // Server to client.
-        let mut wire = Vec::new();
-        while tls.wants_write() {
-            tls.write_tls(&mut wire).unwrap();
-        }
-        let mut rd = &wire[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-            let mut chunk = [0u8; 8192];
-            loop {
-                match c.reader().read(&mut chunk) {
-                    Ok(0) => {
-                        seen.close_notify = true;
-                        break;
-                    }
-                    Ok(n) => seen.received.extend_from_slice(&chunk[..n]),
-                    Err(_) => break,
-                }
-            }
-        }
-        if closing && !tls.wants_write() {
-            seen.outcome = TransferOutcome::Complete { bytes };
-            return seen;
-        }
-        // The client's body.
-        if let Peer::Upload { body, close_notify } = peer {
-            if !c.is_handshaking() && !uploaded {
-                // rustls takes at most its buffer limit per round.
-                let n = c.writer().write(&body[upload_at..]).unwrap();
-                upload_at += n;
-                if upload_at == body.len() {
-                    if close_notify {
-                        c.send_close_notify();
-                    }
-                    uploaded = true;
-                }
-            } else if uploaded && !c.wants_write() {
-                client_eof = true;
-            }
-        }
-    }
-    panic!("the transfer never ended");
+    h.run_pump(&mut t.pump, t.file, harness::Client::Tls(c), peer)
 }
 
 #[test]
@@ -617,7 +500,7 @@ fn prot_p_transfers_both_ways_through_data_tls() {
         s.h.storage.add_file("/f.bin", &body);
 
         let (xfer, spec) = s.transfer("RETR f.bin");
-        assert!(spec.tls.as_ref().is_some_and(|t| t.requires_resumption()));
+        assert!(spec.pump.tls().is_some_and(|t| t.requires_resumption()));
         let mut data = connect(&client);
         let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
         assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
@@ -708,7 +591,7 @@ fn implicit_binding_defaults_to_prot_p() {
     s.expect("PASS secret", "230 ");
     let (xfer, spec) = s.transfer("RETR f");
     assert!(
-        spec.tls.is_some(),
+        spec.pump.tls().is_some(),
         "implicit FTPS protects data connections by default"
     );
     let mut data = connect(&config);
@@ -775,7 +658,7 @@ fn without_required_reuse_a_fresh_handshake_is_accepted() {
     let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
     s.h.storage.add_file("/f", b"no reuse needed");
     let (xfer, spec) = s.transfer("RETR f");
-    assert!(spec.tls.as_ref().is_some_and(|t| !t.requires_resumption()));
+    assert!(spec.pump.tls().is_some_and(|t| !t.requires_resumption()));
     // A client that cannot resume (a fresh configuration, as Python's ftplib does).
     let mut data = client(&der);
     let seen = run_tls_transfer(&mut s.h, spec, &mut data, Peer::Download);
@@ -831,12 +714,30 @@ fn a_data_handshake_failure_is_a_522() {
     let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let mut s = Ftps::login(site(tls), &client_config(&der, &rustls::version::TLS13));
     s.h.storage.add_file("/f", b"x");
-    let (xfer, spec) = s.transfer("RETR f");
-    let mut tls = spec.tls.unwrap();
-    tls.read_tls(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).unwrap();
-    let error = tls.process().unwrap_err();
-    assert!(matches!(error, DataTlsError::Handshake(_)), "{error:?}");
-    let r = s.done(xfer, TransferOutcome::Tls { bytes: 0, error });
+    let (xfer, mut spec) = s.transfer("RETR f");
+    // Not TLS at all.
+    let peer = harness::Peer {
+        upload: b"GET / HTTP/1.1\r\n\r\n",
+        close_notify: false,
+    };
+    let seen =
+        s.h.run_pump(&mut spec.pump, spec.file, harness::Client::Plain, peer);
+    assert!(
+        matches!(
+            &seen.outcome,
+            TransferOutcome::Tls {
+                bytes: 0,
+                error: DataTlsError::Handshake(_)
+            }
+        ),
+        "{:?}",
+        seen.outcome
+    );
+    assert!(
+        seen.received.is_empty() || !seen.fin,
+        "no clean end for a failed handshake"
+    );
+    let r = s.done(xfer, seen.outcome);
     assert!(
         r.starts_with("522 Data connection TLS handshake failed"),
         "{r}"
@@ -1494,9 +1395,9 @@ fn refused_pbsz_and_prot_change_nothing_and_521_spends_rest() {
     });
     assert_eq!(offset, Some(0), "the 521 left its REST offset behind");
     h.connect_data();
-    let (_, spec) = h.take_transfer();
+    let (_, _, pump) = h.take_transfer();
     assert!(
-        spec.tls.is_some(),
+        pump.tls().is_some(),
         "a refused PROT changed the protection level"
     );
 }

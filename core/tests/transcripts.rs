@@ -4,8 +4,9 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::Body;
 use harness::{DataMode, Harness};
-use wharf_core::{Action, Body, Input, TransferOutcome};
+use wharf_core::{Action, Input, TransferOutcome};
 
 #[test]
 fn greeting_and_login() {
@@ -272,17 +273,12 @@ fn pasv_and_epsv_replies() {
         conn,
         ip,
         ref ports,
-        expect_peer,
     }) = h.actions.last()
     else {
         panic!("no ListenData: {:?}", h.actions)
     };
     assert_eq!(ip.to_string(), "192.0.2.1");
     assert_eq!(*ports, 50000..=50010);
-    assert_eq!(
-        expect_peer.map(|p| p.to_string()).as_deref(),
-        Some("192.0.2.7")
-    );
     let start = h.wire.len();
     h.input(Input::DataListening { conn, port: 50001 });
     let r = String::from_utf8_lossy(&h.wire[start..]).into_owned();
@@ -547,6 +543,42 @@ fn abor_when_idle_and_mid_transfer() {
     h.expect("NOOP", "200 ");
 }
 
+/// ABOR that arrives after an upload had completed: the upload is kept, so the client
+/// is told it completed (226), then ABOR's own 226 (RFC 959), never a 426 for a file
+/// that was stored.
+#[test]
+fn abor_after_an_upload_completed_says_226_and_keeps_it() {
+    let mut h = Harness::new();
+    h.login();
+    h.mode = DataMode::Manual;
+    h.expect("PORT 192,0,2,7,200,10", "200 ");
+    h.expect("STOR done.txt", "150 ");
+    h.connect_data();
+    let (xfer, file, mut pump) = h.take_transfer();
+    h.send_raw(b"ABOR\r\n");
+    assert!(h.actions.contains(&Action::AbortTransfer { xfer }));
+    // The pump had already read the whole body and its FIN.
+    let peer = harness::Peer {
+        upload: b"all of it",
+        close_notify: false,
+    };
+    let seen = h.run_pump(&mut pump, file, harness::Client::Plain, peer);
+    assert_eq!(seen.outcome, TransferOutcome::Complete { bytes: 9 });
+    let start = h.wire.len();
+    h.input(Input::TransferDone {
+        xfer,
+        outcome: seen.outcome,
+    });
+    assert_eq!(
+        &h.wire[start..],
+        b"226 Transfer complete.\r\n226 ABOR successful.\r\n"
+    );
+    assert_eq!(
+        h.storage.read_file("/done.txt").as_deref(),
+        Some(&b"all of it"[..])
+    );
+}
+
 #[test]
 fn commands_during_a_transfer_wait_but_quit_waits_for_the_final_reply() {
     let mut h = Harness::new();
@@ -679,21 +711,37 @@ fn stalled_transfer_is_aborted_with_426() {
     h.expect("PORT 192,0,2,7,200,10", "200 ");
     h.expect("STOR f", "150 ");
     h.connect_data();
-    let (xfer, _, _) = h.last_transfer().unwrap();
-    h.advance(Duration::from_secs(20));
-    h.input(Input::TransferProgress { xfer, bytes: 10 });
-    assert_eq!(
-        h.advance(Duration::from_secs(20)),
-        "",
-        "progress re-armed the stall timer"
-    );
-    h.advance(Duration::from_secs(11));
-    assert!(h.actions.contains(&Action::AbortTransfer { xfer }));
+    let (xfer, file, mut pump) = h.take_transfer();
+    // The pump keeps the stall timer: 10 bytes at 20 s re-arm it, silence does not.
+    let mut f = h.files.remove(&file.unwrap()).unwrap();
+    let mut io = harness::MemIo {
+        incoming: Vec::new(),
+        incoming_eof: false,
+        outgoing: Vec::new(),
+        shut: false,
+        file: Some(&mut f),
+    };
+    let start = h.now;
+    assert_eq!(pump.run(start, &mut io, 1 << 20), wharf_core::Run::Readable);
+    assert_eq!(pump.poll_timeout(), Some(start + Duration::from_secs(30)));
+    io.incoming.extend_from_slice(&[b'x'; 10]);
+    let t = start + Duration::from_secs(20);
+    assert_eq!(pump.run(t, &mut io, 1 << 20), wharf_core::Run::Readable);
+    assert_eq!(pump.poll_timeout(), Some(t + Duration::from_secs(30)));
+    pump.handle_timeout(t + Duration::from_secs(29));
+    assert_eq!(pump.run(t, &mut io, 1 << 20), wharf_core::Run::Readable);
+    pump.handle_timeout(t + Duration::from_secs(30));
+    assert_eq!(pump.run(t, &mut io, 1 << 20), wharf_core::Run::Done);
+    let outcome = std::iter::from_fn(|| pump.poll_input())
+        .find_map(|i| match i {
+            Input::TransferDone { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(outcome, TransferOutcome::Stalled { bytes: 10 });
+    h.files.insert(file.unwrap(), f);
     let start = h.wire.len();
-    h.input(Input::TransferDone {
-        xfer,
-        outcome: TransferOutcome::Aborted { bytes: 10 },
-    });
+    h.input(Input::TransferDone { xfer, outcome });
     assert!(String::from_utf8_lossy(&h.wire[start..]).starts_with("426 No progress"));
     assert!(
         !h.storage.exists("/f"),
@@ -908,4 +956,53 @@ fn rest_edges() {
     h.expect("EPSV", "229 ");
     h.expect("RETR f", "150 ");
     assert_eq!(h.received, b"0123456789AB");
+}
+
+/// The core, not the driver, judges a passive connection: a stranger (port theft) is
+/// refused and the listener stays armed; the client's own connection stops the listener
+/// and carries the transfer.
+#[test]
+fn a_passive_connection_from_a_stranger_is_refused_and_the_client_still_gets_in() {
+    let mut h = Harness::new();
+    h.mode = DataMode::Manual;
+    h.login();
+    h.storage.add_file("/f", b"mine");
+    h.send("PASV");
+    let Some(&Action::ListenData { conn, .. }) = h.actions.last() else {
+        panic!("no ListenData")
+    };
+    h.input(Input::DataListening { conn, port: 50001 });
+    let before = h.actions.len();
+    h.input(Input::DataAccepted {
+        conn,
+        peer: "203.0.113.66:31337".parse().unwrap(),
+    });
+    assert_eq!(h.actions[before..], [Action::RefuseData { conn }]);
+    let r = h.send("RETR f");
+    assert!(r.starts_with("150 "), "{r}");
+    assert!(h.last_transfer().is_none(), "the stranger carries nothing");
+    let before = h.actions.len();
+    h.input(Input::DataAccepted {
+        conn,
+        peer: "192.0.2.7:40001".parse().unwrap(),
+    });
+    assert!(matches!(h.actions[before], Action::StopListening { conn: c } if c == conn));
+    assert!(matches!(h.last_transfer(), Some((_, c, Body::Send(_))) if c == conn));
+    // With the check off (a site behind a proxy that hides addresses), anyone gets in.
+    let mut cfg = harness::config();
+    cfg.match_pasv_peer = false;
+    let mut h = Harness::with_config(cfg);
+    h.mode = DataMode::Manual;
+    h.login();
+    h.send("PASV");
+    let Some(&Action::ListenData { conn, .. }) = h.actions.last() else {
+        panic!("no ListenData")
+    };
+    h.input(Input::DataListening { conn, port: 50001 });
+    let before = h.actions.len();
+    h.input(Input::DataAccepted {
+        conn,
+        peer: "203.0.113.66:31337".parse().unwrap(),
+    });
+    assert_eq!(h.actions[before..], [Action::StopListening { conn }]);
 }

@@ -1,7 +1,8 @@
 //! Data connections: passive listeners, active connects, and the transfers that run on
-//! them. Each is a [`DataSock`] in the shard's data slab, owned by one session.
+//! them through the core's pump. Each is a [`DataSock`] in the shard's data slab, owned
+//! by one session. Nothing here decides anything about FTP: the core judges who may
+//! connect, and the pump how bytes move and how a transfer ends.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Instant;
@@ -10,22 +11,25 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 use wharf_core::backend::OpenFile;
-use wharf_core::{
-    Body, DataConnId, DataError, FileHandle, FsError, Input, TransferId, TransferOutcome,
-    TransferSpec,
-};
+use wharf_core::ports::PortLease;
+use wharf_core::{DataConnId, DataError, FileHandle, Input, Pump, Run, TransferId};
 
-use crate::ports::PortLease;
 use crate::shard::{data_token, Ready, Shard};
-use crate::transfer::{Step, Transfer};
-use wharf_net::{connect_from, is_exhaustion};
+use wharf_net::timers::TimerSlot;
+use wharf_net::{connect_from, data_error, Wire};
 
 pub(crate) enum DataState {
     Listening {
         listener: TcpListener,
-        expect_peer: Option<IpAddr>,
         /// Gives the port back to the pool when the listener goes.
-        _lease: Option<PortLease>,
+        lease: Option<PortLease>,
+    },
+    /// A connection the listener accepted, held until the core says whose it is
+    /// (`RefuseData` or `StopListening`, in the drain of `DataAccepted`).
+    Accepted {
+        listener: TcpListener,
+        lease: Option<PortLease>,
+        stream: TcpStream,
     },
     Connecting(TcpStream),
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
@@ -36,6 +40,14 @@ pub(crate) enum DataState {
     Empty,
 }
 
+pub(crate) struct Transfer {
+    stream: TcpStream,
+    pump: Box<Pump>,
+    /// The open file, returned to the session's table when the transfer ends (an upload
+    /// stays open until `CloseFile`).
+    file: Option<(FileHandle, OpenFile)>,
+}
+
 pub(crate) struct DataSock {
     owner: usize,
     owner_gen: u64,
@@ -44,22 +56,15 @@ pub(crate) struct DataSock {
     state: DataState,
     /// In the ready queue already.
     queued: bool,
-    /// In the shard's progress list already.
-    noted: bool,
+    /// The pump's timer (stall, minimum rate, pacing).
+    timer: TimerSlot,
 }
 
-fn data_error(e: &io::Error) -> DataError {
-    if is_exhaustion(e) {
-        DataError::Exhausted
-    } else if e.kind() == io::ErrorKind::ConnectionRefused {
-        DataError::Refused
-    } else {
-        DataError::Io(e.to_string())
+impl DataSock {
+    /// The control connection (slab key) this data socket belongs to.
+    pub(crate) fn owner(&self) -> usize {
+        self.owner
     }
-}
-
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }
 
 impl Shard {
@@ -73,7 +78,7 @@ impl Shard {
             conn,
             state,
             queued: false,
-            noted: false,
+            timer: TimerSlot::default(),
         });
         self.conns[owner].data.push(key);
         key
@@ -85,18 +90,13 @@ impl Shard {
         conn: DataConnId,
         ip: IpAddr,
         ports: RangeInclusive<u16>,
-        expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let (mut listener, lease) = match crate::ports::listen(&self.ports, ip, &ports) {
-            Ok(Some(l)) => l,
-            Ok(None) => return failed(DataError::NoFreePort),
-            Err(e) => return failed(data_error(&e)),
+        let (listener, lease, port) = match wharf_net::listen_passive(&self.ports, ip, &ports) {
+            Ok(l) => l,
+            Err(error) => return failed(error),
         };
-        let port = match listener.local_addr() {
-            Ok(a) => a.port(),
-            Err(e) => return failed(data_error(&e)),
-        };
+        let mut listener = TcpListener::from_std(listener);
         let dkey = self.data.vacant_key();
         let reg =
             self.poll
@@ -105,12 +105,7 @@ impl Shard {
         if let Err(e) = reg {
             return failed(data_error(&e));
         }
-        let state = DataState::Listening {
-            listener,
-            expect_peer,
-            _lease: lease,
-        };
-        self.insert_data(key, conn, state);
+        self.insert_data(key, conn, DataState::Listening { listener, lease });
         Input::DataListening { conn, port }
     }
 
@@ -121,14 +116,14 @@ impl Shard {
         local_ip: IpAddr,
         target: SocketAddr,
     ) -> Option<Input<'static>> {
-        let failed = |e: &io::Error| {
+        let failed = |e: &std::io::Error| {
             Some(Input::DataFailed {
                 conn,
                 error: data_error(e),
             })
         };
         let mut stream = match connect_from(local_ip, target) {
-            Ok(s) => mio::net::TcpStream::from_std(s),
+            Ok(s) => TcpStream::from_std(s),
             Err(e) => return failed(&e),
         };
         let dkey = self.data.vacant_key();
@@ -149,85 +144,95 @@ impl Shard {
         c.data.iter().copied().find(|&d| self.data[d].conn == conn)
     }
 
-    fn take_file(&mut self, key: usize, handle: FileHandle) -> Option<OpenFile> {
-        let files = &mut self.conns[key].files;
-        let i = files.iter().position(|(h, _)| *h == handle)?;
-        Some(files.swap_remove(i).1)
+    /// `RefuseData`: the connection goes, the listener listens on.
+    pub(crate) fn refuse_data(&mut self, key: usize, conn: DataConnId) {
+        let Some(dkey) = self.find_data(key, conn) else {
+            return;
+        };
+        let d = &mut self.data[dkey];
+        if let DataState::Accepted {
+            listener, lease, ..
+        } = std::mem::replace(&mut d.state, DataState::Empty)
+        {
+            d.state = DataState::Listening { listener, lease };
+            // Edge-triggered: others may wait in the backlog already.
+            self.queue_data(dkey);
+        }
+    }
+
+    /// `StopListening`: the accepted connection is the data connection.
+    pub(crate) fn stop_listening(&mut self, key: usize, conn: DataConnId) {
+        let Some(dkey) = self.find_data(key, conn) else {
+            return;
+        };
+        let d = &mut self.data[dkey];
+        let DataState::Accepted {
+            mut listener,
+            mut stream,
+            ..
+        } = std::mem::replace(&mut d.state, DataState::Empty)
+        else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut listener);
+        // The listener (and its lease, returning the port) are dropped here.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match reg.register(&mut stream, data_token(dkey), interest) {
+            Ok(()) => d.state = DataState::Idle(stream),
+            Err(e) => {
+                // The core hears of it as a failed idle connection.
+                let (owner, conn) = (d.owner, d.conn);
+                self.finish_transfer(dkey);
+                let error = data_error(&e);
+                self.feed(owner, Input::DataFailed { conn, error });
+            }
+        }
     }
 
     pub(crate) fn start_transfer(
         &mut self,
         key: usize,
-        xfer: TransferId,
         conn: DataConnId,
-        spec: TransferSpec,
+        file: Option<FileHandle>,
+        mut pump: Box<Pump>,
     ) -> Option<Input<'static>> {
-        let done = |outcome| Some(Input::TransferDone { xfer, outcome });
-        let Some(dkey) = self.find_data(key, conn) else {
-            return done(TransferOutcome::ConnectionLost { bytes: 0 });
-        };
-        if !matches!(self.data[dkey].state, DataState::Idle(_)) {
+        let idle = self
+            .find_data(key, conn)
+            .filter(|&d| matches!(self.data[d].state, DataState::Idle(_)));
+        let Some(dkey) = idle else {
             self.close_data_by_id(key, conn);
-            return done(TransferOutcome::ConnectionLost { bytes: 0 });
-        }
-        let file = match &spec.body {
-            Body::Send(h) | Body::Receive(h) => match self.take_file(key, *h) {
-                Some(f) => Some((*h, f)),
-                None => {
-                    self.close_data_by_id(key, conn);
-                    let error = FsError::Io("file is not open".into());
-                    return done(TransferOutcome::Storage { bytes: 0, error });
-                }
-            },
-            Body::Bytes(_) => None,
+            return Some(pump.connection_missing());
         };
+        // The pump reports a file that is not open as a storage error.
+        let file = file.and_then(|h| self.conns[key].files.take(h).map(|f| (h, f)));
+        pump.set_buffer_size(self.limits.buffer);
         let d = &mut self.data[dkey];
         let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
-            unreachable!()
+            unreachable!("checked above")
         };
-        let (mut lim, ascii, tls) = (self.limits, spec.ascii, spec.tls);
-        let rate = spec.rate_limit;
-        if let Some(r) = rate {
-            // Paced transfers move small buffers, so the pacing is smooth (no sendfile:
-            // it would move a megabyte at a time).
-            lim.buffer = lim.buffer.min((r / 8).max(4096) as usize);
-            lim.use_sendfile = false;
-        }
-        let mut t = match (spec.body, file) {
-            (Body::Send(_), Some((h, f))) => {
-                Transfer::send_file(xfer, stream, h, f, ascii, lim, tls)
-            }
-            (Body::Receive(_), Some((h, f))) => {
-                Transfer::receive(xfer, stream, h, f, ascii, lim, tls)
-            }
-            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, tls),
-            (_, None) => unreachable!("file bodies were checked above"),
-        };
-        t.rate = rate.map(|r| wharf_core::policy::TokenBucket::new(r, Instant::now()));
-        t.max_bytes = spec.max_bytes;
-        d.state = DataState::Transferring(Box::new(t));
+        d.state = DataState::Transferring(Box::new(Transfer { stream, pump, file }));
         self.queue_data(dkey);
         None
     }
 
-    pub(crate) fn abort_transfer(
-        &mut self,
-        key: usize,
-        xfer: TransferId,
-    ) -> Option<Input<'static>> {
-        let c = self.conns.get(key)?;
-        let dkey = c.data.iter().copied().find(
-            |&d| matches!(&self.data[d].state, DataState::Transferring(t) if t.xfer == xfer),
-        )?;
-        let bytes = match &mut self.data[dkey].state {
-            DataState::Transferring(t) => t.salvage(),
-            _ => 0,
+    /// `AbortTransfer`: the pump ends at its next run, which touches only the file.
+    pub(crate) fn abort_transfer(&mut self, key: usize, xfer: TransferId) -> Vec<Input<'static>> {
+        let Some(c) = self.conns.get(key) else {
+            return Vec::new();
         };
-        self.finish_transfer(dkey);
-        Some(Input::TransferDone {
-            xfer,
-            outcome: TransferOutcome::Aborted { bytes },
-        })
+        let found = c.data.iter().copied().find(
+            |&d| matches!(&self.data[d].state, DataState::Transferring(t) if t.pump.xfer() == xfer),
+        );
+        match found {
+            Some(dkey) => {
+                if let DataState::Transferring(t) = &mut self.data[dkey].state {
+                    t.pump.abort();
+                }
+                self.step(dkey).1
+            }
+            None => Vec::new(),
+        }
     }
 
     pub(crate) fn close_data_by_id(&mut self, key: usize, conn: DataConnId) {
@@ -243,8 +248,8 @@ impl Shard {
         let file = self.remove_data(dkey);
         if let Some(c) = self.conns.get_mut(owner) {
             c.data.retain(|&d| d != dkey);
-            if let Some(f) = file {
-                c.files.push(f);
+            if let Some((h, f)) = file {
+                c.files.put(h, f);
             }
         }
     }
@@ -254,7 +259,8 @@ impl Shard {
         let d = self.data.try_remove(dkey)?;
         let reg = self.poll.registry();
         match d.state {
-            DataState::Listening { mut listener, .. } => {
+            DataState::Listening { mut listener, .. }
+            | DataState::Accepted { mut listener, .. } => {
                 let _ = reg.deregister(&mut listener);
                 None
             }
@@ -283,7 +289,10 @@ impl Shard {
             Some(d) if d.gen == gen => d.queued = false,
             _ => return,
         }
-        self.pump(dkey);
+        match self.data[dkey].state {
+            DataState::Listening { .. } => self.accept_data(dkey),
+            _ => self.pump(dkey),
+        }
     }
 
     pub(crate) fn on_data_event(&mut self, dkey: usize, ev: &Event) {
@@ -299,12 +308,22 @@ impl Shard {
                 let error = DataError::Io("data connection failed".into());
                 self.feed(owner, Input::DataFailed { conn, error });
             }
-            DataState::Idle(_) | DataState::Empty => {}
-            DataState::Transferring(_) => {
-                if !d.queued {
-                    self.pump(dkey);
-                }
-            }
+            DataState::Transferring(_) if !d.queued => self.pump(dkey),
+            _ => {}
+        }
+    }
+
+    /// The pump's timer fired.
+    pub(crate) fn on_data_timer(&mut self, dkey: usize, gen: u64, entry: Instant, now: Instant) {
+        let Some(d) = self.data.get_mut(dkey).filter(|d| d.gen == gen) else {
+            return;
+        };
+        if !self.data_timers.fire(&mut d.timer, dkey, gen, entry, now) {
+            return;
+        }
+        if let DataState::Transferring(t) = &mut d.state {
+            t.pump.handle_timeout(now);
+            self.pump(dkey);
         }
     }
 
@@ -317,44 +336,30 @@ impl Shard {
     }
 
     fn accept_data(&mut self, dkey: usize) {
-        loop {
-            let d = &mut self.data[dkey];
-            let DataState::Listening {
-                listener,
-                expect_peer,
-                ..
-            } = &d.state
-            else {
-                return;
-            };
-            let (mut stream, peer) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::debug!("data accept: {e}");
-                    return;
-                }
-            };
-            if expect_peer.is_some_and(|ip| !same_ip(ip, peer.ip())) {
-                tracing::info!(%peer, "data connection from a stranger refused");
-                continue;
-            }
-            let reg = self.poll.registry();
-            if let DataState::Listening { listener, .. } = &mut d.state {
-                let _ = reg.deregister(listener);
-            }
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            let (owner, conn) = (d.owner, d.conn);
-            if let Err(e) = reg.register(&mut stream, data_token(dkey), interest) {
-                self.finish_transfer(dkey);
-                let error = data_error(&e);
-                self.feed(owner, Input::DataFailed { conn, error });
-                return;
-            }
-            d.state = DataState::Idle(stream);
-            self.feed(owner, Input::DataAccepted { conn, peer });
+        let d = &mut self.data[dkey];
+        let DataState::Listening { listener, .. } = &d.state else {
             return;
-        }
+        };
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                // WouldBlock, or a failure the data-connection timer bounds.
+                tracing::debug!("data accept: {e}");
+                return;
+            }
+        };
+        let DataState::Listening { listener, lease } =
+            std::mem::replace(&mut d.state, DataState::Empty)
+        else {
+            unreachable!("checked above")
+        };
+        d.state = DataState::Accepted {
+            listener,
+            lease,
+            stream,
+        };
+        let (owner, conn) = (d.owner, d.conn);
+        self.feed(owner, Input::DataAccepted { conn, peer });
     }
 
     fn check_connect(&mut self, dkey: usize) {
@@ -363,20 +368,14 @@ impl Shard {
             return;
         };
         let (owner, conn) = (d.owner, d.conn);
-        let error = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Some(data_error(&e)),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(data_error(&e)),
-            },
-        };
-        match error {
-            Some(error) => {
+        match wharf_net::connect_outcome(stream) {
+            None => {}
+            Some(Err(e)) => {
                 self.finish_transfer(dkey);
+                let error = data_error(&e);
                 self.feed(owner, Input::DataFailed { conn, error });
             }
-            None => {
+            Some(Ok(())) => {
                 let DataState::Connecting(s) = std::mem::replace(&mut d.state, DataState::Empty)
                 else {
                     unreachable!()
@@ -387,89 +386,42 @@ impl Shard {
         }
     }
 
-    /// How much a transfer may move now: the per-wake-up budget, or less under a
-    /// bandwidth limit; `None` (with a wake-up queued for when its bucket refills) when
-    /// it must wait.
-    fn paced_budget(&mut self, dkey: usize) -> Option<usize> {
-        let budget = self.limits.budget;
-        let d = &mut self.data[dkey];
-        let DataState::Transferring(t) = &mut d.state else {
-            return Some(budget);
-        };
-        let Some(bucket) = &mut t.rate else {
-            return Some(budget);
-        };
-        let now = Instant::now();
-        match bucket.available(now) {
-            0 => {
-                let at = bucket.ready_at(now);
-                // Queued: readiness events do not pump it before its time.
-                d.queued = true;
-                let gen = d.gen;
-                self.throttled.push(std::cmp::Reverse((at, dkey, gen)));
-                None
-            }
-            n => Some(budget.min(usize::try_from(n).unwrap_or(usize::MAX))),
-        }
-    }
-
-    /// Runs a transfer for one budget; reports its end to the owner.
+    /// Runs a transfer's pump once and feeds what it reports to its session.
     fn pump(&mut self, dkey: usize) {
-        let Some(budget) = self.paced_budget(dkey) else {
-            return;
+        let (owner, inputs) = self.step(dkey);
+        for input in inputs {
+            self.feed(owner, input);
+        }
+    }
+
+    /// Runs a transfer's pump for one budget: on `Done` the connection closes and the
+    /// file goes back; otherwise it waits for readiness, its timer, or its turn.
+    /// Returns the owner and the inputs for it (`TransferDone` last, after the close).
+    fn step(&mut self, dkey: usize) -> (usize, Vec<Input<'static>>) {
+        let (budget, sendfile) = (self.limits.budget, self.limits.use_sendfile);
+        let Some(d) = self.data.get_mut(dkey) else {
+            return (usize::MAX, Vec::new());
         };
-        let d = &mut self.data[dkey];
+        let (owner, owner_gen, gen) = (d.owner, d.owner_gen, d.gen);
         let DataState::Transferring(t) = &mut d.state else {
-            return;
+            return (owner, Vec::new());
         };
-        let before = t.bytes;
-        let step = t.pump(budget);
-        if let Some(bucket) = &mut t.rate {
-            bucket.consume(Instant::now(), t.bytes - before);
-        }
-        match step {
-            Step::Blocked => self.note_progress(dkey),
-            Step::Yield => {
-                self.note_progress(dkey);
-                self.queue_data(dkey);
-            }
-            Step::Done(outcome) => {
-                let (owner, owner_gen, xfer) = (d.owner, d.owner_gen, t.xfer);
-                self.finish_transfer(dkey);
-                if self.conns.get(owner).is_some_and(|c| c.gen == owner_gen) {
-                    self.feed(owner, Input::TransferDone { xfer, outcome });
-                }
+        let mut wire = Wire {
+            socket: &t.stream,
+            file: t.file.as_mut().map(|(_, f)| f),
+            sendfile,
+        };
+        let run = t.pump.run(Instant::now(), &mut wire, budget);
+        let inputs: Vec<_> = std::iter::from_fn(|| t.pump.poll_input()).collect();
+        match run {
+            Run::Done => self.finish_transfer(dkey),
+            Run::Yield => self.queue_data(dkey),
+            _ => {
+                let deadline = t.pump.poll_timeout();
+                self.data_timers.arm(&mut d.timer, dkey, gen, deadline);
             }
         }
-    }
-
-    fn note_progress(&mut self, dkey: usize) {
-        let d = &mut self.data[dkey];
-        if let DataState::Transferring(t) = &d.state {
-            if (t.bytes > t.reported || t.handshake_progress) && !d.noted {
-                d.noted = true;
-                self.progress.push((dkey, d.gen));
-            }
-        }
-    }
-
-    /// Sends one coalesced `TransferProgress` per transfer that moved bytes this loop
-    /// iteration.
-    pub(crate) fn report_progress(&mut self) {
-        for (dkey, gen) in std::mem::take(&mut self.progress) {
-            let Some(d) = self.data.get_mut(dkey).filter(|d| d.gen == gen) else {
-                continue;
-            };
-            d.noted = false;
-            let DataState::Transferring(t) = &mut d.state else {
-                continue;
-            };
-            // The core takes `bytes` as the running total (it stores, not adds, it).
-            let bytes = t.bytes;
-            t.reported = t.bytes;
-            t.handshake_progress = false;
-            let (owner, xfer) = (d.owner, t.xfer);
-            self.feed(owner, Input::TransferProgress { xfer, bytes });
-        }
+        let alive = self.conns.get(owner).is_some_and(|c| c.gen == owner_gen);
+        (owner, if alive { inputs } else { Vec::new() })
     }
 }

@@ -1,7 +1,7 @@
 //! One event loop: its listeners, control connections, timers and the drain rule.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use wharf_core::backend::OpenFile;
+use wharf_core::ports::PortPool;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
+use wharf_net::{ControlRead, Files, PumpLimits};
 
 use crate::data::DataSock;
-use crate::ports::PortPool;
-use crate::timers::{TimerHeap, TimerSlot};
-use crate::transfer::PumpLimits;
 use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
+use wharf_net::timers::{TimerHeap, TimerSlot};
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -55,7 +55,11 @@ const SCRATCH: usize = 16 * 1024;
 
 /// Messages from the [`crate::RunningServer`] handle.
 pub(crate) enum ShardMsg {
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
+    /// A health check ([`crate::Health`]): answered from the event loop.
+    Ping(std::sync::mpsc::Sender<()>),
 }
 
 /// Work left over from a wake-up whose budget ran out (edge-triggered readiness will not
@@ -96,7 +100,7 @@ pub(crate) struct Conn {
     /// Data sockets (listeners and connections) of this session, as data-slab keys.
     pub data: Vec<usize>,
     /// Files opened for this session and not in a running transfer.
-    pub files: Vec<(FileHandle, OpenFile)>,
+    pub files: Files,
 }
 
 pub(crate) struct Shard {
@@ -108,6 +112,8 @@ pub(crate) struct Shard {
     pub conns: Slab<Conn>,
     pub data: Slab<DataSock>,
     timers: TimerHeap,
+    /// The transfer pumps' timers (stall, minimum rate, pacing), by data key.
+    pub data_timers: TimerHeap,
     pub ready: VecDeque<Ready>,
     scratch: Vec<u8>,
     next_gen: u64,
@@ -125,13 +131,9 @@ pub(crate) struct Shard {
     pub exhausted: bool,
     /// A descriptor kept open so that, out of descriptors, the backlog can still be
     /// accepted and closed.
-    pub reserve_fd: Option<std::fs::File>,
-    /// Data keys whose transfer moved bytes since its last progress report.
-    pub progress: Vec<(usize, u64)>,
+    pub spare: wharf_net::Spare,
     /// Where log records go.
     pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
-    /// Rate-limited transfers waiting for their token bucket: (when, data key, gen).
-    pub throttled: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
 }
 
 impl Shard {
@@ -164,6 +166,7 @@ impl Shard {
             conns: Slab::new(),
             data: Slab::new(),
             timers: TimerHeap::default(),
+            data_timers: TimerHeap::default(),
             ready: VecDeque::new(),
             scratch: vec![0; SCRATCH],
             next_gen: 0,
@@ -171,20 +174,14 @@ impl Shard {
             done,
             jobs: None,
             ports,
-            limits: PumpLimits {
-                buffer: cfg.transfer_buffer.max(4096),
-                budget: cfg.transfer_budget.max(64 * 1024),
-                use_sendfile: cfg.use_sendfile,
-            },
-            control_reads_budget: cfg.control_reads_budget.max(1),
+            limits: cfg.driver.pump_limits(),
+            control_reads_budget: cfg.driver.control_reads_budget.max(1),
             max_events: cfg.max_events.max(16),
             shutdown_at: None,
             accept_retry: None,
             exhausted: false,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-            progress: Vec::new(),
-            log: cfg.log.clone(),
-            throttled: Default::default(),
+            spare: wharf_net::Spare::default(),
+            log: cfg.driver.log.clone(),
         })
     }
 
@@ -217,7 +214,6 @@ impl Shard {
             }
             self.run_ready();
             self.fire_timers();
-            self.report_progress();
             if self.finished() {
                 break;
             }
@@ -233,9 +229,9 @@ impl Shard {
         }
         let next = [
             self.timers.next_deadline(),
+            self.data_timers.next_deadline(),
             self.accept_retry,
             self.shutdown_at,
-            self.throttled.peek().map(|r| r.0 .0),
         ]
         .into_iter()
         .flatten()
@@ -251,18 +247,44 @@ impl Shard {
             self.on_accept(usize::MAX - 1 - t.0);
         } else if t.0.is_multiple_of(2) {
             let key = t.0 / 2;
-            if ev.is_writable() {
-                self.drive_if_live(key);
-            }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.readable = true;
-                    self.on_control_readable(key);
+            self.guard(key, |s| {
+                if ev.is_writable() {
+                    s.drive_if_live(key);
                 }
-            }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    if let Some(c) = s.conns.get_mut(key) {
+                        c.readable = true;
+                        s.on_control_readable(key);
+                    }
+                }
+            });
         } else {
-            self.on_data_event(t.0 / 2, ev);
+            let dkey = t.0 / 2;
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_event(dkey, ev));
+            }
         }
+    }
+
+    /// Runs `f`, work of the session at `key`; a panic in it (in the core, the pump, or
+    /// a file read on this thread) ends that session alone: it is told 421 and everything
+    /// it held is released, while the shard and every other session go on.
+    pub(crate) fn guard(&mut self, key: usize, f: impl FnOnce(&mut Shard)) {
+        let gen = self.conns.get(key).map(|c| c.gen);
+        if let Err(why) = wharf_net::catch(|| f(self)) {
+            self.kill(key, gen, &why);
+        }
+    }
+
+    /// Ends a session that failed inside the server.
+    fn kill(&mut self, key: usize, gen: Option<u64>, why: &str) {
+        let Some(c) = self.conns.get(key).filter(|c| Some(c.gen) == gen) else {
+            return;
+        };
+        let (id, peer) = (c.session.id(), c.stream.peer_addr().ok());
+        tracing::error!(shard = self.index, session = %id, ?peer, "session failed: {why}; closing it");
+        let _ = (&c.stream).write(wharf_net::INTERNAL_ERROR);
+        self.close_conn(key);
     }
 
     fn run_ready(&mut self) {
@@ -272,10 +294,14 @@ impl Shard {
                 Ready::Control(key, gen) => {
                     if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                         c.queued = false;
-                        self.on_control_readable(key);
+                        self.guard(key, |s| s.on_control_readable(key));
                     }
                 }
-                Ready::Data(key, gen) => self.on_data_ready(key, gen),
+                Ready::Data(dkey, gen) => {
+                    if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                        self.guard(owner, |s| s.on_data_ready(dkey, gen));
+                    }
+                }
                 Ready::Accept(i) => self.on_accept(i),
             }
         }
@@ -288,8 +314,13 @@ impl Shard {
     fn on_wake(&mut self) {
         // Before draining: a completion queued from now on wakes the loop again.
         self.waker.pending.swap(false, Ordering::AcqRel);
-        while let Ok(ShardMsg::Shutdown { grace }) = self.msgs.try_recv() {
-            self.begin_shutdown(grace);
+        while let Ok(msg) = self.msgs.try_recv() {
+            match msg {
+                ShardMsg::Shutdown { grace } => self.begin_shutdown(grace),
+                ShardMsg::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+            }
         }
         while let Ok(done) = self.done.try_recv() {
             self.on_done(done);
@@ -299,15 +330,19 @@ impl Shard {
     fn on_done(&mut self, d: Done) {
         match self.conns.get_mut(d.key).filter(|c| c.gen == d.gen) {
             Some(c) => {
-                if let Some(f) = d.file {
-                    c.files.push(f);
+                if let Some((h, f)) = d.file {
+                    c.files.put(h, f);
                 }
-                let input = Input::Completed {
-                    req: d.req,
-                    completion: d.completion,
+                let completion = match d.completion {
+                    Ok(completion) => completion,
+                    Err(why) => return self.kill(d.key, Some(d.gen), &why),
                 };
-                c.session.handle_input(Instant::now(), input);
-                self.drive(d.key);
+                let req = d.req;
+                self.guard(d.key, |s| {
+                    let input = Input::Completed { req, completion };
+                    s.conns[d.key].session.handle_input(Instant::now(), input);
+                    s.drive(d.key);
+                });
             }
             None => {
                 if let Some((h, f)) = d.file {
@@ -354,23 +389,14 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
-            match (&c.stream).read(&mut self.scratch) {
-                Ok(0) => {
-                    c.readable = false;
-                    c.session.handle_input(now, Input::ControlEof);
-                }
-                Ok(n) => c
-                    .session
-                    .handle_input(now, Input::ControlBytes(&self.scratch[..n])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match wharf_net::read_control(&mut c.session, &c.stream, &mut self.scratch, now) {
+                ControlRead::Bytes => {}
+                ControlRead::Closed => c.readable = false,
+                ControlRead::Broken => (c.readable, c.broken) = (false, true),
+                ControlRead::Retry => continue,
+                ControlRead::WouldBlock => {
                     c.readable = false;
                     return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.readable = false;
-                    c.broken = true;
-                    c.session.handle_input(now, Input::ControlEof);
                 }
             }
             self.drive(key);
@@ -401,9 +427,7 @@ impl Shard {
         loop {
             self.flush(key);
             while let Some(action) = self.conns[key].session.poll_action() {
-                if let Some(input) = self.perform(key, action) {
-                    inputs.push_back(input);
-                }
+                self.perform(key, action, &mut inputs);
             }
             let c = &mut self.conns[key];
             match inputs.pop_front() {
@@ -430,61 +454,34 @@ impl Shard {
     /// Writes pending control output until it is all out or the socket blocks.
     fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        while let Some(out) = c.session.poll_transmit() {
-            if c.broken {
-                // Nobody will read it; the session already knows the peer is gone.
-                let n = out.len();
-                c.session.handle_written(n);
-                continue;
-            }
-            match (&c.stream).write(out) {
-                Ok(n) if n > 0 => c.session.handle_written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    c.broken = true;
-                    c.readable = false;
-                    c.session.handle_input(Instant::now(), Input::ControlEof);
-                }
-            }
-        }
+        wharf_net::flush_control(&mut c.session, &c.stream, &mut c.broken);
+        c.readable &= !c.broken;
     }
 
-    /// Carries out one action; returns the input it produced at once, if any.
-    fn perform(&mut self, key: usize, action: Action) -> Option<Input<'static>> {
+    /// Carries out one action; the inputs it produced at once go to `inputs`.
+    fn perform(&mut self, key: usize, action: Action, inputs: &mut VecDeque<Input<'static>>) {
         match action {
-            Action::Request { req, request } => {
-                self.submit(key, req, request);
-                None
+            Action::Request { req, request } => self.submit(key, req, request),
+            Action::ListenData { conn, ip, ports } => {
+                inputs.push_back(self.listen_data(key, conn, ip, ports))
             }
-            Action::ListenData {
-                conn,
-                ip,
-                ports,
-                expect_peer,
-            } => Some(self.listen_data(key, conn, ip, ports, expect_peer)),
+            Action::RefuseData { conn } => self.refuse_data(key, conn),
+            Action::StopListening { conn } => self.stop_listening(key, conn),
             Action::ConnectData {
                 conn,
                 local_ip,
                 target,
-            } => self.connect_data(key, conn, local_ip, target),
-            Action::StartTransfer { xfer, conn, spec } => {
-                self.start_transfer(key, xfer, conn, spec)
-            }
-            Action::AbortTransfer { xfer } => self.abort_transfer(key, xfer),
-            Action::CloseData { conn } => {
-                self.close_data_by_id(key, conn);
-                None
-            }
-            Action::Close => {
-                self.conns[key].closing = true;
-                None
-            }
+            } => inputs.extend(self.connect_data(key, conn, local_ip, target)),
+            Action::StartTransfer {
+                conn, file, pump, ..
+            } => inputs.extend(self.start_transfer(key, conn, file, pump)),
+            Action::AbortTransfer { xfer } => inputs.extend(self.abort_transfer(key, xfer)),
+            Action::CloseData { conn } => self.close_data_by_id(key, conn),
+            Action::Close => self.conns[key].closing = true,
             Action::Log(record) => {
                 if let Some(sink) = &self.log {
                     sink.log(record);
                 }
-                None
             }
         }
     }
@@ -492,11 +489,7 @@ impl Shard {
     fn submit(&mut self, key: usize, req: wharf_core::RequestId, request: Request) {
         let c = &mut self.conns[key];
         let file = match &request {
-            Request::CloseFile { file, .. } => c
-                .files
-                .iter()
-                .position(|(h, _)| h == file)
-                .map(|i| c.files.swap_remove(i).1),
+            Request::CloseFile { file, .. } => c.files.take(*file),
             _ => None,
         };
         let job = Job {
@@ -524,13 +517,10 @@ impl Shard {
                 self.on_accept(i);
             }
         }
-        while let Some(std::cmp::Reverse((at, dkey, gen))) = self.throttled.peek().copied() {
-            if at > now {
-                break;
+        while let Some((dkey, gen, entry)) = self.data_timers.pop_due(now) {
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_timer(dkey, gen, entry, now));
             }
-            self.throttled.pop();
-            // Still queued (see `paced_budget`); a stale key or gen is skipped on arrival.
-            self.ready.push_back(Ready::Data(dkey, gen));
         }
         while let Some((key, gen, entry)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -541,8 +531,10 @@ impl Shard {
                     self.close_conn(key);
                     continue;
                 }
-                c.session.handle_timeout(now);
-                self.drive(key);
+                self.guard(key, |s| {
+                    s.conns[key].session.handle_timeout(now);
+                    s.drive(key);
+                });
             }
         }
     }
@@ -553,10 +545,10 @@ impl Shard {
         let _ = self.poll.registry().deregister(&mut c.stream);
         for dkey in std::mem::take(&mut c.data) {
             if let Some((h, f)) = self.remove_data(dkey) {
-                c.files.push((h, f));
+                c.files.put(h, f);
             }
         }
-        for (h, f) in std::mem::take(&mut c.files) {
+        for (h, f) in c.files.drain() {
             self.dispose(h, f);
         }
         self.server.session_closed(c.session.id());
@@ -575,10 +567,12 @@ impl Shard {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.session.handle_input(now, Input::Shutdown);
-                self.drive(key);
-            }
+            self.guard(key, |s| {
+                if let Some(c) = s.conns.get_mut(key) {
+                    c.session.handle_input(now, Input::Shutdown);
+                    s.drive(key);
+                }
+            });
         }
     }
 

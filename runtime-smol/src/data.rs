@@ -1,12 +1,13 @@
 //! Data connections: passive listeners, active connects, idle connections and the
-//! transfers that run on them. Each is a [`DataEntry`] in its session's table; the
-//! waiting part of each runs as a task that reports through the session's events.
+//! transfers that run on them through the core's pump. Each is a [`DataEntry`] in its
+//! session's table; the waiting part of each runs as a task that reports through the
+//! session's events. Nothing here decides anything about FTP: the core judges who may
+//! connect, and the pump how bytes move and how a transfer ends.
 //!
 //! Dropping an entry releases it: a listener's or connect's task is cancelled (and its
 //! socket closed, so its port is free at once), an idle connection is closed, and a
 //! running transfer is told to stop.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -16,28 +17,32 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, Task, Timer};
 use wharf_core::backend::OpenFile;
-use wharf_core::policy::TokenBucket;
 use wharf_core::ports::PortLease;
-use wharf_core::{
-    Body, DataConnId, DataError, FileHandle, FsError, Input, TransferId, TransferOutcome,
-    TransferSpec,
-};
+use wharf_core::{DataConnId, DataError, FileHandle, Input, Pump, Run, TransferId};
 
 use crate::session::{dispose, report, Driver, Event, Events};
-use crate::transfer::{DataStream, Progress, Transfer};
-use crate::ACCEPT_BACKOFF;
-use wharf_net::{
-    connect_from, data_listener, has_pending_error, is_exhaustion, is_transient_accept_error,
-};
+use crate::{Ctx, ACCEPT_BACKOFF};
+use wharf_net::{connect_from, data_error, has_pending_error, is_transient_accept_error, Wire};
 
 pub(crate) struct DataEntry {
     pub conn: DataConnId,
     pub state: DataState,
 }
 
+/// A passive listener and the lease that gives its port back when it goes.
+pub(crate) struct Listener {
+    socket: Async<TcpListener>,
+    _lease: Option<PortLease>,
+}
+
 pub(crate) enum DataState {
-    /// The task accepting on a passive listener (it owns the listener).
+    /// The task accepting on a passive listener (it owns the listener until it accepts).
     Listening { _task: Task<()> },
+    /// A connection the listener accepted, held until the core says whose it is.
+    Accepted {
+        listener: Listener,
+        stream: Async<TcpStream>,
+    },
     /// The task waiting for an active connect to complete.
     Connecting { _task: Task<()> },
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
@@ -50,48 +55,25 @@ pub(crate) enum DataState {
     /// A transfer runs in its own task; dropping `stop` tells it to end.
     Transferring {
         xfer: TransferId,
-        progress: Arc<Progress>,
         stop: Option<Sender<()>>,
         /// Whether its end is reported to the session (not after `CloseData`).
         report: bool,
     },
 }
 
-fn data_error(e: &io::Error) -> DataError {
-    if is_exhaustion(e) {
-        DataError::Exhausted
-    } else if e.kind() == io::ErrorKind::ConnectionRefused {
-        DataError::Refused
-    } else {
-        DataError::Io(e.to_string())
-    }
-}
-
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
-}
-
-/// Accepts on a passive listener until a connection from `expect_peer` (or anyone, when
-/// unset) arrives; connections from other addresses are closed at once.
-async fn accept_data(
-    listener: Async<TcpListener>,
-    lease: Option<PortLease>,
-    conn: DataConnId,
-    expect_peer: Option<IpAddr>,
-    events: Events,
-) {
+/// Accepts one connection on a passive listener and hands it, with the listener, to the
+/// session, whose core judges it.
+async fn accept_data(listener: Listener, conn: DataConnId, events: Events) {
     loop {
-        match listener.accept().await {
+        match listener.socket.accept().await {
             Ok((stream, peer)) => {
-                if expect_peer.is_some_and(|ip| !same_ip(ip, peer.ip())) {
-                    tracing::info!(%peer, "data connection from a stranger refused");
-                    continue;
-                }
-                // The listener closes here, before the session hears of the connection,
-                // and its port goes back to the pool.
-                drop(listener);
-                drop(lease);
-                let _ = report(&events, Event::Accepted { conn, peer, stream }).await;
+                let ev = Event::Accepted {
+                    conn,
+                    peer,
+                    stream,
+                    listener,
+                };
+                let _ = report(&events, ev).await;
                 return;
             }
             Err(e) if is_transient_accept_error(&e) => tracing::debug!("data accept: {e}"),
@@ -111,14 +93,8 @@ async fn connect_data(stream: Async<TcpStream>, conn: DataConnId, events: Events
         if let Err(e) = stream.writable().await {
             break Err(e);
         }
-        match stream.get_ref().take_error() {
-            Ok(Some(e)) | Err(e) => break Err(e),
-            Ok(None) => {}
-        }
-        match stream.get_ref().peer_addr() {
-            Ok(_) => break Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
-            Err(e) => break Err(e),
+        if let Some(outcome) = wharf_net::connect_outcome(stream.get_ref()) {
+            break outcome;
         }
     };
     let ev = match result {
@@ -143,38 +119,111 @@ async fn watch_idle(stream: Arc<Async<TcpStream>>, conn: DataConnId, events: Eve
     }
 }
 
-/// Runs a transfer until it ends or `stop` is dropped; reports the end with the file.
+/// What a transfer task woke for.
+enum Woke {
+    Ready,
+    Timer,
+    Stop,
+}
+
+/// Runs a transfer's pump to its end (the drive rule of `wharf_core::pump`): it waits
+/// for what the pump waits on, or its timer, or `stop`; reports progress as it comes,
+/// and the end with the file once the connection is closed.
 async fn run_transfer(
-    mut t: Transfer,
-    progress: Arc<Progress>,
+    stream: Arc<Async<TcpStream>>,
+    mut pump: Box<Pump>,
+    mut file: Option<(FileHandle, OpenFile)>,
     stop: Receiver<()>,
-    budget: usize,
+    ctx: Arc<Ctx>,
     events: Events,
 ) {
-    let xfer = t.xfer;
-    let notify = || {
-        // At most one progress event is in flight; if the channel is full, the next
-        // step notes again.
-        if events.try_send(Box::new(Event::Progress { xfer })).is_err() {
-            progress.unnote();
+    let xfer = pump.xfer();
+    let (budget, sendfile) = (ctx.limits.budget, ctx.limits.use_sendfile);
+    // One timer for the transfer's life, moved only to an earlier deadline (the stall
+    // deadline moves later with every byte; firing early costs one run).
+    let mut timer = Timer::never();
+    let mut timer_at: Option<Instant> = None;
+    let done = loop {
+        if stop.is_closed() {
+            pump.abort();
+        }
+        let mut wire = Wire {
+            socket: stream.get_ref(),
+            file: file.as_mut().map(|(_, f)| f),
+            sendfile,
+        };
+        // A panic in the pump (or a file read) ends the transfer and its session.
+        let run = match wharf_net::catch(|| pump.run(Instant::now(), &mut wire, budget)) {
+            Ok(run) => run,
+            Err(why) => {
+                drop(stream);
+                let _ = report(&events, Event::Crashed(why)).await;
+                if let Some((_, f)) = file {
+                    dispose(f).await;
+                }
+                return;
+            }
+        };
+        let mut done = None;
+        while let Some(input) = pump.poll_input() {
+            match input {
+                Input::TransferDone { .. } => done = Some(input),
+                // At most one a second; a full channel drops it (the next one says more).
+                input => {
+                    let ev = Event::Transfer {
+                        xfer,
+                        input,
+                        file: None,
+                    };
+                    let _ = events.try_send(Box::new(ev));
+                }
+            }
+        }
+        if let Some(done) = done {
+            break done;
+        }
+        if matches!(run, Run::Yield | Run::File) {
+            smol::future::yield_now().await;
+            continue;
+        }
+        let want = pump.poll_timeout();
+        if want.is_some_and(|w| timer_at.is_none_or(|t| w < t)) {
+            timer.set_at(want.expect("checked"));
+            timer_at = want;
+        }
+        let ready = async {
+            match run {
+                Run::Readable => drop(stream.readable().await),
+                Run::Writable => drop(stream.writable().await),
+                _ => std::future::pending().await,
+            }
+            Woke::Ready
+        };
+        let fired = async {
+            (&mut timer).await;
+            Woke::Timer
+        };
+        let halt = async {
+            let _ = stop.recv().await;
+            Woke::Stop
+        };
+        match ready.or(fired).or(halt).await {
+            Woke::Ready => {}
+            Woke::Timer => {
+                timer_at = None;
+                pump.handle_timeout(Instant::now());
+            }
+            Woke::Stop => pump.abort(),
         }
     };
-    let outcome = async { Some(t.run(budget, notify).await) }
-        .or(async {
-            let _ = stop.recv().await;
-            None
-        })
-        .await;
-    let outcome = outcome.unwrap_or(TransferOutcome::Aborted { bytes: t.bytes });
-    let file = t.file.take();
     // The data connection closes here, before the session hears of the end.
-    drop(t);
-    let ev = Event::Done {
+    drop(stream);
+    let ev = Event::Transfer {
         xfer,
-        outcome,
+        input: done,
         file,
     };
-    if let Some(Event::Done {
+    if let Some(Event::Transfer {
         file: Some((_, f)), ..
     }) = report(&events, ev).await
     {
@@ -187,35 +236,33 @@ impl Driver {
         self.data.iter().position(|d| d.conn == conn)
     }
 
+    fn listen(&self, conn: DataConnId, listener: Listener) -> DataState {
+        let task = accept_data(listener, conn, self.events.clone());
+        DataState::Listening {
+            _task: self.ctx.ex.spawn(task),
+        }
+    }
+
     pub(crate) fn listen_data(
         &mut self,
         conn: DataConnId,
         ip: IpAddr,
         ports: RangeInclusive<u16>,
-        expect_peer: Option<IpAddr>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let bound = self
-            .ctx
-            .ports
-            .bind(&ports, |port| data_listener(SocketAddr::new(ip, port)));
-        let (listener, lease) = match bound {
-            Ok(Some(l)) => l,
-            Ok(None) => return failed(DataError::NoFreePort),
-            Err(e) => return failed(data_error(&e)),
+        let (listener, lease, port) = match wharf_net::listen_passive(&self.ctx.ports, ip, &ports) {
+            Ok(l) => l,
+            Err(error) => return failed(error),
         };
-        let port = match listener.local_addr() {
-            Ok(a) => a.port(),
-            Err(e) => return failed(data_error(&e)),
-        };
-        let listener = match Async::new(listener) {
+        let socket = match Async::new(listener) {
             Ok(l) => l,
             Err(e) => return failed(data_error(&e)),
         };
-        let task = accept_data(listener, lease, conn, expect_peer, self.events.clone());
-        let state = DataState::Listening {
-            _task: self.ctx.ex.spawn(task),
+        let listener = Listener {
+            socket,
+            _lease: lease,
         };
+        let state = self.listen(conn, listener);
         self.data.push(DataEntry { conn, state });
         Input::DataListening { conn, port }
     }
@@ -257,15 +304,48 @@ impl Driver {
         conn: DataConnId,
         peer: SocketAddr,
         stream: Async<TcpStream>,
+        listener: Listener,
     ) {
         let Some(i) = self.find(conn) else {
-            return; // closed meanwhile: the stream closes here
+            return; // closed meanwhile: the stream and listener close here
         };
         if !matches!(self.data[i].state, DataState::Listening { .. }) {
             return;
         }
-        self.set_idle(i, stream);
+        self.data[i].state = DataState::Accepted { listener, stream };
         self.feed(Input::DataAccepted { conn, peer });
+    }
+
+    /// The listener and connection `DataAccepted` reported, taken out of the table.
+    fn take_accepted(&mut self, conn: DataConnId) -> Option<(usize, Listener, Async<TcpStream>)> {
+        let i = self.find(conn)?;
+        let DataState::Accepted { .. } = self.data[i].state else {
+            return None;
+        };
+        let placeholder = DataState::Transferring {
+            xfer: TransferId(0),
+            stop: None,
+            report: false,
+        };
+        match std::mem::replace(&mut self.data[i].state, placeholder) {
+            DataState::Accepted { listener, stream } => Some((i, listener, stream)),
+            _ => None,
+        }
+    }
+
+    /// `RefuseData`: the connection goes, the listener listens on.
+    pub(crate) fn refuse_data(&mut self, conn: DataConnId) {
+        if let Some((i, listener, _)) = self.take_accepted(conn) {
+            self.data[i].state = self.listen(conn, listener);
+        }
+    }
+
+    /// `StopListening`: the accepted connection is the data connection (the listener
+    /// and its lease, returning the port, are dropped here).
+    pub(crate) fn stop_listening(&mut self, conn: DataConnId) {
+        if let Some((i, _, stream)) = self.take_accepted(conn) {
+            self.set_idle(i, stream);
+        }
     }
 
     pub(crate) fn on_connected(&mut self, conn: DataConnId, stream: Async<TcpStream>) {
@@ -294,32 +374,24 @@ impl Driver {
         &mut self,
         xfer: TransferId,
         conn: DataConnId,
-        spec: TransferSpec,
+        file: Option<FileHandle>,
+        mut pump: Box<Pump>,
     ) -> Option<Input<'static>> {
-        let done = |outcome| Some(Input::TransferDone { xfer, outcome });
-        let Some(i) = self.find(conn) else {
-            return done(TransferOutcome::ConnectionLost { bytes: 0 });
+        let idle = self
+            .find(conn)
+            .filter(|&i| matches!(self.data[i].state, DataState::Idle { .. }));
+        let Some(i) = idle else {
+            if let Some(i) = self.find(conn) {
+                self.data.swap_remove(i);
+            }
+            return Some(pump.connection_missing());
         };
-        if !matches!(self.data[i].state, DataState::Idle { .. }) {
-            self.data.swap_remove(i);
-            return done(TransferOutcome::ConnectionLost { bytes: 0 });
-        }
-        let file = match &spec.body {
-            Body::Send(h) | Body::Receive(h) => match self.take_file(*h) {
-                Some(f) => Some((*h, f)),
-                None => {
-                    self.data.swap_remove(i);
-                    let error = FsError::Io("file is not open".into());
-                    return done(TransferOutcome::Storage { bytes: 0, error });
-                }
-            },
-            Body::Bytes(_) => None,
-        };
-        let progress = Arc::new(Progress::default());
+        // The pump reports a file that is not open as a storage error.
+        let file = file.and_then(|h| self.files.take(h).map(|f| (h, f)));
+        pump.set_buffer_size(self.ctx.limits.buffer);
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let state = DataState::Transferring {
             xfer,
-            progress: progress.clone(),
             stop: Some(stop_tx),
             report: true,
         };
@@ -329,41 +401,19 @@ impl Driver {
         };
         // The watch task was dropped with the idle state, so the stream is ours alone
         // (or soon is); sharing the `Arc` meanwhile is harmless.
-        let mut lim = self.ctx.limits;
-        let rate = spec.rate_limit;
-        if let Some(r) = rate {
-            // Paced transfers move small buffers, so the pacing is smooth (no sendfile:
-            // it would move a megabyte at a time).
-            lim.buffer = lim.buffer.min((r / 8).max(4096) as usize);
-            lim.use_sendfile = false;
-        }
-        // An upload reads ciphertext ahead through a buffer like its own.
-        let read_ahead = match spec.body {
-            Body::Receive(_) => lim.buffer,
-            _ => 0,
-        };
-        let stream = DataStream::new(stream, spec.tls, read_ahead);
-        let p = progress.clone();
-        let mut t = match (spec.body, file) {
-            (Body::Send(_), Some(f)) => Transfer::send_file(xfer, stream, f, spec.ascii, lim, p),
-            (Body::Receive(_), Some(f)) => Transfer::receive(xfer, stream, f, spec.ascii, lim, p),
-            (Body::Bytes(b), _) => Transfer::send_bytes(xfer, stream, b, lim, p),
-            (_, None) => unreachable!("file bodies were checked above"),
-        };
-        t.rate = rate.map(|r| TokenBucket::new(r, Instant::now()));
-        t.max_bytes = spec.max_bytes;
-        let ctx = self.ctx.clone();
-        let events = self.events.clone();
-        let task = async move {
-            run_transfer(t, progress, stop_rx, ctx.limits.budget, events).await;
-            drop(ctx);
-        };
+        let task = run_transfer(
+            stream,
+            pump,
+            file,
+            stop_rx,
+            self.ctx.clone(),
+            self.events.clone(),
+        );
         self.ctx.ex.spawn(task).detach();
         None
     }
 
-    /// Tells a running transfer to stop; it answers with `Done { Aborted }` (or with
-    /// how it ended, if it ended first).
+    /// Tells a running transfer to stop; its pump ends it at once (or it had ended).
     pub(crate) fn abort_transfer(&mut self, xfer: TransferId) {
         for d in &mut self.data {
             if let DataState::Transferring { xfer: x, stop, .. } = &mut d.state {
@@ -391,40 +441,29 @@ impl Driver {
         }
     }
 
-    pub(crate) fn on_progress(&mut self, xfer: TransferId) {
-        let found = self.data.iter().find_map(|d| match &d.state {
-            DataState::Transferring {
-                xfer: x,
-                progress,
-                report: true,
-                ..
-            } if *x == xfer => Some(progress.take()),
-            _ => None,
-        });
-        if let Some(bytes) = found {
-            // The core takes `bytes` as the running total (it stores, not adds, it).
-            self.feed(Input::TransferProgress { xfer, bytes });
-        }
-    }
-
-    pub(crate) fn on_done(
+    /// A transfer's pump reported progress (for STAT) or its end (with its file, the
+    /// connection closed): fed to the session unless it forgot the transfer.
+    pub(crate) fn on_transfer(
         &mut self,
         xfer: TransferId,
-        outcome: TransferOutcome,
+        input: Input<'static>,
         file: Option<(FileHandle, OpenFile)>,
     ) {
-        if let Some(f) = file {
-            self.files.push(f);
+        if let Some((h, f)) = file {
+            self.files.put(h, f);
         }
-        let i = self.data.iter().position(
-            |d| matches!(&d.state, DataState::Transferring { xfer: x, .. } if *x == xfer),
-        );
-        let Some(i) = i else {
+        let running = |d: &DataEntry| matches!(&d.state, DataState::Transferring { xfer: x, .. } if *x == xfer);
+        let Some(i) = self.data.iter().position(running) else {
             return;
         };
-        let entry = self.data.swap_remove(i);
-        if let DataState::Transferring { report: true, .. } = entry.state {
-            self.feed(Input::TransferDone { xfer, outcome });
+        let DataState::Transferring { report, .. } = self.data[i].state else {
+            return;
+        };
+        if matches!(input, Input::TransferDone { .. }) {
+            self.data.swap_remove(i);
+        }
+        if report {
+            self.feed(input);
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read, Write};
+
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,16 +18,18 @@ use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use smol::channel::{Receiver, Sender};
-use smol::future;
+use smol::future::{self, FutureExt};
 use smol::stream::Stream;
 use smol::{Async, Timer};
+use std::panic::AssertUnwindSafe;
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::{
     Action, Completion, DataConnId, DataError, FileHandle, Input, Request, RequestId, Server,
-    Session, TransferId, TransferOutcome,
+    Session, TransferId,
 };
+use wharf_net::{ControlRead, Files};
 
-use crate::data::DataEntry;
+use crate::data::{DataEntry, Listener};
 use crate::{lock, Ctx, CLOSE_LINGER};
 
 /// Control-channel reads go through one buffer per executor thread.
@@ -49,11 +51,12 @@ pub(crate) enum Event {
         completion: Completion,
         file: Option<(FileHandle, OpenFile)>,
     },
-    /// A passive listener accepted a connection from the expected peer.
+    /// A passive listener accepted a connection; the listener comes back with it.
     Accepted {
         conn: DataConnId,
         peer: SocketAddr,
         stream: Async<TcpStream>,
+        listener: Listener,
     },
     /// An active connect succeeded.
     Connected {
@@ -62,12 +65,13 @@ pub(crate) enum Event {
     },
     /// A connect failed, or an idle data connection broke.
     Failed { conn: DataConnId, error: DataError },
-    /// A transfer moved bytes since the session last took its progress.
-    Progress { xfer: TransferId },
-    /// A transfer ended; its data connection is closed. The file comes back.
-    Done {
+    /// Work of this session panicked elsewhere (a request, a transfer): it ends.
+    Crashed(String),
+    /// A transfer's pump reported progress, or its end (`TransferDone`, after the data
+    /// connection closed: then the file comes back).
+    Transfer {
         xfer: TransferId,
-        outcome: TransferOutcome,
+        input: Input<'static>,
         file: Option<(FileHandle, OpenFile)>,
     },
 }
@@ -95,7 +99,7 @@ pub(crate) async fn dispose(file: OpenFile) {
 /// Files carried by an event that will not be delivered.
 fn file_of(ev: Event) -> Option<OpenFile> {
     match ev {
-        Event::Completed { file, .. } | Event::Done { file, .. } => file.map(|(_, f)| f),
+        Event::Completed { file, .. } | Event::Transfer { file, .. } => file.map(|(_, f)| f),
         _ => None,
     }
 }
@@ -143,7 +147,7 @@ pub(crate) struct Driver {
     /// Listeners and data connections, by the core's id.
     pub data: Vec<DataEntry>,
     /// Files opened for this session and not in a running transfer.
-    pub files: Vec<(FileHandle, OpenFile)>,
+    pub files: Files,
 }
 
 /// Runs one admitted control connection to its end, then releases what it held and
@@ -174,11 +178,18 @@ pub(crate) fn run(
         broken: false,
         hard_stop: None,
         data: Vec::new(),
-        files: Vec::new(),
+        files: Files::default(),
     };
     async move {
-        d.drain();
-        d.serve().await;
+        // A panic in this session's own work ends it alone: it is told 421, and the
+        // release below runs as for any other end.
+        let served = AssertUnwindSafe(async {
+            d.drain();
+            d.serve().await;
+        });
+        if let Err(panic) = served.catch_unwind().await {
+            d.crash(&wharf_net::panic_message(&*panic));
+        }
         let id = d.session.id();
         let files = d.release();
         lock(&server).session_closed(id);
@@ -314,34 +325,17 @@ impl Driver {
     /// session, then the drain rule.
     fn read_control(&mut self) {
         let now = Instant::now();
-        let fed = SCRATCH_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            match self.stream.get_ref().read(&mut buf) {
-                Ok(0) => {
-                    self.readable = false;
-                    self.read_closed = true;
-                    self.session.handle_input(now, Input::ControlEof);
-                    true
-                }
-                Ok(n) => {
-                    self.session
-                        .handle_input(now, Input::ControlBytes(&buf[..n]));
-                    true
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    false
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-                Err(_) => {
-                    self.readable = false;
-                    self.broken = true;
-                    self.session.handle_input(now, Input::ControlEof);
-                    true
-                }
-            }
+        let read = SCRATCH_BUF.with(|buf| {
+            let sock = self.stream.get_ref();
+            wharf_net::read_control(&mut self.session, sock, &mut buf.borrow_mut(), now)
         });
-        if fed {
+        match read {
+            ControlRead::Bytes | ControlRead::Retry => {}
+            ControlRead::Closed => (self.readable, self.read_closed) = (false, true),
+            ControlRead::Broken => (self.readable, self.broken) = (false, true),
+            ControlRead::WouldBlock => self.readable = false,
+        }
+        if !matches!(read, ControlRead::WouldBlock | ControlRead::Retry) {
             self.drain();
         }
     }
@@ -373,24 +367,8 @@ impl Driver {
 
     /// Writes pending control output until it is all out or the socket is full.
     fn flush(&mut self) {
-        while let Some(out) = self.session.poll_transmit() {
-            if self.broken {
-                // Nobody will read it; the session already knows the peer is gone.
-                let n = out.len();
-                self.session.handle_written(n);
-                continue;
-            }
-            match self.stream.get_ref().write(out) {
-                Ok(n) if n > 0 => self.session.handle_written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    self.broken = true;
-                    self.readable = false;
-                    self.session.handle_input(Instant::now(), Input::ControlEof);
-                }
-            }
-        }
+        wharf_net::flush_control(&mut self.session, self.stream.get_ref(), &mut self.broken);
+        self.readable &= !self.broken;
     }
 
     /// Carries out one action; returns the input it produced at once, if any.
@@ -400,18 +378,26 @@ impl Driver {
                 self.submit(req, request);
                 None
             }
-            Action::ListenData {
-                conn,
-                ip,
-                ports,
-                expect_peer,
-            } => Some(self.listen_data(conn, ip, ports, expect_peer)),
+            Action::ListenData { conn, ip, ports } => Some(self.listen_data(conn, ip, ports)),
+            Action::RefuseData { conn } => {
+                self.refuse_data(conn);
+                None
+            }
+            Action::StopListening { conn } => {
+                self.stop_listening(conn);
+                None
+            }
             Action::ConnectData {
                 conn,
                 local_ip,
                 target,
             } => self.connect_data(conn, local_ip, target),
-            Action::StartTransfer { xfer, conn, spec } => self.start_transfer(xfer, conn, spec),
+            Action::StartTransfer {
+                xfer,
+                conn,
+                file,
+                pump,
+            } => self.start_transfer(xfer, conn, file, pump),
             Action::AbortTransfer { xfer } => {
                 self.abort_transfer(xfer);
                 None
@@ -436,51 +422,34 @@ impl Driver {
     /// Runs a request on the blocking pool (at most `blocking_limit` at once over the
     /// server); its completion comes back as an event.
     fn submit(&mut self, req: RequestId, request: Request) {
-        let file = match &request {
-            Request::CloseFile { file, .. } => self.take_file(*file),
-            _ => None,
-        };
-        let handle = match &request {
-            Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
-            _ => None,
-        };
+        let (handle, file) = self.files.prepare(&request);
         let ctx = self.ctx.clone();
         let events = self.events.clone();
         // Lookups wait on DNS: they have their own limit, so they never hold up storage.
         let lookup = matches!(request, Request::ReverseLookup { .. });
         let task = async move {
-            let (completion, file) = {
+            let ran = {
                 let limit = if lookup { &ctx.lookups } else { &ctx.blocking };
                 let _permit = limit.acquire().await;
                 let (storage, auth) = (ctx.storage.clone(), ctx.auth.clone());
                 let resolver = ctx.resolver.clone();
-                smol::unblock(move || {
-                    execute(
-                        &*storage,
-                        &*auth,
-                        &*resolver,
-                        request,
-                        file,
-                        SystemTime::now(),
-                    )
-                })
-                .await
+                let now = SystemTime::now();
+                let run = move || execute(&*storage, &*auth, &*resolver, request, file, now);
+                smol::unblock(move || wharf_net::catch(run)).await
             };
-            let ev = Event::Completed {
-                req,
-                completion,
-                file: handle.zip(file),
+            let ev = match ran {
+                Ok((completion, file)) => Event::Completed {
+                    req,
+                    completion,
+                    file: handle.zip(file),
+                },
+                Err(why) => Event::Crashed(why),
             };
             if let Some(f) = report(&events, ev).await.and_then(file_of) {
                 dispose(f).await;
             }
         };
         self.ctx.ex.spawn(task).detach();
-    }
-
-    pub(crate) fn take_file(&mut self, handle: FileHandle) -> Option<OpenFile> {
-        let i = self.files.iter().position(|(h, _)| *h == handle)?;
-        Some(self.files.swap_remove(i).1)
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -490,21 +459,32 @@ impl Driver {
                 completion,
                 file,
             } => {
-                if let Some(f) = file {
-                    self.files.push(f);
+                if let Some((h, f)) = file {
+                    self.files.put(h, f);
                 }
                 self.feed(Input::Completed { req, completion });
             }
-            Event::Accepted { conn, peer, stream } => self.on_accepted(conn, peer, stream),
+            Event::Accepted {
+                conn,
+                peer,
+                stream,
+                listener,
+            } => self.on_accepted(conn, peer, stream, listener),
             Event::Connected { conn, stream } => self.on_connected(conn, stream),
             Event::Failed { conn, error } => self.on_failed(conn, error),
-            Event::Progress { xfer } => self.on_progress(xfer),
-            Event::Done {
-                xfer,
-                outcome,
-                file,
-            } => self.on_done(xfer, outcome, file),
+            Event::Crashed(why) => self.crash(&why),
+            Event::Transfer { xfer, input, file } => self.on_transfer(xfer, input, file),
         }
+    }
+
+    /// Ends a session that failed inside the server: 421, then the connection closes.
+    pub(crate) fn crash(&mut self, why: &str) {
+        let peer = self.stream.get_ref().peer_addr().ok();
+        tracing::error!(session = %self.session.id(), ?peer, "session failed: {why}; closing it");
+        if !self.broken {
+            let _ = std::io::Write::write(&mut self.stream.get_ref(), wharf_net::INTERNAL_ERROR);
+        }
+        (self.closing, self.broken) = (true, true);
     }
 
     /// The session is over: closes the control connection, stops every helper (a
@@ -515,14 +495,14 @@ impl Driver {
             stream,
             rx,
             data,
-            files,
+            mut files,
             ..
         } = self;
         drop(stream);
         // Listener, connect and watch tasks are cancelled; transfers are told to stop.
         drop(data);
         rx.close();
-        let mut left: Vec<OpenFile> = files.into_iter().map(|(_, f)| f).collect();
+        let mut left: Vec<OpenFile> = files.drain().into_iter().map(|(_, f)| f).collect();
         while let Ok(ev) = rx.try_recv() {
             left.extend(file_of(*ev));
         }

@@ -28,6 +28,9 @@ use wharf_core::policy::limits::ServerRules;
 #[path = "config_policy.rs"]
 mod policy;
 
+#[path = "config_messages.rs"]
+mod messages;
+
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -81,6 +84,13 @@ pub struct ServerConfig {
     pub server_rules: ServerRules,
     /// The account to serve as once the ports are bound (`server.user`/`server.group`).
     pub run_as: Option<crate::privileges::RunAs>,
+    /// `server.pid_file`, resolved against the configuration's directory.
+    pub pid_file: Option<PathBuf>,
+    /// `server.users_file`, resolved against the configuration's directory.
+    pub users_file: Option<PathBuf>,
+    /// Whether the configuration uses the single `[site]` form, whose addresses
+    /// (`server.listen`) `--listen` may replace ([`ServerConfig::override_listen`]).
+    pub single_site: bool,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -218,7 +228,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        // Line 0: about the file as a whole (it could not be read).
+        match self.line {
+            0 => write!(f, "{}: ", self.file)?,
+            _ => write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?,
+        }
         if let Some(k) = &self.key {
             write!(f, "{k}: ")?;
         }
@@ -271,6 +285,7 @@ struct RawServer {
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
+    pid_file: Option<Spanned<String>>,
     login_cache: Option<u64>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
@@ -428,6 +443,30 @@ impl Checker<'_> {
         });
     }
 
+    /// An error of toml's parser or of deserializing, reworded (see `messages`).
+    fn toml_error(&mut self, e: &toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let header = messages::header(&self.text[line_start..line_end]);
+        let message = messages::humanize(e.message(), header.as_ref());
+        let unknown_table = header.is_some() && message.starts_with("unknown table");
+        self.error(span, message);
+        if unknown_table {
+            // `[[user]]` is the unknown key `user`, not its first entry.
+            if let Some(key) = self.errors.last_mut().and_then(|e| e.key.as_mut()) {
+                if key.ends_with(']') {
+                    if let Some(i) = key.rfind('[') {
+                        key.truncate(i);
+                    }
+                }
+            }
+        }
+    }
+
     fn check<T, E>(
         &mut self,
         v: &Spanned<T>,
@@ -452,6 +491,13 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     let line_no = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    if messages::header(&text[line_start..line_end]).is_some() {
+        // An error about a whole table points at its header: it is about that table.
+        return (line_no, column, current_table(&text[..line_end]));
+    }
     let key = key_at(text, line_start, offset);
     let table = current_table(&text[..line_start]);
     let key = match (table, key) {
@@ -782,8 +828,7 @@ impl ServerConfig {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                c.error(span, e.message().trim_end().to_string());
+                c.toml_error(&e);
                 return Err(ConfigErrors(c.errors));
             }
         };
@@ -914,7 +959,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
                 accounts.add_users(&mut uc, raw.users);
                 file_groups = raw.groups;
             }
-            Err(e) => uc.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string()),
+            Err(e) => uc.toml_error(&e),
         }
         c.errors.append(&mut uc.errors);
     }
@@ -1036,6 +1081,26 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         users: accounts.users,
         server_rules,
         run_as,
+        pid_file: s.pid_file.as_ref().and_then(|p| {
+            let path = base.join(p.get_ref());
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Some(path),
+                Ok(_) => {
+                    c.error(p.span(), format!("{} is not a directory", dir.display()));
+                    None
+                }
+                Err(e) => {
+                    c.error(p.span(), format!("{}: {e}", dir.display()));
+                    None
+                }
+            }
+        }),
+        users_file: s.users_file.as_ref().map(|f| base.join(f.get_ref())),
+        single_site: shorthand,
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
@@ -1055,6 +1120,38 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
     }
     let listen = listen_addresses(&cfg.sites);
     Some(ServerConfig { listen, ..cfg })
+}
+
+impl ServerConfig {
+    /// `--listen`: serves the single `[site]` on `addrs` instead of `server.listen`
+    /// (implicit-FTPS addresses stay). A configuration of `[[sites]]` is refused: its
+    /// sites are reached through their bindings, which name host names too.
+    pub fn override_listen(&mut self, addrs: &[SocketAddr]) -> Result<(), String> {
+        if !self.single_site {
+            return Err(
+                "--listen replaces server.listen of the single [site] form; with [[sites]], change the bindings of the sites"
+                    .into(),
+            );
+        }
+        if addrs.is_empty() {
+            return Err("--listen needs an address".into());
+        }
+        let site = &mut self.sites[0];
+        let implicit = site.bindings.iter().filter(|b| b.implicit_tls).cloned();
+        site.bindings = addrs
+            .iter()
+            .map(|&addr| BindingConfig {
+                addr,
+                host: None,
+                implicit_tls: false,
+            })
+            .chain(implicit)
+            .collect();
+        self.sites_table(&[])
+            .map_err(|e| format!("--listen: {e}"))?;
+        self.listen = listen_addresses(&self.sites);
+        Ok(())
+    }
 }
 
 /// Every distinct binding address, in order; an exact address is left out when a
@@ -1183,6 +1280,16 @@ impl Accounts {
             }
         }
     }
+}
+
+/// Whether `name` may name a user (`wharf user add` checks it before writing).
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    check_account_name("user", name)
+}
+
+/// Whether `name` may name a group.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    check_account_name("group", name)
 }
 
 /// User and group names: not empty, no spaces or control characters, no `/` (a home
@@ -1703,3 +1810,7 @@ fn check_root(base: &Path, root: &String) -> Result<PathBuf, String> {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "config_messages_tests.rs"]
+mod message_tests;

@@ -21,6 +21,7 @@ use wharf_core::live::Live;
 use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
+use wharf_runtime_mio::DriverConfig;
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
@@ -29,10 +30,15 @@ pub mod config;
 mod listdir;
 pub mod localfs;
 mod login_cache;
+pub mod password;
+pub mod pidfile;
 pub mod privileges;
 pub mod resolver;
+pub mod safe_start;
+pub mod systemd;
 pub mod tls;
 pub mod upload;
+pub mod user_cmd;
 pub mod users;
 pub mod w3c;
 
@@ -81,6 +87,15 @@ impl RunningServer {
         }
     }
 
+    /// A handle that checks, from any thread, that the runtime still serves: every mio
+    /// event loop answers, or the smol executor runs a task (the systemd watchdog).
+    pub fn health(&self) -> Health {
+        match &self.runtime {
+            Running::Mio(s) => Health::Mio(s.health()),
+            Running::Smol(s) => Health::Smol(s.health()),
+        }
+    }
+
     /// Which runtime this is.
     pub fn runtime(&self) -> RuntimeKind {
         match &self.runtime {
@@ -93,6 +108,23 @@ impl RunningServer {
     /// for a server started with [`start_runtime`] rather than from a configuration.
     pub fn reloader(&self) -> Option<Reloader> {
         self.reloader.clone()
+    }
+}
+
+/// Checks that a running server's runtime still serves; see [`RunningServer::health`].
+#[derive(Clone)]
+pub enum Health {
+    Mio(wharf_runtime_mio::Health),
+    Smol(wharf_runtime_smol::Health),
+}
+
+impl Health {
+    /// Whether the runtime answered within `timeout`.
+    pub fn check(&self, timeout: Duration) -> bool {
+        match self {
+            Health::Mio(h) => h.check(timeout),
+            Health::Smol(h) => h.check(timeout),
+        }
     }
 }
 
@@ -139,7 +171,7 @@ impl Reloader {
         let fixed = restart_only_changes(&current, &new);
         if !fixed.is_empty() {
             return Err(format!(
-                "{} changed, which needs a restart; the running configuration stays",
+                "{} changed, which needs a restart",
                 fixed.join(", ")
             ));
         }
@@ -185,6 +217,7 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
         "log outputs (logging)",
     );
     check(old.run_as != new.run_as, "server.user or server.group");
+    check(old.pid_file != new.pid_file, "server.pid_file");
     out
 }
 
@@ -201,6 +234,9 @@ pub fn start_with_resolver(
     config: &ServerConfig,
     resolver: Arc<dyn Resolver>,
 ) -> io::Result<RunningServer> {
+    // Refuse an address another process listens on before anything is opened or written
+    // (the shards' SO_REUSEPORT would share it silently; see `safe_start`).
+    safe_start::probe(&config.listen)?;
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     apply_durability(&storage, config);
     // Temporary files a crashed run left (a kill -9, a power cut) go, in the background:
@@ -239,6 +275,12 @@ pub fn start_with_resolver(
         resolver,
     };
     let mut server = start_runtime(setup, storage.clone(), users.clone())?;
+    // Another process may have bound an address between the probe and the shards.
+    if let Err(e) = safe_start::check_alone(&config.listen) {
+        server.shutdown(Duration::ZERO);
+        let _ = server.wait();
+        return Err(e);
+    }
     server.reloader = Some(Reloader(Arc::new(Reloadable {
         config: std::sync::Mutex::new(config.clone()),
         listen,
@@ -327,19 +369,27 @@ pub fn start_runtime(
     };
     let runtime = match runtime {
         RuntimeKind::Mio => {
-            let cfg = MioConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = MioConfig {
+                driver,
                 ..MioConfig::default()
             };
             Running::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
         }
         RuntimeKind::Smol => {
-            let cfg = SmolConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = SmolConfig {
+                driver,
                 ..SmolConfig::default()
             };
             Running::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)
@@ -381,7 +431,11 @@ fn hold_ports(addrs: &[SocketAddr]) -> io::Result<(Vec<SocketAddr>, Vec<socket2:
 }
 
 /// The text of `public/welcome.txt` in the demo site.
-pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. Write a wharf.toml (see examples/wharf.toml) to serve\nyour own directories, with users and uploads.\n";
+pub const WELCOME: &str = "Welcome to wharf!\n\nThis is the demo site that `wharf` serves when it runs without --config.\nIt is anonymous and read-only. To serve your own directories, with users and uploads,\nwrite a wharf.toml: `wharf example-config` prints one with every key explained.\n";
+
+/// The annotated example configuration (`wharf example-config`): every key, with its
+/// default and what it does.
+pub const EXAMPLE_CONFIG: &str = include_str!("../examples/wharf.toml");
 
 /// The embedded default: the demo site under `data_dir/public` (created with a welcome
 /// file on first run), anonymous read-only, on 127.0.0.1:2121, passive ports chosen by

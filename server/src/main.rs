@@ -1,15 +1,15 @@
 //! The `wharf` command.
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 use wharf_server::{RuntimeKind, ServerConfig};
 
-/// wharf: an FTP server.
+/// An FTP and FTPS server.
 ///
 /// Without --config, wharf serves a demo site: the directory DATA_DIR/public (created on
 /// first run, with a welcome.txt), anonymous and read-only, on 127.0.0.1:2121.
@@ -17,11 +17,14 @@ use wharf_server::{RuntimeKind, ServerConfig};
 ///
 /// SIGINT or SIGTERM shut it down gracefully: no new connections, running transfers may
 /// finish for the grace period, then every session is closed. A second signal exits at once.
+/// SIGHUP re-reads the configuration file. Under systemd (Type=notify), wharf reports
+/// READY=1, RELOADING=1 and STOPPING=1, and answers the watchdog.
 #[derive(Parser, Debug)]
 #[command(name = "wharf", version, verbatim_doc_comment)]
 struct Cli {
-    /// Serve the site described by this TOML file (see examples/wharf.toml).
-    #[arg(short, long, value_name = "FILE")]
+    /// The configuration: the sites to serve (`wharf example-config` prints a file with
+    /// every key explained); for `wharf user`, whose users to change.
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// The event loop to run sessions on: "mio" (epoll loops) or "smol" (async tasks).
@@ -37,6 +40,17 @@ struct Cli {
     /// server.shutdown_grace (default 30).
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace: Option<u64>,
+
+    /// Listen on this address ("ip:port") instead of server.listen; repeat for several.
+    /// For the single [site] form (and the demo site); [[sites]] have bindings.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<std::net::SocketAddr>,
+
+    /// The pid file (overrides server.pid_file): the server writes its pid there and
+    /// removes it at exit; a running wharf holding it refuses a second start, a stale
+    /// one is replaced. `wharf user` signals the server it names to reload.
+    #[arg(long, value_name = "PATH", global = true)]
+    pid_file: Option<PathBuf>,
 
     /// More diagnostics on stderr: -v for connections and warnings in detail, -vv for
     /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_smol=debug) overrides this.
@@ -58,6 +72,29 @@ enum Command {
     /// Read a password from standard input and print its argon2id hash, for the
     /// password_hash of a [[users]] entry.
     Passwd,
+    /// Print the annotated example configuration: every key, its default and what it
+    /// does (`wharf example-config > wharf.toml`, then edit).
+    ExampleConfig,
+    /// Add, change, delete or list the users of --config (or of its server.users_file),
+    /// keeping the file's comments; then tell the running server to reload.
+    User {
+        #[command(subcommand)]
+        action: wharf_server::user_cmd::UserCommand,
+    },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `wharf completions bash > /usr/share/bash-completion/completions/wharf`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, wharf(1), in roff (`wharf man | man -l -`); with --out-dir,
+    /// write it and one page per subcommand (wharf-user-add.1, ...) into DIR.
+    Man {
+        /// Where to write the pages, e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +103,19 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Passwd) => passwd(),
+        Some(Command::User { action }) => {
+            wharf_server::user_cmd::run(action, cli.config.as_deref(), cli.pid_file.as_deref())
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut io::stdout());
+            Ok(())
+        }
+        Some(Command::Man { out_dir }) => man(out_dir.as_deref()),
+        Some(Command::ExampleConfig) => {
+            print!("{}", wharf_server::EXAMPLE_CONFIG);
+            Ok(())
+        }
         None => serve(&cli),
     };
     match result {
@@ -91,6 +141,12 @@ fn init_tracing(verbose: u8) {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
+    // A panic ends only the session it happened in (the runtimes catch it); the log says
+    // where, with a backtrace, on one record.
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("panic: {info}\n{backtrace}");
+    }));
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {
@@ -103,58 +159,23 @@ fn check_config(file: &std::path::Path) -> Result<(), String> {
     }
 }
 
+/// `wharf man`: the pages clap_mangen makes from these definitions.
+fn man(out_dir: Option<&Path>) -> Result<(), String> {
+    use clap::CommandFactory;
+    match out_dir {
+        None => clap_mangen::Man::new(Cli::command())
+            .render(&mut io::stdout())
+            .map_err(|e| format!("writing the manual page: {e}")),
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir)
+            .map_err(|e| format!("writing manual pages to {}: {e}", dir.display())),
+    }
+}
+
 fn passwd() -> Result<(), String> {
-    let stdin = io::stdin();
-    let tty = stdin.is_terminal();
-    if tty {
-        eprint!("Password: ");
-        let _ = io::stderr().flush();
-    }
-    let echo = tty.then(EchoOff::new).flatten();
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    drop(echo);
-    if tty {
-        eprintln!();
-    }
-    read.map_err(|e| format!("reading the password: {e}"))?;
-    let password = line.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err("empty password".into());
-    }
-    let hash = wharf_server::hash_password(password)?;
+    let password = wharf_server::password::read_password("Password: ", false)?;
+    let hash = wharf_server::hash_password(&password)?;
     println!("{hash}");
     Ok(())
-}
-
-/// Turns terminal echo off for as long as it lives.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn new() -> Option<EchoOff> {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a struct we own.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(EchoOff(saved))
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the attributes read in `new`.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &self.0);
-        }
-    }
 }
 
 fn load(cli: &Cli) -> Result<ServerConfig, String> {
@@ -164,13 +185,45 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
         None => wharf_server::default_config(&cli.data_dir)
             .map_err(|e| format!("preparing {}: {e}", cli.data_dir.display()))?,
     };
-    if let Some(r) = &cli.runtime {
-        config.runtime = RuntimeKind::parse(r).map_err(|e| format!("--runtime: {e}"))?;
-    }
-    if let Some(s) = cli.shutdown_grace {
-        config.shutdown_grace = Duration::from_secs(s);
-    }
+    Overrides::of(cli).apply(&mut config)?;
     Ok(config)
+}
+
+/// What the command line overrides in the configuration file, applied at start and to
+/// the file re-read on SIGHUP alike (else the reload would see them as changes).
+#[derive(Clone)]
+struct Overrides {
+    runtime: Option<String>,
+    shutdown_grace: Option<u64>,
+    listen: Vec<std::net::SocketAddr>,
+    pid_file: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn of(cli: &Cli) -> Overrides {
+        Overrides {
+            runtime: cli.runtime.clone(),
+            shutdown_grace: cli.shutdown_grace,
+            listen: cli.listen.clone(),
+            pid_file: cli.pid_file.clone(),
+        }
+    }
+
+    fn apply(&self, config: &mut ServerConfig) -> Result<(), String> {
+        if let Some(r) = &self.runtime {
+            config.runtime = RuntimeKind::parse(r).map_err(|e| format!("--runtime: {e}"))?;
+        }
+        if let Some(s) = self.shutdown_grace {
+            config.shutdown_grace = Duration::from_secs(s);
+        }
+        if !self.listen.is_empty() {
+            config.override_listen(&self.listen)?;
+        }
+        if let Some(p) = &self.pid_file {
+            config.pid_file = Some(p.clone());
+        }
+        Ok(())
+    }
 }
 
 /// Whether the listener on `wildcard` receives connections for `addr`.
@@ -182,6 +235,38 @@ fn covers(addr: std::net::SocketAddr, wildcard: std::net::SocketAddr) -> bool {
 
 fn serve(cli: &Cli) -> Result<(), String> {
     let config = load(cli)?;
+    if wharf_server::systemd::passed_sockets() > 0 {
+        return Err(
+            "systemd passed listening sockets (socket activation), which wharf does not \
+             adopt: each of its event loops binds its own listener (SO_REUSEPORT). Remove the \
+             .socket unit; deploy/wharf.service binds the ports itself"
+                .into(),
+        );
+    }
+    // A notification socket that cannot be reached is not a reason to refuse to serve
+    // (systemd, if it waits, says so when its start timeout passes).
+    let notifier = match wharf_server::systemd::Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            eprintln!("wharf: NOTIFY_SOCKET: {e}; not notifying systemd");
+            None
+        }
+    };
+    let notify = {
+        let notifier = notifier.clone();
+        move |state: &str| {
+            if let Some(n) = &notifier {
+                if let Err(e) = n.notify(state) {
+                    eprintln!("wharf: telling systemd {state:?}: {e}");
+                }
+            }
+        }
+    };
+    // Before binding: a running wharf that holds the pid file refuses this start.
+    let pid_file = match &config.pid_file {
+        Some(path) => Some(wharf_server::pidfile::PidFile::create(path)?),
+        None => None,
+    };
     // Signals are taken before the server starts so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -255,6 +340,29 @@ fn serve(cli: &Cli) -> Result<(), String> {
             );
         }
     }
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
+    if let (Some(n), Some(every)) = (&notifier, wharf_server::systemd::watchdog_interval()) {
+        let (n, health) = (n.clone(), server.health());
+        std::thread::Builder::new()
+            .name("wharf-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                // Alive means the runtime answers through its own loops, not just that
+                // this thread runs.
+                if health.check(every / 2) {
+                    if let Err(e) = n.notify("WATCHDOG=1") {
+                        eprintln!("wharf: watchdog: {e}");
+                    }
+                } else {
+                    eprintln!(
+                        "wharf: watchdog: the runtime did not answer within {:?}; not telling systemd it is alive",
+                        every / 2
+                    );
+                }
+            })
+            .map_err(|e| format!("starting the watchdog thread: {e}"))?;
+    }
     if cli.config.is_none() {
         if let Some(a) = server.local_addrs().first() {
             println!("wharf: try `curl ftp://{a}/` or `curl ftp://{a}/welcome.txt`; Ctrl-C stops");
@@ -265,11 +373,18 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let reloader = server.reloader();
     let file = cli.config.clone();
     let startup = config.clone();
+    let overrides = Overrides::of(cli);
+    let on_signal = notify.clone();
     std::thread::spawn(move || {
         let mut count = 0;
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
-                reload(file.as_deref(), reloader.as_ref(), &startup);
+                on_signal(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    wharf_server::systemd::monotonic_usec()
+                ));
+                let status = reload(file.as_deref(), reloader.as_ref(), &startup, &overrides);
+                on_signal(&format!("READY=1\nSTATUS={status}"));
                 continue;
             }
             count += 1;
@@ -281,6 +396,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
         }
     });
     if rx.recv().is_ok() {
+        notify("STOPPING=1");
         // The grace of the configuration running now (a reload may have changed it).
         let grace = server
             .reloader()
@@ -291,30 +407,55 @@ fn serve(cli: &Cli) -> Result<(), String> {
         );
         server.shutdown(grace);
     }
-    server.wait().map_err(|e| format!("server failed: {e}"))
+    let result = server.wait().map_err(|e| format!("server failed: {e}"));
+    if let Some(p) = pid_file {
+        let path = p.path().display().to_string();
+        if let Err(e) = p.remove() {
+            eprintln!("wharf: removing the pid file {path}: {e}");
+        }
+    }
+    result
 }
 
 /// SIGHUP: re-reads the configuration file and makes it the running configuration for
 /// new connections (its certificates are read afresh with it); an invalid file, or one
 /// that changes what needs a restart, leaves everything as it was. Without a file (the
 /// embedded default) only the certificates are re-read.
-fn reload(file: Option<&Path>, reloader: Option<&wharf_server::Reloader>, startup: &ServerConfig) {
+/// Returns a one-line status for systemd.
+fn reload(
+    file: Option<&Path>,
+    reloader: Option<&wharf_server::Reloader>,
+    startup: &ServerConfig,
+    overrides: &Overrides,
+) -> String {
     let (Some(file), Some(reloader)) = (file, reloader) else {
-        match startup.reload_certificates() {
-            Ok(0) => {}
-            Ok(n) => eprintln!("wharf: {n} certificate(s) reloaded"),
-            Err(e) => eprintln!("wharf: certificate reload failed, keeping the old one: {e}"),
-        }
-        return;
+        return match startup.reload_certificates() {
+            Ok(0) => "nothing to reload".into(),
+            Ok(n) => {
+                eprintln!("wharf: {n} certificate(s) reloaded");
+                format!("{n} certificate(s) reloaded")
+            }
+            Err(e) => {
+                eprintln!("wharf: certificate reload failed, keeping the old one: {e}");
+                "certificate reload failed, keeping the old one".into()
+            }
+        };
     };
     let result = ServerConfig::from_file(file)
         .map_err(|e| format!("invalid configuration\n{e}"))
+        .and_then(|mut new| overrides.apply(&mut new).map(|()| new))
         .and_then(|new| reloader.reload(new));
     match result {
-        Ok(summary) => eprintln!("wharf: {} reloaded: {summary}", file.display()),
-        Err(e) => eprintln!(
-            "wharf: reload of {} refused, the running configuration stays: {e}",
-            file.display()
-        ),
+        Ok(summary) => {
+            eprintln!("wharf: {} reloaded: {summary}", file.display());
+            format!("reloaded: {summary}")
+        }
+        Err(e) => {
+            eprintln!(
+                "wharf: reload of {} refused, the running configuration stays: {e}",
+                file.display()
+            );
+            "reload refused, the running configuration stays (see the log)".into()
+        }
     }
 }

@@ -22,8 +22,12 @@ pub struct UserEntry {
 
 /// Checks that `hash` is an argon2 PHC string; returns it unchanged.
 pub fn check_hash(hash: &str) -> Result<String, String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| {
-        format!("not a password hash in PHC format ({e}); make one with `wharf passwd`")
+    // (The parser's own messages name its internals, and misspell some.)
+    let parsed = PasswordHash::new(hash).map_err(|_| {
+        "not a complete argon2id password hash (one looks like \
+         `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`); make one with `wharf passwd`, \
+         or set the password with `wharf user passwd NAME`"
+            .to_string()
     })?;
     if !parsed.algorithm.as_str().starts_with("argon2") {
         return Err(format!(

@@ -39,12 +39,10 @@ impl Session {
             return self.reply(425, "PASV is IPv4 only; use EPSV.");
         }
         let conn = DataConnId(self.next_id());
-        let expect_peer = self.config.match_pasv_peer.then(|| self.peer.ip());
         self.actions.push_back(Action::ListenData {
             conn,
             ip: self.local.ip(),
             ports: self.config.passive_ports.clone(),
-            expect_peer,
         });
         self.pending = Some(Pending::Listen { conn, extended });
     }
@@ -130,12 +128,16 @@ impl Session {
         self.reply(200, &format!("{verb} command successful."));
     }
 
+    /// A passive connection arrived: from anyone but the client (unless the site allows
+    /// it), it is refused and the listener stays armed for the client (port theft); the
+    /// client's own is the data connection, and the listener closes.
     pub(super) fn on_data_accepted(&mut self, now: Instant, conn: DataConnId, peer: SocketAddr) {
         if self.config.match_pasv_peer && !same_host(peer.ip(), self.peer.ip()) {
-            // Port theft: the driver should have dropped it already; never use it.
-            tracing::warn!(session = %self.id, %peer, "data connection from a foreign address");
+            tracing::info!(session = %self.id, %peer, "data connection from a stranger refused");
+            self.actions.push_back(Action::RefuseData { conn });
             return;
         }
+        self.actions.push_back(Action::StopListening { conn });
         if let DataChan::Passive {
             conn: want,
             accepted,

@@ -18,7 +18,10 @@ pub enum Input<'a> {
     ControlEof,
     /// `ListenData` is listening on this port.
     DataListening { conn: DataConnId, port: u16 },
-    /// `ListenData` accepted a connection from `peer`.
+    /// `ListenData`'s listener accepted a connection from `peer`. The driver holds it
+    /// and keeps the listener until the core answers, in the same drain, with
+    /// `RefuseData` (a stranger: close it, go on listening) or `StopListening` (this is
+    /// the data connection: close the listener).
     DataAccepted { conn: DataConnId, peer: SocketAddr },
     /// `ConnectData` connected.
     DataConnected { conn: DataConnId },
@@ -27,10 +30,11 @@ pub enum Input<'a> {
     /// an idle connection is not a failure: a small upload's bytes and FIN may arrive
     /// before `StartTransfer`, and the driver must keep them for the transfer.
     DataFailed { conn: DataConnId, error: DataError },
-    /// A transfer has moved `bytes` in total so far (a running total, not a delta); it
-    /// re-arms the stall timer. Drivers may coalesce these.
+    /// A transfer has moved `bytes` in total so far (a running total, not a delta), as
+    /// its pump reports it (for STAT).
     TransferProgress { xfer: TransferId, bytes: u64 },
-    /// A transfer ended; the driver has closed its data connection.
+    /// A transfer ended, as its pump reports it; the driver has closed its data
+    /// connection.
     TransferDone {
         xfer: TransferId,
         outcome: TransferOutcome,
@@ -75,11 +79,34 @@ pub enum TransferOutcome {
         bytes: u64,
         error: crate::tls::DataTlsError,
     },
+    /// No byte moved for the data timeout (`Timeouts::transfer_stall`).
+    Stalled { bytes: u64 },
+    /// The transfer ran below the minimum data rate over a data-timeout window.
+    TooSlow { bytes: u64 },
+    /// An upload went over the maximum upload size; nothing past the limit was written,
+    /// and `bytes` is the limit plus one (the byte that crossed it).
+    TooLarge { bytes: u64 },
 }
 
-/// What a transfer moves.
+impl TransferOutcome {
+    /// The body bytes moved.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            TransferOutcome::Complete { bytes }
+            | TransferOutcome::ConnectionLost { bytes }
+            | TransferOutcome::Storage { bytes, .. }
+            | TransferOutcome::Aborted { bytes }
+            | TransferOutcome::Tls { bytes, .. }
+            | TransferOutcome::Stalled { bytes }
+            | TransferOutcome::TooSlow { bytes }
+            | TransferOutcome::TooLarge { bytes } => *bytes,
+        }
+    }
+}
+
+/// What a transfer moves (inside the session; a driver sees the [`crate::pump::Pump`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+pub(crate) enum Body {
     /// File → data connection.
     Send(FileHandle),
     /// Data connection → file. The file stays open afterwards until `CloseFile`.
@@ -88,61 +115,51 @@ pub enum Body {
     Bytes(Vec<u8>),
 }
 
-/// A transfer the driver is to run. Not `Clone`: it may own a TLS connection.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TransferSpec {
-    pub body: Body,
-    /// TYPE A: convert line ends with [`crate::typea`] (never for `Body::Bytes`, which
-    /// the core renders with CR LF already).
-    pub ascii: bool,
-    /// `PROT P`: the body moves through this TLS connection, handshake first (see
-    /// [`crate::tls::DataTls`]). No `sendfile` then.
-    pub tls: Option<crate::tls::DataTls>,
-    /// Bandwidth limit in bytes per second (site or user); the driver paces the data
-    /// pump to it, e.g. with a [`crate::policy::TokenBucket`]. `None`: as fast as it goes.
-    pub rate_limit: Option<u64>,
-    /// For `Body::Receive`: the most body bytes (as they arrive, before any TYPE A
-    /// conversion) the driver may write to the file (the site's maximum upload size).
-    /// It writes none past it: at the first byte over, it stops receiving and ends the
-    /// transfer with `TransferDone { Aborted { bytes } }`, `bytes` counting what was
-    /// received (so more than `max_bytes`); the core then answers `552` and discards
-    /// the upload. `None`: no limit.
-    pub max_bytes: Option<u64>,
-}
-
 /// Something the core asks the driver to do, from [`Session::poll_action`]. Not `Clone`:
-/// `StartTransfer` may own a data connection's TLS.
+/// `StartTransfer` owns its transfer's pump.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Run this off the event loop; answer with `Input::Completed`.
     Request { req: RequestId, request: Request },
     /// Listen on `ip` on a free port of `ports` (`0..=0`: any). Answer with
-    /// `DataListening` or `DataFailed`, then `DataAccepted` for each connection. When
-    /// `expect_peer` is set, connections from other addresses are closed at once and the
-    /// listener stays armed.
+    /// `DataListening` or `DataFailed`, then `DataAccepted` for a connection; the core
+    /// answers that with `RefuseData` or `StopListening`.
     ListenData {
         conn: DataConnId,
         ip: IpAddr,
         ports: RangeInclusive<u16>,
-        expect_peer: Option<IpAddr>,
     },
-    /// Connect from `local_ip` to `target` (already checked against FTP bounce). Answer
-    /// with `DataConnected` or `DataFailed`.
+    /// The connection `DataAccepted` reported is refused (not the client's): close it
+    /// and go on listening on `conn`'s listener.
+    RefuseData { conn: DataConnId },
+    /// The connection `DataAccepted` reported is the data connection: close `conn`'s
+    /// listener (its port is free again) and keep the connection for the transfer.
+    StopListening { conn: DataConnId },
+    /// Connect from `local_ip` (a hint; a driver may let the system choose) to `target`
+    /// (already checked against FTP bounce). Answer with `DataConnected` or
+    /// `DataFailed`.
     ConnectData {
         conn: DataConnId,
         local_ip: IpAddr,
         target: SocketAddr,
     },
-    /// Move a body over the connected data connection `conn`; report progress and then
-    /// `TransferDone`, after which `conn` is closed and forgotten.
+    /// Run `pump` over the connected data connection `conn` and the open file `file`
+    /// (none for a listing), as [`crate::pump`] describes, feeding its inputs
+    /// (`TransferProgress`, then `TransferDone`) to the session; `conn` is then closed
+    /// and forgotten, and the file goes back to the driver's table. If `conn` failed
+    /// before this (it is not an idle connection any more), answer
+    /// [`crate::pump::Pump::connection_missing`].
     StartTransfer {
         xfer: TransferId,
         conn: DataConnId,
-        spec: TransferSpec,
+        file: Option<FileHandle>,
+        pump: Box<crate::pump::Pump>,
     },
-    /// Stop a running transfer; it still ends with `TransferDone { Aborted }`.
+    /// Stop a running transfer ([`crate::pump::Pump::abort`]); it still ends with its
+    /// `TransferDone`.
     AbortTransfer { xfer: TransferId },
-    /// Close a listener or an idle data connection.
+    /// Close a listener or an idle data connection, or stop a running transfer without
+    /// reporting its end (the session has forgotten it).
     CloseData { conn: DataConnId },
     /// Close the control connection once `poll_transmit` is drained, and release
     /// everything the session still holds (listeners, data connections, transfers;

@@ -6,8 +6,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use super::state::{AbortCause, Login, Pending};
-use super::timer::Timer;
+use super::state::{Login, Pending};
 use super::{Action, TransferOutcome};
 use crate::backend::{Completion, FsError, Principal};
 use crate::log::{self, Field, LogRecord, SubStatus};
@@ -462,66 +461,17 @@ impl Session {
         self.config.limits.rate_for(user, anonymous)
     }
 
-    /// A transfer started: arm the minimum-rate check.
-    pub(super) fn arm_min_rate(&mut self, now: Instant) {
-        if self.config.limits.min_bytes_per_second == 0 {
-            return;
-        }
-        if let Some(Pending::Transfer(t)) = &mut self.pending {
-            t.rate_mark = (now, 0);
-            self.timers
-                .set(Timer::MinRate, now + self.config.timeouts.transfer_stall);
-        }
+    /// The minimum data rate a transfer must keep (IIS `minBytesPerSecond`), judged by
+    /// its pump over each data-timeout window; `None` when off.
+    pub(super) fn min_rate(&self) -> Option<u64> {
+        Some(self.config.limits.min_bytes_per_second).filter(|&r| r > 0)
     }
 
-    /// Each data-timeout window, a transfer must have moved at least the minimum rate's
-    /// worth of bytes (IIS `minBytesPerSecond`), or it is dropped.
-    pub(super) fn on_min_rate_check(&mut self, now: Instant) {
-        let min = self.config.limits.min_bytes_per_second;
-        let Some(Pending::Transfer(t)) = &mut self.pending else {
-            return;
-        };
-        let (Some(xfer), None) = (t.xfer, t.abort) else {
-            return;
-        };
-        let (since, before) = t.rate_mark;
-        let secs = now.saturating_duration_since(since).as_secs_f64();
-        let moved = t.bytes.saturating_sub(before);
-        if (moved as f64) < min as f64 * secs {
-            tracing::info!(session = %self.id, moved, secs, "transfer below the minimum rate");
-            t.abort = Some(AbortCause::TooSlow);
-            self.actions.push_back(Action::AbortTransfer { xfer });
-            return;
-        }
-        t.rate_mark = (now, t.bytes);
-        self.timers
-            .set(Timer::MinRate, now + self.config.timeouts.transfer_stall);
-    }
-
-    /// Progress of an upload past the size limit stops it.
-    pub(super) fn check_upload_size(&mut self) {
-        let Some(Pending::Transfer(t)) = &mut self.pending else {
-            return;
-        };
-        if !t.upload || !self.config.filtering.upload_too_large(t.bytes) {
-            return;
-        }
-        if let (Some(xfer), None) = (t.xfer, t.abort) {
-            t.abort = Some(AbortCause::TooLarge);
-            self.actions.push_back(Action::AbortTransfer { xfer });
-        }
-    }
-
-    /// Whether a finished upload of `bytes` went over the size limit (a transfer can end
-    /// before any progress report).
-    pub(super) fn upload_too_large(&self, upload: bool, bytes: u64) -> bool {
-        upload && self.config.filtering.upload_too_large(bytes)
-    }
-
-    /// The replies of a transfer stopped by policy.
-    pub(super) fn policy_abort_replies(&mut self, cause: AbortCause) -> Option<(u16, String)> {
-        match cause {
-            AbortCause::TooLarge => {
+    /// The reply of a transfer its pump ended by policy (size, rate, stall), with the
+    /// sub-status it logs.
+    pub(super) fn policy_end_reply(&mut self, outcome: &TransferOutcome) -> Option<(u16, String)> {
+        match outcome {
+            TransferOutcome::TooLarge { .. } => {
                 self.sub = SubStatus::UploadTooLarge;
                 let max = self.config.filtering.max_upload_size.unwrap_or(0);
                 Some((
@@ -529,15 +479,18 @@ impl Session {
                     format!("Upload exceeds the maximum size of {max} bytes; discarded."),
                 ))
             }
-            AbortCause::TooSlow => {
+            TransferOutcome::TooSlow { .. } => {
                 self.sub = SubStatus::TooSlow;
                 Some((426, "Transfer below the minimum data rate; aborted.".into()))
             }
-            AbortCause::Stalled => {
+            TransferOutcome::Stalled { .. } => {
                 self.sub = SubStatus::Stalled;
-                None
+                Some((
+                    426,
+                    "No progress on the data connection; transfer aborted.".into(),
+                ))
             }
-            AbortCause::Abor => None,
+            _ => None,
         }
     }
 
@@ -546,7 +499,10 @@ impl Session {
         self.win32 = match outcome {
             TransferOutcome::Complete { .. } => self.win32,
             TransferOutcome::ConnectionLost { .. } => log::WIN32_CONNECTION_RESET,
-            TransferOutcome::Aborted { .. } => log::WIN32_ABORTED,
+            TransferOutcome::Aborted { .. }
+            | TransferOutcome::Stalled { .. }
+            | TransferOutcome::TooSlow { .. }
+            | TransferOutcome::TooLarge { .. } => log::WIN32_ABORTED,
             TransferOutcome::Storage { error, .. } => log::win32_of(error),
             TransferOutcome::Tls {
                 error: crate::tls::DataTlsError::Truncated,
@@ -555,7 +511,7 @@ impl Session {
             TransferOutcome::Tls { .. } => log::WIN32_TLS_FAILURE,
         };
         if let Some(l) = &mut self.log {
-            let bytes = Self::outcome_bytes(outcome);
+            let bytes = outcome.bytes();
             if upload {
                 l.rec.bytes_received += bytes;
             } else {

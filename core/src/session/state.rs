@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::timer::{Timer, TimerTable};
-use super::{Action, DataError, Input, TransferOutcome};
+use super::{Action, DataError, Input};
 use crate::backend::{Completion, Principal, Request};
 use crate::config::SessionConfig;
 use crate::ids::{DataConnId, FileHandle, IdGen, RequestId, SessionId, TransferId};
@@ -124,21 +124,10 @@ pub(super) struct Transfer {
     pub(super) upload: bool,
     pub(super) file: Option<FileHandle>,
     pub(super) bytes: u64,
-    pub(super) abort: Option<AbortCause>,
+    /// ABOR (or the session ending) asked the driver to stop it.
+    pub(super) aborted: bool,
     /// The 226 text on success.
     pub(super) done_text: String,
-    /// Start of the current minimum-rate window and the bytes moved by then.
-    pub(super) rate_mark: (Instant, u64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AbortCause {
-    Abor,
-    Stalled,
-    /// An upload went over the maximum upload size.
-    TooLarge,
-    /// The transfer ran below the minimum data rate.
-    TooSlow,
 }
 
 /// Why the session will end once nothing is pending.
@@ -335,7 +324,7 @@ impl Session {
             Input::DataAccepted { conn, peer } => self.on_data_accepted(now, conn, peer),
             Input::DataConnected { conn } => self.on_data_connected(now, conn),
             Input::DataFailed { conn, error } => self.on_data_failed(now, conn, error),
-            Input::TransferProgress { xfer, bytes } => self.on_progress(now, xfer, bytes),
+            Input::TransferProgress { xfer, bytes } => self.on_progress(xfer, bytes),
             Input::TransferDone { xfer, outcome } => self.on_transfer_done(now, xfer, outcome),
             Input::Completed { req, completion } => self.on_completed(now, req, completion),
         }
@@ -594,13 +583,11 @@ impl Session {
                 self.close();
             }
             Timer::DataConnect => self.on_data_connect_timeout(now),
-            Timer::TransferStall => self.on_transfer_stall(),
             Timer::CccClose => {
                 if let Some(tls) = self.tls.as_mut().filter(|t| t.is_closing()) {
                     tls.close(&mut self.out);
                 }
             }
-            Timer::MinRate => self.on_min_rate_check(now),
             Timer::FailedLogin => self.on_failed_login_delay(),
             Timer::Handshake => {
                 let secs = self.config.timeouts.tls_handshake.as_secs_f64();
@@ -635,8 +622,8 @@ impl Session {
             self.held_bytes = 0;
             self.framer.clear();
             if let Some(Pending::Transfer(t)) = &mut self.pending {
-                if let (Some(xfer), None) = (t.xfer, t.abort) {
-                    t.abort = Some(AbortCause::Abor);
+                if let (Some(xfer), false) = (t.xfer, t.aborted) {
+                    t.aborted = true;
                     self.actions.push_back(Action::AbortTransfer { xfer });
                 }
             }
@@ -845,16 +832,6 @@ impl Session {
             DataError::Exhausted => "Server out of resources; try again later.",
             DataError::Refused => "Connection refused.",
             DataError::Io(_) => "Can't open data connection.",
-        }
-    }
-
-    pub(super) fn outcome_bytes(outcome: &TransferOutcome) -> u64 {
-        match outcome {
-            TransferOutcome::Complete { bytes }
-            | TransferOutcome::ConnectionLost { bytes }
-            | TransferOutcome::Storage { bytes, .. }
-            | TransferOutcome::Aborted { bytes }
-            | TransferOutcome::Tls { bytes, .. } => *bytes,
         }
     }
 }

@@ -10,25 +10,19 @@ pub(super) enum Timer {
     Idle,
     /// A transfer waiting for its data connection gives up (`dataChannelTimeout`).
     DataConnect,
-    /// A running transfer with no progress is aborted.
-    TransferStall,
     /// After CCC, the server sends its close_notify if the client has not sent one.
     CccClose,
-    /// A running transfer slower than the minimum data rate is aborted.
-    MinRate,
     /// A failed login's `530` is held until then (`failed_login_delay`).
     FailedLogin,
     /// A control-channel TLS handshake must complete by then (`tls_handshake`).
     Handshake,
 }
 
-const ALL: [Timer; 8] = [
+const ALL: [Timer; 6] = [
     Timer::Login,
     Timer::Idle,
     Timer::DataConnect,
-    Timer::TransferStall,
     Timer::CccClose,
-    Timer::MinRate,
     Timer::FailedLogin,
     Timer::Handshake,
 ];

@@ -5,14 +5,15 @@
 use std::time::{Instant, SystemTime};
 
 use super::nav::Access;
-use super::state::{AbortCause, Pending, Then, Transfer};
+use super::state::{Pending, Then, Transfer};
 use super::timer::Timer;
-use super::{Action, Body, DataError, TransferOutcome, TransferSpec};
+use super::{Action, Body, DataError, TransferOutcome};
 use crate::backend::{Completion, DirEntry, FsError, Request, WriteMode};
 use crate::config::ListingStyle;
 use crate::ids::{FileHandle, TransferId};
 use crate::listing;
 use crate::path::VPath;
+use crate::pump::{Pump, PumpSpec, Source};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,19 +329,20 @@ impl Session {
             upload,
             file,
             bytes: 0,
-            abort: None,
+            aborted: false,
             done_text,
-            rate_mark: (now, 0),
         }));
         if connected {
             self.start_transfer(now);
         }
     }
 
-    /// The data connection is there: hand the body to the driver.
+    /// The data connection is there: hand the body, in its pump, to the driver.
     pub(super) fn start_transfer(&mut self, now: Instant) {
         let xfer = TransferId(self.next_id());
         let rate_limit = self.rate_limit();
+        let min_rate = self.min_rate();
+        let stall = self.config.timeouts.transfer_stall;
         let Some(Pending::Transfer(t)) = &mut self.pending else {
             return;
         };
@@ -357,36 +359,39 @@ impl Session {
                 return self.reply(425, "Can't open data connection: TLS unavailable.");
             }
         };
-        let max_bytes = match body {
-            Body::Receive(_) => self.config.filtering.max_upload_size,
-            _ => None,
+        let (source, file, max_bytes) = match body {
+            Body::Send(file) => (Source::File, Some(file), None),
+            Body::Receive(file) => (
+                Source::Upload,
+                Some(file),
+                self.config.filtering.max_upload_size,
+            ),
+            Body::Bytes(bytes) => (Source::Bytes(bytes), None, None),
         };
-        let spec = TransferSpec {
-            body,
+        let spec = PumpSpec {
+            source,
             ascii,
-            rate_limit,
             tls,
+            rate_limit,
             max_bytes,
+            stall,
+            min_rate,
         };
-        self.actions
-            .push_back(Action::StartTransfer { xfer, conn, spec });
+        let pump = Box::new(Pump::new(xfer, spec, now));
+        self.actions.push_back(Action::StartTransfer {
+            xfer,
+            conn,
+            file,
+            pump,
+        });
         self.timers.stop(Timer::DataConnect);
-        self.timers.set(
-            Timer::TransferStall,
-            now + self.config.timeouts.transfer_stall,
-        );
-        self.arm_min_rate(now);
     }
 
-    pub(super) fn on_progress(&mut self, now: Instant, xfer: TransferId, bytes: u64) {
+    /// The pump's running total, for STAT.
+    pub(super) fn on_progress(&mut self, xfer: TransferId, bytes: u64) {
         if let Some(Pending::Transfer(t)) = &mut self.pending {
             if t.xfer == Some(xfer) {
                 t.bytes = bytes;
-                self.timers.set(
-                    Timer::TransferStall,
-                    now + self.config.timeouts.transfer_stall,
-                );
-                self.check_upload_size();
             }
         }
     }
@@ -404,41 +409,41 @@ impl Session {
                 return;
             }
         };
-        self.timers.stop(Timer::TransferStall);
-        self.timers.stop(Timer::MinRate);
-        let too_large = self.upload_too_large(t.upload, Self::outcome_bytes(&outcome));
-        let abort = if too_large {
-            Some(AbortCause::TooLarge)
-        } else {
-            t.abort
+        // A driver that cut an upload late still gets the limit applied.
+        let outcome = match outcome {
+            TransferOutcome::Complete { bytes } | TransferOutcome::Aborted { bytes }
+                if t.upload && self.config.filtering.upload_too_large(bytes) =>
+            {
+                TransferOutcome::TooLarge { bytes }
+            }
+            other => other,
         };
-        let complete = matches!(outcome, TransferOutcome::Complete { .. }) && !too_large;
-        let policy_reply = abort.and_then(|cause| self.policy_abort_replies(cause));
-        let replies = match (policy_reply, &outcome, abort) {
+        let too_large = matches!(outcome, TransferOutcome::TooLarge { .. });
+        let complete = matches!(outcome, TransferOutcome::Complete { .. });
+        let replies = match (self.policy_end_reply(&outcome), &outcome, t.aborted) {
             (Some(reply), _, _) => vec![reply],
-            (None, TransferOutcome::Complete { .. }, None) => vec![(226, t.done_text)],
-            (None, _, Some(AbortCause::Abor)) => {
+            (None, TransferOutcome::Complete { .. }, false) => vec![(226, t.done_text)],
+            // ABOR came after the transfer had completed: it completed (and an upload is
+            // kept), so it says so; then ABOR's own 226 (RFC 959).
+            (None, TransferOutcome::Complete { .. }, true) => {
+                vec![(226, t.done_text), (226, "ABOR successful.".into())]
+            }
+            (None, _, true) => {
                 vec![
                     (426, "Transfer aborted.".into()),
                     (226, "ABOR successful.".into()),
                 ]
             }
-            (None, _, Some(AbortCause::Stalled)) => {
-                vec![(
-                    426,
-                    "No progress on the data connection; transfer aborted.".into(),
-                )]
-            }
-            (None, TransferOutcome::Storage { error, .. }, None) => {
+            (None, TransferOutcome::Storage { error, .. }, false) => {
                 vec![(error.reply_code(), format!("Transfer failed: {error}."))]
             }
-            (None, TransferOutcome::Tls { error, .. }, None) => {
+            (None, TransferOutcome::Tls { error, .. }, false) => {
                 vec![Self::tls_failure_reply(error)]
             }
             (None, _, _) => vec![(426, "Data connection lost; transfer aborted.".into())],
         };
         self.note_transfer(t.upload, &outcome);
-        tracing::debug!(session = %self.id, bytes = Self::outcome_bytes(&outcome), ?outcome, "transfer done");
+        tracing::debug!(session = %self.id, bytes = outcome.bytes(), ?outcome, "transfer done");
         match t.file {
             Some(file) if t.upload => {
                 // An upload cut at the size limit is never kept, even in part.
@@ -526,8 +531,8 @@ impl Session {
     pub(super) fn cmd_abor(&mut self, _now: Instant) {
         match &mut self.pending {
             Some(Pending::Transfer(t)) if t.xfer.is_some() => {
-                if t.abort.is_none() {
-                    t.abort = Some(AbortCause::Abor);
+                if !t.aborted {
+                    t.aborted = true;
                     let xfer = t.xfer.expect("checked above");
                     self.actions.push_back(Action::AbortTransfer { xfer });
                 }
@@ -562,15 +567,6 @@ impl Session {
             }
         }
         self.timers.stop(Timer::DataConnect);
-    }
-
-    pub(super) fn on_transfer_stall(&mut self) {
-        if let Some(Pending::Transfer(t)) = &mut self.pending {
-            if let (Some(xfer), None) = (t.xfer, t.abort) {
-                t.abort = Some(AbortCause::Stalled);
-                self.actions.push_back(Action::AbortTransfer { xfer });
-            }
-        }
     }
 }
 

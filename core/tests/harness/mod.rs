@@ -4,16 +4,114 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::memfs::{MemStorage, MemUsers};
 use wharf_core::{
-    Action, Body, DataConnId, FileHandle, Input, Server, Session, SessionConfig, TransferId,
-    TransferOutcome,
+    Action, DataConnId, DataIo, FileHandle, Input, Pump, Run, Server, Session, SessionConfig,
+    TransferId, TransferOutcome,
 };
+
+/// What a transfer moves, as the test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// A file download.
+    Send(FileHandle),
+    /// An upload into this file.
+    Receive(FileHandle),
+    /// A listing.
+    Bytes,
+}
+
+impl Body {
+    pub fn of(file: Option<FileHandle>, pump: &Pump) -> Body {
+        match file {
+            Some(f) if pump.is_upload() => Body::Receive(f),
+            Some(f) => Body::Send(f),
+            None => Body::Bytes,
+        }
+    }
+}
+
+/// The client side of an in-memory data connection.
+pub enum Client<'c> {
+    /// Plain bytes: an upload's body is sent whole, then a FIN.
+    Plain,
+    /// A TLS client (it must be set up to resume the control session when the site
+    /// requires it).
+    Tls(&'c mut rustls::ClientConnection),
+}
+
+/// What the client side of a transfer does and saw.
+pub struct Peer<'a> {
+    /// Bytes to upload (empty for a download).
+    pub upload: &'a [u8],
+    /// Under TLS, end the upload with close_notify.
+    pub close_notify: bool,
+}
+
+/// What a transfer's client saw.
+#[derive(Debug)]
+pub struct Seen {
+    pub outcome: TransferOutcome,
+    pub received: Vec<u8>,
+    pub close_notify: bool,
+    pub fin: bool,
+}
+
+/// An in-memory data connection (the pump's side) and the transfer's open file.
+pub struct MemIo<'a> {
+    /// Bytes from the client not yet read, and whether its FIN follows them.
+    pub incoming: Vec<u8>,
+    pub incoming_eof: bool,
+    /// Bytes the pump wrote, not yet taken by the client.
+    pub outgoing: Vec<u8>,
+    pub shut: bool,
+    pub file: Option<&'a mut OpenFile>,
+}
+
+impl DataIo for MemIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.incoming.is_empty() {
+            return match self.incoming_eof {
+                true => Ok(0),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            };
+        }
+        let n = buf.len().min(self.incoming.len());
+        buf[..n].copy_from_slice(&self.incoming[..n]);
+        self.incoming.drain(..n);
+        Ok(n)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn shutdown_write(&mut self) {
+        self.shut = true;
+    }
+    fn read_file(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(OpenFile::Read(r)) => r.read(buf),
+            _ => Err(io::Error::other("no file open for reading")),
+        }
+    }
+    fn write_file(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(OpenFile::Write(w)) => w.write(buf),
+            _ => Err(io::Error::other("no file open for writing")),
+        }
+    }
+    fn flush_file(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(OpenFile::Write(w)) => w.flush(),
+            _ => Ok(()),
+        }
+    }
+}
 
 pub const PEER: &str = "192.0.2.7:40000";
 pub const LOCAL: &str = "192.0.2.1:21";
@@ -303,16 +401,9 @@ impl Harness {
                 self.input(Input::Completed { req, completion });
             }
             other => match self.mode {
-                DataMode::Auto => {
-                    self.actions.push(record(&other));
-                    self.auto_data(other)
-                }
-                DataMode::Sync => {
-                    self.actions.push(record(&other));
-                    self.sync_data(other)
-                }
-                // The test answers it, so it gets the action itself (a `StartTransfer`
-                // may own a `DataTls`).
+                DataMode::Auto => self.auto_data(other),
+                DataMode::Sync => self.sync_data(other),
+                // The test answers it.
                 DataMode::Manual => self.actions.push(other),
             },
         }
@@ -325,97 +416,176 @@ impl Harness {
                 self.next_port += 1;
                 self.events.push_back(Event::Listening(conn, port));
                 self.events.push_back(Event::Accepted(conn));
+                self.actions.push(action);
             }
-            Action::ConnectData { conn, .. } => self.events.push_back(Event::Connected(conn)),
-            Action::StartTransfer { xfer, spec, conn } => {
+            Action::ConnectData { conn, .. } => {
+                self.events.push_back(Event::Connected(conn));
+                self.actions.push(action);
+            }
+            Action::StartTransfer {
+                xfer,
+                conn,
+                file,
+                mut pump,
+            } => {
                 self.closed.insert(conn);
-                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
+                let outcome = self.run_plain(&mut pump, file);
                 self.events.push_back(Event::Done(xfer, outcome));
+                self.actions.push(Action::StartTransfer {
+                    xfer,
+                    conn,
+                    file,
+                    pump,
+                });
             }
             Action::CloseData { conn } => {
                 self.closed.insert(conn);
+                self.actions.push(action);
             }
-            _ => {}
+            other => self.actions.push(other),
         }
     }
 
     fn sync_data(&mut self, action: Action) {
         match action {
             Action::ListenData { conn, .. } => {
+                self.actions.push(action);
                 self.input(Input::DataListening { conn, port: 50000 })
             }
-            Action::ConnectData { conn, .. } => self.input(Input::DataConnected { conn }),
-            Action::StartTransfer { xfer, spec, .. } => {
-                let outcome = self.run_transfer(spec.body, spec.ascii, spec.max_bytes);
+            Action::ConnectData { conn, .. } => {
+                self.actions.push(action);
+                self.input(Input::DataConnected { conn })
+            }
+            Action::StartTransfer {
+                xfer,
+                conn,
+                file,
+                mut pump,
+            } => {
+                let outcome = self.run_plain(&mut pump, file);
+                self.actions.push(Action::StartTransfer {
+                    xfer,
+                    conn,
+                    file,
+                    pump,
+                });
                 self.input(Input::TransferDone { xfer, outcome });
             }
-            _ => {}
+            other => self.actions.push(other),
         }
     }
 
-    /// Runs a transfer's body as a driver would, returning its outcome: an upload
-    /// writes at most `max_bytes` of what arrives (`TransferSpec::max_bytes`).
-    pub fn run_transfer(
+    /// Runs a transfer's pump with a plain client that sends `self.upload` (for an
+    /// upload) and keeps what it receives in `self.received`.
+    fn run_plain(&mut self, pump: &mut Pump, file: Option<FileHandle>) -> TransferOutcome {
+        let upload = std::mem::take(&mut self.upload);
+        let peer = Peer {
+            upload: &upload,
+            close_notify: false,
+        };
+        let seen = self.run_pump(pump, file, Client::Plain, peer);
+        self.upload = upload;
+        self.received = seen.received;
+        seen.outcome
+    }
+
+    /// Runs `pump` as a driver would, in memory, with `client` on the other end of the
+    /// data connection and the open file `file`; returns what the client saw. Pacing
+    /// moves the harness's clock.
+    pub fn run_pump(
         &mut self,
-        body: Body,
-        ascii: bool,
-        max_bytes: Option<u64>,
-    ) -> TransferOutcome {
-        match body {
-            Body::Bytes(bytes) => {
-                let n = bytes.len() as u64;
-                self.received = bytes;
-                TransferOutcome::Complete { bytes: n }
-            }
-            Body::Send(file) => {
-                let Some(OpenFile::Read(mut r)) = self.files.remove(&file) else {
-                    panic!("send of a file that is not open for reading")
-                };
-                let mut raw = Vec::new();
-                r.read_to_end(&mut raw).unwrap();
-                self.files.insert(file, OpenFile::Read(r));
-                let n = raw.len() as u64;
-                self.received = if ascii {
-                    let mut out = Vec::new();
-                    wharf_core::typea::ToNetAscii::default().encode(&raw, &mut out);
-                    out
-                } else {
-                    raw
-                };
-                TransferOutcome::Complete { bytes: n }
-            }
-            Body::Receive(file) => {
-                let Some(OpenFile::Write(w)) = self.files.get_mut(&file) else {
-                    panic!("receive into a file that is not open for writing")
-                };
-                let received = self.upload.len() as u64;
-                let keep = max_bytes.map_or(self.upload.len(), |max| {
-                    self.upload
-                        .len()
-                        .min(usize::try_from(max).unwrap_or(usize::MAX))
-                });
-                let mut data = self.upload[..keep].to_vec();
-                if ascii {
-                    let mut out = Vec::new();
-                    let mut dec = wharf_core::typea::FromNetAscii::default();
-                    dec.decode(&data, &mut out);
-                    dec.finish(&mut out);
-                    data = out;
+        pump: &mut Pump,
+        file: Option<FileHandle>,
+        mut client: Client<'_>,
+        peer: Peer<'_>,
+    ) -> Seen {
+        let mut open = file.and_then(|f| self.files.remove(&f).map(|o| (f, o)));
+        let mut io = MemIo {
+            incoming: Vec::new(),
+            incoming_eof: false,
+            outgoing: Vec::new(),
+            shut: false,
+            file: open.as_mut().map(|(_, o)| o),
+        };
+        let mut seen = Seen {
+            outcome: TransferOutcome::ConnectionLost { bytes: 0 },
+            received: Vec::new(),
+            close_notify: false,
+            fin: false,
+        };
+        let mut sent = 0;
+        let mut outcome = None;
+        for _ in 0..100_000 {
+            // The client's bytes.
+            match &mut client {
+                Client::Plain => {
+                    io.incoming.extend_from_slice(&peer.upload[sent..]);
+                    sent = peer.upload.len();
+                    io.incoming_eof = pump.is_upload();
                 }
-                match w.write_all(&data) {
-                    Ok(()) if keep < self.upload.len() => {
-                        TransferOutcome::Aborted { bytes: received }
+                Client::Tls(c) => {
+                    if !c.is_handshaking() && pump.is_upload() && sent < peer.upload.len() {
+                        sent += c.writer().write(&peer.upload[sent..]).unwrap();
+                        if sent == peer.upload.len() && peer.close_notify {
+                            c.send_close_notify();
+                        }
                     }
-                    Ok(()) => TransferOutcome::Complete {
-                        bytes: data.len() as u64,
-                    },
-                    Err(e) => TransferOutcome::Storage {
-                        bytes: 0,
-                        error: wharf_core::FsError::from_io(&e),
-                    },
+                    while c.wants_write() {
+                        c.write_tls(&mut io.incoming).unwrap();
+                    }
+                    let body_sent = sent == peer.upload.len() && !c.is_handshaking();
+                    if pump.is_upload() && body_sent && !c.wants_write() {
+                        io.incoming_eof = true;
+                    }
                 }
+            }
+            let run = pump.run(self.now, &mut io, 1 << 20);
+            // The server's bytes.
+            let out = std::mem::take(&mut io.outgoing);
+            match &mut client {
+                Client::Plain => seen.received.extend_from_slice(&out),
+                Client::Tls(c) => {
+                    let mut rd = &out[..];
+                    while !rd.is_empty() {
+                        c.read_tls(&mut rd).unwrap();
+                        if c.process_new_packets().is_err() {
+                            break;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        loop {
+                            match c.reader().read(&mut chunk) {
+                                Ok(0) => {
+                                    seen.close_notify = true;
+                                    break;
+                                }
+                                Ok(n) => seen.received.extend_from_slice(&chunk[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            seen.fin |= io.shut;
+            while let Some(input) = pump.poll_input() {
+                if let Input::TransferDone { outcome: o, .. } = input {
+                    outcome = Some(o);
+                }
+            }
+            match run {
+                Run::Done => break,
+                Run::Wait => {
+                    let at = pump.poll_timeout().expect("a paced pump has a deadline");
+                    self.now = self.now.max(at);
+                    pump.handle_timeout(self.now);
+                }
+                _ => {}
             }
         }
+        if let Some((f, o)) = open {
+            self.files.insert(f, o);
+        }
+        seen.outcome = outcome.expect("the transfer never ended");
+        seen
     }
 
     /// The connection of the last `ConnectData` the session asked for.
@@ -438,27 +608,38 @@ impl Harness {
 
     pub fn last_transfer(&self) -> Option<(TransferId, DataConnId, Body)> {
         self.actions.iter().rev().find_map(|a| match a {
-            Action::StartTransfer { xfer, conn, spec } => Some((*xfer, *conn, spec.body.clone())),
+            Action::StartTransfer {
+                xfer,
+                conn,
+                file,
+                pump,
+            } => Some((*xfer, *conn, Body::of(*file, pump))),
             _ => None,
         })
     }
 
-    /// Takes the last `StartTransfer`'s spec out of the recorded actions (its `tls` with
-    /// it), leaving the action with `tls: None`.
-    pub fn take_transfer(&mut self) -> (TransferId, wharf_core::TransferSpec) {
+    /// Takes the last `StartTransfer`'s pump out of the recorded actions (in manual mode,
+    /// for the test to run), leaving a finished pump in its place.
+    pub fn take_transfer(&mut self) -> (TransferId, Option<FileHandle>, Box<Pump>) {
+        let now = self.now;
         self.actions
             .iter_mut()
             .rev()
             .find_map(|a| match a {
-                Action::StartTransfer { xfer, spec, .. } => {
-                    let taken = wharf_core::TransferSpec {
-                        body: spec.body.clone(),
-                        ascii: spec.ascii,
-                        rate_limit: spec.rate_limit,
-                        tls: spec.tls.take(),
-                        max_bytes: spec.max_bytes,
+                Action::StartTransfer {
+                    xfer, file, pump, ..
+                } => {
+                    let spec = wharf_core::pump::PumpSpec {
+                        source: wharf_core::pump::Source::Bytes(Vec::new()),
+                        ascii: false,
+                        tls: None,
+                        rate_limit: None,
+                        max_bytes: None,
+                        stall: Duration::from_secs(1),
+                        min_rate: None,
                     };
-                    Some((*xfer, taken))
+                    let taken = std::mem::replace(pump, Box::new(Pump::new(*xfer, spec, now)));
+                    Some((*xfer, *file, taken))
                 }
                 _ => None,
             })
@@ -467,52 +648,6 @@ impl Harness {
 
     pub fn replies(&self) -> String {
         String::from_utf8_lossy(&self.wire).into_owned()
-    }
-}
-
-/// A copy of an action for the record: everything but a `StartTransfer`'s TLS
-/// connection, which goes to whoever runs the transfer.
-pub fn record(action: &Action) -> Action {
-    match action {
-        Action::Request { req, request } => Action::Request {
-            req: *req,
-            request: request.clone(),
-        },
-        Action::ListenData {
-            conn,
-            ip,
-            ports,
-            expect_peer,
-        } => Action::ListenData {
-            conn: *conn,
-            ip: *ip,
-            ports: ports.clone(),
-            expect_peer: *expect_peer,
-        },
-        Action::ConnectData {
-            conn,
-            local_ip,
-            target,
-        } => Action::ConnectData {
-            conn: *conn,
-            local_ip: *local_ip,
-            target: *target,
-        },
-        Action::StartTransfer { xfer, conn, spec } => Action::StartTransfer {
-            xfer: *xfer,
-            conn: *conn,
-            spec: wharf_core::TransferSpec {
-                body: spec.body.clone(),
-                ascii: spec.ascii,
-                rate_limit: spec.rate_limit,
-                tls: None,
-                max_bytes: spec.max_bytes,
-            },
-        },
-        Action::AbortTransfer { xfer } => Action::AbortTransfer { xfer: *xfer },
-        Action::CloseData { conn } => Action::CloseData { conn: *conn },
-        Action::Close => Action::Close,
-        Action::Log(record) => Action::Log(record.clone()),
     }
 }
 

@@ -135,7 +135,7 @@ impl Sim {
         } else if let Some(x) = self.slots[s].xfers.values().find(|x| x.live(now, stall)) {
             return Err(format!(
                 "s{s}: closed while its transfer was making progress (last at {:?})",
-                x.last_progress
+                x.last_moved
             ));
         }
         let slot = &mut self.slots[s];

@@ -44,6 +44,8 @@ impl Client {
                 | Kind::User { .. }
                 | Kind::Pass { .. }
                 | Kind::Fixed(_)
+                | Kind::Auth
+                | Kind::Prot { .. }
                 | Kind::Quit
         );
         if needs_login && !self.logged_in {
@@ -76,6 +78,15 @@ impl Client {
                 // ABOR closes any data connection, running transfer or not.
                 self.data_ready = false;
                 want(code, &[225, 226])
+            }
+            Kind::Auth => {
+                want(code, &[234])?;
+                self.start_tls(cx, sent.at)
+            }
+            Kind::Prot { private } => {
+                want(code, &[200])?;
+                self.prot_private = private;
+                Ok(())
             }
             Kind::Type { ascii } => {
                 self.ascii = ascii;
@@ -353,6 +364,18 @@ impl Client {
         }
     }
 
+    /// 522: the data connection's TLS failed, which is right only when it did not resume
+    /// this control session (a TLS 1.3 client uses each ticket once).
+    fn data_tls_refused(&mut self) -> Res {
+        match self.data_resumed {
+            Some(false) => {
+                self.count("tls:522-not-resumed");
+                Ok(())
+            }
+            other => Err(format!("522, but the data connection resumed: {other:?}")),
+        }
+    }
+
     fn check_list(
         &mut self,
         cx: &ClientCx<'_>,
@@ -364,6 +387,9 @@ impl Client {
     ) -> Res {
         if !data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
@@ -413,6 +439,9 @@ impl Client {
     ) -> Res {
         if !data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
@@ -475,6 +504,11 @@ impl Client {
         if !self.may_write(cx) {
             return want(code, &[550]);
         }
+        // A refused data connection is a failed upload: what it left is judged below.
+        let refused = code == 522;
+        if refused {
+            self.data_tls_refused()?;
+        }
         let old = match self.model.look(&path) {
             Look::File(b) => Some(b),
             Look::Unknown => return Err(format!("{path}: upload outside the own directory")),
@@ -495,7 +529,8 @@ impl Client {
             (false, _) if how == How::Stor && offset > 0 && parent_ok && !is_dir => &[451],
             (false, _) => &[550],
         };
-        if !(cx.swarm.io_errors && code == 451) {
+        let excused = cx.swarm.io_errors && code == 451 || refused && opens && prelim;
+        if !excused {
             want(code, ok)?;
         }
         let mut body = Vec::new();
@@ -526,6 +561,16 @@ impl Client {
         } else {
             "upload:failed-checked"
         });
+        let limit = cx.cfg.filtering.max_upload_size;
+        if code == 226 && limit.is_some_and(|max| data.len() as u64 > max) {
+            return Err(format!(
+                "226 for {} bytes over the {limit:?} limit",
+                data.len()
+            ));
+        }
+        if code == 552 {
+            self.count("upload:552-checked");
+        }
         let result = if code == 226 {
             match stored.as_deref() == Some(&expected[..]) {
                 true => Ok(()),

@@ -21,6 +21,7 @@ pub mod model;
 pub mod plan;
 pub mod rng;
 pub mod swarm;
+pub mod tls;
 pub mod world;
 
 use std::collections::BTreeMap;

@@ -41,8 +41,6 @@ pub struct Swarm {
     pub auth_hangs: bool,
     /// The driver wakes the session before its deadline (a real timer may).
     pub spurious_wakeups: bool,
-    /// The driver hands the core a thief's connection instead of dropping it itself.
-    pub sloppy_driver: bool,
     /// The server is shut down part-way through.
     pub shutdown_at: Option<Duration>,
     /// Some clients idle past the idle timeout.
@@ -50,6 +48,11 @@ pub struct Swarm {
     /// Clients that misbehave: hostile paths, garbage lines, pipelining.
     pub hostile: bool,
     pub ipv6: bool,
+    /// Clients may use FTPS (AUTH TLS, PROT P), over TLS 1.3 or else 1.2.
+    pub tls: bool,
+    pub tls13: bool,
+    /// Some uploads under PROT P end without close_notify (truncated).
+    pub truncate: bool,
 }
 
 impl Swarm {
@@ -75,11 +78,13 @@ impl Swarm {
             auth_errors: on(20),
             auth_hangs: on(10),
             spurious_wakeups: on(30),
-            sloppy_driver: on(30),
             shutdown_at: None,
             idlers: on(15),
             hostile: on(60),
             ipv6: on(20),
+            tls: on(35),
+            tls13: on(50),
+            truncate: on(20),
         };
         s.sessions = rng.range(1, 8) as usize;
         s.latency = Duration::from_micros(rng.range(0, 200_000));
@@ -138,6 +143,21 @@ impl Swarm {
                 site: "sim".into(),
                 fields: wharf_core::log::LogFields::ALL,
             }),
+            tls: self.tls.then(super::tls::settings),
+            // The pump's limits: an upload size cut, pacing, a minimum rate.
+            filtering: wharf_core::policy::RequestFiltering {
+                max_upload_size: rng.chance(20).then(|| rng.range(0, 5_000)),
+                ..Default::default()
+            },
+            limits: wharf_core::policy::SiteLimits {
+                bandwidth: rng.chance(15).then(|| rng.range(2_000, 50_000)),
+                min_bytes_per_second: if rng.chance(10) {
+                    rng.range(50, 2_000)
+                } else {
+                    0
+                },
+                ..Default::default()
+            },
             ..SessionConfig::default()
         }
     }

@@ -237,6 +237,15 @@ impl Sim {
         }
     }
 
+    /// Notes control-connection bytes: under TLS only their length, which a seed
+    /// replays exactly (the ciphertext itself differs from run to run).
+    pub fn wire_note(&mut self, s: usize, what: &str, bytes: &[u8]) {
+        match self.clients[s].ctl_tls.is_some() {
+            true => self.note(s, what, &(bytes.len() as u64).to_le_bytes()),
+            false => self.note(s, what, bytes),
+        }
+    }
+
     pub fn latency(&mut self) -> Duration {
         let max = self.swarm.latency.as_micros() as u64;
         Duration::from_micros(self.net.range(0, max))
@@ -256,8 +265,8 @@ impl Sim {
             let timer = self.next_deadline();
             match (event_at, timer) {
                 (None, None) => break,
-                (Some(e), Some((t, s))) if t <= e => self.fire_timer(t, s)?,
-                (None, Some((t, s))) => self.fire_timer(t, s)?,
+                (Some(e), Some((t, s, x))) if t <= e => self.fire_timer(t, s, x)?,
+                (None, Some((t, s, x))) => self.fire_timer(t, s, x)?,
                 (Some(_), _) => {
                     let ((at, _), ev) = self.queue.pop_first().expect("peeked");
                     self.now = at;
@@ -268,18 +277,33 @@ impl Sim {
         self.finish()
     }
 
-    fn next_deadline(&self) -> Option<(Duration, usize)> {
-        let deadlines = self.slots.iter().enumerate().filter_map(|(s, slot)| {
-            let at = slot.session.as_ref()?.poll_timeout()?;
-            Some((at.saturating_duration_since(self.origin), s))
+    /// The earliest deadline of a session or of a transfer's pump.
+    fn next_deadline(&self) -> Option<(Duration, usize, Option<TransferId>)> {
+        let since = |at: Instant| at.saturating_duration_since(self.origin);
+        let deadlines = self.slots.iter().enumerate().flat_map(|(s, slot)| {
+            let session = slot
+                .session
+                .as_ref()
+                .and_then(|x| x.poll_timeout())
+                .map(|at| (since(at), s, None));
+            let pumps = slot
+                .xfers
+                .iter()
+                .filter_map(move |(id, x)| Some((since(x.deadline()?), s, Some(*id))));
+            session.into_iter().chain(pumps)
         });
         deadlines.min()
     }
 
-    fn fire_timer(&mut self, at: Duration, s: usize) -> Res {
+    fn fire_timer(&mut self, at: Duration, s: usize, xfer: Option<TransferId>) -> Res {
         // Never back in time: a deadline already passed fires now.
         self.now = self.now.max(at);
         let now = self.instant();
+        if let Some(xfer) = xfer {
+            let shown = self.slots[s].xfers.get(&xfer).map(|x| x.show(self.origin));
+            self.note(s, "xfer-timeout", shown.unwrap_or_default().as_bytes());
+            return self.xfer_timeout(s, xfer);
+        }
         self.note(s, "timeout", &[]);
         let session = self.slots[s].session.as_mut().expect("live");
         session.handle_timeout(now);
@@ -398,7 +422,7 @@ impl Sim {
             };
             if let Some(bytes) = chunk {
                 session.handle_input(now, Input::ControlBytes(&bytes));
-                self.note(s, "read", &bytes);
+                self.wire_note(s, "read", &bytes);
             } else if slot.rx_eof && slot.rx.is_empty() && !slot.eof_fed {
                 slot.eof_fed = true;
                 slot.peer_gone = true;
@@ -460,7 +484,7 @@ impl Sim {
             };
             let bytes = out[..n].to_vec();
             session.handle_written(n);
-            self.note(s, "write", &bytes);
+            self.wire_note(s, "write", &bytes);
             let lat = self.latency();
             let at = (self.now + lat).max(self.slots[s].s2c_at);
             self.slots[s].s2c_at = at;
@@ -474,7 +498,7 @@ impl Sim {
 
     /// Sends client bytes toward the server, in order.
     pub fn client_send(&mut self, s: usize, bytes: Vec<u8>) {
-        self.note(s, "send", &bytes);
+        self.wire_note(s, "send", &bytes);
         let lat = self.latency();
         let at = (self.now + lat).max(self.slots[s].c2s_at);
         self.slots[s].c2s_at = at;
