@@ -120,6 +120,9 @@ pub struct SiteConfig {
     pub tls: Option<SiteTls>,
     /// Where the site's W3C log is written (`central`: the one log of every site).
     pub log: Option<LogOutput>,
+    /// `durable_writes`: every change is on disk (`fsync`) before its reply says it
+    /// happened (226, 250, 257); on by default.
+    pub durable_writes: bool,
 }
 
 /// `ip:port:host`: connections to `ip:port` naming `host` (none: the blank host).
@@ -206,6 +209,19 @@ impl ServerConfig {
                     message: format!("the directory cannot be reached now: {e}"),
                     ..at.clone()
                 });
+            }
+        }
+        out
+    }
+
+    /// Each mount's durability (`durable_writes` of the site it belongs to), by the
+    /// names [`ServerConfig::mounts`] gives them.
+    pub fn mount_durability(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for site in &self.sites {
+            out.push((mount_name(&site.session.storage_root), site.durable_writes));
+            for v in &site.session.virtual_dirs {
+                out.push((mount_name(&v.storage_root), site.durable_writes));
             }
         }
         out
@@ -320,6 +336,8 @@ struct RawSite {
     listing_style: Option<Spanned<String>>,
     #[serde(default)]
     keep_partial_uploads: bool,
+    /// `fsync` uploads and namespace changes before acknowledging them (default true).
+    durable_writes: Option<bool>,
     isolation: Option<Spanned<String>>,
     external_ip: Option<Spanned<String>>,
     #[serde(default)]
@@ -1633,6 +1651,7 @@ fn build_site(
             session,
             tls,
             log,
+            durable_writes: site.durable_writes.unwrap_or(true),
         },
         spans,
     ))

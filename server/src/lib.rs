@@ -38,6 +38,7 @@ pub mod resolver;
 pub mod safe_start;
 pub mod systemd;
 pub mod tls;
+pub mod upload;
 pub mod user_cmd;
 pub mod users;
 pub mod w3c;
@@ -148,6 +149,8 @@ struct Reloadable {
     sites: Arc<Live<Sites>>,
     policy: Arc<ServerPolicy>,
     accounts: Arc<auth::Accounts>,
+    /// The disk storage: a reload sets each mount's durability and sweeps it.
+    storage: Arc<LocalFs>,
 }
 
 impl Reloader {
@@ -176,7 +179,11 @@ impl Reloader {
         let sites = new.sites_table(&r.listen).map_err(|e| e.to_string())?;
         r.accounts.replace(&new.auth, &new.users)?;
         r.policy.set_rules(new.server_rules.clone());
+        apply_durability(&r.storage, &new);
         r.sites.replace(Arc::new(sites));
+        // Site roots are the same (a change needs a restart), but a reload is also
+        // when an administrator expects debris of an earlier crash to go.
+        drop(r.storage.sweep_in_background());
         let summary = format!(
             "{} site(s), {} user(s), accounts from {}",
             new.sites.len(),
@@ -237,6 +244,10 @@ pub fn start_with_resolver(
     // (the shards' SO_REUSEPORT would share it silently; see `safe_start`).
     safe_start::probe(&config.listen)?;
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
+    apply_durability(&storage, config);
+    // Temporary files a crashed run left (a kill -9, a power cut) go, in the background:
+    // a large tree takes a while to walk, and live uploads are never touched.
+    drop(storage.sweep_in_background());
     let accounts = Arc::new(
         auth::Accounts::new(&config.auth, &config.users, config.login_cache)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
@@ -269,7 +280,7 @@ pub fn start_with_resolver(
         log,
         resolver,
     };
-    let mut server = start_runtime(setup, storage, accounts.clone())?;
+    let mut server = start_runtime(setup, storage.clone(), accounts.clone())?;
     // Another process may have bound an address between the probe and the shards.
     if let Err(e) = safe_start::check_alone(&config.listen) {
         server.shutdown(Duration::ZERO);
@@ -282,8 +293,16 @@ pub fn start_with_resolver(
         sites,
         policy,
         accounts,
+        storage,
     })));
     Ok(server)
+}
+
+/// Each mount's durability, from its site's `durable_writes`.
+fn apply_durability(storage: &LocalFs, config: &ServerConfig) {
+    for (mount, durable) in config.mount_durability() {
+        storage.set_durable(&mount, durable);
+    }
 }
 
 /// What a runtime is started with, besides storage and authentication.

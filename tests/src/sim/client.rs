@@ -31,6 +31,14 @@ pub enum ClientOut {
     Wake(Duration),
 }
 
+/// A path's state since failed uploads changed it: the state a reply last vouched for,
+/// and the failed uploads (how, REST offset, body).
+#[derive(Debug, Clone)]
+pub struct Unsettled {
+    pub baseline: Option<Option<Vec<u8>>>,
+    pub failed: Vec<(super::plan::How, u64, Vec<u8>)>,
+}
+
 #[derive(Debug)]
 pub struct Sent {
     pub kind: Kind,
@@ -72,11 +80,16 @@ pub struct Client {
     pub server_closed: bool,
     /// An upload whose outcome the client never learned (connection dropped first).
     pub unknown_upload: bool,
+    /// Paths a failed upload changed (the model took what it left from storage): no
+    /// reply vouched for that state, so a crash may take it back (see `crash.rs`).
+    pub unsettled: std::collections::BTreeMap<String, Unsettled>,
     /// Reply codes and checked outcomes seen, for coverage.
     pub stats: std::collections::BTreeMap<String, u64>,
     /// This client's TLS configuration (when the seed uses FTPS): its control and data
     /// connections share its session store.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// TLS 1.3 (else 1.2).
+    tls13: bool,
     /// The control connection's TLS, from the 234 on.
     pub ctl_tls: Option<Box<rustls::ClientConnection>>,
     /// The control handshake is complete (on the client's side).
@@ -125,8 +138,10 @@ impl Client {
             goodbye: false,
             server_closed: false,
             unknown_upload: false,
+            unsettled: Default::default(),
             stats: Default::default(),
             tls_config: swarm.tls.then(|| super::tls::client_config(swarm.tls13)),
+            tls13: swarm.tls13,
             ctl_tls: None,
             secured: false,
             tls_started_at: Duration::ZERO,
@@ -354,6 +369,45 @@ impl Client {
         cx.out.push(ClientOut::Send(super::tls::outgoing(&mut c)));
         self.ctl_tls = Some(c);
         Ok(())
+    }
+
+    /// A crash took the connection: the client starts over on a new one (the model,
+    /// its random stream and its remaining operations carry on).
+    pub fn restart(&mut self) {
+        self.inbuf.clear();
+        self.multi = None;
+        self.outstanding.clear();
+        self.steps.clear();
+        self.logged_in = false;
+        self.anon = false;
+        self.user_ok = false;
+        self.cwd = "/".into();
+        self.data_ready = false;
+        self.rest = 0;
+        self.ascii = false;
+        self.rnfr = None;
+        self.upload.clear();
+        self.data_in.clear();
+        self.abor_sent = false;
+        self.abort_at = None;
+        self.fin = false;
+        self.reset = false;
+        self.quit_sent = false;
+        self.goodbye = false;
+        self.server_closed = false;
+        self.unknown_upload = false;
+        // A new connection starts in plaintext, from a new client program (its TLS
+        // session cache would hold tickets of the session the crash ended, which a
+        // data connection of the new one must not resume: 522).
+        self.tls_config = self
+            .tls_config
+            .as_ref()
+            .map(|_| super::tls::client_config(self.tls13));
+        self.ctl_tls = None;
+        self.secured = false;
+        self.prot_private = false;
+        self.tls_replies = 0;
+        self.data_resumed = None;
     }
 
     /// The driver started a transfer for this client's session.

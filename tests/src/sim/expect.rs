@@ -301,10 +301,33 @@ impl Client {
                 self.model.tree.insert(path, None);
             }
             Kind::Rmd { .. } | Kind::Dele { .. } => {
+                self.unsettled.remove(&path);
                 self.model.tree.remove(&path);
             }
             Kind::Rnfr { .. } => self.rnfr = Some(path),
-            _ => self.model.rename(from.as_deref().unwrap_or("/"), &path),
+            _ => {
+                let from = from.as_deref().unwrap_or("/");
+                self.model.rename(from, &path);
+                // A failed upload's leftovers move with the rename, unsettled still.
+                let below = format!("{from}/");
+                let moved: Vec<String> = self
+                    .unsettled
+                    .keys()
+                    .filter(|k| *k == from || k.starts_with(&below))
+                    .cloned()
+                    .collect();
+                let entries: Vec<_> = moved
+                    .iter()
+                    .filter_map(|k| self.unsettled.remove(k).map(|u| (k.clone(), u)))
+                    .collect();
+                let target = format!("{path}/");
+                self.unsettled
+                    .retain(|k, _| *k != path && !k.starts_with(&target));
+                for (k, u) in entries {
+                    self.unsettled
+                        .insert(format!("{path}{}", &k[from.len()..]), u);
+                }
+            }
         }
         Ok(())
     }
@@ -532,13 +555,7 @@ impl Client {
         } else {
             old
         };
-        let expected = match how {
-            How::Stor if offset > 0 => {
-                splice(old.as_deref().unwrap_or(&[]), offset as usize, &body)
-            }
-            How::Appe => [old.as_deref().unwrap_or(&[]), &body[..]].concat(),
-            _ => body.clone(),
-        };
+        let expected = stored_upload(how, offset, old.as_deref(), &body);
         self.count(if code == 226 {
             "upload:226-checked"
         } else {
@@ -574,6 +591,26 @@ impl Client {
                 &final_path,
             )
         };
+        if code == 226 {
+            self.unsettled.remove(&final_path);
+        } else if how != How::Stou {
+            // The failure left what it left; no reply vouches for it being on disk.
+            let before = self.model.tree.get(&path).cloned();
+            let now = cx
+                .storage
+                .exists(&path)
+                .then(|| cx.storage.read_file(&path));
+            if now != before || self.unsettled.contains_key(&path) {
+                let u = self
+                    .unsettled
+                    .entry(path.clone())
+                    .or_insert(super::client::Unsettled {
+                        baseline: before,
+                        failed: Vec::new(),
+                    });
+                u.failed.push((how, offset, body.clone()));
+            }
+        }
         self.model.resync(cx.storage);
         result
     }
@@ -581,7 +618,7 @@ impl Client {
     /// An upload that did not get 226: nothing at the final name but the old file, or
     /// (kept partial uploads, in-place writes) the old file with a prefix of the new bytes.
     #[allow(clippy::too_many_arguments)]
-    fn failed_upload(
+    pub(super) fn failed_upload(
         &self,
         cx: &ClientCx<'_>,
         how: How,
@@ -615,6 +652,16 @@ impl Client {
                 cx.cfg.keep_partial_uploads
             )),
         }
+    }
+}
+
+/// What a successful upload leaves at its name: the body (STOR), the old file with the
+/// body written from `offset` (REST + STOR) or after it (APPE).
+pub(super) fn stored_upload(how: How, offset: u64, old: Option<&[u8]>, body: &[u8]) -> Vec<u8> {
+    match how {
+        How::Stor if offset > 0 => splice(old.unwrap_or(&[]), offset as usize, body),
+        How::Appe => [old.unwrap_or(&[]), body].concat(),
+        _ => body.to_vec(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod known_bugs {
 }
 
 pub mod client;
+mod crash;
 mod data;
 mod driver;
 mod expect;
