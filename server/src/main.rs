@@ -282,7 +282,12 @@ fn serve(cli: &Cli) -> Result<(), String> {
     // The ports are bound and the site roots open: from here on, no privileges.
     match (&config.run_as, root) {
         (Some(to), true) => {
-            if let Err(e) = wharf_server::privileges::drop_to(to) {
+            let keep_bind = config.keeps_bind_capability();
+            let dropped = match keep_bind {
+                true => wharf_server::privileges::drop_to_keeping_bind(to),
+                false => wharf_server::privileges::drop_to(to),
+            };
+            if let Err(e) = dropped {
                 server.shutdown(Duration::ZERO);
                 let _ = server.wait();
                 return Err(format!("switching to user {:?}: {e}", to.user));
@@ -291,6 +296,18 @@ fn serve(cli: &Cli) -> Result<(), String> {
                 "wharf: serving as user {} (uid {}, gid {})",
                 to.user, to.uid, to.gid
             );
+            if keep_bind {
+                eprintln!(
+                    "wharf: one thread keeps CAP_NET_BIND_SERVICE, to connect from port {} in active mode",
+                    config
+                        .active_source_ports()
+                        .iter()
+                        .filter(|&&p| p < 1024)
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
         (None, true) => eprintln!(
             "wharf: running as root; set server.user to serve sessions as an unprivileged account"
