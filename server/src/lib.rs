@@ -25,6 +25,7 @@ use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
 pub mod config;
+pub mod firewall;
 #[cfg(target_os = "linux")]
 mod listdir;
 pub mod localfs;

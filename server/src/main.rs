@@ -88,6 +88,11 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the firewall rules the configuration (--config) needs: control ports,
+    /// implicit-FTPS ports, the passive range, active mode's source port; for nftables
+    /// (default), ufw, firewalld or iptables. With --nat EXTERNAL_IP, the port forwards
+    /// of the NAT router in front of the server instead.
+    Firewall(wharf_server::firewall::FirewallArgs),
     /// Print the manual page, wharf(1), in roff (`wharf man | man -l -`); with --out-dir,
     /// write it and one page per subcommand (wharf-user-add.1, ...) into DIR.
     Man {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Man { out_dir }) => man(out_dir.as_deref()),
+        Some(Command::Firewall(args)) => firewall(args, cli.config.as_deref()),
         Some(Command::ExampleConfig) => {
             print!("{}", wharf_server::EXAMPLE_CONFIG);
             Ok(())
@@ -163,6 +169,19 @@ fn man(out_dir: Option<&Path>) -> Result<(), String> {
         Some(dir) => clap_mangen::generate_to(Cli::command(), dir)
             .map_err(|e| format!("writing manual pages to {}: {e}", dir.display())),
     }
+}
+
+/// `wharf firewall`: the rules for --config, on stdout.
+fn firewall(
+    args: &wharf_server::firewall::FirewallArgs,
+    config: Option<&Path>,
+) -> Result<(), String> {
+    let file = config.ok_or("firewall: which configuration? Give --config FILE")?;
+    let config =
+        ServerConfig::from_file(file).map_err(|e| format!("invalid configuration\n{e}"))?;
+    let rules = wharf_server::firewall::run(args, &config, &file.display().to_string())?;
+    print!("{rules}");
+    Ok(())
 }
 
 fn passwd() -> Result<(), String> {
