@@ -161,12 +161,8 @@ pub fn drop_to_keeping_bind(to: &RunAs) -> io::Result<()> {
         })?;
     let not_ready = || io::Error::other("the binder thread ended early");
     ready_rx.recv().map_err(|_| not_ready())??;
-    if let Err(e) = drop_to(to) {
-        let _ = go_tx.send(false);
-        return Err(e);
-    }
-    go_tx.send(true).map_err(|_| not_ready())?;
-    ready_rx.recv().map_err(|_| not_ready())??;
+    // Installed before the switch: a bind refused while it happens waits in the queue
+    // until the binder has its capability back.
     let jobs = std::sync::Mutex::new(job_tx);
     let installed = wharf_net::set_privileged_binder(Box::new(move |addr| {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -179,10 +175,17 @@ pub fn drop_to_keeping_bind(to: &RunAs) -> io::Result<()> {
             .map_err(|_| io::Error::other("the binder thread is gone"))?
     }));
     if !installed {
+        let _ = go_tx.send(false);
         return Err(io::Error::other(
             "a privileged binder was installed already",
         ));
     }
+    if let Err(e) = drop_to(to) {
+        let _ = go_tx.send(false);
+        return Err(e);
+    }
+    go_tx.send(true).map_err(|_| not_ready())?;
+    ready_rx.recv().map_err(|_| not_ready())??;
     Ok(())
 }
 
