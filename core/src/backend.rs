@@ -321,6 +321,39 @@ impl std::fmt::Debug for OpenFile {
     }
 }
 
+/// The files a session has open and not lent to a running transfer, by the core's
+/// handle: the table every driver keeps (a session holds one or two at a time).
+#[derive(Default)]
+pub struct OpenFiles(Vec<(FileHandle, OpenFile)>);
+
+impl OpenFiles {
+    pub fn put(&mut self, handle: FileHandle, file: OpenFile) {
+        self.0.push((handle, file));
+    }
+
+    pub fn take(&mut self, handle: FileHandle) -> Option<OpenFile> {
+        let i = self.0.iter().position(|(h, _)| *h == handle)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    /// What a request needs from the table before it runs ([`execute`]'s `file`: the
+    /// file a `CloseFile` ends), and the handle under which the file an open yields
+    /// goes back in with [`Self::put`].
+    pub fn prepare(&mut self, request: &Request) -> (Option<FileHandle>, Option<OpenFile>) {
+        match request {
+            Request::CloseFile { file, .. } => (None, self.take(*file)),
+            Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => (Some(*file), None),
+            _ => (None, None),
+        }
+    }
+
+    /// Every file left, with its handle, when the session ends (uploads among them are
+    /// to be discarded).
+    pub fn drain(&mut self) -> Vec<(FileHandle, OpenFile)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 /// Runs one request against a storage, an authenticator and a resolver. `wall_now` is
 /// the driver's wall clock, used to date listings. `CloseFile` needs the file back from the driver's
 /// table, so it is passed in `file`; every other request leaves `file` as `None`.

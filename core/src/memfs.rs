@@ -77,6 +77,8 @@ struct Tree {
     next_id: u64,
     now: SystemTime,
     faults: Faults,
+    /// What a power cut would keep, when modelled (the simulator's crashes).
+    crash: Option<crash::CrashModel>,
 }
 
 fn injected() -> FsError {
@@ -110,6 +112,7 @@ impl Tree {
             next_id: 1,
             now,
             faults: Faults::default(),
+            crash: None,
         };
         let root = t.new_node(Body::Dir);
         t.nodes.insert("/".into(), root);
@@ -277,6 +280,9 @@ impl MemStorage {
                 Some(n) => assert!(n.is_dir(), "add_dir: {at} is a file"),
                 None => {
                     let node = t.new_node(Body::Dir);
+                    if let Some(cm) = &mut t.crash {
+                        cm.durable_now(at.as_str(), node.id, None);
+                    }
                     t.nodes.insert(at.as_str().to_owned(), node);
                 }
             }
@@ -297,6 +303,9 @@ impl MemStorage {
             "add_file: {path} is a directory"
         );
         let node = t.new_node(Body::File(bytes.to_vec()));
+        if let Some(cm) = &mut t.crash {
+            cm.durable_now(path.as_str(), node.id, Some(bytes));
+        }
         t.nodes.insert(path.as_str().to_owned(), node);
     }
 
@@ -329,18 +338,81 @@ impl MemStorage {
             .collect()
     }
 
+    /// Starts modelling what a power cut would keep (see the `crash` module): from now
+    /// on, changes become durable only through the `fsync`s a durable disk storage
+    /// makes, and every such step is a crash point. Everything stored now is durable.
+    pub fn enable_crash_model(&self) {
+        let mut t = lock(&self.tree);
+        let model = crash::CrashModel::new(&t.nodes);
+        t.crash = Some(model);
+    }
+
+    /// Whether changes are synced before they are acknowledged, as `LocalFs` does with
+    /// `durable_writes` (the default). Only the crash model can tell the difference.
+    pub fn set_durable(&self, durable: bool) {
+        if let Some(cm) = &mut lock(&self.tree).crash {
+            cm.durable = durable;
+        }
+    }
+
+    /// Arms a crash before the `n`th durability step from now (1: the next one): that
+    /// step and every later one never reach the disk. See [`MemStorage::crashed`].
+    pub fn crash_after_steps(&self, n: u64) {
+        if let Some(cm) = &mut lock(&self.tree).crash {
+            cm.crash_after(n);
+        }
+    }
+
+    /// Crashes now (between steps): nothing from here on reaches the disk.
+    pub fn crash_now(&self) {
+        if let Some(cm) = &mut lock(&self.tree).crash {
+            cm.crash_now("time");
+        }
+    }
+
+    /// The step before which the machine went down, once it has.
+    pub fn crashed(&self) -> Option<&'static str> {
+        lock(&self.tree).crash.as_ref().and_then(|cm| cm.crashed)
+    }
+
+    /// The power cut and the restart: the tree becomes what the disk held (durable
+    /// changes, and at random some of the others, from `seed`); uploads in progress
+    /// are gone. Drop every open upload first. Without the crash model, nothing changes.
+    pub fn power_cut(&self, seed: u64) {
+        let mut t = lock(&self.tree);
+        let Tree { nodes, crash, .. } = &mut *t;
+        let Some(cm) = crash else { return };
+        let mut x = seed | 1;
+        let mut rand = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        *nodes = cm.recover(nodes, &mut rand);
+        t.reserved.clear();
+        t.pending = 0;
+    }
+
     /// Bytes in committed files plus bytes held by uploads not yet committed.
     pub fn used_bytes(&self) -> u64 {
         let t = lock(&self.tree);
         t.stored() + t.pending
     }
 
+    /// Opens a file to write in place (created if missing and `offset` is 0): the
+    /// position to start at.
     fn open_in_place(t: &mut Tree, path: &VPath, offset: Option<u64>) -> Result<u64, FsError> {
         let len = match t.nodes.get(path.as_str()).map(|n| &n.body) {
             Some(Body::Dir) => return Err(FsError::IsADirectory),
             Some(Body::File(b)) => b.len() as u64,
             None if offset.unwrap_or(0) == 0 => {
                 let node = t.new_node(Body::File(Vec::new()));
+                if let Some(cm) = &mut t.crash {
+                    cm.change("create", "", &[], |cm| {
+                        cm.link(path.as_str(), node.id, false)
+                    });
+                }
                 t.nodes.insert(path.as_str().to_owned(), node);
                 t.touch_parent(path);
                 0
@@ -449,6 +521,12 @@ impl Storage for MemStorage {
         }
         t.check_parent(path)?;
         let node = t.new_node(Body::Dir);
+        if let Some(cm) = &mut t.crash {
+            let parent = crash::parent_of(path.as_str());
+            cm.change("mkdir", "mkdir:fsync-dir", &[parent], |cm| {
+                cm.link(path.as_str(), node.id, true)
+            });
+        }
         t.nodes.insert(path.as_str().to_owned(), node);
         t.touch_parent(path);
         Ok(())
@@ -466,6 +544,12 @@ impl Storage for MemStorage {
         if t.children(path.as_str()).next().is_some() {
             return Err(FsError::NotEmpty);
         }
+        if let Some(cm) = &mut t.crash {
+            let parent = crash::parent_of(path.as_str());
+            cm.change("rmdir", "rmdir:fsync-dir", &[parent], |cm| {
+                cm.unlink(path.as_str())
+            });
+        }
         t.nodes.remove(path.as_str());
         t.touch_parent(path);
         Ok(())
@@ -476,6 +560,12 @@ impl Storage for MemStorage {
         t.check_io()?;
         if t.node(path)?.is_dir() {
             return Err(FsError::IsADirectory);
+        }
+        if let Some(cm) = &mut t.crash {
+            let parent = crash::parent_of(path.as_str());
+            cm.change("unlink", "unlink:fsync-dir", &[parent], |cm| {
+                cm.unlink(path.as_str())
+            });
         }
         t.nodes.remove(path.as_str());
         t.touch_parent(path);
@@ -528,6 +618,16 @@ impl MemStorage {
                 }
                 _ => {}
             }
+        }
+        if let Some(cm) = &mut t.crash {
+            let (pf, pt) = (
+                crash::parent_of(from.as_str()),
+                crash::parent_of(to.as_str()),
+            );
+            let dirs: &[&str] = if pf == pt { &[pt] } else { &[pt, pf] };
+            cm.change("rename", "rename:fsync-dir", dirs, |cm| {
+                cm.rename(from.as_str(), to.as_str())
+            });
         }
         t.nodes.remove(to.as_str());
         t.move_subtree(from, to);
@@ -612,6 +712,7 @@ impl Authenticator for MemUsers {
     }
 }
 
+mod crash;
 mod transfer;
 
 #[cfg(test)]

@@ -362,12 +362,15 @@ fn scenario1_rules_through_sessions() {
     assert_eq!(h.received, b"computer");
     h.expect("PASV", "227 ");
     h.expect("RETR TEST.txt", "550 Permission denied.");
+    // A refused transfer command spends its data channel.
+    h.expect("PASV", "227 ");
     h.expect("RETR /test.txt", "550 Permission denied.");
     h.expect("SIZE test.txt", "550 ");
     h.expect("DELE test.txt", "550 ");
     h.expect("RNFR computer.txt", "350 ");
     h.expect("RNTO test.txt", "550 ");
     h.upload = b"new".to_vec();
+    h.expect("PASV", "227 ");
     h.expect("STOR new.txt", "150 ");
     assert_eq!(h.storage.read_file("/one/new.txt").unwrap(), b"new");
     // MLSD offers changes where the rules allow them, per entry.

@@ -1354,3 +1354,50 @@ fn handshakes_in_progress_per_address_are_capped() {
     drop((b, c));
     assert_eq!(policy.handshakes_from("192.0.2.1".parse().unwrap()), 0);
 }
+
+/// A refused PBSZ or PROT changes no protection setting, and a transfer command refused
+/// by the data policy (`521`) spends REST and the data channel like any other refusal.
+#[test]
+fn refused_pbsz_and_prot_change_nothing_and_521_spends_rest() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Require);
+    let mut h = site(tls);
+    h.storage.add_file("/f", b"0123456789");
+    let (mut c, mut seen) = secured(&mut h, &der);
+    let mut cmd = |h: &mut Harness, line: &str| tls_command(h, &mut c, &mut seen, line);
+    assert!(cmd(&mut h, "USER alice").starts_with("331 "));
+    assert!(cmd(&mut h, "PASS secret").starts_with("230 "));
+    // PBSZ with a bad size is refused and does not count as PBSZ.
+    assert!(cmd(&mut h, "PBSZ x").starts_with("501 "));
+    assert!(cmd(&mut h, "PROT P").starts_with("503 "));
+    assert!(cmd(&mut h, "PBSZ 0").starts_with("200 "));
+    // Under data = require the transfer is refused (521) until PROT P; the refusal
+    // spends REST and the listener.
+    assert!(cmd(&mut h, "REST 4").starts_with("350 "));
+    assert!(cmd(&mut h, "PASV").starts_with("227 "));
+    assert!(cmd(&mut h, "RETR f").starts_with("521 "));
+    assert!(cmd(&mut h, "PROT P").starts_with("200 "));
+    assert!(cmd(&mut h, "RETR f").starts_with("425 "));
+    // Refused levels keep Private: PROT C (534 under require), S and E (536), X (504).
+    for (line, want) in [
+        ("PROT C", "534 "),
+        ("PROT S", "536 "),
+        ("PROT E", "536 "),
+        ("PROT X", "504 "),
+    ] {
+        assert!(cmd(&mut h, line).starts_with(want), "{line}");
+    }
+    h.mode = DataMode::Manual;
+    assert!(cmd(&mut h, "PORT 192,0,2,7,156,65").starts_with("200 "));
+    assert!(cmd(&mut h, "RETR f").starts_with("150 "));
+    let offset = h.requests.iter().rev().find_map(|r| match r {
+        wharf_core::Request::OpenRead { offset, .. } => Some(*offset),
+        _ => None,
+    });
+    assert_eq!(offset, Some(0), "the 521 left its REST offset behind");
+    h.connect_data();
+    let (_, _, pump) = h.take_transfer();
+    assert!(
+        pump.tls().is_some(),
+        "a refused PROT changed the protection level"
+    );
+}

@@ -492,7 +492,11 @@ fn list_nlst_mlsd_and_flags() {
     assert!(String::from_utf8_lossy(&h.received).ends_with(" b.txt\r\n"));
     h.expect("EPSV", "229 ");
     h.expect("MLSD b.txt", "501 ");
+    // Each refusal spent the data channel: a listing needs a new one every time.
+    h.expect("LIST missing", "425 ");
+    h.expect("EPSV", "229 ");
     h.expect("LIST missing", "550 ");
+    h.expect("EPSV", "229 ");
     h.expect("LIST", "150 ");
     h.expect("NLST", "425 ");
 }

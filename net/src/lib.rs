@@ -17,8 +17,11 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+pub mod queue;
+pub mod timers;
 use wharf_core::backend::OpenFile;
-use wharf_core::{DataError, DataIo, FileHandle};
+use wharf_core::{DataError, DataIo};
 
 /// A data socket and the transfer's open file, lent to a [`wharf_core::Pump`] for one
 /// `run`. `sendfile` allows `sendfile(2)` for downloads whose file has a descriptor.
@@ -73,28 +76,8 @@ where
     }
 }
 
-/// The files a session has open and not lent to a running transfer, by the core's
-/// handle. A session opens one or two at a time, so a vector does.
-#[derive(Default)]
-pub struct Files(Vec<(FileHandle, OpenFile)>);
-
-impl Files {
-    pub fn put(&mut self, handle: FileHandle, file: OpenFile) {
-        self.0.push((handle, file));
-    }
-    pub fn take(&mut self, handle: FileHandle) -> Option<OpenFile> {
-        let i = self.0.iter().position(|(h, _)| *h == handle)?;
-        Some(self.0.swap_remove(i).1)
-    }
-    /// Every file left, for disposal when the session ends.
-    pub fn drain(&mut self) -> impl Iterator<Item = OpenFile> + '_ {
-        self.0.drain(..).map(|(_, f)| f)
-    }
-    /// Every file left, with its handle.
-    pub fn drain_handles(&mut self) -> Vec<(FileHandle, OpenFile)> {
-        std::mem::take(&mut self.0)
-    }
-}
+/// The open-file table lives in the core (every driver needs one).
+pub use wharf_core::backend::OpenFiles as Files;
 
 /// The class of a failed listen, accept or connect, for `Input::DataFailed`.
 pub fn data_error(e: &io::Error) -> DataError {
@@ -104,6 +87,94 @@ pub fn data_error(e: &io::Error) -> DataError {
         DataError::Refused
     } else {
         DataError::Io(e.to_string())
+    }
+}
+
+/// The tuning every runtime shares; each runtime's own configuration embeds it (as
+/// `driver`) beside what only it has.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Event-loop (or executor) threads, and groups of `SO_REUSEPORT` listeners, each
+    /// with its own `Server`; 0 means one per available core.
+    pub shards: usize,
+    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
+    /// no names.
+    pub resolver: std::sync::Arc<dyn wharf_core::Resolver>,
+    /// Size of the buffer a transfer's pump allocates when it starts (and frees when it
+    /// ends).
+    pub transfer_buffer: usize,
+    /// Bytes one transfer moves before it lets other connections run.
+    pub transfer_budget: usize,
+    /// Control-channel reads in a row per session before yielding.
+    pub control_reads_budget: usize,
+    /// Use `sendfile(2)` for binary downloads from files that expose a descriptor.
+    pub use_sendfile: bool,
+    /// Listen backlog of every control listener.
+    pub backlog: i32,
+    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
+    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
+    pub log: Option<std::sync::Arc<dyn wharf_core::log::LogSink>>,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            shards: 0,
+            resolver: std::sync::Arc::new(wharf_core::NoResolver),
+            transfer_buffer: 128 * 1024,
+            transfer_budget: 4 * 1024 * 1024,
+            control_reads_budget: 8,
+            use_sendfile: true,
+            backlog: 1024,
+            log: None,
+        }
+    }
+}
+
+/// How a runtime runs transfers: the buffer their pumps get, how many bytes one moves
+/// before others get a turn, and whether plain downloads may use `sendfile(2)`.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpLimits {
+    pub buffer: usize,
+    pub budget: usize,
+    pub use_sendfile: bool,
+}
+
+impl DriverConfig {
+    /// The transfer limits, within sane bounds.
+    pub fn pump_limits(&self) -> PumpLimits {
+        PumpLimits {
+            buffer: self.transfer_buffer.max(4096),
+            budget: self.transfer_budget.max(64 * 1024),
+            use_sendfile: self.use_sendfile,
+        }
+    }
+
+    /// The number of shards a runtime runs: `shards`, or one per core when it is 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// What a session that failed inside the server (a panic) is told before its connection
+/// closes.
+pub const INTERNAL_ERROR: &[u8] = b"421 Internal server error; closing the connection.\r\n";
+
+/// Runs `f`, catching a panic: `Err` carries the panic's message. Runtimes run each
+/// session's work through it, so that a bug met by one session ends that session alone.
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic".to_string(),
     }
 }
 
@@ -192,6 +263,24 @@ pub fn data_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(s.into())
 }
 
+/// A passive data listener on `ip`, on a free port of `ports` from the pool (`0..=0`:
+/// any), with the lease that gives the port back when dropped, and the port; the
+/// `DataError` the core is to hear otherwise.
+pub fn listen_passive(
+    pool: &std::sync::Arc<wharf_core::ports::PortPool>,
+    ip: IpAddr,
+    ports: &std::ops::RangeInclusive<u16>,
+) -> Result<(TcpListener, Option<wharf_core::ports::PortLease>, u16), DataError> {
+    match pool.bind(ports, |port| data_listener(SocketAddr::new(ip, port))) {
+        Ok(Some((l, lease))) => {
+            let port = l.local_addr().map_err(|e| data_error(&e))?.port();
+            Ok((l, lease, port))
+        }
+        Ok(None) => Err(DataError::NoFreePort),
+        Err(e) => Err(data_error(&e)),
+    }
+}
+
 /// Starts a non-blocking connect from `local_ip` to `target`, from `local_port` (0: a
 /// port the system picks).
 ///
@@ -263,6 +352,121 @@ pub fn set_privileged_binder(binder: PrivilegedBinder) -> bool {
     PRIVILEGED_BINDER.set(binder).is_ok()
 }
 
+/// Answers a connection the core refused (best effort: a fresh socket's buffer takes a
+/// short reply; an empty one means close without a word) and hands the refusal's
+/// record, if any, to the log sink.
+pub fn refuse<S>(
+    sock: &S,
+    refusal: wharf_core::Refusal,
+    log: Option<&std::sync::Arc<dyn wharf_core::log::LogSink>>,
+) where
+    for<'a> &'a S: Write,
+{
+    if !refusal.reply.is_empty() {
+        let _ = { sock }.write(&refusal.reply);
+    }
+    if let (Some(sink), Some(record)) = (log, refusal.log) {
+        sink.log(record);
+    }
+}
+
+/// The process-wide passive port pool, its draws seeded from the process's hasher keys
+/// (std reads them from the OS), so passive ports cannot be predicted.
+pub fn port_pool() -> std::sync::Arc<wharf_core::ports::PortPool> {
+    let keys = std::collections::hash_map::RandomState::new();
+    let seed = std::hash::BuildHasher::hash_one(&keys, 0u8);
+    std::sync::Arc::new(wharf_core::ports::PortPool::with_seed(seed))
+}
+
+/// What one read of a control connection did (see [`read_control`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRead {
+    /// Bytes were fed to the session.
+    Bytes,
+    /// The peer closed its side; the session was told (`ControlEof`).
+    Closed,
+    /// The socket failed; the session was told the peer is gone.
+    Broken,
+    /// Nothing to read now.
+    WouldBlock,
+    /// Interrupted: read again.
+    Retry,
+}
+
+/// One read of a control connection into `buf` (a scratch buffer shared by many
+/// sessions), fed to its session at `now`. The driver drains the session afterwards
+/// unless nothing was fed.
+pub fn read_control<S>(
+    session: &mut wharf_core::Session,
+    sock: &S,
+    buf: &mut [u8],
+    now: std::time::Instant,
+) -> ControlRead
+where
+    for<'a> &'a S: Read,
+{
+    use wharf_core::Input;
+    match { sock }.read(buf) {
+        Ok(0) => {
+            session.handle_input(now, Input::ControlEof);
+            ControlRead::Closed
+        }
+        Ok(n) => {
+            session.handle_input(now, Input::ControlBytes(&buf[..n]));
+            ControlRead::Bytes
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ControlRead::WouldBlock,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => ControlRead::Retry,
+        Err(_) => {
+            session.handle_input(now, Input::ControlEof);
+            ControlRead::Broken
+        }
+    }
+}
+
+/// Writes a session's pending control output until it is all out or the socket would
+/// block. Once `broken` (the socket failed, now or before), output is dropped: nobody
+/// will read it, and the session was told the peer is gone.
+pub fn flush_control<S>(session: &mut wharf_core::Session, sock: &S, broken: &mut bool)
+where
+    for<'a> &'a S: Write,
+{
+    while let Some(out) = session.poll_transmit() {
+        if *broken {
+            let n = out.len();
+            session.handle_written(n);
+            continue;
+        }
+        match { sock }.write(out) {
+            Ok(n) if n > 0 => session.handle_written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(_) | Err(_) => {
+                *broken = true;
+                let now = std::time::Instant::now();
+                session.handle_input(now, wharf_core::Input::ControlEof);
+            }
+        }
+    }
+}
+
+/// How a non-blocking connect went, once its socket is writable: `None` while it is
+/// still in progress, else connected (`Ok`) or the error.
+pub fn connect_outcome<S: AsRawFd>(sock: &S) -> Option<io::Result<()>> {
+    // SAFETY: the descriptor stays open for this borrow (`sock` outlives it).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
+    let s = socket2::SockRef::from(&fd);
+    match s.take_error() {
+        Ok(Some(e)) | Err(e) => return Some(Err(e)),
+        Ok(None) => {}
+    }
+    match s.peer_addr() {
+        Ok(_) => Some(Ok(())),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// `sendfile(2)` from the current offset of `file` to `sock`, at most `count` bytes.
 pub fn sendfile(sock: &impl AsRawFd, file: RawFd, count: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the duration of the call; a null offset
@@ -287,6 +491,74 @@ pub fn has_pending_error(sock: &impl AsRawFd) -> bool {
     // SAFETY: one valid pollfd, a zero timeout; the descriptor outlives the call.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & libc::POLLERR != 0
+}
+
+/// Readies an accepted control connection: `TCP_NODELAY` (replies are small and
+/// latency-bound) and `SO_OOBINLINE` (clients send ABOR as TCP urgent data: Python's
+/// ftplib sends "ABOR\r\n" with MSG_OOB, and without OOBINLINE the kernel takes its last
+/// byte out of the stream, so the line never ends).
+pub fn prepare_control<S: AsRawFd>(sock: &S) {
+    let fd = sock.as_raw_fd();
+    let on: libc::c_int = 1;
+    for (level, opt) in [
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+    ] {
+        // SAFETY: a valid descriptor and a c_int option value that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// A descriptor held in reserve, so that out of descriptors the backlog can still be
+/// accepted, told the server is busy, and closed, rather than left hanging.
+pub struct Spare(Option<std::fs::File>);
+
+impl Default for Spare {
+    fn default() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+}
+
+impl Spare {
+    /// Out of descriptors: accepts (with `accept`) and refuses up to `budget` waiting
+    /// connections, each through the reserved descriptor, which is taken back after each
+    /// connection is closed (so it is there for the next burst too). Returns how many
+    /// were refused.
+    pub fn refuse_backlog<S>(
+        &mut self,
+        mut accept: impl FnMut() -> io::Result<(S, SocketAddr)>,
+        reply: &[u8],
+        budget: usize,
+    ) -> usize
+    where
+        for<'a> &'a S: Write,
+    {
+        let mut refused = 0;
+        for _ in 0..budget {
+            self.0 = None;
+            let accepted = accept();
+            if let Ok((stream, peer)) = accepted {
+                tracing::debug!(%peer, "refused: out of descriptors");
+                // Best effort: a fresh socket's buffer takes a short reply.
+                let _ = (&stream).write(reply);
+                drop(stream);
+                refused += 1;
+                self.0 = std::fs::File::open("/dev/null").ok();
+                continue;
+            }
+            self.0 = std::fs::File::open("/dev/null").ok();
+            break;
+        }
+        refused
+    }
 }
 
 /// Whether an error means the process (or system) ran out of descriptors or memory.

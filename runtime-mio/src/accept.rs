@@ -1,7 +1,7 @@
 //! Admitting control connections: accept within a budget, hand each to the core's
 //! `Server`, and survive running out of descriptors.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -9,8 +9,8 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::shard::{control_token, Conn, Ready, Shard, ACCEPT_BACKOFF, ACCEPT_BUDGET};
-use crate::timers::TimerSlot;
 use wharf_net::is_exhaustion;
+use wharf_net::timers::TimerSlot;
 
 impl Shard {
     pub(crate) fn on_accept(&mut self, i: usize) {
@@ -19,7 +19,12 @@ impl Shard {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    // A panic admitting one connection (in the core) drops that one only.
+                    if let Err(why) = wharf_net::catch(|| self.admit(stream, peer)) {
+                        tracing::error!(shard = self.index, %peer, "admitting failed: {why}");
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_exhaustion(&e) => {
                     if !self.exhausted {
@@ -39,22 +44,12 @@ impl Shard {
     /// Out of descriptors: closes the connections waiting in the backlog (through the
     /// descriptor held in reserve for this) rather than leaving their clients hanging.
     fn refuse_pending(&mut self, i: usize) {
-        for _ in 0..ACCEPT_BUDGET {
-            let Some(Some(l)) = self.listeners.get(i) else {
-                return;
-            };
-            self.reserve_fd = None;
-            let accepted = l.accept();
-            self.reserve_fd = std::fs::File::open("/dev/null").ok();
-            match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "refused: out of descriptors");
-                    // Best effort: a fresh socket's buffer takes a short reply.
-                    let _ = (&stream).write(&self.server.busy_reply().reply);
-                }
-                Err(_) => return,
-            }
-        }
+        let Some(Some(l)) = self.listeners.get(i) else {
+            return;
+        };
+        let reply = self.server.busy_reply().reply;
+        self.spare
+            .refuse_backlog(|| l.accept(), &reply, ACCEPT_BUDGET);
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -66,25 +61,10 @@ impl Shard {
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        // Replies are small and latency-bound: never wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        // Clients send ABOR as TCP urgent data (Python's ftplib sends "ABOR\r\n" with
-        // MSG_OOB); without OOBINLINE the kernel takes the last byte out of the stream and
-        // the line never ends.
-        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+        wharf_net::prepare_control(&stream);
         let session = match self.server.accept(now, peer, local) {
             Ok(s) => s,
-            Err(refusal) => {
-                // Best effort: the socket is fresh, its buffer takes a short reply (an
-                // empty one means close without a word).
-                if !refusal.reply.is_empty() {
-                    let _ = (&stream).write(&refusal.reply);
-                }
-                if let (Some(sink), Some(record)) = (&self.log, refusal.log) {
-                    sink.log(record);
-                }
-                return;
-            }
+            Err(refusal) => return wharf_net::refuse(&stream, refusal, self.log.as_ref()),
         };
         let gen = self.next_gen();
         let entry = self.conns.vacant_entry();
@@ -111,6 +91,6 @@ impl Shard {
             data: Vec::new(),
             files: wharf_net::Files::default(),
         });
-        self.drive(key);
+        self.guard(key, |s| s.drive(key));
     }
 }

@@ -15,7 +15,7 @@ use wharf_core::ports::PortLease;
 use wharf_core::{DataConnId, DataError, FileHandle, Input, Pump, Run, TransferId};
 
 use crate::shard::{data_token, Ready, Shard};
-use crate::timers::TimerSlot;
+use wharf_net::timers::TimerSlot;
 use wharf_net::{connect_from, data_error, Wire};
 
 pub(crate) enum DataState {
@@ -60,6 +60,13 @@ pub(crate) struct DataSock {
     timer: TimerSlot,
 }
 
+impl DataSock {
+    /// The control connection (slab key) this data socket belongs to.
+    pub(crate) fn owner(&self) -> usize {
+        self.owner
+    }
+}
+
 impl Shard {
     fn insert_data(&mut self, owner: usize, conn: DataConnId, state: DataState) -> usize {
         let gen = self.next_gen();
@@ -85,18 +92,11 @@ impl Shard {
         ports: RangeInclusive<u16>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let bound = self.ports.bind(&ports, |port| {
-            wharf_net::data_listener(SocketAddr::new(ip, port)).map(TcpListener::from_std)
-        });
-        let (mut listener, lease) = match bound {
-            Ok(Some(l)) => l,
-            Ok(None) => return failed(DataError::NoFreePort),
-            Err(e) => return failed(data_error(&e)),
+        let (listener, lease, port) = match wharf_net::listen_passive(&self.ports, ip, &ports) {
+            Ok(l) => l,
+            Err(error) => return failed(error),
         };
-        let port = match listener.local_addr() {
-            Ok(a) => a.port(),
-            Err(e) => return failed(data_error(&e)),
-        };
+        let mut listener = TcpListener::from_std(listener);
         let dkey = self.data.vacant_key();
         let reg =
             self.poll
@@ -368,20 +368,14 @@ impl Shard {
             return;
         };
         let (owner, conn) = (d.owner, d.conn);
-        let error = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Some(data_error(&e)),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
-                Err(e) => Some(data_error(&e)),
-            },
-        };
-        match error {
-            Some(error) => {
+        match wharf_net::connect_outcome(stream) {
+            None => {}
+            Some(Err(e)) => {
                 self.finish_transfer(dkey);
+                let error = data_error(&e);
                 self.feed(owner, Input::DataFailed { conn, error });
             }
-            None => {
+            Some(Ok(())) => {
                 let DataState::Connecting(s) = std::mem::replace(&mut d.state, DataState::Empty)
                 else {
                     unreachable!()

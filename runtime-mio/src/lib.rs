@@ -13,14 +13,10 @@
 //!   costs its `Session`, a socket and a few words of bookkeeping.
 //!
 //! A process-wide worker pool runs [`wharf_core::backend::execute`] for every
-//! `Action::Request` (storage metadata, opens, password hashing) and wakes the shard
-//! through a `mio::Waker` with the completion. File bodies move on the shard thread:
-//! `sendfile(2)` for plain binary downloads, else a read/write loop through one buffer
-//! that exists only while the transfer runs.
-//!
-//! The runtime holds no FTP logic. It follows the core's drain rule: after every
-//! `handle_*` call it writes everything `poll_transmit` has, performs every
-//! `poll_action`, then re-arms the session's timer from `poll_timeout`.
+//! `Action::Request` and wakes the shard through a `mio::Waker`. Transfers run the
+//! core's pump ([`wharf_core::pump`]) on the shard thread over the data socket, with
+//! `sendfile(2)` when the pump passes a plain download through; their timers share a
+//! second heap. The runtime holds no FTP logic and follows the core's drain rule.
 //!
 //! # Fairness and backpressure
 //!
@@ -45,13 +41,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wharf_core::log::LogSink;
 use wharf_core::{Authenticator, Server, Storage};
+pub use wharf_net::DriverConfig;
 
 mod accept;
 mod data;
 mod shard;
-mod timers;
 mod worker;
 
 use shard::{Shard, ShardMsg};
@@ -60,57 +55,24 @@ use worker::WorkerPool;
 /// Tuning of the mio runtime. `MioConfig::default()` suits most deployments.
 #[derive(Debug, Clone)]
 pub struct MioConfig {
-    /// Event-loop threads; 0 means one per available core.
-    pub shards: usize,
+    /// What every runtime has (shards, buffers, budgets, resolver, log).
+    pub driver: wharf_net::DriverConfig,
     /// Threads running storage and authentication requests.
     pub workers: usize,
     /// Threads running reverse-DNS lookups (apart, so slow DNS never holds up storage).
     pub lookup_workers: usize,
-    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
-    /// no names.
-    pub resolver: Arc<dyn wharf_core::Resolver>,
     /// Readiness events taken from the kernel per `poll` call.
     pub max_events: usize,
-    /// Size of the buffer a transfer allocates when it starts (and frees when it ends).
-    pub transfer_buffer: usize,
-    /// Bytes one transfer may move per wake-up before yielding to other connections.
-    pub transfer_budget: usize,
-    /// Control-channel reads per wake-up per session before yielding.
-    pub control_reads_budget: usize,
-    /// Use `sendfile(2)` for binary downloads from files that expose a descriptor.
-    pub use_sendfile: bool,
-    /// Listen backlog of every control listener.
-    pub backlog: i32,
-    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
-    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
-    pub log: Option<Arc<dyn LogSink>>,
 }
 
 impl Default for MioConfig {
     fn default() -> Self {
         MioConfig {
-            shards: 0,
+            driver: Default::default(),
             workers: 4,
             lookup_workers: 4,
-            resolver: Arc::new(wharf_core::NoResolver),
             max_events: 1024,
-            transfer_buffer: 128 * 1024,
-            transfer_budget: 4 * 1024 * 1024,
-            control_reads_budget: 8,
-            use_sendfile: true,
-            backlog: 1024,
-            log: None,
         }
-    }
-}
-
-impl MioConfig {
-    /// The number of shards [`start`] will run: `shards`, or one per core when it is 0.
-    pub fn shard_count(&self) -> usize {
-        if self.shards > 0 {
-            return self.shards;
-        }
-        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 
@@ -204,18 +166,14 @@ pub fn start(
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
     wharf_net::raise_nofile_limit();
-    let n = cfg.shard_count();
-    let bound = wharf_net::bind_listeners(&listeners, n, cfg.backlog)?;
+    let n = cfg.driver.shard_count();
+    let bound = wharf_net::bind_listeners(&listeners, n, cfg.driver.backlog)?;
     let local_addrs = bound.addrs.clone();
 
     let mut shards = Vec::with_capacity(n);
     let mut built = Vec::with_capacity(n);
     let (done_txs, done_rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
-    // Passive ports are drawn at random; the seed is the process's hasher keys
-    // (std reads them from the OS).
-    let seed =
-        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-    let ports = Arc::new(wharf_core::ports::PortPool::with_seed(seed));
+    let ports = wharf_net::port_pool();
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         // Each listener with the index of its listen address.
         let sockets = (sockets.into_iter())
@@ -230,7 +188,7 @@ pub fn start(
     let wakers = shards.iter().map(|(_, w)| w.clone()).collect();
     let workers = WorkerPool::new(
         (cfg.workers.max(1), cfg.lookup_workers.max(1)),
-        (storage, auth, cfg.resolver.clone()),
+        (storage, auth, cfg.driver.resolver.clone()),
         done_txs,
         wakers,
     )?;

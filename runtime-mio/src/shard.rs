@@ -1,7 +1,7 @@
 //! One event loop: its listeners, control connections, timers and the drain rule.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -13,21 +13,12 @@ use slab::Slab;
 use wharf_core::backend::OpenFile;
 use wharf_core::ports::PortPool;
 use wharf_core::{Action, FileHandle, Input, Request, Server, Session};
-use wharf_net::Files;
+use wharf_net::{ControlRead, Files, PumpLimits};
 
 use crate::data::DataSock;
-use crate::timers::{TimerHeap, TimerSlot};
 use crate::worker::{Done, Job, Jobs, ReplyTo};
 use crate::MioConfig;
-
-/// How transfers run: the buffer their pumps get, how many bytes one may move per
-/// wake-up, and whether plain downloads may use `sendfile(2)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PumpLimits {
-    pub buffer: usize,
-    pub budget: usize,
-    pub use_sendfile: bool,
-}
+use wharf_net::timers::{TimerHeap, TimerSlot};
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -140,7 +131,7 @@ pub(crate) struct Shard {
     pub exhausted: bool,
     /// A descriptor kept open so that, out of descriptors, the backlog can still be
     /// accepted and closed.
-    pub reserve_fd: Option<std::fs::File>,
+    pub spare: wharf_net::Spare,
     /// Where log records go.
     pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
 }
@@ -183,18 +174,14 @@ impl Shard {
             done,
             jobs: None,
             ports,
-            limits: PumpLimits {
-                buffer: cfg.transfer_buffer.max(4096),
-                budget: cfg.transfer_budget.max(64 * 1024),
-                use_sendfile: cfg.use_sendfile,
-            },
-            control_reads_budget: cfg.control_reads_budget.max(1),
+            limits: cfg.driver.pump_limits(),
+            control_reads_budget: cfg.driver.control_reads_budget.max(1),
             max_events: cfg.max_events.max(16),
             shutdown_at: None,
             accept_retry: None,
             exhausted: false,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-            log: cfg.log.clone(),
+            spare: wharf_net::Spare::default(),
+            log: cfg.driver.log.clone(),
         })
     }
 
@@ -260,18 +247,44 @@ impl Shard {
             self.on_accept(usize::MAX - 1 - t.0);
         } else if t.0.is_multiple_of(2) {
             let key = t.0 / 2;
-            if ev.is_writable() {
-                self.drive_if_live(key);
-            }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.readable = true;
-                    self.on_control_readable(key);
+            self.guard(key, |s| {
+                if ev.is_writable() {
+                    s.drive_if_live(key);
                 }
-            }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    if let Some(c) = s.conns.get_mut(key) {
+                        c.readable = true;
+                        s.on_control_readable(key);
+                    }
+                }
+            });
         } else {
-            self.on_data_event(t.0 / 2, ev);
+            let dkey = t.0 / 2;
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_event(dkey, ev));
+            }
         }
+    }
+
+    /// Runs `f`, work of the session at `key`; a panic in it (in the core, the pump, or
+    /// a file read on this thread) ends that session alone: it is told 421 and everything
+    /// it held is released, while the shard and every other session go on.
+    pub(crate) fn guard(&mut self, key: usize, f: impl FnOnce(&mut Shard)) {
+        let gen = self.conns.get(key).map(|c| c.gen);
+        if let Err(why) = wharf_net::catch(|| f(self)) {
+            self.kill(key, gen, &why);
+        }
+    }
+
+    /// Ends a session that failed inside the server.
+    fn kill(&mut self, key: usize, gen: Option<u64>, why: &str) {
+        let Some(c) = self.conns.get(key).filter(|c| Some(c.gen) == gen) else {
+            return;
+        };
+        let (id, peer) = (c.session.id(), c.stream.peer_addr().ok());
+        tracing::error!(shard = self.index, session = %id, ?peer, "session failed: {why}; closing it");
+        let _ = (&c.stream).write(wharf_net::INTERNAL_ERROR);
+        self.close_conn(key);
     }
 
     fn run_ready(&mut self) {
@@ -281,10 +294,14 @@ impl Shard {
                 Ready::Control(key, gen) => {
                     if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
                         c.queued = false;
-                        self.on_control_readable(key);
+                        self.guard(key, |s| s.on_control_readable(key));
                     }
                 }
-                Ready::Data(key, gen) => self.on_data_ready(key, gen),
+                Ready::Data(dkey, gen) => {
+                    if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                        self.guard(owner, |s| s.on_data_ready(dkey, gen));
+                    }
+                }
                 Ready::Accept(i) => self.on_accept(i),
             }
         }
@@ -316,12 +333,16 @@ impl Shard {
                 if let Some((h, f)) = d.file {
                     c.files.put(h, f);
                 }
-                let input = Input::Completed {
-                    req: d.req,
-                    completion: d.completion,
+                let completion = match d.completion {
+                    Ok(completion) => completion,
+                    Err(why) => return self.kill(d.key, Some(d.gen), &why),
                 };
-                c.session.handle_input(Instant::now(), input);
-                self.drive(d.key);
+                let req = d.req;
+                self.guard(d.key, |s| {
+                    let input = Input::Completed { req, completion };
+                    s.conns[d.key].session.handle_input(Instant::now(), input);
+                    s.drive(d.key);
+                });
             }
             None => {
                 if let Some((h, f)) = d.file {
@@ -368,23 +389,14 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
-            match (&c.stream).read(&mut self.scratch) {
-                Ok(0) => {
-                    c.readable = false;
-                    c.session.handle_input(now, Input::ControlEof);
-                }
-                Ok(n) => c
-                    .session
-                    .handle_input(now, Input::ControlBytes(&self.scratch[..n])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match wharf_net::read_control(&mut c.session, &c.stream, &mut self.scratch, now) {
+                ControlRead::Bytes => {}
+                ControlRead::Closed => c.readable = false,
+                ControlRead::Broken => (c.readable, c.broken) = (false, true),
+                ControlRead::Retry => continue,
+                ControlRead::WouldBlock => {
                     c.readable = false;
                     return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.readable = false;
-                    c.broken = true;
-                    c.session.handle_input(now, Input::ControlEof);
                 }
             }
             self.drive(key);
@@ -442,24 +454,8 @@ impl Shard {
     /// Writes pending control output until it is all out or the socket blocks.
     fn flush(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        while let Some(out) = c.session.poll_transmit() {
-            if c.broken {
-                // Nobody will read it; the session already knows the peer is gone.
-                let n = out.len();
-                c.session.handle_written(n);
-                continue;
-            }
-            match (&c.stream).write(out) {
-                Ok(n) if n > 0 => c.session.handle_written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    c.broken = true;
-                    c.readable = false;
-                    c.session.handle_input(Instant::now(), Input::ControlEof);
-                }
-            }
-        }
+        wharf_net::flush_control(&mut c.session, &c.stream, &mut c.broken);
+        c.readable &= !c.broken;
     }
 
     /// Carries out one action; the inputs it produced at once go to `inputs`.
@@ -523,7 +519,9 @@ impl Shard {
             }
         }
         while let Some((dkey, gen, entry)) = self.data_timers.pop_due(now) {
-            self.on_data_timer(dkey, gen, entry, now);
+            if let Some(owner) = self.data.get(dkey).map(|d| d.owner()) {
+                self.guard(owner, |s| s.on_data_timer(dkey, gen, entry, now));
+            }
         }
         while let Some((key, gen, entry)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -534,8 +532,10 @@ impl Shard {
                     self.close_conn(key);
                     continue;
                 }
-                c.session.handle_timeout(now);
-                self.drive(key);
+                self.guard(key, |s| {
+                    s.conns[key].session.handle_timeout(now);
+                    s.drive(key);
+                });
             }
         }
     }
@@ -549,7 +549,7 @@ impl Shard {
                 c.files.put(h, f);
             }
         }
-        for (h, f) in c.files.drain_handles() {
+        for (h, f) in c.files.drain() {
             self.dispose(h, f);
         }
         self.server.session_closed(c.session.id());
@@ -568,10 +568,12 @@ impl Shard {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.session.handle_input(now, Input::Shutdown);
-                self.drive(key);
-            }
+            self.guard(key, |s| {
+                if let Some(c) = s.conns.get_mut(key) {
+                    c.session.handle_input(now, Input::Shutdown);
+                    s.drive(key);
+                }
+            });
         }
     }
 

@@ -296,7 +296,10 @@ async fn serve_and_talk(ex: Arc<Executor<'static>>) -> io::Result<String> {
     let wharf = Wharf::bind(
         vec!["127.0.0.1:0".parse().expect("an address")],
         SmolConfig {
-            shards: 1,
+            driver: wharf_runtime_smol::DriverConfig {
+                shards: 1,
+                ..Default::default()
+            },
             ..SmolConfig::default()
         },
         // One shard: session ids from 0, at most 16 sessions.

@@ -1,8 +1,6 @@
 //! Admitting control connections: accept, hand each to the core's `Server`, spawn its
 //! task, and survive running out of descriptors.
 
-use std::fs::File;
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,7 +24,7 @@ pub(crate) async fn accept_loop(
 ) {
     // A descriptor kept open so that, out of descriptors, the backlog can still be
     // accepted and closed rather than left hanging.
-    let mut reserve = File::open("/dev/null").ok();
+    let mut spare = wharf_net::Spare::default();
     let mut exhausted = false;
     let mut in_a_row = 0;
     loop {
@@ -45,7 +43,10 @@ pub(crate) async fn accept_loop(
                     exhausted = false;
                     tracing::info!(shard, "accepting connections again");
                 }
-                admit(&ctx, &server, stream, peer);
+                // A panic admitting one connection (in the core) drops that one only.
+                if let Err(why) = wharf_net::catch(|| admit(&ctx, &server, stream, peer)) {
+                    tracing::error!(shard, %peer, "admitting failed: {why}");
+                }
             }
             Err(e) if is_transient_accept_error(&e) => {
                 tracing::debug!(shard, "accept: {e}");
@@ -56,7 +57,9 @@ pub(crate) async fn accept_loop(
                         exhausted = true;
                         tracing::warn!(shard, "accept: {e}; refusing connections");
                     }
-                    refuse_pending(&listener, &server, &mut reserve);
+                    let reply = lock(&server).busy_reply().reply;
+                    let accept = || listener.get_ref().accept();
+                    spare.refuse_backlog(accept, &reply, ACCEPT_BUDGET);
                 } else {
                     tracing::warn!(shard, "accept: {e}; pausing");
                 }
@@ -85,53 +88,15 @@ pub(crate) async fn accept_loop(
     tracing::debug!(shard, "listener closed");
 }
 
-/// Out of descriptors: closes the connections waiting in the backlog (through the
-/// descriptor held in reserve for this) with the core's busy reply.
-fn refuse_pending(
-    listener: &Async<TcpListener>,
-    server: &Mutex<Server>,
-    reserve: &mut Option<File>,
-) {
-    let reply = lock(server).busy_reply().reply;
-    for _ in 0..ACCEPT_BUDGET {
-        *reserve = None;
-        let accepted = listener.get_ref().accept();
-        *reserve = File::open("/dev/null").ok();
-        match accepted {
-            Ok((stream, peer)) => {
-                tracing::debug!(%peer, "refused: out of descriptors");
-                // Best effort: a fresh socket's buffer takes a short reply.
-                let _ = (&stream).write(&reply);
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 fn admit(ctx: &Arc<Ctx>, server: &Arc<Mutex<Server>>, stream: Async<TcpStream>, peer: SocketAddr) {
     let Ok(local) = stream.get_ref().local_addr() else {
         return;
     };
-    // Replies are small and latency-bound: never wait for Nagle.
-    let _ = stream.get_ref().set_nodelay(true);
-    // Clients send ABOR as TCP urgent data (Python's ftplib sends "ABOR\r\n" with
-    // MSG_OOB); without OOBINLINE the kernel takes the last byte out of the stream and
-    // the line never ends.
-    let _ = socket2::SockRef::from(stream.get_ref()).set_out_of_band_inline(true);
+    wharf_net::prepare_control(stream.get_ref());
     let admitted = lock(server).accept(Instant::now(), peer, local);
     let session = match admitted {
         Ok(s) => s,
-        Err(refusal) => {
-            // Best effort: the socket is fresh, its buffer takes a short reply (an empty
-            // one means close without a word).
-            if !refusal.reply.is_empty() {
-                let _ = stream.get_ref().write(&refusal.reply);
-            }
-            if let (Some(sink), Some(record)) = (&ctx.log, refusal.log) {
-                sink.log(record);
-            }
-            return;
-        }
+        Err(refusal) => return wharf_net::refuse(stream.get_ref(), refusal, ctx.log.as_ref()),
     };
     let task = session::run(ctx.clone(), server.clone(), stream, session);
     ctx.ex.spawn(task).detach();

@@ -8,7 +8,6 @@
 //! socket closed, so its port is free at once), an idle connection is closed, and a
 //! running transfer is told to stop.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -23,9 +22,7 @@ use wharf_core::{DataConnId, DataError, FileHandle, Input, Pump, Run, TransferId
 
 use crate::session::{dispose, report, Driver, Event, Events};
 use crate::{Ctx, ACCEPT_BACKOFF};
-use wharf_net::{
-    connect_from, data_error, data_listener, has_pending_error, is_transient_accept_error, Wire,
-};
+use wharf_net::{connect_from, data_error, has_pending_error, is_transient_accept_error, Wire};
 
 pub(crate) struct DataEntry {
     pub conn: DataConnId,
@@ -96,14 +93,8 @@ async fn connect_data(stream: Async<TcpStream>, conn: DataConnId, events: Events
         if let Err(e) = stream.writable().await {
             break Err(e);
         }
-        match stream.get_ref().take_error() {
-            Ok(Some(e)) | Err(e) => break Err(e),
-            Ok(None) => {}
-        }
-        match stream.get_ref().peer_addr() {
-            Ok(_) => break Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
-            Err(e) => break Err(e),
+        if let Some(outcome) = wharf_net::connect_outcome(stream.get_ref()) {
+            break outcome;
         }
     };
     let ev = match result {
@@ -161,14 +152,30 @@ async fn run_transfer(
             file: file.as_mut().map(|(_, f)| f),
             sendfile,
         };
-        let run = pump.run(Instant::now(), &mut wire, budget);
+        // A panic in the pump (or a file read) ends the transfer and its session.
+        let run = match wharf_net::catch(|| pump.run(Instant::now(), &mut wire, budget)) {
+            Ok(run) => run,
+            Err(why) => {
+                drop(stream);
+                let _ = report(&events, Event::Crashed(why)).await;
+                if let Some((_, f)) = file {
+                    dispose(f).await;
+                }
+                return;
+            }
+        };
         let mut done = None;
         while let Some(input) = pump.poll_input() {
             match input {
                 Input::TransferDone { .. } => done = Some(input),
                 // At most one a second; a full channel drops it (the next one says more).
-                other => {
-                    let _ = events.try_send(Box::new(Event::Transfer { xfer, input: other }));
+                input => {
+                    let ev = Event::Transfer {
+                        xfer,
+                        input,
+                        file: None,
+                    };
+                    let _ = events.try_send(Box::new(ev));
                 }
             }
         }
@@ -211,17 +218,14 @@ async fn run_transfer(
     };
     // The data connection closes here, before the session hears of the end.
     drop(stream);
-    if let Some(Event::Done {
+    let ev = Event::Transfer {
+        xfer,
+        input: done,
+        file,
+    };
+    if let Some(Event::Transfer {
         file: Some((_, f)), ..
-    }) = report(
-        &events,
-        Event::Done {
-            xfer,
-            input: done,
-            file,
-        },
-    )
-    .await
+    }) = report(&events, ev).await
     {
         dispose(f).await;
     }
@@ -246,18 +250,9 @@ impl Driver {
         ports: RangeInclusive<u16>,
     ) -> Input<'static> {
         let failed = |error| Input::DataFailed { conn, error };
-        let bound = self
-            .ctx
-            .ports
-            .bind(&ports, |port| data_listener(SocketAddr::new(ip, port)));
-        let (listener, lease) = match bound {
-            Ok(Some(l)) => l,
-            Ok(None) => return failed(DataError::NoFreePort),
-            Err(e) => return failed(data_error(&e)),
-        };
-        let port = match listener.local_addr() {
-            Ok(a) => a.port(),
-            Err(e) => return failed(data_error(&e)),
+        let (listener, lease, port) = match wharf_net::listen_passive(&self.ctx.ports, ip, &ports) {
+            Ok(l) => l,
+            Err(error) => return failed(error),
         };
         let socket = match Async::new(listener) {
             Ok(l) => l,
@@ -321,39 +316,34 @@ impl Driver {
         self.feed(Input::DataAccepted { conn, peer });
     }
 
-    /// `RefuseData`: the connection goes, the listener listens on.
-    pub(crate) fn refuse_data(&mut self, conn: DataConnId) {
-        let Some(i) = self.find(conn) else { return };
-        if !matches!(self.data[i].state, DataState::Accepted { .. }) {
-            return;
-        }
+    /// The listener and connection `DataAccepted` reported, taken out of the table.
+    fn take_accepted(&mut self, conn: DataConnId) -> Option<(usize, Listener, Async<TcpStream>)> {
+        let i = self.find(conn)?;
+        let DataState::Accepted { .. } = self.data[i].state else {
+            return None;
+        };
         let placeholder = DataState::Transferring {
             xfer: TransferId(0),
             stop: None,
             report: false,
         };
-        if let DataState::Accepted { listener, .. } =
-            std::mem::replace(&mut self.data[i].state, placeholder)
-        {
+        match std::mem::replace(&mut self.data[i].state, placeholder) {
+            DataState::Accepted { listener, stream } => Some((i, listener, stream)),
+            _ => None,
+        }
+    }
+
+    /// `RefuseData`: the connection goes, the listener listens on.
+    pub(crate) fn refuse_data(&mut self, conn: DataConnId) {
+        if let Some((i, listener, _)) = self.take_accepted(conn) {
             self.data[i].state = self.listen(conn, listener);
         }
     }
 
-    /// `StopListening`: the accepted connection is the data connection.
+    /// `StopListening`: the accepted connection is the data connection (the listener
+    /// and its lease, returning the port, are dropped here).
     pub(crate) fn stop_listening(&mut self, conn: DataConnId) {
-        let Some(i) = self.find(conn) else { return };
-        if !matches!(self.data[i].state, DataState::Accepted { .. }) {
-            return;
-        }
-        let placeholder = DataState::Transferring {
-            xfer: TransferId(0),
-            stop: None,
-            report: false,
-        };
-        if let DataState::Accepted { stream, .. } =
-            std::mem::replace(&mut self.data[i].state, placeholder)
-        {
-            // The listener (and its lease, returning the port) are dropped here.
+        if let Some((i, _, stream)) = self.take_accepted(conn) {
             self.set_idle(i, stream);
         }
     }
@@ -451,17 +441,9 @@ impl Driver {
         }
     }
 
-    /// A transfer's progress (for STAT).
-    pub(crate) fn on_transfer(&mut self, xfer: TransferId, input: Input<'static>) {
-        let reported = self.data.iter().any(|d| {
-            matches!(&d.state, DataState::Transferring { xfer: x, report: true, .. } if *x == xfer)
-        });
-        if reported {
-            self.feed(input);
-        }
-    }
-
-    pub(crate) fn on_done(
+    /// A transfer's pump reported progress (for STAT) or its end (with its file, the
+    /// connection closed): fed to the session unless it forgot the transfer.
+    pub(crate) fn on_transfer(
         &mut self,
         xfer: TransferId,
         input: Input<'static>,
@@ -470,14 +452,17 @@ impl Driver {
         if let Some((h, f)) = file {
             self.files.put(h, f);
         }
-        let i = self.data.iter().position(
-            |d| matches!(&d.state, DataState::Transferring { xfer: x, .. } if *x == xfer),
-        );
-        let Some(i) = i else {
+        let running = |d: &DataEntry| matches!(&d.state, DataState::Transferring { xfer: x, .. } if *x == xfer);
+        let Some(i) = self.data.iter().position(running) else {
             return;
         };
-        let entry = self.data.swap_remove(i);
-        if let DataState::Transferring { report: true, .. } = entry.state {
+        let DataState::Transferring { report, .. } = self.data[i].state else {
+            return;
+        };
+        if matches!(input, Input::TransferDone { .. }) {
+            self.data.swap_remove(i);
+        }
+        if report {
             self.feed(input);
         }
     }

@@ -3,29 +3,19 @@
 //! # Shape
 //!
 //! - **One task per control connection** owns its [`wharf_core::Session`], its control
-//!   socket (`smol::Async<TcpStream>`), an `async_io::Timer` armed from
-//!   [`wharf_core::Session::poll_timeout`], its data connections and its open files. It
-//!   follows the core's drain rule: after every `handle_*` call it writes what
-//!   `poll_transmit` has, performs every `poll_action`, and re-arms its timer before it
-//!   waits again.
-//! - **Helpers report through the session's event channel.** Storage and login requests
-//!   run [`wharf_core::backend::execute`] on the blocking pool (`smol::unblock`, at most
-//!   [`SmolConfig::blocking_limit`] at once; reverse-DNS lookups, at most
-//!   [`SmolConfig::lookup_limit`] more); passive accepts (which honour
-//!   `expect_peer`), active connects and transfers are tasks of their own. Dropping a
-//!   session's table entry cancels or stops its helper, so whatever way a session ends,
-//!   its ports close and its files are released (uploads discarded on the blocking pool).
-//! - **Transfers** move a body through one buffer allocated for the transfer's life,
-//!   with `sendfile(2)` (through `Async::write_with`) for binary downloads of files that
-//!   expose a descriptor, and TYPE A through [`wharf_core::typea`]. Backpressure is the
-//!   socket's: a download waits while the client does not read, an upload reads only
-//!   what it has written. Progress reports are coalesced to one in flight per transfer.
+//!   socket, a timer armed from `poll_timeout`, its data connections and its open files,
+//!   and follows the core's drain rule.
+//! - **Helpers report through the session's event channel**: requests run
+//!   [`wharf_core::backend::execute`] on the blocking pool (at most
+//!   [`SmolConfig::blocking_limit`] at once, reverse lookups [`SmolConfig::lookup_limit`]
+//!   more); passive accepts, active connects and transfers are tasks of their own. A
+//!   transfer task runs the core's pump ([`wharf_core::pump`]) over the socket, waiting on
+//!   what it says (readiness, its timer, a stop). Dropping a session's table entry
+//!   cancels or stops its helper, so its ports close and its files are released however
+//!   it ends.
 //! - **Accepting**: `shards` groups of `SO_REUSEPORT` listeners, each group with its own
-//!   [`wharf_core::Server`] built by `make_server(i)` (so the connection limit and the
-//!   session-id stride mean what they mean on the mio runtime). Out of descriptors, the
-//!   backlog is refused with the core's busy reply and accepting pauses for 100 ms.
-//!
-//! There is no FTP logic here: every reply and decision comes from the core.
+//!   [`wharf_core::Server`] built by `make_server(i)`. Out of descriptors, the backlog is
+//!   refused with the core's busy reply and accepting pauses for 100 ms.
 //!
 //! # Running it
 //!
@@ -53,19 +43,14 @@ use smol::{Async, Executor};
 use wharf_core::log::LogSink;
 use wharf_core::{Authenticator, Server, Storage};
 
+pub use wharf_net::DriverConfig;
+
 mod accept;
 mod data;
 mod session;
 
-/// How transfers run: the buffer their pumps get, how many bytes one moves before it
-/// yields, and whether plain downloads may use `sendfile(2)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PumpLimits {
-    pub buffer: usize,
-    pub budget: usize,
-    pub use_sendfile: bool,
-}
 use wharf_core::ports::PortPool;
+use wharf_net::PumpLimits;
 
 /// How long to wait before accepting again after running out of descriptors.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -75,56 +60,22 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// Tuning of the smol runtime. `SmolConfig::default()` suits most deployments.
 #[derive(Debug, Clone)]
 pub struct SmolConfig {
-    /// Executor threads, and groups of `SO_REUSEPORT` listeners (each with its own
-    /// `Server`); 0 means one per available core.
-    pub shards: usize,
+    /// What every runtime has (shards, buffers, budgets, resolver, log).
+    pub driver: wharf_net::DriverConfig,
     /// Storage and authentication requests running at once on the blocking pool.
     pub blocking_limit: usize,
     /// Reverse-DNS lookups running at once on the blocking pool, counted apart from
     /// `blocking_limit` so that slow DNS never holds up storage requests.
     pub lookup_limit: usize,
-    /// Answers `Request::ReverseLookup` (IP rules with host names); the default knows
-    /// no names.
-    pub resolver: Arc<dyn wharf_core::Resolver>,
-    /// Size of the buffer a transfer allocates when it starts (and frees when it ends).
-    pub transfer_buffer: usize,
-    /// Bytes one transfer moves before yielding to the other tasks of its thread.
-    pub transfer_budget: usize,
-    /// Control-channel reads in a row per session before yielding.
-    pub control_reads_budget: usize,
-    /// Use `sendfile(2)` for binary downloads from files that expose a descriptor.
-    pub use_sendfile: bool,
-    /// Listen backlog of every control listener.
-    pub backlog: i32,
-    /// Where `Action::Log` records (and refused connections' records) go; `None` drops
-    /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
-    pub log: Option<Arc<dyn LogSink>>,
 }
 
 impl Default for SmolConfig {
     fn default() -> Self {
         SmolConfig {
-            shards: 0,
+            driver: Default::default(),
             blocking_limit: 8,
             lookup_limit: 4,
-            resolver: Arc::new(wharf_core::NoResolver),
-            transfer_buffer: 128 * 1024,
-            transfer_budget: 4 * 1024 * 1024,
-            control_reads_budget: 8,
-            use_sendfile: true,
-            backlog: 1024,
-            log: None,
         }
-    }
-}
-
-impl SmolConfig {
-    /// The number of shards [`start`] will run: `shards`, or one per core when it is 0.
-    pub fn shard_count(&self) -> usize {
-        if self.shards > 0 {
-            return self.shards;
-        }
-        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 
@@ -245,8 +196,8 @@ impl Wharf {
         storage: Arc<dyn Storage>,
         auth: Arc<dyn Authenticator>,
     ) -> io::Result<Wharf> {
-        let n = cfg.shard_count();
-        let bound = wharf_net::bind_listeners(&listeners, n, cfg.backlog)?;
+        let n = cfg.driver.shard_count();
+        let bound = wharf_net::bind_listeners(&listeners, n, cfg.driver.backlog)?;
         let shards = bound
             .per_shard
             .into_iter()
@@ -285,23 +236,14 @@ impl Wharf {
             ex: ex.clone(),
             storage: self.storage,
             auth: self.auth,
-            limits: PumpLimits {
-                buffer: self.cfg.transfer_buffer.max(4096),
-                budget: self.cfg.transfer_budget.max(64 * 1024),
-                use_sendfile: self.cfg.use_sendfile,
-            },
-            control_reads_budget: self.cfg.control_reads_budget.max(1),
-            // Passive ports are drawn at random; the seed is the process's hasher keys
-            // (std reads them from the OS).
-            ports: Arc::new(PortPool::with_seed(std::hash::BuildHasher::hash_one(
-                &std::collections::hash_map::RandomState::new(),
-                0u8,
-            ))),
+            limits: self.cfg.driver.pump_limits(),
+            control_reads_budget: self.cfg.driver.control_reads_budget.max(1),
+            ports: wharf_net::port_pool(),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
-            resolver: self.cfg.resolver.clone(),
+            resolver: self.cfg.driver.resolver.clone(),
             lookups: Semaphore::new(self.cfg.lookup_limit.max(1)),
-            log: self.cfg.log.clone(),
+            log: self.cfg.driver.log.clone(),
             _alive: alive,
         });
         for (i, (server, listeners)) in self.shards.into_iter().enumerate() {
@@ -404,7 +346,7 @@ pub fn start(
     auth: Arc<dyn Authenticator>,
 ) -> io::Result<RunningServer> {
     wharf_net::raise_nofile_limit();
-    let n = cfg.shard_count();
+    let n = cfg.driver.shard_count();
     let wharf = Wharf::bind(listeners, cfg, make_server, storage, auth)?;
     let local_addrs = wharf.local_addrs();
     let stop = wharf.shutdown_handle();

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read, Write};
+
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,15 +18,16 @@ use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use smol::channel::{Receiver, Sender};
-use smol::future;
+use smol::future::{self, FutureExt};
 use smol::stream::Stream;
 use smol::{Async, Timer};
+use std::panic::AssertUnwindSafe;
 use wharf_core::backend::{execute, OpenFile};
 use wharf_core::{
     Action, Completion, DataConnId, DataError, FileHandle, Input, Request, RequestId, Server,
     Session, TransferId,
 };
-use wharf_net::Files;
+use wharf_net::{ControlRead, Files};
 
 use crate::data::{DataEntry, Listener};
 use crate::{lock, Ctx, CLOSE_LINGER};
@@ -64,14 +65,11 @@ pub(crate) enum Event {
     },
     /// A connect failed, or an idle data connection broke.
     Failed { conn: DataConnId, error: DataError },
-    /// A transfer's pump reported progress.
+    /// Work of this session panicked elsewhere (a request, a transfer): it ends.
+    Crashed(String),
+    /// A transfer's pump reported progress, or its end (`TransferDone`, after the data
+    /// connection closed: then the file comes back).
     Transfer {
-        xfer: TransferId,
-        input: Input<'static>,
-    },
-    /// A transfer ended (`input` is its `TransferDone`); its data connection is
-    /// closed. The file comes back.
-    Done {
         xfer: TransferId,
         input: Input<'static>,
         file: Option<(FileHandle, OpenFile)>,
@@ -101,7 +99,7 @@ pub(crate) async fn dispose(file: OpenFile) {
 /// Files carried by an event that will not be delivered.
 fn file_of(ev: Event) -> Option<OpenFile> {
     match ev {
-        Event::Completed { file, .. } | Event::Done { file, .. } => file.map(|(_, f)| f),
+        Event::Completed { file, .. } | Event::Transfer { file, .. } => file.map(|(_, f)| f),
         _ => None,
     }
 }
@@ -183,8 +181,15 @@ pub(crate) fn run(
         files: Files::default(),
     };
     async move {
-        d.drain();
-        d.serve().await;
+        // A panic in this session's own work ends it alone: it is told 421, and the
+        // release below runs as for any other end.
+        let served = AssertUnwindSafe(async {
+            d.drain();
+            d.serve().await;
+        });
+        if let Err(panic) = served.catch_unwind().await {
+            d.crash(&wharf_net::panic_message(&*panic));
+        }
         let id = d.session.id();
         let files = d.release();
         lock(&server).session_closed(id);
@@ -320,34 +325,17 @@ impl Driver {
     /// session, then the drain rule.
     fn read_control(&mut self) {
         let now = Instant::now();
-        let fed = SCRATCH_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            match self.stream.get_ref().read(&mut buf) {
-                Ok(0) => {
-                    self.readable = false;
-                    self.read_closed = true;
-                    self.session.handle_input(now, Input::ControlEof);
-                    true
-                }
-                Ok(n) => {
-                    self.session
-                        .handle_input(now, Input::ControlBytes(&buf[..n]));
-                    true
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    false
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-                Err(_) => {
-                    self.readable = false;
-                    self.broken = true;
-                    self.session.handle_input(now, Input::ControlEof);
-                    true
-                }
-            }
+        let read = SCRATCH_BUF.with(|buf| {
+            let sock = self.stream.get_ref();
+            wharf_net::read_control(&mut self.session, sock, &mut buf.borrow_mut(), now)
         });
-        if fed {
+        match read {
+            ControlRead::Bytes | ControlRead::Retry => {}
+            ControlRead::Closed => (self.readable, self.read_closed) = (false, true),
+            ControlRead::Broken => (self.readable, self.broken) = (false, true),
+            ControlRead::WouldBlock => self.readable = false,
+        }
+        if !matches!(read, ControlRead::WouldBlock | ControlRead::Retry) {
             self.drain();
         }
     }
@@ -379,24 +367,8 @@ impl Driver {
 
     /// Writes pending control output until it is all out or the socket is full.
     fn flush(&mut self) {
-        while let Some(out) = self.session.poll_transmit() {
-            if self.broken {
-                // Nobody will read it; the session already knows the peer is gone.
-                let n = out.len();
-                self.session.handle_written(n);
-                continue;
-            }
-            match self.stream.get_ref().write(out) {
-                Ok(n) if n > 0 => self.session.handle_written(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    self.broken = true;
-                    self.readable = false;
-                    self.session.handle_input(Instant::now(), Input::ControlEof);
-                }
-            }
-        }
+        wharf_net::flush_control(&mut self.session, self.stream.get_ref(), &mut self.broken);
+        self.readable &= !self.broken;
     }
 
     /// Carries out one action; returns the input it produced at once, if any.
@@ -451,50 +423,34 @@ impl Driver {
     /// Runs a request on the blocking pool (at most `blocking_limit` at once over the
     /// server); its completion comes back as an event.
     fn submit(&mut self, req: RequestId, request: Request) {
-        let file = match &request {
-            Request::CloseFile { file, .. } => self.take_file(*file),
-            _ => None,
-        };
-        let handle = match &request {
-            Request::OpenRead { file, .. } | Request::OpenWrite { file, .. } => Some(*file),
-            _ => None,
-        };
+        let (handle, file) = self.files.prepare(&request);
         let ctx = self.ctx.clone();
         let events = self.events.clone();
         // Lookups wait on DNS: they have their own limit, so they never hold up storage.
         let lookup = matches!(request, Request::ReverseLookup { .. });
         let task = async move {
-            let (completion, file) = {
+            let ran = {
                 let limit = if lookup { &ctx.lookups } else { &ctx.blocking };
                 let _permit = limit.acquire().await;
                 let (storage, auth) = (ctx.storage.clone(), ctx.auth.clone());
                 let resolver = ctx.resolver.clone();
-                smol::unblock(move || {
-                    execute(
-                        &*storage,
-                        &*auth,
-                        &*resolver,
-                        request,
-                        file,
-                        SystemTime::now(),
-                    )
-                })
-                .await
+                let now = SystemTime::now();
+                let run = move || execute(&*storage, &*auth, &*resolver, request, file, now);
+                smol::unblock(move || wharf_net::catch(run)).await
             };
-            let ev = Event::Completed {
-                req,
-                completion,
-                file: handle.zip(file),
+            let ev = match ran {
+                Ok((completion, file)) => Event::Completed {
+                    req,
+                    completion,
+                    file: handle.zip(file),
+                },
+                Err(why) => Event::Crashed(why),
             };
             if let Some(f) = report(&events, ev).await.and_then(file_of) {
                 dispose(f).await;
             }
         };
         self.ctx.ex.spawn(task).detach();
-    }
-
-    pub(crate) fn take_file(&mut self, handle: FileHandle) -> Option<OpenFile> {
-        self.files.take(handle)
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -517,9 +473,19 @@ impl Driver {
             } => self.on_accepted(conn, peer, stream, listener),
             Event::Connected { conn, stream } => self.on_connected(conn, stream),
             Event::Failed { conn, error } => self.on_failed(conn, error),
-            Event::Transfer { xfer, input } => self.on_transfer(xfer, input),
-            Event::Done { xfer, input, file } => self.on_done(xfer, input, file),
+            Event::Crashed(why) => self.crash(&why),
+            Event::Transfer { xfer, input, file } => self.on_transfer(xfer, input, file),
         }
+    }
+
+    /// Ends a session that failed inside the server: 421, then the connection closes.
+    pub(crate) fn crash(&mut self, why: &str) {
+        let peer = self.stream.get_ref().peer_addr().ok();
+        tracing::error!(session = %self.session.id(), ?peer, "session failed: {why}; closing it");
+        if !self.broken {
+            let _ = std::io::Write::write(&mut self.stream.get_ref(), wharf_net::INTERNAL_ERROR);
+        }
+        (self.closing, self.broken) = (true, true);
     }
 
     /// The session is over: closes the control connection, stops every helper (a
@@ -537,7 +503,7 @@ impl Driver {
         // Listener, connect and watch tasks are cancelled; transfers are told to stop.
         drop(data);
         rx.close();
-        let mut left: Vec<OpenFile> = files.drain().collect();
+        let mut left: Vec<OpenFile> = files.drain().into_iter().map(|(_, f)| f).collect();
         while let Ok(ev) = rx.try_recv() {
             left.extend(file_of(*ev));
         }

@@ -113,6 +113,9 @@ pub struct SiteConfig {
     pub tls: Option<SiteTls>,
     /// Where the site's W3C log is written (`central`: the one log of every site).
     pub log: Option<LogOutput>,
+    /// `durable_writes`: every change is on disk (`fsync`) before its reply says it
+    /// happened (226, 250, 257); on by default.
+    pub durable_writes: bool,
 }
 
 /// `ip:port:host`: connections to `ip:port` naming `host` (none: the blank host).
@@ -181,6 +184,19 @@ impl ServerConfig {
                 if !out.iter().any(|(k, _)| *k == key) {
                     out.push((key, log.clone()));
                 }
+            }
+        }
+        out
+    }
+
+    /// Each mount's durability (`durable_writes` of the site it belongs to), by the
+    /// names [`ServerConfig::mounts`] gives them.
+    pub fn mount_durability(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for site in &self.sites {
+            out.push((mount_name(&site.session.storage_root), site.durable_writes));
+            for v in &site.session.virtual_dirs {
+                out.push((mount_name(&v.storage_root), site.durable_writes));
             }
         }
         out
@@ -296,6 +312,8 @@ struct RawSite {
     listing_style: Option<Spanned<String>>,
     #[serde(default)]
     keep_partial_uploads: bool,
+    /// `fsync` uploads and namespace changes before acknowledging them (default true).
+    durable_writes: Option<bool>,
     isolation: Option<Spanned<String>>,
     external_ip: Option<Spanned<String>>,
     #[serde(default)]
@@ -1620,6 +1638,7 @@ fn build_site(
             session,
             tls,
             log,
+            durable_writes: site.durable_writes.unwrap_or(true),
         },
         spans,
     ))

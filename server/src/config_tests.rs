@@ -1330,3 +1330,26 @@ fn server_user_and_group_are_looked_up() {
         assert!(e[0].message.contains(needle), "{e:?}");
     }
 }
+
+#[test]
+fn durable_writes_is_on_by_default_and_per_site() {
+    let r = root();
+    let c = ServerConfig::from_toml_str(&good(r.path()), "site.toml").unwrap();
+    assert!(c.sites[0].durable_writes);
+    assert_eq!(c.mount_durability(), vec![("site0".to_string(), true)]);
+    let off = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\ndurable_writes = false",
+    );
+    let c = ServerConfig::from_toml_str(&off, "site.toml").unwrap();
+    assert!(!c.sites[0].durable_writes);
+    assert_eq!(c.mount_durability(), vec![("site0".to_string(), false)]);
+    let bad = with(
+        r.path(),
+        "keep_partial_uploads = true",
+        "keep_partial_uploads = true\ndurable_writes = \"yes\"",
+    );
+    let e = errors(&bad);
+    assert_eq!(e[0].key.as_deref(), Some("site.durable_writes"), "{e:?}");
+}

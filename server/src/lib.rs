@@ -21,6 +21,7 @@ use wharf_core::live::Live;
 use wharf_core::log::LogSink;
 use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
+use wharf_runtime_mio::DriverConfig;
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
@@ -37,6 +38,7 @@ pub mod resolver;
 pub mod safe_start;
 pub mod systemd;
 pub mod tls;
+pub mod upload;
 pub mod user_cmd;
 pub mod users;
 pub mod w3c;
@@ -147,6 +149,8 @@ struct Reloadable {
     sites: Arc<Live<Sites>>,
     policy: Arc<ServerPolicy>,
     users: Arc<UserList>,
+    /// The disk storage: a reload sets each mount's durability and sweeps it.
+    storage: Arc<LocalFs>,
 }
 
 impl Reloader {
@@ -175,7 +179,11 @@ impl Reloader {
         let sites = new.sites_table(&r.listen).map_err(|e| e.to_string())?;
         r.users.replace_users(new.users.clone());
         r.policy.set_rules(new.server_rules.clone());
+        apply_durability(&r.storage, &new);
         r.sites.replace(Arc::new(sites));
+        // Site roots are the same (a change needs a restart), but a reload is also
+        // when an administrator expects debris of an earlier crash to go.
+        drop(r.storage.sweep_in_background());
         let summary = format!("{} site(s), {} user(s)", new.sites.len(), new.users.len());
         *current = new;
         Ok(summary)
@@ -235,6 +243,10 @@ pub fn start_with_resolver(
     // (the shards' SO_REUSEPORT would share it silently; see `safe_start`).
     safe_start::probe(&config.listen)?;
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
+    apply_durability(&storage, config);
+    // Temporary files a crashed run left (a kill -9, a power cut) go, in the background:
+    // a large tree takes a while to walk, and live uploads are never touched.
+    drop(storage.sweep_in_background());
     let users = Arc::new(UserList::with_login_cache(
         config.users.clone(),
         config.login_cache,
@@ -267,7 +279,7 @@ pub fn start_with_resolver(
         log,
         resolver,
     };
-    let mut server = start_runtime(setup, storage, users.clone())?;
+    let mut server = start_runtime(setup, storage.clone(), users.clone())?;
     // Another process may have bound an address between the probe and the shards.
     if let Err(e) = safe_start::check_alone(&config.listen) {
         server.shutdown(Duration::ZERO);
@@ -280,8 +292,16 @@ pub fn start_with_resolver(
         sites,
         policy,
         users,
+        storage,
     })));
     Ok(server)
+}
+
+/// Each mount's durability, from its site's `durable_writes`.
+fn apply_durability(storage: &LocalFs, config: &ServerConfig) {
+    for (mount, durable) in config.mount_durability() {
+        storage.set_durable(&mount, durable);
+    }
 }
 
 /// What a runtime is started with, besides storage and authentication.
@@ -354,19 +374,27 @@ pub fn start_runtime(
     };
     let runtime = match runtime {
         RuntimeKind::Mio => {
-            let cfg = MioConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = MioConfig {
+                driver,
                 ..MioConfig::default()
             };
             Running::Mio(wharf_runtime_mio::start(listen, cfg, make, storage, auth)?)
         }
         RuntimeKind::Smol => {
-            let cfg = SmolConfig {
+            let driver = DriverConfig {
                 shards,
                 log,
                 resolver,
+                ..DriverConfig::default()
+            };
+            let cfg = SmolConfig {
+                driver,
                 ..SmolConfig::default()
             };
             Running::Smol(wharf_runtime_smol::start(listen, cfg, make, storage, auth)?)

@@ -9,32 +9,65 @@
 //! the storage namespace (`/site0`, `/site0.vdir0`, ...): every site root and global
 //! virtual directory of a multi-site server is one mount, sandboxed the same way.
 //!
-//! Uploads that replace a file (STOR, STOU) write to a hidden temporary name in the same
-//! directory and are renamed over the final name on [`Upload::commit`], so a reader never
-//! sees half a file and a failed upload leaves the old one. Temporary names are hidden
-//! from listings and cannot be named by clients. Appends and restarts write in place.
+//! Uploads that replace a file (STOR, STOU) write to a file without a name (`O_TMPFILE`)
+//! or under a hidden temporary name in the same directory, and become the final name on
+//! [`Upload::commit`], so a reader never sees half a file and a failed upload leaves the
+//! old one; appends and restarts write in place (see [`crate::upload`]). With durability
+//! on (each mount's `durable_writes`, the default), every change is on disk before the
+//! call that made it returns: uploads at their commit, MKD, RMD, DELE, RNTO and MFMT
+//! before their reply. Temporary names are hidden from listings and cannot be named by
+//! clients; [`LocalFs::sweep`] removes the ones a crashed run left.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, File, MetadataExt, OpenOptions};
+use cap_std::fs::{Dir, MetadataExt, OpenOptions};
 use wharf_core::backend::{Download, Upload};
 use wharf_core::{DirEntry, FileKind, FsError, Metadata, Storage, VPath, WriteMode};
 
 #[cfg(target_os = "linux")]
 use crate::listdir;
+use crate::upload::{self, LocalUpload, Reservations, Target};
 
-/// The prefix of in-progress upload files.
-pub const TEMP_PREFIX: &str = ".wharf-part-";
+pub use crate::upload::{Swept, TEMP_PREFIX};
 
 /// Directories on disk served as storage: one root at `/`, or several mounts.
 #[derive(Debug)]
 pub struct LocalFs {
-    /// `(name, dir)`: the storage path `/name/rest` is `rest` below `dir`. The empty
-    /// name is the single root mounted at `/`.
-    mounts: Vec<(String, Dir)>,
+    mounts: Vec<Mount>,
+    /// STOU names announced but not yet committed.
+    reserved: Arc<Reservations>,
+}
+
+/// One served directory: the storage path `/name/rest` is `rest` below `dir`. The empty
+/// name is the single root mounted at `/`.
+#[derive(Debug)]
+struct Mount {
+    name: String,
+    dir: Dir,
+    /// `fsync` before a change is acknowledged (`durable_writes`).
+    durable: AtomicBool,
+}
+
+/// A directory opened through a mount, with that mount's durability.
+struct Parent {
+    dir: Dir,
+    name: String,
+    durable: bool,
+}
+
+impl Parent {
+    /// The directory's entries are on disk, when the mount asks for it.
+    fn sync(&self) -> Result<(), FsError> {
+        match self.durable {
+            true => upload::sync_dir(&self.dir),
+            false => Ok(()),
+        }
+    }
 }
 
 fn io_err(e: io::Error) -> FsError {
@@ -77,16 +110,21 @@ impl LocalFs {
     pub fn open(root: &Path) -> io::Result<LocalFs> {
         let root = Dir::open_ambient_dir(root, ambient_authority())?;
         Ok(LocalFs {
-            mounts: vec![(String::new(), root)],
+            mounts: vec![Mount {
+                name: String::new(),
+                dir: root,
+                durable: AtomicBool::new(true),
+            }],
+            reserved: Arc::default(),
         })
     }
 
     /// Opens each directory as a mount: `/name/...` in the storage is below it. Names
     /// are single path segments and unique; nothing is served at `/` itself.
     pub fn with_mounts(mounts: &[(String, &Path)]) -> io::Result<LocalFs> {
-        let mut out: Vec<(String, Dir)> = Vec::with_capacity(mounts.len());
+        let mut out: Vec<Mount> = Vec::with_capacity(mounts.len());
         for (name, path) in mounts {
-            if VPath::root().child(name).is_none() || out.iter().any(|(n, _)| n == name) {
+            if VPath::root().child(name).is_none() || out.iter().any(|m| m.name == *name) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("bad or duplicate mount name {name:?}"),
@@ -94,37 +132,103 @@ impl LocalFs {
             }
             let dir = Dir::open_ambient_dir(path, ambient_authority())
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            out.push((name.clone(), dir));
+            out.push(Mount {
+                name: name.clone(),
+                dir,
+                durable: AtomicBool::new(true),
+            });
         }
-        Ok(LocalFs { mounts: out })
+        Ok(LocalFs {
+            mounts: out,
+            reserved: Arc::default(),
+        })
     }
 
-    /// The mounted directory `path` is in, and the path below it.
-    fn locate(&self, path: &VPath) -> Result<(&Dir, VPath), FsError> {
-        if let [(name, dir)] = self.mounts.as_slice() {
-            if name.is_empty() {
-                return Ok((dir, path.clone()));
+    /// Turns durability on or off for the mount `name` (`""`: the single root), as the
+    /// site's `durable_writes` says; false when there is no such mount. On by default.
+    pub fn set_durable(&self, name: &str, durable: bool) -> bool {
+        match self.mounts.iter().find(|m| m.name == name) {
+            Some(m) => {
+                m.durable.store(durable, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the temporary upload files a previous run left in every mount (a crash,
+    /// `kill -9`, a power cut), and only those: names that are ours, held by no live
+    /// upload. Walks every directory; run it off the serving path
+    /// ([`LocalFs::sweep_in_background`]).
+    pub fn sweep(&self) -> Swept {
+        let mut total = Swept::default();
+        for m in &self.mounts {
+            total += upload::sweep(&m.dir);
+        }
+        total
+    }
+
+    /// [`LocalFs::sweep`] on a thread of its own, logging what it removed; `None` when
+    /// no thread could be started (then nothing is swept until the next start or reload).
+    pub fn sweep_in_background(self: &Arc<Self>) -> Option<std::thread::JoinHandle<Swept>> {
+        let fs = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wharf-sweep".into())
+            .spawn(move || {
+                let t = std::time::Instant::now();
+                let swept = fs.sweep();
+                if swept.removed > 0 || swept.unreadable > 0 {
+                    tracing::info!(
+                        removed = swept.removed,
+                        live = swept.live,
+                        unreadable = swept.unreadable,
+                        secs = t.elapsed().as_secs_f64(),
+                        "removed temporary upload files left by an earlier run"
+                    );
+                }
+                swept
+            });
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the sweep of temporary upload files");
+                None
+            }
+        }
+    }
+
+    /// The mount `path` is in, and the path below it.
+    fn locate(&self, path: &VPath) -> Result<(&Mount, VPath), FsError> {
+        if let [m] = self.mounts.as_slice() {
+            if m.name.is_empty() {
+                return Ok((m, path.clone()));
             }
         }
         let first = path.segments().next().ok_or(FsError::NotFound)?;
-        let (_, dir) = self
+        let m = self
             .mounts
             .iter()
-            .find(|(name, _)| name == first)
+            .find(|m| m.name == first)
             .ok_or(FsError::NotFound)?;
-        Ok((dir, path.without_first()))
+        Ok((m, path.without_first()))
     }
 
     /// The directory holding `path` (opened through its mount) and the last name.
-    fn parent_of(&self, path: &VPath) -> Result<(Dir, String), FsError> {
-        let (root, path) = self.locate(path)?;
+    fn parent_of(&self, path: &VPath) -> Result<Parent, FsError> {
+        let (mount, path) = self.locate(path)?;
         let name = path.file_name().ok_or(FsError::IsADirectory)?;
-        if name.starts_with(TEMP_PREFIX) {
+        // Longer names cannot exist; refused here, an upload would learn it only at
+        // its commit (its bytes have no name until then).
+        if name.starts_with(TEMP_PREFIX) || name.len() > upload::NAME_MAX {
             return Err(FsError::BadName);
         }
         let parent = path.parent().unwrap_or_else(VPath::root);
-        let dir = root.open_dir(rel(&parent)?).map_err(io_err)?;
-        Ok((dir, name.to_string()))
+        let dir = mount.dir.open_dir(rel(&parent)?).map_err(io_err)?;
+        Ok(Parent {
+            dir,
+            name: name.to_string(),
+            durable: mount.durable.load(Ordering::Relaxed),
+        })
     }
 
     fn entry(root: &Dir, dir: &Path, name: String, meta: Metadata) -> DirEntry {
@@ -171,15 +275,17 @@ impl LocalFs {
 
 impl Storage for LocalFs {
     fn stat(&self, path: &VPath) -> Result<Metadata, FsError> {
-        let (root, path) = self.locate(path)?;
-        root.metadata(rel(&path)?)
+        let (mount, path) = self.locate(path)?;
+        mount
+            .dir
+            .metadata(rel(&path)?)
             .map(|m| convert(&m))
             .map_err(io_err)
     }
 
     fn read_dir(&self, path: &VPath) -> Result<Vec<DirEntry>, FsError> {
-        let (root, path) = self.locate(path)?;
-        let mut out = LocalFs::entries(root, rel(&path)?)?;
+        let (mount, path) = self.locate(path)?;
+        let mut out = LocalFs::entries(&mount.dir, rel(&path)?)?;
         // Names in a directory are unique: an unstable sort gives the one order, with
         // no scratch buffer.
         out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -187,8 +293,8 @@ impl Storage for LocalFs {
     }
 
     fn open_read(&self, path: &VPath, offset: u64) -> Result<(Box<dyn Download>, u64), FsError> {
-        let (root, path) = self.locate(path)?;
-        let mut f = root.open(rel(&path)?).map_err(io_err)?;
+        let (mount, path) = self.locate(path)?;
+        let mut f = mount.dir.open(rel(&path)?).map_err(io_err)?;
         let m = f.metadata().map_err(io_err)?;
         if m.is_dir() {
             return Err(FsError::IsADirectory);
@@ -204,28 +310,36 @@ impl Storage for LocalFs {
         path: &VPath,
         mode: WriteMode,
     ) -> Result<(Box<dyn Upload>, VPath), FsError> {
-        let (dir, name) = self.parent_of(path)?;
+        let Parent { dir, name, durable } = self.parent_of(path)?;
         match mode {
             WriteMode::Replace => {
                 refuse_dir(&dir, &name)?;
-                let up = LocalUpload::temp(dir, name, false)?;
+                let target = Target::Replace { final_name: name };
+                let up = LocalUpload::create(dir, target, durable)?;
                 Ok((Box::new(up), path.clone()))
             }
             WriteMode::Unique => {
-                let chosen = reserve_unique(&dir, &name)?;
+                // The name is announced in the 150 reply, but nothing is created under
+                // it before the commit: a crash leaves no empty file at a final name.
+                let (chosen, reserved) = upload::reserve_unique(&dir, &name, &self.reserved)?;
                 let final_path = path
                     .parent()
                     .unwrap_or_else(VPath::root)
                     .resolve(&chosen)
                     .map_err(|_| FsError::BadName)?;
-                let up = LocalUpload::temp(dir, chosen, true)?;
+                let target = Target::Unique {
+                    final_name: chosen,
+                    _reserved: reserved,
+                };
+                let up = LocalUpload::create(dir, target, durable)?;
                 Ok((Box::new(up), final_path))
             }
             WriteMode::Append => {
                 let mut opts = OpenOptions::new();
                 opts.create(true).append(true);
                 let f = dir.open_with(&name, &opts).map_err(io_err)?;
-                Ok((Box::new(LocalUpload::in_place(dir, f)), path.clone()))
+                let up = LocalUpload::in_place(dir, f.into_std(), durable);
+                Ok((Box::new(up), path.clone()))
             }
             WriteMode::At(off) => {
                 // As in MemStorage: a resumed upload needs the file, and an offset no
@@ -243,30 +357,34 @@ impl Storage for LocalFs {
                     return Err(beyond());
                 }
                 f.seek(SeekFrom::Start(off)).map_err(io_err)?;
-                Ok((Box::new(LocalUpload::in_place(dir, f)), path.clone()))
+                let up = LocalUpload::in_place(dir, f.into_std(), durable);
+                Ok((Box::new(up), path.clone()))
             }
         }
     }
 
     fn make_dir(&self, path: &VPath) -> Result<(), FsError> {
-        let (dir, name) = self.parent_of(path)?;
-        dir.create_dir(name).map_err(io_err)
+        let p = self.parent_of(path)?;
+        p.dir.create_dir(&p.name).map_err(io_err)?;
+        p.sync()
     }
 
     fn remove_dir(&self, path: &VPath) -> Result<(), FsError> {
-        let (dir, name) = self.parent_of(path)?;
-        dir.remove_dir(name).map_err(io_err)
+        let p = self.parent_of(path)?;
+        p.dir.remove_dir(&p.name).map_err(io_err)?;
+        p.sync()
     }
 
     fn remove_file(&self, path: &VPath) -> Result<(), FsError> {
-        let (dir, name) = self.parent_of(path)?;
-        dir.remove_file(name).map_err(io_err)
+        let p = self.parent_of(path)?;
+        p.dir.remove_file(&p.name).map_err(io_err)?;
+        p.sync()
     }
 
     fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
-        let (fdir, fname) = self.parent_of(from)?;
-        let (tdir, tname) = self.parent_of(to)?;
-        fdir.rename(fname, &tdir, tname).map_err(io_err)
+        let (f, t) = (self.parent_of(from)?, self.parent_of(to)?);
+        f.dir.rename(&f.name, &t.dir, &t.name).map_err(io_err)?;
+        sync_both(&f, &t)
     }
 
     /// `renameat2(RENAME_NOREPLACE)` between the two parent directories (opened through
@@ -274,25 +392,29 @@ impl Storage for LocalFs {
     /// no racing writer can slip a file in between a check and the rename. Filesystems
     /// without it fall back to check-then-rename.
     fn rename_noreplace(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
-        let (fdir, fname) = self.parent_of(from)?;
-        let (tdir, tname) = self.parent_of(to)?;
-        match renameat2_noreplace(&fdir, &fname, &tdir, &tname) {
-            Ok(()) => Ok(()),
+        let (f, t) = (self.parent_of(from)?, self.parent_of(to)?);
+        match renameat2_noreplace(&f.dir, &f.name, &t.dir, &t.name) {
+            Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                if tdir.symlink_metadata(&tname).is_ok() {
-                    fdir.symlink_metadata(&fname).map_err(io_err)?;
+                if t.dir.symlink_metadata(&t.name).is_ok() {
+                    f.dir.symlink_metadata(&f.name).map_err(io_err)?;
                     return Err(FsError::AlreadyExists);
                 }
-                fdir.rename(&fname, &tdir, &tname).map_err(io_err)
+                f.dir.rename(&f.name, &t.dir, &t.name).map_err(io_err)?;
             }
-            Err(e) => Err(io_err(e)),
+            Err(e) => return Err(io_err(e)),
         }
+        sync_both(&f, &t)
     }
 
     fn set_modified(&self, path: &VPath, modified: SystemTime) -> Result<(), FsError> {
-        let (root, path) = self.locate(path)?;
-        let f = root.open(rel(&path)?).map_err(io_err)?;
-        f.into_std().set_modified(modified).map_err(io_err)
+        let (mount, path) = self.locate(path)?;
+        let f = mount.dir.open(rel(&path)?).map_err(io_err)?.into_std();
+        f.set_modified(modified).map_err(io_err)?;
+        if mount.durable.load(Ordering::Relaxed) {
+            f.sync_all().map_err(io_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -335,30 +457,21 @@ fn refuse_dir(dir: &Dir, name: &str) -> Result<(), FsError> {
     }
 }
 
-fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    // Uniqueness is also enforced by create_new; the randomness only avoids retries.
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Creates an empty file under the first free name of `name`, `name.1`, `name.2`, ...
-fn reserve_unique(dir: &Dir, name: &str) -> Result<String, FsError> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    for i in 0..1000 {
-        let candidate = if i == 0 {
-            name.to_string()
-        } else {
-            format!("{name}.{i}")
-        };
-        match dir.open_with(&candidate, &opts) {
-            Ok(_) => return Ok(candidate),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(e)),
-        }
+/// After a rename: both directories' entries on disk (one `fsync` when they are the
+/// same directory).
+fn sync_both(from: &Parent, to: &Parent) -> Result<(), FsError> {
+    if !from.durable && !to.durable {
+        return Ok(());
     }
-    Err(FsError::AlreadyExists)
+    let same = match (from.dir.dir_metadata(), to.dir.dir_metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    upload::sync_dir(&to.dir)?;
+    if !same {
+        upload::sync_dir(&from.dir)?;
+    }
+    Ok(())
 }
 
 struct LocalDownload(std::fs::File);
@@ -373,91 +486,6 @@ impl Download for LocalDownload {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.0.as_raw_fd())
-    }
-}
-
-/// An upload. With a `temp` name it becomes `final_name` on commit; without one it
-/// writes in place and commit has nothing to do.
-struct LocalUpload {
-    dir: Dir,
-    file: File,
-    temp: Option<String>,
-    final_name: String,
-    /// STOU reserved `final_name` as an empty file; discarding removes it too.
-    reserved: bool,
-}
-
-impl LocalUpload {
-    fn temp(dir: Dir, final_name: String, reserved: bool) -> Result<LocalUpload, FsError> {
-        let temp = format!("{TEMP_PREFIX}{}-{final_name}", random_hex());
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        let file = match dir.open_with(&temp, &opts) {
-            Ok(f) => f,
-            Err(e) => {
-                if reserved {
-                    let _ = dir.remove_file(&final_name);
-                }
-                return Err(io_err(e));
-            }
-        };
-        Ok(LocalUpload {
-            dir,
-            file,
-            temp: Some(temp),
-            final_name,
-            reserved,
-        })
-    }
-
-    fn in_place(dir: Dir, file: File) -> LocalUpload {
-        LocalUpload {
-            dir,
-            file,
-            temp: None,
-            final_name: String::new(),
-            reserved: false,
-        }
-    }
-}
-
-impl Write for LocalUpload {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl Upload for LocalUpload {
-    fn commit(mut self: Box<Self>) -> Result<(), FsError> {
-        self.file.flush().map_err(io_err)?;
-        if let Some(temp) = self.temp.take() {
-            let r = self.dir.rename(&temp, &self.dir, &self.final_name);
-            if let Err(e) = r {
-                let _ = self.dir.remove_file(&temp);
-                return Err(io_err(e));
-            }
-        }
-        self.reserved = false;
-        Ok(())
-    }
-
-    fn discard(self: Box<Self>) {
-        // Drop removes what an uncommitted upload left.
-    }
-}
-
-impl Drop for LocalUpload {
-    fn drop(&mut self) {
-        if let Some(temp) = self.temp.take() {
-            let _ = self.dir.remove_file(temp);
-        }
-        if self.reserved {
-            let _ = self.dir.remove_file(&self.final_name);
-        }
     }
 }
 

@@ -2,6 +2,8 @@ use std::io::Read;
 use std::os::unix::fs::symlink;
 
 use super::*;
+use crate::upload::{self, LocalUpload, Reservations, Target};
+use std::io::Write;
 
 fn vp(s: &str) -> VPath {
     VPath::root().resolve(s).unwrap()
@@ -224,12 +226,9 @@ fn unique_upload_picks_a_fresh_name() {
 #[test]
 fn temp_names_cannot_be_named() {
     let s = site();
-    let _up = write_file(&s.fs, "/x", WriteMode::Replace, b"secret in progress");
-    let temp = std::fs::read_dir(&s.root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| n.starts_with(TEMP_PREFIX))
-        .unwrap();
+    // Where a filesystem has no O_TMPFILE, an upload in progress has a temporary name.
+    let temp = crate::upload::temp_name();
+    std::fs::write(s.root.join(&temp), b"secret in progress").unwrap();
     assert!(read_all(&s.fs, &format!("/{temp}"), 0).is_err());
     assert!(s
         .fs
@@ -350,7 +349,8 @@ fn a_mount_is_a_sandbox_too() {
 /// What listing a directory gave through `cap_std`'s own `read_dir` and metadata (the
 /// code the `getdents64` + `fstatat` listing replaced), for comparison.
 fn reference_listing(fs: &LocalFs, path: &VPath) -> Vec<DirEntry> {
-    let (root, path) = fs.locate(path).unwrap();
+    let (mount, path) = fs.locate(path).unwrap();
+    let root = &mount.dir;
     let dir = rel(&path).unwrap();
     let mut out = Vec::new();
     for e in root.read_dir(dir).unwrap() {
@@ -428,4 +428,221 @@ fn big_listing_is_complete_and_sorted() {
     assert!(got.windows(2).all(|w| w[0].name < w[1].name));
     assert_eq!(got[0].name, "alink");
     assert_eq!(got[0].meta.size, 3);
+}
+
+fn root_dir(s: &Site) -> Dir {
+    Dir::open_ambient_dir(&s.root, ambient_authority()).unwrap()
+}
+
+fn names_on_disk(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 21, defect 2: the temporary name no longer carries the final name, so names of
+/// up to 255 bytes (the file system's limit) upload with STOR and STOU; 256 are refused
+/// (553) and leave nothing.
+#[test]
+fn names_of_255_bytes_upload_with_stor_and_stou() {
+    let s = site();
+    let long = "n".repeat(251) + ".bin";
+    assert_eq!(long.len(), 255);
+    write_file(&s.fs, &format!("/{long}"), WriteMode::Replace, b"stor")
+        .commit()
+        .unwrap();
+    assert_eq!(std::fs::read(s.root.join(&long)).unwrap(), b"stor");
+    let utf8 = "é".repeat(127) + "x";
+    assert_eq!(utf8.len(), 255);
+    let (mut up, path) =
+        s.fs.open_write(&vp(&format!("/sub/{utf8}")), WriteMode::Unique)
+            .unwrap();
+    assert_eq!(path.file_name(), Some(utf8.as_str()));
+    up.write_all(b"stou").unwrap();
+    up.commit().unwrap();
+    assert_eq!(
+        std::fs::read(s.root.join("sub").join(&utf8)).unwrap(),
+        b"stou"
+    );
+    // STOU of a taken 255-byte name shortens it to fit its suffix.
+    let (up, path) =
+        s.fs.open_write(&vp(&format!("/{long}")), WriteMode::Unique)
+            .unwrap();
+    let name = path.file_name().unwrap();
+    assert!(name.len() <= 255 && name.ends_with(".1"), "{name}");
+    up.commit().unwrap();
+    let too_long = "n".repeat(256);
+    for mode in [WriteMode::Replace, WriteMode::Unique, WriteMode::Append] {
+        let err = s.fs.open_write(&vp(&format!("/{too_long}")), mode).err();
+        assert_eq!(err, Some(FsError::BadName), "{mode:?}");
+    }
+    assert_eq!(
+        names_on_disk(&s.root).len(),
+        4,
+        "{:?}",
+        names_on_disk(&s.root)
+    );
+}
+
+/// STOU names its file in the 150 reply, but creates nothing there before the commit:
+/// a crash or a failed upload leaves no empty file at a final name. Two uploads of one
+/// server never get the same name.
+#[test]
+fn stou_creates_nothing_before_its_commit() {
+    let s = site();
+    let (first, p1) = s.fs.open_write(&vp("/up"), WriteMode::Unique).unwrap();
+    let (second, p2) = s.fs.open_write(&vp("/up"), WriteMode::Unique).unwrap();
+    assert_eq!((p1.as_str(), p2.as_str()), ("/up", "/up.1"));
+    assert!(!s.root.join("up").exists() && !s.root.join("up.1").exists());
+    drop(second);
+    first.commit().unwrap();
+    assert_eq!(std::fs::read(s.root.join("up")).unwrap(), b"");
+    assert!(!s.root.join("up.1").exists());
+    // The reservation went with the discarded upload: its name is free again.
+    let (_, p3) = s.fs.open_write(&vp("/up"), WriteMode::Unique).unwrap();
+    assert_eq!(p3.as_str(), "/up.1");
+    // Someone outside wharf takes the announced name meanwhile: the commit refuses to
+    // replace it.
+    let (mut up, p4) = s.fs.open_write(&vp("/other"), WriteMode::Unique).unwrap();
+    assert_eq!(p4.as_str(), "/other");
+    std::fs::write(s.root.join("other"), b"theirs").unwrap();
+    up.write_all(b"mine").unwrap();
+    assert_eq!(up.commit().unwrap_err(), FsError::AlreadyExists);
+    assert_eq!(std::fs::read(s.root.join("other")).unwrap(), b"theirs");
+}
+
+/// On Linux a STOR's bytes live in an O_TMPFILE inode: nothing in the directory until
+/// the commit; with a temporary name instead (filesystems without O_TMPFILE), the same
+/// commits and discards work.
+#[test]
+fn uploads_with_and_without_o_tmpfile() {
+    for anonymous in [true, false] {
+        let s = site();
+        let dir = || root_dir(&s);
+        let before = names_on_disk(&s.root);
+        let replace = |name: &str| Target::Replace {
+            final_name: name.into(),
+        };
+        let mut up = LocalUpload::create_with(dir(), replace("a.txt"), true, anonymous).unwrap();
+        assert_eq!(up.is_anonymous(), anonymous && cfg!(target_os = "linux"));
+        up.write_all(b"replaced").unwrap();
+        if up.is_anonymous() {
+            assert_eq!(
+                names_on_disk(&s.root),
+                before,
+                "an O_TMPFILE upload has a name"
+            );
+        } else {
+            assert_eq!(names_on_disk(&s.root).len(), before.len() + 1);
+        }
+        Box::new(up).commit().unwrap();
+        assert_eq!(std::fs::read(s.root.join("a.txt")).unwrap(), b"replaced");
+        assert_eq!(names_on_disk(&s.root), before, "anonymous: {anonymous}");
+        // Discarded: nothing left, the old file untouched.
+        let mut up = LocalUpload::create_with(dir(), replace("a.txt"), true, anonymous).unwrap();
+        up.write_all(b"half").unwrap();
+        Box::new(up).discard();
+        assert_eq!(std::fs::read(s.root.join("a.txt")).unwrap(), b"replaced");
+        assert_eq!(names_on_disk(&s.root), before);
+        // STOU's commit never replaces.
+        let table = std::sync::Arc::new(Reservations::default());
+        let (name, reserved) = upload::reserve_unique(&dir(), "u", &table).unwrap();
+        let target = Target::Unique {
+            final_name: name,
+            _reserved: reserved,
+        };
+        let up = LocalUpload::create_with(dir(), target, false, anonymous).unwrap();
+        std::fs::write(s.root.join("u"), b"theirs").unwrap();
+        assert_eq!(Box::new(up).commit().unwrap_err(), FsError::AlreadyExists);
+        assert_eq!(std::fs::read(s.root.join("u")).unwrap(), b"theirs");
+        std::fs::remove_file(s.root.join("u")).unwrap();
+        assert_eq!(names_on_disk(&s.root), before, "anonymous: {anonymous}");
+    }
+}
+
+/// The sweep removes temporary files no process holds (the debris of a crash), in every
+/// folder, in both name formats; it keeps a live upload's (locked) file, users' files
+/// with look-alike names, and never follows a symlink out of the root.
+#[test]
+fn the_sweep_removes_only_unheld_temporary_files() {
+    let s = site();
+    let debris = [
+        ".wharf-part-0123456789abcdef".to_string(),
+        "sub/.wharf-part-fedcba9876543210".to_string(),
+        "sub/deep/er/.wharf-part-00000000000000ff-report.pdf".to_string(),
+    ];
+    let users = [
+        ".wharf-part-notours",
+        ".wharf-part-0123456789ABCDEF",
+        "sub/.wharf-part-0123456789abcdefx",
+        "sub/deep/wharf-part-0123456789abcdef",
+        "sub/deep/er/report.pdf",
+    ];
+    std::fs::create_dir_all(s.root.join("sub/deep/er")).unwrap();
+    for f in debris.iter().map(String::as_str).chain(users) {
+        std::fs::write(s.root.join(f), b"x").unwrap();
+    }
+    // Outside the root, reachable only through a symlink: never touched.
+    let outside = s.outside.join(".wharf-part-1111111111111111");
+    std::fs::write(&outside, b"x").unwrap();
+    symlink(&s.outside, s.root.join("sub/out")).unwrap();
+    // A live upload under a temporary name (as on a filesystem without O_TMPFILE).
+    let live = LocalUpload::create_with(
+        root_dir(&s),
+        Target::Replace {
+            final_name: "live.bin".into(),
+        },
+        true,
+        false,
+    )
+    .unwrap();
+    let swept = s.fs.sweep();
+    assert_eq!(swept.removed, debris.len(), "{swept:?}");
+    assert_eq!(swept.live, 1, "{swept:?}");
+    for f in &debris {
+        assert!(!s.root.join(f).exists(), "{f} was left");
+    }
+    for f in users {
+        assert!(s.root.join(f).exists(), "{f} was removed");
+    }
+    assert!(outside.exists());
+    // The live upload commits normally after the sweep.
+    Box::new(live).commit().unwrap();
+    assert!(s.root.join("live.bin").exists());
+    assert_eq!(s.fs.sweep(), Swept::default());
+}
+
+/// Durability is per mount; toggling it keeps uploads working.
+#[test]
+fn durability_is_set_per_mount() {
+    let (site, fs) = mounted();
+    assert!(fs.set_durable("site0", false));
+    assert!(!fs.set_durable("nope", false));
+    for top in ["/site0", "/vd"] {
+        write_file(&fs, &format!("{top}/d.bin"), WriteMode::Replace, b"d")
+            .commit()
+            .unwrap();
+        fs.make_dir(&vp(&format!("{top}/dir"))).unwrap();
+        fs.rename(
+            &vp(&format!("{top}/d.bin")),
+            &vp(&format!("{top}/dir/e.bin")),
+        )
+        .unwrap();
+        write_file(&fs, &format!("{top}/dir/e.bin"), WriteMode::Append, b"+")
+            .commit()
+            .unwrap();
+        write_file(&fs, &format!("{top}/new.log"), WriteMode::Append, b"log")
+            .commit()
+            .unwrap();
+        assert_eq!(
+            read_all(&fs, &format!("{top}/dir/e.bin"), 0).unwrap(),
+            b"d+"
+        );
+        fs.remove_file(&vp(&format!("{top}/dir/e.bin"))).unwrap();
+        fs.remove_dir(&vp(&format!("{top}/dir"))).unwrap();
+    }
+    drop(site);
 }

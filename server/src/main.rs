@@ -147,6 +147,12 @@ fn init_tracing(verbose: u8) {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
+    // A panic ends only the session it happened in (the runtimes catch it); the log says
+    // where, with a backtrace, on one record.
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("panic: {info}\n{backtrace}");
+    }));
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {

@@ -255,6 +255,133 @@ fn out_of_descriptors_is_421_then_recovers(runtime: &str) {
     assert!(status.success(), "{status}");
 }
 
+/// Bursts past the open-files limit: every connection of every burst gets its 220 or a
+/// 421 (or a clean close) at once, none is left hanging, and the server serves again
+/// after each burst. (The spare descriptor used to be lost after the first refusal of a
+/// burst, leaving the rest of it, and later bursts, without an answer.)
+fn bursts_past_the_descriptor_limit_are_all_answered(runtime: &str) {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, url) = spawn_wharf(tmp.path(), runtime, Some(64));
+    let addr = url
+        .trim_start_matches("ftp://")
+        .trim_end_matches('/')
+        .to_string();
+    for burst in 0..3 {
+        // All at once: they wait in the backlog together.
+        let conns: Vec<TcpStream> = (0..250)
+            .map(|_| TcpStream::connect(&addr).unwrap())
+            .collect();
+        let (mut served, mut busy, mut closed) = (Vec::new(), 0, 0);
+        for s in conns {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut line = String::new();
+            match BufReader::new(&s).read_line(&mut line) {
+                Ok(0) => closed += 1,
+                Ok(_) if line.starts_with("220") => served.push(s),
+                Ok(_) => {
+                    assert!(line.starts_with("421 "), "burst {burst}: {line:?}");
+                    busy += 1;
+                }
+                Err(e) => panic!("burst {burst}: a connection hung or failed: {e}"),
+            }
+        }
+        assert!(
+            busy > 150,
+            "burst {burst}: {} served, {busy} busy, {closed} closed",
+            served.len()
+        );
+        for mut s in served {
+            s.write_all(b"QUIT\r\n").unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+        }
+        // Serving again: a normal client gets in.
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.starts_with("220"), "after burst {burst}: {line:?}");
+    }
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn bursts_past_the_descriptor_limit_are_all_answered_mio() {
+    bursts_past_the_descriptor_limit_are_all_answered("mio");
+}
+
+#[test]
+fn bursts_past_the_descriptor_limit_are_all_answered_smol() {
+    bursts_past_the_descriptor_limit_are_all_answered("smol");
+}
+
+/// An upload that fills the disk: the client finishes sending and reads why it failed
+/// (`452`), instead of a send failure on a reset connection; nothing of it stays.
+/// The site lives on a 1 MiB tmpfs the test mounts (root only; CI runs as root).
+fn a_full_disk_is_a_452_the_client_reads(runtime: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("pub");
+    std::fs::create_dir(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "wharf-full-disk"])
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    let cfg = tmp.path().join("w.toml");
+    let toml = "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n\
+                [site]\nroot = \"pub\"\nanonymous = true\nanonymous_write = true\n";
+    std::fs::write(&cfg, toml).unwrap();
+    let (child, url, _stderr) = run_config(&cfg, runtime);
+    let big = tmp.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 4 << 20]).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-T"])
+        .arg(&big)
+        .arg(format!("{url}big.bin"))
+        .output()
+        .expect("curl runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // curl: "(18) server did not report OK, got 452", not "(55) Send failure".
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("452") && !err.contains("Send failure"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the failed upload left {left:?}");
+    let status = terminate(child);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_full_disk_is_a_452_the_client_reads_mio() {
+    a_full_disk_is_a_452_the_client_reads("mio");
+}
+
+#[test]
+fn a_full_disk_is_a_452_the_client_reads_smol() {
+    a_full_disk_is_a_452_the_client_reads("smol");
+}
+
 #[test]
 fn out_of_descriptors_is_421_then_recovers_mio() {
     out_of_descriptors_is_421_then_recovers("mio");

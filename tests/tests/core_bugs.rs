@@ -171,3 +171,34 @@ fn idle_timer_spares_a_running_transfer() {
         w.replies
     );
 }
+
+/// Bug (seeds 11581 and 17926 of a 20,000-seed run): a RETR refused before it reached
+/// storage left its REST offset armed, so the next plain STOR opened the file with
+/// `WriteMode::At(offset)` and wrote in place over the old bytes; a failure of that
+/// STOR then left a partial file at its final name.
+///
+/// Cause: `cmd_retr`/`cmd_store` took `rest` only once every check had passed. Fix: a
+/// transfer command spends REST (and the data channel) when it ends, whatever its fate
+/// (`Session::command_done`).
+#[test]
+fn a_refused_retr_leaves_no_rest_offset() {
+    let mut w = Wire::new(SessionConfig {
+        allow_anonymous: true,
+        anonymous_write: true,
+        ..SessionConfig::default()
+    });
+    // Anonymous logins need no request; RETR without a name is refused before storage.
+    w.send(b"USER anonymous\r\nPASS x\r\nREST 76\r\nPORT 192,0,2,7,100,0\r\nRETR\r\n");
+    w.send(b"PORT 192,0,2,7,100,0\r\nSTOR a\r\n");
+    let (_, request) = w.last_request();
+    assert!(
+        matches!(
+            request,
+            Request::OpenWrite {
+                mode: wharf_core::WriteMode::Replace,
+                ..
+            }
+        ),
+        "the STOR after a refused RETR was {request:?}"
+    );
+}

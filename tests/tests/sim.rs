@@ -1,13 +1,14 @@
 //! Runs the deterministic simulator over many seeds.
 //!
-//! - `cargo test -p wharf-tests --test sim`: the CI budget of seeds;
+//! - `cargo test -p wharf-tests --test sim`: the CI budget of seeds (20,000; the core
+//!   and the simulator are built optimised in the test profile, see Cargo.toml);
 //! - `WHARF_SIM_SEEDS=100000 cargo test --release -p wharf-tests --test sim`: more;
 //! - `WHARF_SIM_SEED=1234 cargo test -p wharf-tests --test sim -- replay --nocapture`:
 //!   one seed, with its transcript printed.
 
 use wharf_tests::sim;
 
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 20_000;
 /// Seeds are split over several tests so the harness runs them in parallel.
 const SHARDS: u64 = 4;
 
@@ -108,6 +109,9 @@ fn coverage() {
         "xfer-timeout",
         "upload:552-checked",
         "accept:thief",
+        "tls:secured",
+        "tls:522-not-resumed",
+        "xfer:Tls",
         "action:RefuseData",
         "action:StopListening",
         "timeout",
@@ -119,6 +123,12 @@ fn coverage() {
         "reply:451",
         "reply:452",
         "reply:553",
+        // Crashes at every step of an upload commit, and at any time.
+        "crash:commit:fsync-file",
+        "crash:commit:link",
+        "crash:commit:fsync-dir",
+        "crash:time",
+        "crash:checked-in-flight",
     ];
     for key in must {
         assert!(

@@ -43,7 +43,8 @@ impl MemUpload {
     fn release(&mut self, t: &mut Tree) -> Option<Vec<u8>> {
         match std::mem::replace(&mut self.target, Target::Closed) {
             Target::Pending { buf, reserved } => {
-                t.pending -= buf.len() as u64;
+                // (A power cut may have reset the count already.)
+                t.pending = t.pending.saturating_sub(buf.len() as u64);
                 if reserved {
                     t.reserved.remove(self.path.as_str());
                 }
@@ -71,7 +72,7 @@ impl Write for MemUpload {
                 t.pending += n as u64;
                 Ok(n)
             }
-            Target::InPlace { pos } => {
+            Target::InPlace { pos, .. } => {
                 let len = match t.nodes.get(self.path.as_str()).map(|n| &n.body) {
                     Some(Body::File(b)) => b.len() as u64,
                     Some(Body::Dir) => return Err(to_io(FsError::IsADirectory)),
@@ -101,12 +102,36 @@ impl Write for MemUpload {
     }
 }
 
+impl MemUpload {
+    /// The commit of an in-place upload: `fsync` the file, then its directory (whoever
+    /// created the file, its name must be durable for the acknowledged bytes to be).
+    fn sync_in_place(&self, t: &mut Tree) {
+        let Tree { nodes, crash, .. } = t;
+        let Some(cm) = crash.as_mut().filter(|cm| cm.durable) else {
+            return;
+        };
+        let Some(node) = nodes.get(self.path.as_str()) else {
+            return;
+        };
+        if cm.step("commit:fsync-file") {
+            if let Body::File(b) = &node.body {
+                cm.sync_file(node.id, b);
+            }
+            if cm.step("commit:fsync-dir") {
+                cm.sync_dir(super::crash::parent_of(self.path.as_str()));
+            }
+        }
+    }
+}
+
 impl Upload for MemUpload {
     fn commit(mut self: Box<Self>) -> Result<(), FsError> {
         let tree = Arc::clone(&self.tree);
         let mut t = lock(&tree);
         let Some(buf) = self.release(&mut t) else {
-            return t.check_io();
+            t.check_io()?;
+            self.sync_in_place(&mut t);
+            return Ok(());
         };
         t.check_io()?;
         t.check_parent(&self.path)?;
@@ -114,6 +139,21 @@ impl Upload for MemUpload {
             return Err(FsError::IsADirectory);
         }
         let node = t.new_node(Body::File(buf));
+        if let Some(cm) = &mut t.crash {
+            // As `LocalFs` does: fsync the file, link/rename it to its name, fsync
+            // the directory.
+            if cm.durable && cm.step("commit:fsync-file") {
+                if let Body::File(b) = &node.body {
+                    cm.sync_file(node.id, b);
+                }
+            }
+            if cm.step("commit:link") {
+                cm.link(self.path.as_str(), node.id, false);
+                if cm.durable && cm.step("commit:fsync-dir") {
+                    cm.sync_dir(super::crash::parent_of(self.path.as_str()));
+                }
+            }
+        }
         t.nodes.insert(self.path.as_str().to_owned(), node);
         t.touch_parent(&self.path);
         Ok(())
@@ -121,7 +161,13 @@ impl Upload for MemUpload {
 
     fn discard(mut self: Box<Self>) {
         let tree = Arc::clone(&self.tree);
-        self.release(&mut lock(&tree));
+        let mut t = lock(&tree);
+        // What a failed in-place upload left is what the failure reply describes: as
+        // durable as a success (`LocalFs` syncs it too).
+        if let Target::InPlace { .. } = self.target {
+            self.sync_in_place(&mut t);
+        }
+        self.release(&mut t);
     }
 }
 

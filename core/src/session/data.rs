@@ -21,6 +21,9 @@ impl Session {
             self.epsv_all = true;
             return self.reply(200, "EPSV ALL ok; only EPSV from now on.");
         }
+        // A data-channel command replaces the data channel whatever its fate: a refused
+        // one leaves none, never the one an earlier PASV/PORT set up.
+        self.drop_data_channel();
         if !extended && self.epsv_all {
             return self.reply(503, "PASV not allowed after EPSV ALL.");
         }
@@ -36,7 +39,6 @@ impl Session {
         if !extended && self.local.is_ipv6() && self.config.external_ip.is_none() {
             return self.reply(425, "PASV is IPv4 only; use EPSV.");
         }
-        self.drop_data_channel();
         let conn = DataConnId(self.next_id());
         self.actions.push_back(Action::ListenData {
             conn,
@@ -90,6 +92,8 @@ impl Session {
     }
 
     pub(super) fn cmd_port(&mut self, extended: bool, arg: &str) {
+        // As PASV: the old channel is gone whether or not this one is accepted.
+        self.drop_data_channel();
         if self.epsv_all {
             return self.reply(503, "PORT and EPRT are not allowed after EPSV ALL.");
         }
@@ -133,7 +137,6 @@ impl Session {
             (IpAddr::V6(_), ip) => ip,
         };
         let target = SocketAddr::new(ip, target.port());
-        self.drop_data_channel();
         self.data = DataChan::Active { target };
         let verb = if extended { "EPRT" } else { "PORT" };
         self.reply(200, &format!("{verb} command successful."));

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::state::{Ending, Login, Pending, Then};
+use super::state::{Ending, Login, Pending, PriorSite, Then};
 use super::timer::Timer;
 use crate::backend::{AuthError, Completion, Principal, Request, Secret};
 use crate::path::VPath;
@@ -20,44 +20,49 @@ impl Session {
         if self.logged_in() {
             return self.reply(530, "Already logged in; use REIN to change user.");
         }
+        // A USER starts a new attempt: the previous one is forgotten, whatever becomes
+        // of this one (a refused USER leaves no user name for a later PASS).
+        self.forget_login_attempt();
+        if self.closed {
+            return;
+        }
         if arg.is_empty() {
             return self.reply(501, "USER needs a user name.");
         }
+        let before = self.prior_site();
         // IIS virtual host syntax: `USER host|user`.
-        let name = match arg.split_once('|') {
+        let (name, prior) = match arg.split_once('|') {
             Some((host, user)) => {
                 if host.is_empty() || user.is_empty() {
-                    self.login = Login::Start;
                     return self.reply(501, "USER host|user needs both a host and a user name.");
                 }
                 if !self.choose_site_by_user_host(host) {
-                    self.login = Login::Start;
                     return;
                 }
-                user
+                (user, (before != self.prior_site()).then_some(before))
             }
-            None => arg,
+            None => (arg, None),
         };
         if self.site.is_none() {
-            self.login = Login::Start;
             return self.reply(
                 530,
                 "Several sites share this address: send HOST name first, or log in as USER host|user.",
             );
         }
         if let Some(refusal) = self.client_certificate_refusal() {
-            self.login = Login::Start;
+            self.restore_site(prior);
             return self.reply(530, refusal);
         }
         let anonymous = is_anonymous_name(name);
         if anonymous && !self.config.allow_anonymous {
             self.set_substatus(crate::log::SubStatus::AnonymousDenied);
-            self.login = Login::Start;
+            self.restore_site(prior);
             return self.reply(530, "Anonymous access is not allowed here.");
         }
         self.login = Login::User {
             name: name.to_string(),
             anonymous,
+            prior,
         };
         if anonymous {
             self.reply(
@@ -66,6 +71,37 @@ impl Session {
             );
         } else {
             self.reply(331, &format!("Password required for {name}."));
+        }
+    }
+
+    fn prior_site(&self) -> PriorSite {
+        PriorSite {
+            site: self.site.and_then(|i| u32::try_from(i).ok()),
+            host_given: self.host_given,
+        }
+    }
+
+    /// A login attempt failed (or a new USER starts another): back to `Login::Start`,
+    /// and to the site the session had before the attempt's `USER host|user` chose one.
+    pub(super) fn forget_login_attempt(&mut self) {
+        if let Login::User { prior, .. } = std::mem::replace(&mut self.login, Login::Start) {
+            self.restore_site(prior);
+        }
+    }
+
+    /// Goes back to the site choice `prior` (counted there again; a full site refuses
+    /// with `421` and closes, as a REIN would).
+    fn restore_site(&mut self, prior: Option<PriorSite>) {
+        let Some(prior) = prior else { return };
+        let site = prior.site.map(|i| i as usize);
+        if !self.count_for_site(site) {
+            return;
+        }
+        self.site = site;
+        self.host_given = prior.host_given;
+        let config = self.sites.site(site.unwrap_or(self.listener.fallback));
+        if !std::sync::Arc::ptr_eq(&self.config, config) {
+            self.config = config.clone();
         }
     }
 
@@ -158,7 +194,9 @@ impl Session {
 
     pub(super) fn cmd_pass(&mut self, now: Instant, arg: &str) {
         let (name, anonymous) = match &self.login {
-            Login::User { name, anonymous } => (name.clone(), *anonymous),
+            Login::User {
+                name, anonymous, ..
+            } => (name.clone(), *anonymous),
             Login::LoggedIn(_) => return self.reply(503, "Already logged in."),
             Login::Start => return self.reply(503, "Login with USER first."),
         };
@@ -167,7 +205,7 @@ impl Session {
         }
         if let Some(refusal) = self.client_certificate_refusal() {
             // TLS may have changed since USER (AUTH after USER, CCC).
-            self.login = Login::Start;
+            self.forget_login_attempt();
             return self.reply(530, refusal);
         }
         if anonymous {
@@ -205,7 +243,10 @@ impl Session {
                 if let AuthError::Backend(why) = &err {
                     tracing::warn!(session = %self.id, %user, %why, "authentication backend failed");
                 }
-                self.login = Login::Start;
+                self.forget_login_attempt();
+                if self.closed {
+                    return;
+                }
                 self.login_failures = self.login_failures.saturating_add(1);
                 // Counted at once, so a ban takes effect before the reply goes out.
                 let verdict = match err {
@@ -300,8 +341,8 @@ impl Session {
 
     fn refuse_home(&mut self, principal: &Principal) {
         tracing::info!(session = %self.id, user = %principal.name, "home directory inaccessible");
-        self.login = Login::Start;
         self.reply(530, "User cannot log in, home directory inaccessible.");
+        self.forget_login_attempt();
     }
 
     fn logged_in_as(&mut self, now: Instant, principal: Principal, view: View, cwd: VPath) {

@@ -220,7 +220,11 @@ impl Session {
                 let text = format!("Restarting at {offset}. Send STOR or RETR to resume.");
                 self.reply(350, &text);
             }
-            Err(_) => self.reply(501, "REST takes a byte offset."),
+            Err(_) => {
+                // A refused REST leaves no offset behind, not even an earlier one.
+                self.rest = 0;
+                self.reply(501, "REST takes a byte offset.")
+            }
         }
     }
 

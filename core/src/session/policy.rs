@@ -134,7 +134,32 @@ impl Session {
         }
         self.emit_log(now);
         self.slot.end_upload();
+        self.spend_command_state();
         self.verb = None;
+    }
+
+    /// What a command spends whatever its fate (RFC 959: REST and the data connection
+    /// belong to the next transfer command; RNFR's source to the next command). A
+    /// transfer that ran has taken both already; one refused at any point (550, 425,
+    /// 521, a filter, a failed open) must not leave them to a later command, or the
+    /// next plain STOR would write in place at a stale offset.
+    fn spend_command_state(&mut self) {
+        match self.verb {
+            Some(
+                Verb::Retr
+                | Verb::Stor
+                | Verb::Appe
+                | Verb::Stou
+                | Verb::List
+                | Verb::Nlst
+                | Verb::Mlsd,
+            ) => {
+                self.rest = 0;
+                self.drop_data_channel();
+            }
+            Some(Verb::Rnto) => self.rename_from = None,
+            _ => {}
+        }
     }
 
     fn emit_log(&mut self, now: Instant) {
@@ -203,6 +228,8 @@ impl Session {
     /// A line over the length limit.
     pub(super) fn on_too_long(&mut self, now: Instant) {
         self.begin_command(now, &Err(ParseError::Unknown), b"-");
+        // A line, however bad, is the command after RNFR.
+        self.rename_from = None;
         self.deny(Denial {
             code: 500,
             text: "Command line too long.",

@@ -26,8 +26,19 @@ pub(super) enum Login {
     User {
         name: String,
         anonymous: bool,
+        /// The site before this USER chose one (`USER host|user`): a failed attempt
+        /// goes back to it, so its host choice does not outlive it.
+        prior: Option<PriorSite>,
     },
     LoggedIn(Principal),
+}
+
+/// The site choice a login attempt may have to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PriorSite {
+    /// A site index (kept small: the `Session` struct is budgeted).
+    pub(super) site: Option<u32>,
+    pub(super) host_given: bool,
 }
 
 /// The data channel as the last PASV/EPSV/PORT/EPRT left it.
@@ -455,6 +466,11 @@ impl Session {
 
     fn on_line(&mut self, now: Instant, line: &[u8]) {
         let parsed = command::parse(line);
+        if !matches!(&parsed, Ok(c) if c.verb == Verb::Rnto) {
+            // RNFR's source is for the very next line only, whatever that line is
+            // (unknown, refused or malformed ones included).
+            self.rename_from = None;
+        }
         let suspended = self.begin_command(now, &parsed, line);
         self.run_line(now, parsed);
         self.end_urgent(now, suspended);
@@ -476,9 +492,6 @@ impl Session {
         }
         if let Some(refusal) = self.tls_policy_refusal(&cmd) {
             return self.reply(534, refusal);
-        }
-        if cmd.verb != Verb::Rnto {
-            self.rename_from = None;
         }
         if !self.filter_command(&cmd) {
             return;

@@ -65,7 +65,11 @@ impl Session {
         let Some((real, shown)) = self.authorize(dir, Access::Read) else {
             return;
         };
-        self.rest = 0;
+        if kind != ListKind::Stat {
+            // A listing is a transfer command: it spends REST (so does any refusal of
+            // it, in `command_done`).
+            self.rest = 0;
+        }
         let job = ListJob {
             kind,
             real: real.clone(),
@@ -538,7 +542,12 @@ impl Session {
                 self.reply(426, "Transfer aborted.");
                 self.reply(226, "ABOR successful.");
             }
-            _ => self.reply(225, "No transfer to abort."),
+            _ => {
+                // RFC 959: with no transfer running, ABOR still closes the data
+                // connection (a listener or an idle connection from PASV/PORT).
+                self.drop_data_channel();
+                self.reply(225, "No transfer to abort.")
+            }
         }
     }
 

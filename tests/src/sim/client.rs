@@ -2,6 +2,8 @@
 //! pairs each final reply with its command, and checks it against the model.
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_core::memfs::MemStorage;
@@ -27,6 +29,14 @@ pub enum ClientOut {
     Send(Vec<u8>),
     Eof { reset: bool },
     Wake(Duration),
+}
+
+/// A path's state since failed uploads changed it: the state a reply last vouched for,
+/// and the failed uploads (how, REST offset, body).
+#[derive(Debug, Clone)]
+pub struct Unsettled {
+    pub baseline: Option<Option<Vec<u8>>>,
+    pub failed: Vec<(super::plan::How, u64, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -70,8 +80,30 @@ pub struct Client {
     pub server_closed: bool,
     /// An upload whose outcome the client never learned (connection dropped first).
     pub unknown_upload: bool,
+    /// Paths a failed upload changed (the model took what it left from storage): no
+    /// reply vouched for that state, so a crash may take it back (see `crash.rs`).
+    pub unsettled: std::collections::BTreeMap<String, Unsettled>,
     /// Reply codes and checked outcomes seen, for coverage.
     pub stats: std::collections::BTreeMap<String, u64>,
+    /// This client's TLS configuration (when the seed uses FTPS): its control and data
+    /// connections share its session store.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// TLS 1.3 (else 1.2).
+    tls13: bool,
+    /// The control connection's TLS, from the 234 on.
+    pub ctl_tls: Option<Box<rustls::ClientConnection>>,
+    /// The control handshake is complete (on the client's side).
+    pub secured: bool,
+    /// When the 234 was read, and how many replies came over TLS since.
+    tls_started_at: Duration,
+    tls_replies: u32,
+    /// When the client connected (the login timer runs from about then).
+    connected_at: Duration,
+    /// PROT P is in force.
+    pub prot_private: bool,
+    /// Whether the last PROT P data connection resumed the control session (`None` for
+    /// a plain one): a 522 is right only when it did not.
+    pub data_resumed: Option<bool>,
 }
 
 impl Client {
@@ -106,11 +138,22 @@ impl Client {
             goodbye: false,
             server_closed: false,
             unknown_upload: false,
+            unsettled: Default::default(),
             stats: Default::default(),
+            tls_config: swarm.tls.then(|| super::tls::client_config(swarm.tls13)),
+            tls13: swarm.tls13,
+            ctl_tls: None,
+            secured: false,
+            tls_started_at: Duration::ZERO,
+            tls_replies: 0,
+            connected_at: Duration::ZERO,
+            prot_private: false,
+            data_resumed: None,
         }
     }
 
     pub fn on_connected(&mut self, cx: &mut ClientCx<'_>, admitted: bool) -> Result<(), String> {
+        self.connected_at = cx.now;
         self.outstanding.push_back(Sent {
             kind: Kind::Greeting { admitted },
             prelim: false,
@@ -124,7 +167,21 @@ impl Client {
         if self.reset {
             return Ok(()); // a reset socket reads nothing
         }
-        self.inbuf.extend_from_slice(bytes);
+        match &mut self.ctl_tls {
+            Some(c) => {
+                super::tls::feed(c, bytes, &mut self.inbuf);
+                let out = super::tls::outgoing(c);
+                if !out.is_empty() {
+                    cx.out.push(ClientOut::Send(out));
+                }
+                if !self.secured && !c.is_handshaking() {
+                    self.secured = true;
+                    self.count("tls:secured");
+                    cx.out.push(ClientOut::Wake(Duration::ZERO));
+                }
+            }
+            None => self.inbuf.extend_from_slice(bytes),
+        }
         while let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.inbuf.drain(..=lf).collect();
             let body = line
@@ -170,6 +227,9 @@ impl Client {
 
     fn on_reply(&mut self, cx: &mut ClientCx<'_>, code: u16, text: &str) -> Result<(), String> {
         self.count(&format!("reply:{code}"));
+        if self.ctl_tls.is_some() {
+            self.tls_replies += 1;
+        }
         if code == 421 {
             // The server is closing; nothing outstanding will be answered.
             self.goodbye = true;
@@ -231,6 +291,9 @@ impl Client {
         if self.fin || self.goodbye || self.server_closed {
             return Ok(());
         }
+        if self.ctl_tls.is_some() && !self.secured {
+            return Ok(()); // the handshake's end wakes the client
+        }
         if let Some(at) = self.abort_at.filter(|at| *at <= cx.now) {
             self.abort_at = None;
             let _ = at;
@@ -285,7 +348,66 @@ impl Client {
             prelim: false,
             at: cx.now,
         });
-        cx.out.push(ClientOut::Send(line));
+        match &mut self.ctl_tls {
+            Some(c) => {
+                c.writer()
+                    .write_all(&line)
+                    .expect("rustls buffers plaintext");
+                cx.out.push(ClientOut::Send(super::tls::outgoing(c)));
+            }
+            None => cx.out.push(ClientOut::Send(line)),
+        }
+    }
+
+    /// 234: the handshake starts with the ClientHello.
+    /// `auth_sent`: when AUTH left the client (the server's handshake timer starts
+    /// later, when it reads it).
+    pub fn start_tls(&mut self, cx: &mut ClientCx<'_>, auth_sent: Duration) -> Result<(), String> {
+        let config = self.tls_config.as_ref().ok_or("234 without a TLS client")?;
+        let mut c = super::tls::connect(config);
+        self.tls_started_at = auth_sent;
+        cx.out.push(ClientOut::Send(super::tls::outgoing(&mut c)));
+        self.ctl_tls = Some(c);
+        Ok(())
+    }
+
+    /// A crash took the connection: the client starts over on a new one (the model,
+    /// its random stream and its remaining operations carry on).
+    pub fn restart(&mut self) {
+        self.inbuf.clear();
+        self.multi = None;
+        self.outstanding.clear();
+        self.steps.clear();
+        self.logged_in = false;
+        self.anon = false;
+        self.user_ok = false;
+        self.cwd = "/".into();
+        self.data_ready = false;
+        self.rest = 0;
+        self.ascii = false;
+        self.rnfr = None;
+        self.upload.clear();
+        self.data_in.clear();
+        self.abor_sent = false;
+        self.abort_at = None;
+        self.fin = false;
+        self.reset = false;
+        self.quit_sent = false;
+        self.goodbye = false;
+        self.server_closed = false;
+        self.unknown_upload = false;
+        // A new connection starts in plaintext, from a new client program (its TLS
+        // session cache would hold tickets of the session the crash ended, which a
+        // data connection of the new one must not resume: 522).
+        self.tls_config = self
+            .tls_config
+            .as_ref()
+            .map(|_| super::tls::client_config(self.tls13));
+        self.ctl_tls = None;
+        self.secured = false;
+        self.prot_private = false;
+        self.tls_replies = 0;
+        self.data_resumed = None;
     }
 
     /// The driver started a transfer for this client's session.
@@ -295,7 +417,7 @@ impl Client {
         }
     }
 
-    pub fn on_server_closed(&mut self, _cx: &mut ClientCx<'_>) -> Result<(), String> {
+    pub fn on_server_closed(&mut self, cx: &mut ClientCx<'_>) -> Result<(), String> {
         self.server_closed = true;
         if self.reset {
             return Ok(());
@@ -307,6 +429,25 @@ impl Client {
             ));
         }
         if !self.goodbye && !self.fin {
+            if self.ctl_tls.is_some() && self.tls_replies == 0 {
+                // Nothing came over TLS yet: the server may have been mid-handshake when a
+                // timer (handshake, idle, login) or a shutdown closed the connection, and then it cannot
+                // say a word. Each runs from before the AUTH was sent (or the connect).
+                let t = &cx.cfg.timeouts;
+                let after_auth = self.tls_started_at + t.tls_handshake.min(t.idle);
+                let mut earliest = after_auth.min(self.connected_at + t.login);
+                // The server stopping closes idle sessions at once.
+                if let Some(at) = cx.swarm.shutdown_at {
+                    earliest = earliest.min(at);
+                }
+                if cx.now < earliest {
+                    return Err("closed during the handshake before any timer was due".into());
+                }
+                self.count("tls:handshake-timeout");
+                self.note_abandoned();
+                self.outstanding.clear();
+                return Ok(());
+            }
             return Err("server closed the connection without 221 or 421".into());
         }
         if self.quit_sent && !self.fin && !self.goodbye {

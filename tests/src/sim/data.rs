@@ -60,6 +60,11 @@ pub struct Xfer {
     upload: bool,
     /// How much of the client's upload it has sent.
     sent: usize,
+    /// Under PROT P: the client's end of the data connection's TLS, whether it ends an
+    /// upload with close_notify, and whether its upload's end is written.
+    client_tls: Option<Box<rustls::ClientConnection>>,
+    close_notify: bool,
+    closed: bool,
     reset_at: Option<u64>,
     stall_at: Option<u64>,
     slow: bool,
@@ -411,6 +416,15 @@ impl Sim {
             }
         }
         self.clients[s].transfer_started(upload);
+        let client_tls = match pump.tls() {
+            Some(_) => {
+                let config = self.clients[s].tls_config.clone();
+                let config = config.ok_or(format!("s{s}: PROT P without a TLS client"))?;
+                Some(super::tls::connect(&config))
+            }
+            None => None,
+        };
+        let close_notify = !(self.swarm.truncate && self.net.chance(30));
         let size_hint = 4000;
         let mut pump = pump;
         // Small buffers, so that even small files take many steps.
@@ -428,6 +442,9 @@ impl Sim {
             file,
             upload,
             sent: 0,
+            client_tls,
+            close_notify,
+            closed: false,
             reset_at: (self.swarm.xfer_resets && self.net.chance(20))
                 .then(|| self.net.range(0, size_hint)),
             stall_at: (self.swarm.xfer_stalls && self.net.chance(20))
@@ -496,7 +513,33 @@ impl Sim {
         }
         let client = &mut self.clients[s];
         let pipe = &mut x.pipe;
-        if x.upload {
+        if let Some(c) = &mut x.client_tls {
+            // The server's records: a download's a chunk at a time; during an upload only
+            // the handshake (and a close_notify), read at once.
+            let take = match x.upload {
+                true => pipe.s2c.len(),
+                false => chunk.min(pipe.s2c.len()),
+            };
+            let bytes: Vec<u8> = pipe.s2c.drain(..take).collect();
+            let plain = super::tls::feed(c, &bytes, &mut client.data_in);
+            x.moved += plain as u64;
+            if x.upload && !c.is_handshaking() && x.sent < client.upload.len() {
+                let end = (x.sent + chunk).min(client.upload.len());
+                let n = c.writer().write(&client.upload[x.sent..end]).unwrap_or(0);
+                x.sent += n;
+                x.moved += n as u64;
+            }
+            if x.upload && !c.is_handshaking() && x.sent == client.upload.len() && !x.closed {
+                if x.close_notify {
+                    c.send_close_notify();
+                }
+                x.closed = true;
+            }
+            pipe.c2s.extend(super::tls::outgoing(c));
+            if x.closed && !c.wants_write() {
+                pipe.c2s_fin = true;
+            }
+        } else if x.upload {
             let end = (x.sent + chunk).min(client.upload.len());
             pipe.c2s.extend(&client.upload[x.sent..end]);
             x.moved += (end - x.sent) as u64;
@@ -563,7 +606,19 @@ impl Sim {
         if done && !x.upload && !x.pipe.reset {
             // The connection closes: the client reads what is left up to the FIN, as
             // clients do before they take the transfer's reply.
-            self.clients[s].data_in.append(&mut x.pipe.s2c);
+            let data_in = &mut self.clients[s].data_in;
+            match &mut x.client_tls {
+                Some(c) => {
+                    super::tls::feed(c, &x.pipe.s2c, data_in);
+                }
+                None => data_in.append(&mut x.pipe.s2c),
+            }
+        }
+        if done {
+            self.clients[s].data_resumed = x
+                .client_tls
+                .as_ref()
+                .map(|c| c.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
         }
         if !done {
             slot.xfers.insert(xfer, x);

@@ -99,6 +99,11 @@ impl Sim {
                 self.wall(),
             )
         };
+        if self.storage.crashed().is_some() {
+            // The machine went down inside this request: its answer never comes.
+            drop(opened);
+            return self.crash_restart();
+        }
         if let (Some(h), Some(f)) = (handle, opened) {
             self.slots[s].files.insert(h, f);
         }

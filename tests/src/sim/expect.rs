@@ -44,11 +44,21 @@ impl Client {
                 | Kind::User { .. }
                 | Kind::Pass { .. }
                 | Kind::Fixed(_)
+                | Kind::Auth
+                | Kind::Prot { .. }
                 | Kind::Quit
         );
         if needs_login && !self.logged_in {
             return want(code, &[530]);
         }
+        // A transfer command spends REST and the data channel whatever its fate.
+        let (rest, data_ready) = match kind.is_transfer() {
+            true => (
+                std::mem::take(&mut self.rest),
+                std::mem::take(&mut self.data_ready),
+            ),
+            false => (self.rest, self.data_ready),
+        };
         let io = cx.swarm.io_errors;
         // With injected I/O errors any storage operation may also fail with 451.
         let fs = |code: u16, ok: &[u16]| -> Res {
@@ -64,7 +74,20 @@ impl Client {
             Kind::Pass { good } => self.check_pass(cx, good, code, sent.at),
             Kind::Fixed(ok) => want(code, ok),
             Kind::Quit => want(code, &[221]),
-            Kind::Abor => want(code, &[225, 226]),
+            Kind::Abor => {
+                // ABOR closes any data connection, running transfer or not.
+                self.data_ready = false;
+                want(code, &[225, 226])
+            }
+            Kind::Auth => {
+                want(code, &[234])?;
+                self.start_tls(cx, sent.at)
+            }
+            Kind::Prot { private } => {
+                want(code, &[200])?;
+                self.prot_private = private;
+                Ok(())
+            }
             Kind::Type { ascii } => {
                 self.ascii = ascii;
                 want(code, &[200])
@@ -83,8 +106,9 @@ impl Client {
             }
             Kind::Pasv { extended } => self.check_pasv(cx, extended, code, text),
             Kind::Port { ok } => {
+                // A refused PORT/EPRT leaves no data channel, not even an earlier one.
+                self.data_ready = ok;
                 if ok {
-                    self.data_ready = true;
                     return want(code, &[200]);
                 }
                 want(code, &[501, 504])
@@ -126,8 +150,6 @@ impl Client {
                 let Some(path) = path else {
                     return want(code, &[553]);
                 };
-                self.rest = 0; // STAT shares LIST's code path, which drops REST
-
                 match self.model.look(&path) {
                     Look::Dir => fs(code, &[212]),
                     Look::File(_) => fs(code, &[213]),
@@ -140,11 +162,18 @@ impl Client {
             | Kind::Dele { .. }
             | Kind::Rnfr { .. }
             | Kind::Rnto { .. } => self.check_change(cx, kind, code),
-            Kind::List { verb, path } => self.check_list(cx, verb, path, sent.prelim, code),
-            Kind::Retr { path, .. } => self.check_retr(cx, path, sent.prelim, code),
+            Kind::List { verb, path } => {
+                self.check_list(cx, verb, path, data_ready, sent.prelim, code)
+            }
+            Kind::Retr { path, .. } => {
+                self.check_retr(cx, path, (data_ready, rest), sent.prelim, code)
+            }
             Kind::Store {
                 path, how, data, ..
-            } => self.check_store(cx, path, how, &data.0, sent.prelim, code, text),
+            } => {
+                let xfer = (data_ready, rest);
+                self.check_store(cx, path, how, &data.0, xfer, sent.prelim, code, text)
+            }
             Kind::Fin { .. } => Err("FIN is not a command".into()),
         }
     }
@@ -183,11 +212,11 @@ impl Client {
     }
 
     fn check_pasv(&mut self, cx: &ClientCx<'_>, extended: bool, code: u16, text: &str) -> Res {
+        // Refused or not, the old channel is gone.
+        self.data_ready = false;
         if self.v6 && !extended {
-            // Refused before the old channel is dropped: it stays usable.
             return want(code, &[425]);
         }
-        self.data_ready = false;
         want(code, &[if extended { 229 } else { 227 }, 425])?;
         if code == 425 {
             return Ok(());
@@ -272,10 +301,33 @@ impl Client {
                 self.model.tree.insert(path, None);
             }
             Kind::Rmd { .. } | Kind::Dele { .. } => {
+                self.unsettled.remove(&path);
                 self.model.tree.remove(&path);
             }
             Kind::Rnfr { .. } => self.rnfr = Some(path),
-            _ => self.model.rename(from.as_deref().unwrap_or("/"), &path),
+            _ => {
+                let from = from.as_deref().unwrap_or("/");
+                self.model.rename(from, &path);
+                // A failed upload's leftovers move with the rename, unsettled still.
+                let below = format!("{from}/");
+                let moved: Vec<String> = self
+                    .unsettled
+                    .keys()
+                    .filter(|k| *k == from || k.starts_with(&below))
+                    .cloned()
+                    .collect();
+                let entries: Vec<_> = moved
+                    .iter()
+                    .filter_map(|k| self.unsettled.remove(k).map(|u| (k.clone(), u)))
+                    .collect();
+                let target = format!("{path}/");
+                self.unsettled
+                    .retain(|k, _| *k != path && !k.starts_with(&target));
+                for (k, u) in entries {
+                    self.unsettled
+                        .insert(format!("{path}{}", &k[from.len()..]), u);
+                }
+            }
         }
         Ok(())
     }
@@ -312,24 +364,36 @@ impl Client {
         }
     }
 
+    /// 522: the data connection's TLS failed, which is right only when it did not resume
+    /// this control session (a TLS 1.3 client uses each ticket once).
+    fn data_tls_refused(&mut self) -> Res {
+        match self.data_resumed {
+            Some(false) => {
+                self.count("tls:522-not-resumed");
+                Ok(())
+            }
+            other => Err(format!("522, but the data connection resumed: {other:?}")),
+        }
+    }
+
     fn check_list(
         &mut self,
         cx: &ClientCx<'_>,
         verb: ListVerb,
         path: Option<String>,
+        data_ready: bool,
         prelim: bool,
         code: u16,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
         };
-        self.rest = 0;
-        if prelim || code == 425 {
-            self.data_ready = false;
-        }
         let io = cx.swarm.io_errors;
         let look = self.model.look(&path);
         let exists = matches!(look, Look::Dir | Look::File(_));
@@ -369,19 +433,20 @@ impl Client {
         &mut self,
         cx: &ClientCx<'_>,
         path: Option<String>,
+        (data_ready, rest): (bool, u64),
         prelim: bool,
         code: u16,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
+        }
+        if code == 522 {
+            return self.data_tls_refused();
         }
         let Some(path) = path else {
             return want(code, &[553]);
         };
-        let offset = std::mem::take(&mut self.rest) as usize;
-        if prelim || code == 425 {
-            self.data_ready = false;
-        }
+        let offset = rest as usize;
         let io = cx.swarm.io_errors;
         let look = self.model.look(&path);
         let ok: &[u16] = match &look {
@@ -425,11 +490,12 @@ impl Client {
         path: Option<String>,
         how: How,
         data: &[u8],
+        (data_ready, offset): (bool, u64),
         prelim: bool,
         code: u16,
         text: &str,
     ) -> Res {
-        if !self.data_ready {
+        if !data_ready {
             return want(code, &[425]);
         }
         let Some(path) = path else {
@@ -438,9 +504,10 @@ impl Client {
         if !self.may_write(cx) {
             return want(code, &[550]);
         }
-        let offset = std::mem::take(&mut self.rest);
-        if prelim || code == 425 {
-            self.data_ready = false;
+        // A refused data connection is a failed upload: what it left is judged below.
+        let refused = code == 522;
+        if refused {
+            self.data_tls_refused()?;
         }
         let old = match self.model.look(&path) {
             Look::File(b) => Some(b),
@@ -462,7 +529,8 @@ impl Client {
             (false, _) if how == How::Stor && offset > 0 && parent_ok && !is_dir => &[451],
             (false, _) => &[550],
         };
-        if !(cx.swarm.io_errors && code == 451) {
+        let excused = cx.swarm.io_errors && code == 451 || refused && opens && prelim;
+        if !excused {
             want(code, ok)?;
         }
         let mut body = Vec::new();
@@ -487,13 +555,7 @@ impl Client {
         } else {
             old
         };
-        let expected = match how {
-            How::Stor if offset > 0 => {
-                splice(old.as_deref().unwrap_or(&[]), offset as usize, &body)
-            }
-            How::Appe => [old.as_deref().unwrap_or(&[]), &body[..]].concat(),
-            _ => body.clone(),
-        };
+        let expected = stored_upload(how, offset, old.as_deref(), &body);
         self.count(if code == 226 {
             "upload:226-checked"
         } else {
@@ -529,6 +591,26 @@ impl Client {
                 &final_path,
             )
         };
+        if code == 226 {
+            self.unsettled.remove(&final_path);
+        } else if how != How::Stou {
+            // The failure left what it left; no reply vouches for it being on disk.
+            let before = self.model.tree.get(&path).cloned();
+            let now = cx
+                .storage
+                .exists(&path)
+                .then(|| cx.storage.read_file(&path));
+            if now != before || self.unsettled.contains_key(&path) {
+                let u = self
+                    .unsettled
+                    .entry(path.clone())
+                    .or_insert(super::client::Unsettled {
+                        baseline: before,
+                        failed: Vec::new(),
+                    });
+                u.failed.push((how, offset, body.clone()));
+            }
+        }
         self.model.resync(cx.storage);
         result
     }
@@ -536,7 +618,7 @@ impl Client {
     /// An upload that did not get 226: nothing at the final name but the old file, or
     /// (kept partial uploads, in-place writes) the old file with a prefix of the new bytes.
     #[allow(clippy::too_many_arguments)]
-    fn failed_upload(
+    pub(super) fn failed_upload(
         &self,
         cx: &ClientCx<'_>,
         how: How,
@@ -570,6 +652,16 @@ impl Client {
                 cx.cfg.keep_partial_uploads
             )),
         }
+    }
+}
+
+/// What a successful upload leaves at its name: the body (STOR), the old file with the
+/// body written from `offset` (REST + STOR) or after it (APPE).
+pub(super) fn stored_upload(how: How, offset: u64, old: Option<&[u8]>, body: &[u8]) -> Vec<u8> {
+    match how {
+        How::Stor if offset > 0 => splice(old.unwrap_or(&[]), offset as usize, body),
+        How::Appe => [old.unwrap_or(&[]), body].concat(),
+        _ => body.to_vec(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod known_bugs {
 }
 
 pub mod client;
+mod crash;
 mod data;
 mod driver;
 mod expect;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod plan;
 pub mod rng;
 pub mod swarm;
+pub mod tls;
 pub mod world;
 
 use std::collections::BTreeMap;

@@ -74,6 +74,12 @@ pub enum Kind {
         abort: bool,
     },
     Abor,
+    /// AUTH TLS: the control channel goes to TLS once 234 is read.
+    Auth,
+    /// PROT P (`private`) or PROT C, after PBSZ 0.
+    Prot {
+        private: bool,
+    },
     Quit,
     /// Not a command: the client closes (FIN) or resets its side.
     Fin {
@@ -220,8 +226,18 @@ impl Client {
             return self.plan_end(cx);
         }
         self.ops_left -= 1;
+        if cx.swarm.tls && self.ctl_tls.is_none() && !self.logged_in && self.rng.chance(70) {
+            // Alone: nothing may be pipelined behind AUTH (the core refuses it).
+            return self.step("AUTH TLS", Kind::Auth);
+        }
         if !self.logged_in && self.rng.chance(80) {
             return self.plan_login(cx);
+        }
+        if self.secured && self.rng.chance(15) {
+            let private = self.rng.chance(80);
+            self.step("PBSZ 0", Kind::Fixed(&[200]));
+            let line = if private { "PROT P" } else { "PROT C" };
+            return self.step(line, Kind::Prot { private });
         }
         match self.rng.range(0, 19) {
             0 => self.plan_simple(cx),

@@ -48,6 +48,11 @@ pub struct Swarm {
     /// Clients that misbehave: hostile paths, garbage lines, pipelining.
     pub hostile: bool,
     pub ipv6: bool,
+    /// Clients may use FTPS (AUTH TLS, PROT P), over TLS 1.3 or else 1.2.
+    pub tls: bool,
+    pub tls13: bool,
+    /// Some uploads under PROT P end without close_notify (truncated).
+    pub truncate: bool,
 }
 
 impl Swarm {
@@ -77,6 +82,9 @@ impl Swarm {
             idlers: on(15),
             hostile: on(60),
             ipv6: on(20),
+            tls: on(35),
+            tls13: on(50),
+            truncate: on(20),
         };
         s.sessions = rng.range(1, 8) as usize;
         s.latency = Duration::from_micros(rng.range(0, 200_000));
@@ -135,6 +143,7 @@ impl Swarm {
                 site: "sim".into(),
                 fields: wharf_core::log::LogFields::ALL,
             }),
+            tls: self.tls.then(super::tls::settings),
             // The pump's limits: an upload size cut, pacing, a minimum rate.
             filtering: wharf_core::policy::RequestFiltering {
                 max_upload_size: rng.chance(20).then(|| rng.range(0, 5_000)),

@@ -85,6 +85,8 @@ pub enum Ev {
         s: usize,
     },
     Shutdown,
+    /// The machine goes down (see `crash.rs`).
+    Crash,
 }
 
 /// The driver's view of one control connection and what it holds.
@@ -121,6 +123,8 @@ pub struct Sim {
     pub queue: BTreeMap<(Duration, u64), Ev>,
     seq: u64,
     pub server: Server,
+    /// `max_sessions` of the server (a restart builds the same).
+    pub server_max: usize,
     pub cfg: Arc<SessionConfig>,
     pub storage: MemStorage,
     pub users: MemUsers,
@@ -130,6 +134,9 @@ pub struct Sim {
     pub slots: Vec<Slot>,
     pub clients: Vec<Client>,
     pub used_ports: BTreeSet<u16>,
+    /// Crashes still to come, and the randomness of the power cuts.
+    pub crashes: VecDeque<super::crash::CrashAt>,
+    pub crash_rng: Rng,
     pub hash: Fnv,
     pub log: Option<Vec<String>>,
     pub steps: u64,
@@ -148,13 +155,19 @@ impl Sim {
         let mut cfg_rng = Rng::stream(seed, "config");
         let swarm = Swarm::new(&mut cfg_rng);
         let cfg = Arc::new(swarm.config(&mut cfg_rng));
-        let server = Server::new(cfg.clone(), 0, 1, 1 + swarm.sessions * 3 / 4);
+        let server_max = 1 + swarm.sessions * 3 / 4;
+        let server = Server::new(cfg.clone(), 0, 1, server_max);
         let storage = MemStorage::new();
         let mut users = MemUsers::new();
         for i in 0..swarm.sessions {
             users.add(&format!("u{i}"), &format!("pw{i}"), &["sim"]);
         }
         super::model::populate(&storage, swarm.sessions);
+        let crashes: VecDeque<_> = super::crash::plan(seed).into();
+        if !crashes.is_empty() {
+            // Durable as LocalFs is by default (durable_writes).
+            storage.enable_crash_model();
+        }
         let clients = (0..swarm.sessions)
             .map(|i| Client::new(i, seed, &swarm, &cfg))
             .collect();
@@ -165,6 +178,7 @@ impl Sim {
             queue: BTreeMap::new(),
             seq: 0,
             server,
+            server_max,
             cfg,
             storage,
             users,
@@ -173,6 +187,8 @@ impl Sim {
             slots: Vec::new(),
             clients,
             used_ports: BTreeSet::new(),
+            crashes,
+            crash_rng: Rng::stream(seed, "power cuts"),
             hash: Fnv::default(),
             log: verbose.then(Vec::new),
             steps: 0,
@@ -187,6 +203,7 @@ impl Sim {
         if let Some(at) = sim.swarm.shutdown_at {
             sim.at(at, Ev::Shutdown);
         }
+        sim.arm_next_crash();
         sim
     }
 
@@ -217,6 +234,15 @@ impl Sim {
             let t = self.now.as_secs_f64();
             let shown = String::from_utf8_lossy(bytes).escape_debug().to_string();
             log.push(format!("{t:>10.6} s{s} {what} {shown}"));
+        }
+    }
+
+    /// Notes control-connection bytes: under TLS only their length, which a seed
+    /// replays exactly (the ciphertext itself differs from run to run).
+    pub fn wire_note(&mut self, s: usize, what: &str, bytes: &[u8]) {
+        match self.clients[s].ctl_tls.is_some() {
+            true => self.note(s, what, &(bytes.len() as u64).to_le_bytes()),
+            false => self.note(s, what, bytes),
         }
     }
 
@@ -304,6 +330,10 @@ impl Sim {
             Ev::Writable { s } => self.pump(s),
             Ev::Spurious { s } => self.spurious(s),
             Ev::Shutdown => self.shutdown(),
+            Ev::Crash => {
+                self.storage.crash_now();
+                self.crash_restart()
+            }
             Ev::Complete { s, req, request } => self.complete(s, req, request),
             other => self.data_event(other),
         }
@@ -392,7 +422,7 @@ impl Sim {
             };
             if let Some(bytes) = chunk {
                 session.handle_input(now, Input::ControlBytes(&bytes));
-                self.note(s, "read", &bytes);
+                self.wire_note(s, "read", &bytes);
             } else if slot.rx_eof && slot.rx.is_empty() && !slot.eof_fed {
                 slot.eof_fed = true;
                 slot.peer_gone = true;
@@ -454,7 +484,7 @@ impl Sim {
             };
             let bytes = out[..n].to_vec();
             session.handle_written(n);
-            self.note(s, "write", &bytes);
+            self.wire_note(s, "write", &bytes);
             let lat = self.latency();
             let at = (self.now + lat).max(self.slots[s].s2c_at);
             self.slots[s].s2c_at = at;
@@ -468,7 +498,7 @@ impl Sim {
 
     /// Sends client bytes toward the server, in order.
     pub fn client_send(&mut self, s: usize, bytes: Vec<u8>) {
-        self.note(s, "send", &bytes);
+        self.wire_note(s, "send", &bytes);
         let lat = self.latency();
         let at = (self.now + lat).max(self.slots[s].c2s_at);
         self.slots[s].c2s_at = at;
@@ -501,7 +531,7 @@ impl Sim {
 }
 
 impl Slot {
-    fn new(s: usize, v6: bool) -> Slot {
+    pub(super) fn new(s: usize, v6: bool) -> Slot {
         let (peer, local) = if v6 {
             (
                 format!("[2001:db8::{}]:{}", s + 10, 40_000 + s),

@@ -12,25 +12,19 @@ use std::time::Instant;
 
 /// The timer state a connection keeps.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct TimerSlot {
+pub struct TimerSlot {
     want: Option<Instant>,
     queued: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct TimerHeap {
+pub struct TimerHeap {
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
 }
 
 impl TimerHeap {
     /// Sets the deadline of connection (`key`, `gen`).
-    pub(crate) fn arm(
-        &mut self,
-        slot: &mut TimerSlot,
-        key: usize,
-        gen: u64,
-        want: Option<Instant>,
-    ) {
+    pub fn arm(&mut self, slot: &mut TimerSlot, key: usize, gen: u64, want: Option<Instant>) {
         slot.want = want;
         if let Some(t) = want {
             if slot.queued.is_none_or(|q| t < q) {
@@ -41,12 +35,12 @@ impl TimerHeap {
     }
 
     /// The earliest entry's time (possibly stale, which only costs an early wake-up).
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
     /// Pops the next entry due at `now`, as (`key`, `gen`, entry time).
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(usize, u64, Instant)> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64, Instant)> {
         match self.heap.peek() {
             Some(Reverse((t, _, _))) if *t <= now => {
                 self.heap.pop().map(|Reverse((t, k, g))| (k, g, t))
@@ -57,7 +51,7 @@ impl TimerHeap {
 
     /// Decides what a popped entry means for its connection's `slot`: `true` when the
     /// connection's timer is due now. A live entry that popped early is re-pushed.
-    pub(crate) fn fire(
+    pub fn fire(
         &mut self,
         slot: &mut TimerSlot,
         key: usize,
@@ -83,9 +77,13 @@ impl TimerHeap {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    /// Entries in the heap (stale ones included).
+    pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
