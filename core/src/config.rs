@@ -47,6 +47,36 @@ pub enum ListingStyle {
     MsDos,
 }
 
+/// The source port of active-mode (PORT/EPRT) data connections.
+///
+/// RFC 959 has the server connect from its control port minus one (`L-1`, port 20 for a
+/// server on 21), and the firewall rules written from that era allow exactly that
+/// outbound (IIS and vsftpd's `connect_from_port_20` do it). Any port is what most
+/// servers do today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActiveSourcePort {
+    /// Any port the system picks (`active_source_port = 0`).
+    #[default]
+    Any,
+    /// This port (`active_source_port = 20`).
+    Port(u16),
+    /// The port of the control connection's local address, minus one
+    /// (`active_source_port = "control-1"`): 20 for 21, 989 for 990, 2120 for 2121.
+    ControlMinusOne,
+}
+
+impl ActiveSourcePort {
+    /// The port to connect from for a control connection that reached `control_port`
+    /// (0: any).
+    pub fn for_control_port(self, control_port: u16) -> u16 {
+        match self {
+            ActiveSourcePort::Any => 0,
+            ActiveSourcePort::Port(p) => p,
+            ActiveSourcePort::ControlMinusOne => control_port.saturating_sub(1),
+        }
+    }
+}
+
 /// Texts a site says at fixed moments (IIS `messages`). `None` keeps wharf's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Messages {
@@ -101,6 +131,8 @@ pub struct SessionConfig {
     pub match_port_peer: bool,
     /// Whether passive data connections must come from the control peer's address.
     pub match_pasv_peer: bool,
+    /// The port active-mode data connections are made from (`ConnectData::local_port`).
+    pub active_source_port: ActiveSourcePort,
     pub listing_style: ListingStyle,
     /// Whether a failed upload's partial file is kept (IIS `keepPartialUploads`, off).
     pub keep_partial_uploads: bool,
@@ -149,6 +181,7 @@ impl Default for SessionConfig {
             max_line: 4096,
             match_port_peer: true,
             match_pasv_peer: true,
+            active_source_port: ActiveSourcePort::Any,
             listing_style: ListingStyle::Unix,
             keep_partial_uploads: false,
             max_pending_output: 64 * 1024,

@@ -36,7 +36,7 @@ pub use backend::{
     AuthError, Authenticator, Completion, DirEntry, FileKind, FsError, Metadata, NoResolver,
     OpenedFile, Principal, Request, Resolver, Storage, Upload, WriteMode,
 };
-pub use config::{ListingStyle, Messages, SessionConfig, Timeouts};
+pub use config::{ActiveSourcePort, ListingStyle, Messages, SessionConfig, Timeouts};
 pub use ids::{DataConnId, FileHandle, RequestId, SessionId, TransferId};
 pub use path::VPath;
 pub use policy::IpNet;

@@ -70,6 +70,8 @@ substatus! {
     CommandLineTooLong = 14, "line-too-long", "the command line is longer than the maximum command line";
     PermissionDenied = 20, "permission-denied", "the user may not do this (authorization, read-only site or user)";
     IpDenied = 30, "ip-denied", "the client address is denied by the IP rules";
+    PortNotClient = 31, "port-not-client", "a PORT/EPRT address is not the client's own (a NAT in front of the client that does not rewrite it, or FTP bounce)";
+    PortPrivileged = 32, "port-privileged", "a PORT/EPRT port is below 1024 (FTP bounce)";
     LogonFailed = 40, "logon-failed", "wrong user name or password";
     LogonBanned = 41, "logon-banned", "the client address is banned after repeated failed logins";
     LogonWouldBan = 42, "logon-would-ban", "the ban threshold was reached in logging-only mode (not banned)";

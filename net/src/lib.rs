@@ -1,7 +1,7 @@
 //! wharf-net: thin wrappers over the system calls both runtimes need beyond their event
 //! loops: `SO_REUSEPORT` control listeners, passive data listeners (`SO_REUSEADDR`;
 //! their ports come from the core's pool, `wharf_core::ports`), non-blocking connects
-//! from a chosen address, `sendfile(2)`, the open-files limit, and which errors mean
+//! from a chosen address and port, `sendfile(2)`, the open-files limit, and which errors mean
 //! what. The core stays free of sockets; this crate holds them for the runtimes.
 //!
 //! Every socket is returned non-blocking as a std type; runtime-mio wraps it with
@@ -281,20 +281,75 @@ pub fn listen_passive(
     }
 }
 
-/// Starts a non-blocking connect from `local_ip` (any port) to `target`.
-pub fn connect_from(local_ip: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
-    let s = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    s.bind(&SocketAddr::new(local_ip, 0).into())?;
+/// Starts a non-blocking connect from `local_ip` to `target`, from `local_port` (0: a
+/// port the system picks).
+///
+/// A fixed source port (active mode from port 20, or the control port minus one) is
+/// shared by every concurrent data connection: TCP tells connections apart by their
+/// 4-tuple (local address, local port, peer address, peer port), and each client listens
+/// on a port of its own, so only the bind needs permission to reuse the port.
+/// `SO_REUSEADDR` on every socket bound there gives it (Linux lets sockets that all set
+/// it share a port as long as none of them listens), and also lets the port be bound
+/// while earlier connections from it sit in TIME-WAIT. `SO_REUSEPORT` is not needed,
+/// and not set: it would let another process of the same user join the port.
+/// The one collision left is the same client port again while the previous connection
+/// to it is in TIME-WAIT: the connect then fails (`EADDRNOTAVAIL`) and the transfer
+/// gets a 425.
+///
+/// A port below 1024 needs `CAP_NET_BIND_SERVICE`. When this thread lacks it (the
+/// server switched to an unprivileged account) and [`set_privileged_binder`] installed a
+/// binder, the socket is bound by the binder instead.
+pub fn connect_from(
+    local_ip: IpAddr,
+    local_port: u16,
+    target: SocketAddr,
+) -> io::Result<TcpStream> {
+    let local = SocketAddr::new(local_ip, local_port);
+    let s = match active_socket(local) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && local_port != 0 => {
+            match PRIVILEGED_BINDER.get() {
+                Some(bind) => bind(local)?,
+                None => return Err(e),
+            }
+        }
+        other => other?,
+    };
+    s.set_nonblocking(true)?;
     match s.connect(&target.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
     Ok(s.into())
+}
+
+/// A TCP socket bound to `local` for an active-mode data connection, not yet connected
+/// (blocking; [`connect_from`] makes it non-blocking). A fixed port is bound with
+/// `SO_REUSEADDR` (see [`connect_from`]).
+pub fn active_socket(local: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(
+        Domain::for_address(local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if local.port() != 0 {
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&local.into())?;
+    Ok(s)
+}
+
+/// Binds an active-mode socket on a thread that may bind privileged ports.
+pub type PrivilegedBinder = Box<dyn Fn(SocketAddr) -> io::Result<Socket> + Send + Sync>;
+
+static PRIVILEGED_BINDER: std::sync::OnceLock<PrivilegedBinder> = std::sync::OnceLock::new();
+
+/// Installs the process's binder for privileged source ports (the server's, when it
+/// keeps `CAP_NET_BIND_SERVICE` on one thread after switching to `server.user`). It
+/// must return what [`active_socket`] would. Only the first call installs one; false
+/// when one was installed already.
+pub fn set_privileged_binder(binder: PrivilegedBinder) -> bool {
+    PRIVILEGED_BINDER.set(binder).is_ok()
 }
 
 /// Answers a connection the core refused (best effort: a fresh socket's buffer takes a
@@ -570,6 +625,89 @@ mod tests {
             "never two listeners"
         );
         drop(again);
+    }
+
+    /// Accepts one connection on `l`, waiting at most ten seconds.
+    fn accept_one(l: &TcpListener) -> (TcpStream, SocketAddr) {
+        l.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match l.accept() {
+                Ok((s, peer)) => {
+                    s.set_nonblocking(false).unwrap();
+                    return (s, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no connection came");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    /// A free port on loopback to connect from (bound, released).
+    fn unused_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Many active-mode connections at once from one fixed source port, each to a
+    /// client port of its own: every one connects from that port and carries its own
+    /// bytes; then, with the earlier ones closed by us first (TIME-WAIT on our side),
+    /// the port serves new connections at once.
+    #[test]
+    fn one_source_port_serves_many_connections_at_once_and_after() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let source = unused_port();
+        for round in 0..2 {
+            let clients: Vec<TcpListener> = (0..20)
+                .map(|_| TcpListener::bind((ip, 0)).unwrap())
+                .collect();
+            let mut conns = Vec::new();
+            for (i, c) in clients.iter().enumerate() {
+                let out = connect_from(ip, source, c.local_addr().unwrap())
+                    .unwrap_or_else(|e| panic!("round {round}, connection {i}: {e}"));
+                let (mut inbound, peer) = accept_one(c);
+                assert_eq!(peer.port(), source, "connected from the port asked for");
+                out.set_nonblocking(false).unwrap();
+                inbound.write_all(&[i as u8; 3]).unwrap();
+                conns.push((out, inbound));
+            }
+            for (i, (out, _)) in conns.iter_mut().enumerate() {
+                let mut got = [0u8; 3];
+                out.read_exact(&mut got).unwrap();
+                assert_eq!(got, [i as u8; 3], "each connection its own bytes");
+                assert_eq!(out.local_addr().unwrap().port(), source);
+            }
+            // We close first, as the server does after a download.
+            drop(conns);
+        }
+    }
+
+    #[test]
+    fn any_source_port_is_the_systems_pick() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let client = TcpListener::bind((ip, 0)).unwrap();
+        let out = connect_from(ip, 0, client.local_addr().unwrap()).unwrap();
+        let (_, peer) = accept_one(&client);
+        assert_ne!(peer.port(), 0);
+        assert_eq!(out.local_addr().unwrap().port(), peer.port());
+    }
+
+    /// A port a listener holds is not taken for active mode: the bind fails rather than
+    /// sharing it with the listener.
+    #[test]
+    fn a_listening_port_is_not_shared() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let listener = data_listener(SocketAddr::new(ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpListener::bind((ip, 0)).unwrap();
+        let err = connect_from(ip, port, client.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     use std::ops::RangeInclusive;

@@ -113,7 +113,7 @@ impl Shard {
         &mut self,
         key: usize,
         conn: DataConnId,
-        local_ip: IpAddr,
+        (local_ip, local_port): (IpAddr, u16),
         target: SocketAddr,
     ) -> Option<Input<'static>> {
         let failed = |e: &std::io::Error| {
@@ -122,7 +122,7 @@ impl Shard {
                 error: data_error(e),
             })
         };
-        let mut stream = match connect_from(local_ip, target) {
+        let mut stream = match connect_from(local_ip, local_port, target) {
             Ok(s) => TcpStream::from_std(s),
             Err(e) => return failed(&e),
         };

@@ -470,8 +470,9 @@ impl Shard {
             Action::ConnectData {
                 conn,
                 local_ip,
+                local_port,
                 target,
-            } => inputs.extend(self.connect_data(key, conn, local_ip, target)),
+            } => inputs.extend(self.connect_data(key, conn, (local_ip, local_port), target)),
             Action::StartTransfer {
                 conn, file, pump, ..
             } => inputs.extend(self.start_transfer(key, conn, file, pump)),

@@ -270,10 +270,10 @@ impl Driver {
     pub(crate) fn connect_data(
         &mut self,
         conn: DataConnId,
-        local_ip: IpAddr,
+        (local_ip, local_port): (IpAddr, u16),
         target: SocketAddr,
     ) -> Option<Input<'static>> {
-        let stream = match connect_from(local_ip, target).and_then(Async::new) {
+        let stream = match connect_from(local_ip, local_port, target).and_then(Async::new) {
             Ok(s) => s,
             Err(e) => {
                 let error = data_error(&e);

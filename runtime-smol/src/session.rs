@@ -390,8 +390,9 @@ impl Driver {
             Action::ConnectData {
                 conn,
                 local_ip,
+                local_port,
                 target,
-            } => self.connect_data(conn, local_ip, target),
+            } => self.connect_data(conn, (local_ip, local_port), target),
             Action::StartTransfer {
                 xfer,
                 conn,

@@ -34,6 +34,9 @@ mod auth_table;
 #[path = "config_messages.rs"]
 mod messages;
 
+#[path = "config_active.rs"]
+pub mod active;
+
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -311,6 +314,8 @@ struct RawServer {
     max_connections: Option<Spanned<usize>>,
     passive_ports: Option<Spanned<String>>,
     external_ip: Option<Spanned<String>>,
+    /// The source port of active-mode data connections: 20, 0 (any) or "control-1".
+    active_source_port: Option<Spanned<toml::Value>>,
     runtime: Option<Spanned<String>>,
     shutdown_grace: Option<u64>,
     users_file: Option<Spanned<String>>,
@@ -344,6 +349,7 @@ struct RawSite {
     passive_addresses: Vec<RawPasv>,
     match_client_address_for_pasv: Option<bool>,
     match_client_address_for_port: Option<bool>,
+    active_source_port: Option<Spanned<toml::Value>>,
     messages: Option<RawMessages>,
     rules: Option<Spanned<Vec<RawRule>>>,
     #[serde(default)]
@@ -911,6 +917,12 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         None => 0..=0,
     };
     let external_ip = s.external_ip.as_ref().and_then(|v| c.check(v, parse_ipv4));
+    let (active_source_port, active_span) = active::of_site(
+        c,
+        s.active_source_port.as_ref(),
+        wharf_core::ActiveSourcePort::Any,
+        None,
+    );
     let runtime = match &s.runtime {
         Some(r) => c
             .check(r, |s| RuntimeKind::parse(s))
@@ -1020,6 +1032,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         timeouts,
         passive_ports,
         external_ip,
+        active_source_port,
         limits: site_limits,
         ..SessionConfig::default()
     };
@@ -1095,6 +1108,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
             accounts: &accounts,
             max_connections,
             central_log: central_log.as_ref(),
+            active_span: active_span.clone(),
         };
         if let Some((site, binding_spans)) = build_site(c, raw_site, &ctx, &mut tls_shared) {
             if let Some(other) = sites
@@ -1396,6 +1410,8 @@ struct SiteCtx<'a> {
     /// Sizes the TLS session cache.
     max_connections: usize,
     central_log: Option<&'a policy::RawLogging>,
+    /// Where `server.active_source_port` is written, if it is.
+    active_span: Option<Range<usize>>,
 }
 
 /// The text of the 220 greeting before any site's own banner.
@@ -1599,6 +1615,22 @@ fn build_site(
         None => (None, None),
     };
 
+    let (active_source_port, active_span) = active::of_site(
+        c,
+        site.active_source_port.as_ref(),
+        ctx.defaults.active_source_port,
+        ctx.active_span.clone(),
+    );
+    if let Some(span) = active_span {
+        active::check_clashes(
+            c,
+            span,
+            active_source_port,
+            &bindings,
+            &ctx.defaults.passive_ports,
+        );
+    }
+
     let session = SessionConfig {
         site_name: name.clone(),
         banner,
@@ -1617,6 +1649,7 @@ fn build_site(
         pasv_addresses,
         match_pasv_peer: site.match_client_address_for_pasv.unwrap_or(true),
         match_port_peer: site.match_client_address_for_port.unwrap_or(true),
+        active_source_port,
         listing_style,
         keep_partial_uploads: site.keep_partial_uploads,
         tls: tls_settings,

@@ -27,6 +27,7 @@ use wharf_runtime_smol::SmolConfig;
 
 pub mod auth;
 pub mod config;
+pub mod firewall;
 #[cfg(target_os = "linux")]
 mod listdir;
 pub mod localfs;
@@ -223,6 +224,10 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
         "log outputs (logging)",
     );
     check(old.run_as != new.run_as, "server.user or server.group");
+    check(
+        old.keeps_bind_capability() != new.keeps_bind_capability(),
+        "active_source_port below 1024 under server.user (the bind capability is kept, or not, at start)",
+    );
     check(old.pid_file != new.pid_file, "server.pid_file");
     out
 }

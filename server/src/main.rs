@@ -97,6 +97,11 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the firewall rules the configuration (--config) needs: control ports,
+    /// implicit-FTPS ports, the passive range, active mode's source port; for nftables
+    /// (default), ufw, firewalld or iptables. With --nat EXTERNAL_IP, the port forwards
+    /// of the NAT router in front of the server instead.
+    Firewall(wharf_server::firewall::FirewallArgs),
     /// Print the manual page, wharf(1), in roff (`wharf man | man -l -`); with --out-dir,
     /// write it and one page per subcommand (wharf-user-add.1, ...) into DIR.
     Man {
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Man { out_dir }) => man(out_dir.as_deref()),
+        Some(Command::Firewall(args)) => firewall(args, cli.config.as_deref()),
         Some(Command::ExampleConfig) => {
             print!("{}", wharf_server::EXAMPLE_CONFIG);
             Ok(())
@@ -183,6 +189,19 @@ fn man(out_dir: Option<&Path>) -> Result<(), String> {
         Some(dir) => clap_mangen::generate_to(Cli::command(), dir)
             .map_err(|e| format!("writing manual pages to {}: {e}", dir.display())),
     }
+}
+
+/// `wharf firewall`: the rules for --config, on stdout.
+fn firewall(
+    args: &wharf_server::firewall::FirewallArgs,
+    config: Option<&Path>,
+) -> Result<(), String> {
+    let file = config.ok_or("firewall: which configuration? Give --config FILE")?;
+    let config =
+        ServerConfig::from_file(file).map_err(|e| format!("invalid configuration\n{e}"))?;
+    let rules = wharf_server::firewall::run(args, &config, &file.display().to_string())?;
+    print!("{rules}");
+    Ok(())
 }
 
 fn passwd(scheme: &str, cost: Option<&str>) -> Result<(), String> {
@@ -306,7 +325,12 @@ fn serve(cli: &Cli) -> Result<(), String> {
     // The ports are bound and the site roots open: from here on, no privileges.
     match (&config.run_as, root) {
         (Some(to), true) => {
-            if let Err(e) = wharf_server::privileges::drop_to(to) {
+            let keep_bind = config.keeps_bind_capability();
+            let dropped = match keep_bind {
+                true => wharf_server::privileges::drop_to_keeping_bind(to),
+                false => wharf_server::privileges::drop_to(to),
+            };
+            if let Err(e) = dropped {
                 server.shutdown(Duration::ZERO);
                 let _ = server.wait();
                 return Err(format!("switching to user {:?}: {e}", to.user));
@@ -315,6 +339,18 @@ fn serve(cli: &Cli) -> Result<(), String> {
                 "wharf: serving as user {} (uid {}, gid {})",
                 to.user, to.uid, to.gid
             );
+            if keep_bind {
+                eprintln!(
+                    "wharf: one thread keeps CAP_NET_BIND_SERVICE, to connect from port {} in active mode",
+                    config
+                        .active_source_ports()
+                        .iter()
+                        .filter(|&&p| p < 1024)
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
         (None, true) => eprintln!(
             "wharf: running as root; set server.user to serve sessions as an unprivileged account"

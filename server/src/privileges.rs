@@ -116,6 +116,111 @@ pub fn drop_to(to: &RunAs) -> io::Result<()> {
     Ok(())
 }
 
+/// [`drop_to`], keeping `CAP_NET_BIND_SERVICE` (and nothing else) on one thread of its
+/// own, which then binds active-mode sockets to ports below 1024 for the event loops
+/// (`active_source_port = 20`, or the control port minus one for a control port up to
+/// 1024).
+///
+/// Capabilities belong to threads, not to the process: `setuid` away from root clears
+/// every thread's, and `PR_SET_KEEPCAPS` and `capset` act only on the calling thread.
+/// The event loops are already running when the switch happens, so none of them could
+/// keep the capability; a thread made for it can. It sets `PR_SET_KEEPCAPS` on itself
+/// before the switch (so its permitted set survives the C library applying `setuid` to
+/// every thread), then narrows its permitted and effective sets to
+/// `CAP_NET_BIND_SERVICE` alone and checks that it cannot become root again. Every
+/// other thread ends with no capability at all. The binder is installed with
+/// [`wharf_net::set_privileged_binder`]: `connect_from` uses it when a bind is refused
+/// for lack of the capability.
+#[cfg(target_os = "linux")]
+pub fn drop_to_keeping_bind(to: &RunAs) -> io::Result<()> {
+    use std::net::SocketAddr;
+    use std::sync::mpsc;
+    type Job = (SocketAddr, mpsc::SyncSender<io::Result<socket2::Socket>>);
+
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(0);
+    let (go_tx, go_rx) = mpsc::sync_channel::<bool>(0);
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("wharf-bind".into())
+        .spawn(move || {
+            let keep = rustix::thread::set_keep_capabilities(true).map_err(io::Error::from);
+            let failed = keep.is_err();
+            if ready_tx.send(keep).is_err() || failed {
+                return;
+            }
+            // The other threads switch with this one, inside the C library's setuid.
+            if go_rx.recv() != Ok(true) {
+                return;
+            }
+            if ready_tx.send(narrow_to_bind_capability()).is_err() {
+                return;
+            }
+            for (addr, reply) in job_rx {
+                let _ = reply.send(wharf_net::active_socket(addr));
+            }
+        })?;
+    let not_ready = || io::Error::other("the binder thread ended early");
+    ready_rx.recv().map_err(|_| not_ready())??;
+    // Installed before the switch: a bind refused while it happens waits in the queue
+    // until the binder has its capability back.
+    let jobs = std::sync::Mutex::new(job_tx);
+    let installed = wharf_net::set_privileged_binder(Box::new(move |addr| {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((addr, tx));
+        sent.map_err(|_| io::Error::other("the binder thread is gone"))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("the binder thread is gone"))?
+    }));
+    if !installed {
+        let _ = go_tx.send(false);
+        return Err(io::Error::other(
+            "a privileged binder was installed already",
+        ));
+    }
+    if let Err(e) = drop_to(to) {
+        let _ = go_tx.send(false);
+        return Err(e);
+    }
+    go_tx.send(true).map_err(|_| not_ready())?;
+    ready_rx.recv().map_err(|_| not_ready())??;
+    Ok(())
+}
+
+/// On the binder thread, after the switch: `CAP_NET_BIND_SERVICE` permitted and
+/// effective, nothing else, no keep-caps, and root out of reach.
+#[cfg(target_os = "linux")]
+fn narrow_to_bind_capability() -> io::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let bind = CapabilitySet::NET_BIND_SERVICE;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: bind,
+            permitted: bind,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    rustix::thread::set_keep_capabilities(false)?;
+    let now = rustix::thread::capabilities(None)?;
+    if now.permitted != bind || now.effective != bind {
+        return Err(io::Error::other(format!(
+            "the binder thread holds {:?}, not CAP_NET_BIND_SERVICE alone",
+            now.permitted
+        )));
+    }
+    // The raw system call: this thread only (the C library's would act on all).
+    // SAFETY: setuid with a plain integer argument; it must fail here.
+    if unsafe { libc::syscall(libc::SYS_setuid, 0) } == 0 {
+        return Err(io::Error::other(
+            "root could be regained on the binder thread",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

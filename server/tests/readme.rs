@@ -601,12 +601,17 @@ fn the_iis_walkthrough_runs_as_written() {
     run_group("iis");
 }
 
+#[test]
+fn the_firewall_rules_print_as_written() {
+    run_group("firewall");
+}
+
 /// Every group the README marks has a test above.
 #[test]
 fn every_tested_group_is_run() {
     for b in blocks(README) {
         assert!(
-            ["tour", "deploy", "iis"].contains(&b.group.as_str()),
+            ["tour", "deploy", "iis", "firewall"].contains(&b.group.as_str()),
             "README.md:{}: group {:?} has no test in server/tests/readme.rs",
             b.line,
             b.group

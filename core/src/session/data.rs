@@ -11,6 +11,7 @@ use super::state::{DataChan, Pending};
 use super::timer::Timer;
 use super::{Action, DataError};
 use crate::ids::DataConnId;
+use crate::log::SubStatus;
 use crate::proto::addr::{self, AddrError};
 use crate::session::Session;
 
@@ -109,9 +110,22 @@ impl Session {
             Err(AddrError::Malformed) => return self.reply(501, "Malformed address."),
         };
         if target.port() < 1024 {
+            tracing::info!(session = %self.id, %target, "PORT/EPRT to a privileged port refused");
+            self.set_substatus(SubStatus::PortPrivileged);
             return self.reply(504, "Connections to privileged ports are refused.");
         }
         if self.config.match_port_peer && !same_host(target.ip(), self.peer.ip()) {
+            // The usual cause is innocent: a client behind NAT sends its private address,
+            // and the router in front of it does not rewrite the command (it cannot
+            // under TLS). Say so where the administrator looks.
+            tracing::info!(
+                session = %self.id,
+                %target,
+                client = %self.peer.ip(),
+                "PORT/EPRT address is not the client's own: refused (a client behind NAT? \
+                 its router must rewrite PORT, or the client use passive mode)"
+            );
+            self.set_substatus(SubStatus::PortNotClient);
             return self.reply(504, "The address must be the client's own address.");
         }
         // Connect in the family of the control connection's local address (the driver
@@ -205,9 +219,14 @@ impl Session {
             DataChan::Active { target } => {
                 let conn = DataConnId(self.next_id());
                 let local_ip = self.local.ip();
+                let local_port = self
+                    .config
+                    .active_source_port
+                    .for_control_port(self.local.port());
                 self.actions.push_back(Action::ConnectData {
                     conn,
                     local_ip,
+                    local_port,
                     target,
                 });
                 (conn, false)

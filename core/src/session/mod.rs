@@ -135,12 +135,14 @@ pub enum Action {
     /// The connection `DataAccepted` reported is the data connection: close `conn`'s
     /// listener (its port is free again) and keep the connection for the transfer.
     StopListening { conn: DataConnId },
-    /// Connect from `local_ip` (a hint; a driver may let the system choose) to `target`
-    /// (already checked against FTP bounce). Answer with `DataConnected` or
-    /// `DataFailed`.
+    /// Connect from `local_ip` (a hint; a driver may let the system choose) and
+    /// `local_port` (0: any; else the site's `active_source_port`, which the driver must
+    /// honour, sharing the port between concurrent connections) to `target` (already
+    /// checked against FTP bounce). Answer with `DataConnected` or `DataFailed`.
     ConnectData {
         conn: DataConnId,
         local_ip: IpAddr,
+        local_port: u16,
         target: SocketAddr,
     },
     /// Run `pump` over the connected data connection `conn` and the open file `file`
