@@ -940,6 +940,15 @@ pub(crate) trait State<Data>: Send + Sync {
         Err(Error::HandshakeNotComplete)
     }
 
+    /// wharf patch: issue `_count` TLS 1.3 session tickets after the handshake.
+    fn send_tls13_tickets(
+        &mut self,
+        _cx: &mut Context<'_, Data>,
+        _count: usize,
+    ) -> Result<(), Error> {
+        Err(Error::HandshakeNotComplete)
+    }
+
     fn handle_decrypt_error(&self) {}
 
     fn into_external_state(self: Box<Self>) -> Result<Box<dyn KernelState + 'static>, Error> {

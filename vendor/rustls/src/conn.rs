@@ -1299,6 +1299,21 @@ impl<Data> ConnectionCore<Data> {
             Err(e) => Err(e.clone()),
         }
     }
+
+    /// wharf patch: see `ServerConnection::send_tls13_tickets`.
+    pub(crate) fn send_tls13_tickets(&mut self, count: usize) -> Result<(), Error> {
+        match &mut self.state {
+            Ok(st) => st.send_tls13_tickets(
+                &mut Context {
+                    common: &mut self.common_state,
+                    data: &mut self.data,
+                    sendable_plaintext: None,
+                },
+                count,
+            ),
+            Err(e) => Err(e.clone()),
+        }
+    }
 }
 
 /// Data specific to the peer's side (client or server).

@@ -707,6 +707,27 @@ mod connection {
             self.inner.core.data.resumption_data = data.into();
         }
 
+        /// Issues `count` new TLS 1.3 session tickets on an established connection (a
+        /// NewSessionTicket message each, queued for `write_tls`), built exactly like the
+        /// ones sent at the end of the handshake (they carry the resumption data set with
+        /// [`Self::set_resumption_data`]).
+        ///
+        /// This is a patch carried by wharf (`vendor/rustls`): clients that use each
+        /// ticket once need fresh ones before each connection that resumes this session.
+        ///
+        /// Fails with [`Error::HandshakeNotComplete`] while handshaking, and with
+        /// [`Error::General`] for a TLS 1.2 (or QUIC) connection, which has no such message.
+        pub fn send_tls13_tickets(&mut self, count: usize) -> Result<(), Error> {
+            let common = &self.inner.core.common_state;
+            if common.is_handshaking() {
+                return Err(Error::HandshakeNotComplete);
+            }
+            if common.negotiated_version != Some(crate::enums::ProtocolVersion::TLSv1_3) || common.is_quic() {
+                return Err(Error::General("TLS 1.3 tickets need a TLS 1.3 connection".into()));
+            }
+            self.inner.core.send_tls13_tickets(count)
+        }
+
         /// Explicitly discard early data, notifying the client
         ///
         /// Useful if invariants encoded in `received_resumption_data()` cannot be respected.

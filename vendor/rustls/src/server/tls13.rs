@@ -16,7 +16,7 @@ use crate::conn::ConnectionRandoms;
 use crate::conn::kernel::{Direction, KernelContext, KernelState};
 use crate::enums::{AlertDescription, ContentType, HandshakeType, ProtocolVersion};
 use crate::error::{Error, InvalidMessage, PeerIncompatible, PeerMisbehaved};
-use crate::hash_hs::HandshakeHash;
+use crate::hash_hs::{HandshakeHash, HandshakeHashBuffer};
 use crate::log::{debug, trace, warn};
 use crate::msgs::codec::{Codec, Reader};
 use crate::msgs::enums::KeyUpdateRequest;
@@ -1434,6 +1434,11 @@ impl State<ServerConnectionData> for ExpectFinished {
             false => Box::new(ExpectTraffic {
                 key_schedule: key_schedule_traffic,
                 _fin_verified: fin,
+                tickets: Tickets {
+                    config: self.config,
+                    suite: self.suite,
+                    resumption,
+                },
             }),
         })
     }
@@ -1447,6 +1452,16 @@ impl State<ServerConnectionData> for ExpectFinished {
 struct ExpectTraffic {
     key_schedule: KeyScheduleTraffic,
     _fin_verified: verify::FinishedMessageVerified,
+    /// wharf patch: what issuing tickets after the handshake needs.
+    tickets: Tickets,
+}
+
+/// wharf patch: the session's resumption secret and configuration, kept so that
+/// `ServerConnection::send_tls13_tickets` can issue tickets after the handshake.
+struct Tickets {
+    config: Arc<ServerConfig>,
+    suite: &'static Tls13CipherSuite,
+    resumption: KeyScheduleResumption,
 }
 
 impl ExpectTraffic {
@@ -1523,6 +1538,24 @@ impl State<ServerConnectionData> for ExpectTraffic {
     fn send_key_update_request(&mut self, common: &mut CommonState) -> Result<(), Error> {
         self.key_schedule
             .request_key_update_and_update_encrypter(common)
+    }
+
+    fn send_tls13_tickets(&mut self, cx: &mut ServerContext<'_>, count: usize) -> Result<(), Error> {
+        // Post-handshake messages are not part of the handshake transcript: the flight's
+        // transcript is a throwaway one.
+        let mut transcript = HandshakeHashBuffer::new().start_hash(self.tickets.suite.common.hash_provider);
+        let mut flight = HandshakeFlightTls13::new(&mut transcript);
+        for _ in 0..count {
+            ExpectFinished::emit_ticket(
+                &mut flight,
+                self.tickets.suite,
+                cx,
+                &self.tickets.resumption,
+                &self.tickets.config,
+            )?;
+        }
+        flight.finish(cx.common);
+        Ok(())
     }
 
     fn into_external_state(self: Box<Self>) -> Result<Box<dyn KernelState + 'static>, Error> {
