@@ -225,6 +225,9 @@ pub struct Pump {
     draining: Option<(End, u64)>,
     done: bool,
     inputs: VecDeque<Input<'static>>,
+    /// A handshake-only pump ([`Pump::handshake_only`]) and, once it stopped, how the
+    /// handshake went wrong (`None`: complete, or not yet).
+    prepare: Option<Option<End>>,
 }
 
 impl std::fmt::Debug for Pump {
@@ -349,6 +352,7 @@ impl Pump {
             draining: None,
             done: false,
             inputs: VecDeque::new(),
+            prepare: None,
         };
         match spec.source {
             Source::Bytes(body) => {
@@ -360,6 +364,51 @@ impl Pump {
             other => pump.source = other,
         }
         pump
+    }
+
+    /// A pump that only runs a `PROT P` data connection's TLS handshake, before the
+    /// transfer command arrives (clients such as aioftp handshake first and send RETR
+    /// after): see [`crate::Action::PrepareTransfer`]. It reports nothing to the session
+    /// and has no timers; `run` ends with `Done` when the handshake is complete, has
+    /// failed, or [`Self::abort`] was called, and the connection stays open for the
+    /// transfer, whose pump takes this one's TLS over with [`Self::adopt`].
+    pub fn handshake_only(tls: DataTls, now: Instant) -> Pump {
+        let spec = PumpSpec {
+            source: Source::Bytes(Vec::new()),
+            ascii: false,
+            tls: Some(tls),
+            rate_limit: None,
+            max_bytes: None,
+            stall: Duration::ZERO,
+            min_rate: None,
+        };
+        let mut pump = Pump::new(TransferId(0), spec, now);
+        pump.prepare = Some(None);
+        pump
+    }
+
+    /// Whether this is a [`Self::handshake_only`] pump.
+    pub fn is_handshake_only(&self) -> bool {
+        self.prepare.is_some()
+    }
+
+    /// Takes over the TLS connection (handshake state, ciphertext read ahead, a failure)
+    /// of the [`Self::handshake_only`] pump that ran on this transfer's data connection
+    /// (before the first `run`). A transfer without TLS, or a pump of another kind, takes
+    /// nothing.
+    pub fn adopt(&mut self, mut prepared: Pump) {
+        let Some(failed) = prepared.prepare.take() else {
+            return;
+        };
+        if self.tls.is_none() || self.done {
+            return;
+        }
+        if let Some(tls) = prepared.tls.take() {
+            self.tls = Some(tls);
+        }
+        if let Some(end) = failed {
+            self.ending = Some(end);
+        }
     }
 
     /// The transfer this pump runs.
@@ -436,7 +485,7 @@ impl Pump {
     /// When [`Self::handle_timeout`] must run next: the stall deadline, the end of the
     /// minimum-rate window, the end of a pacing pause.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done {
+        if self.done || self.prepare.is_some() {
             return None;
         }
         let stall = Some(self.last_activity + self.stall);
@@ -450,7 +499,7 @@ impl Pump {
     /// Fires what is due: a stalled or too slow transfer ends (at the next `run`, which
     /// the driver makes at once: `Run::Done` needs no I/O); a pacing pause is over.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.done || self.ending.is_some() {
+        if self.done || self.ending.is_some() || self.prepare.is_some() {
             return;
         }
         if self.paused_until.is_some_and(|t| t <= now) {
@@ -507,6 +556,9 @@ impl Pump {
             return Run::Done;
         }
         self.allocate();
+        if self.prepare.is_some() {
+            return self.run_handshake_only(now, io);
+        }
         let start = self.bytes;
         let run = loop {
             if self.ending.is_some() {
@@ -542,6 +594,39 @@ impl Pump {
         run
     }
 
+    /// [`Self::run`] for a [`Self::handshake_only`] pump: handshake until it is complete
+    /// (and its last flight written), fails, or the pump is aborted.
+    fn run_handshake_only(&mut self, now: Instant, io: &mut dyn DataIo) -> Run {
+        loop {
+            let handshaking = match &self.tls {
+                Some(t) => t.conn.is_handshaking(),
+                None => false,
+            };
+            let step = match (self.ending.take(), handshaking) {
+                (Some(_), _) => break,
+                (None, true) => self.handshake(now, io),
+                (None, false) => match self.tls_flush(now, io) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => break,
+                    Err(stop) => Err(stop),
+                },
+            };
+            match step {
+                Ok(()) => {}
+                Err(Stop::Blocked(run)) => return run,
+                Err(Stop::Over(end)) => {
+                    if matches!(end, End::Tls(_)) {
+                        self.tls_flush_best_effort(now, io);
+                    }
+                    self.prepare = Some(Some(end));
+                    break;
+                }
+            }
+        }
+        self.done = true;
+        Run::Done
+    }
+
     /// Sets how the transfer ends; a failure under TLS first sends the alert rustls
     /// queued (best effort).
     fn end_with(&mut self, end: End) {
@@ -575,7 +660,11 @@ impl Pump {
             // An upload reads ciphertext ahead a buffer at a time; a download reads only
             // the handshake (and perhaps the client's close_notify).
             let read_ahead = if upload { size } else { 16 * 1024 };
-            t.cipher = vec![0; read_ahead.max(16 * 1024)];
+            // Grown, never cut: a handshake-only pump's read-ahead may hold bytes.
+            let size = read_ahead.max(16 * 1024);
+            if t.cipher.len() < size {
+                t.cipher.resize(size, 0);
+            }
         }
     }
 

@@ -573,6 +573,43 @@ impl TlsLayer {
         }
     }
 
+    /// The token of the control session whose TLS session this one resumed (TLS 1.3; a
+    /// control connection never resumes a TLS 1.2 session ID, see `ControlSessions`).
+    pub(crate) fn resumed_token(&self) -> Option<&[u8]> {
+        match &*self.state {
+            LayerState::Open { conn, .. }
+                if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) =>
+            {
+                conn.received_resumption_data()
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues `n` fresh TLS 1.3 session tickets onto `wire` (nothing under TLS 1.2, whose
+    /// clients reuse their session, nor before the handshake or after CCC). A data
+    /// connection is about to open: clients that use each ticket once (rustls, OpenSSL
+    /// for TLS 1.3) then always hold one to resume this session with. Returns how many
+    /// were queued.
+    pub(crate) fn send_tickets(&mut self, n: usize, wire: &mut Vec<u8>) -> usize {
+        if self.closing.is_some() {
+            return 0;
+        }
+        let LayerState::Open { conn, .. } = &mut *self.state else {
+            return 0;
+        };
+        if conn.is_handshaking()
+            || conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
+        {
+            return 0;
+        }
+        if conn.send_tls13_tickets(n).is_err() {
+            return 0;
+        }
+        self.flush(wire);
+        n
+    }
+
     /// The client's certificate (the leaf), verified by the configuration's client
     /// verifier, once the handshake is complete.
     pub(crate) fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
@@ -710,6 +747,9 @@ pub struct DataTls {
     peer_closed: bool,
     /// The token of the session a TLS 1.2 handshake resumed (see `note_resumed`).
     resumed: Option<[u8; 16]>,
+    /// Where the sessions of the client's other control connections are known (see
+    /// [`crate::policy::logins`]); without it, only `expect` itself binds.
+    logins: Option<Arc<crate::policy::ServerPolicy>>,
     /// The connection must carry a client certificate (`ClientCertificates::Require`).
     client_certificate: bool,
 }
@@ -729,8 +769,16 @@ impl DataTls {
             failed: false,
             peer_closed: false,
             resumed: None,
+            logins: None,
             client_certificate,
         })
+    }
+
+    /// Also accepts the session of another control connection of the same client: same
+    /// family of resumed sessions, address and user, as `policy`'s table says.
+    pub(crate) fn with_logins(mut self, policy: Arc<crate::policy::ServerPolicy>) -> DataTls {
+        self.logins = Some(policy);
+        self
     }
 
     /// Reads ciphertext from `rd`. `Ok(0)`: `rd` is at end-of-stream (see
@@ -799,7 +847,11 @@ impl DataTls {
                     Some(data) => Some(data),
                     None => self.resumed.as_ref().map(|t| &t[..]),
                 };
-                presented == Some(&token[..])
+                match (presented, &self.logins) {
+                    (None, _) => false,
+                    (Some(p), None) => p == &token[..],
+                    (Some(p), Some(logins)) => logins.tls_vouches(token, p),
+                }
             }
             _ => false,
         }

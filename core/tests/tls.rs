@@ -251,6 +251,16 @@ impl Ftps {
         (xfer, Started { file, pump })
     }
 
+    /// EPSV (or PASV), answered: its reply.
+    fn passive(&mut self, cmd: &str) -> String {
+        tls_command(&mut self.h, &mut self.c, &mut self.seen, cmd);
+        let Some(&Action::ListenData { conn, .. }) = self.h.actions.last() else {
+            panic!("no ListenData: {:?}", self.h.actions)
+        };
+        self.h.input(Input::DataListening { conn, port: 50000 });
+        self.replies()
+    }
+
     /// Reports a transfer's end; returns the replies.
     fn done(&mut self, xfer: wharf_core::TransferId, outcome: TransferOutcome) -> String {
         self.h.input(Input::TransferDone { xfer, outcome });
@@ -535,11 +545,13 @@ fn prot_p_transfers_both_ways_through_data_tls() {
     }
 }
 
-/// Data connections issue no TLS 1.3 tickets (a ticket in flight when a client closes an
-/// upload is how uploads get lost); control connections issue
-/// `CONTROL_TLS13_TICKETS`, and a rustls client can run that many transfers.
+/// rustls clients use each TLS 1.3 ticket once. Data connections send none (a ticket in
+/// flight when a client closes an upload loses it); the control connection sends
+/// `CONTROL_TLS13_TICKETS` at the handshake and one fresh ticket with every reply that
+/// opens a data channel under `PROT P`, so a rustls client runs any number of transfers
+/// on one login, each resuming.
 #[test]
-fn data_connections_send_no_tickets() {
+fn a_fresh_ticket_for_every_data_connection() {
     let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
     let store = Arc::new(CountingStore {
         inner: rustls::client::ClientSessionMemoryCache::new(64),
@@ -551,7 +563,8 @@ fn data_connections_send_no_tickets() {
     let mut s = Ftps::login(site(tls), &client);
     assert_eq!(store.tickets(), wharf_core::tls::CONTROL_TLS13_TICKETS);
     s.h.storage.add_file("/f", b"body");
-    for i in 0..wharf_core::tls::CONTROL_TLS13_TICKETS {
+    let transfers = 50;
+    for i in 0..transfers {
         let (xfer, spec) = s.transfer(if i % 2 == 0 { "RETR f" } else { "STOR g" });
         let mut data = connect(&client);
         let peer = match i % 2 {
@@ -568,11 +581,21 @@ fn data_connections_send_no_tickets() {
         );
         assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
     }
+    let after = wharf_core::tls::CONTROL_TLS13_TICKETS + transfers;
     assert_eq!(
         store.tickets(),
-        wharf_core::tls::CONTROL_TLS13_TICKETS,
-        "no data connection sent a ticket"
+        after,
+        "one per PASV, none from data connections"
     );
+    // EPSV, PORT and EPRT bring one too; nothing does under PROT C.
+    assert!(s.passive("EPSV").starts_with("229 "));
+    s.expect("PORT 192,0,2,7,200,10", "200 ");
+    s.expect("EPRT |1|192.0.2.7|50000|", "200 ");
+    assert_eq!(store.tickets(), after + 3);
+    s.expect("PROT C", "200 ");
+    assert!(s.passive("EPSV").starts_with("229 "));
+    s.expect("PORT 192,0,2,7,200,10", "200 ");
+    assert_eq!(store.tickets(), after + 3);
 }
 
 #[test]
@@ -1399,5 +1422,204 @@ fn refused_pbsz_and_prot_change_nothing_and_521_spends_rest() {
     assert!(
         pump.tls().is_some(),
         "a refused PROT changed the protection level"
+    );
+}
+
+/// The login-binding table: rclone runs several control connections with one TLS
+/// session cache, so a data connection may present the session of another control
+/// connection of the same client. A connection whose TLS session descends from the same
+/// full handshake (it resumed it), of the same user and address, vouches for it; a
+/// client of the same user and address with a handshake of its own does not, nor does
+/// one from another address.
+#[test]
+fn a_data_connection_may_resume_another_control_connection_of_the_same_client() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let mut server = wharf_core::Server::new(Arc::new(cfg), 0, 1, 100);
+    let now = harness::origin();
+    let mut join = |peer: &str, config: &Arc<rustls::ClientConfig>| {
+        let h = Harness::accept(&mut server, peer, now).expect("admitted");
+        Ftps::login(h, config)
+    };
+    let shared = client_config(&der, &rustls::version::TLS13);
+    let mut a = join(harness::PEER, &shared);
+    let mut b = join(harness::PEER, &shared);
+    assert_eq!(b.c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    let other_client = client_config(&der, &rustls::version::TLS13);
+    let mut thief = join(harness::PEER, &other_client);
+    assert_eq!(thief.c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    let away = client_config(&der, &rustls::version::TLS13);
+    let _a_away = join("198.51.100.9:40000", &away);
+    // `away` resumes the session `a`'s family began, from another address.
+    let away_store = away.clone();
+    a.h.storage.add_file("/f", b"shared");
+
+    // (whose ticket the client presents, the client configuration, accepted?)
+    let cases: [(&mut Ftps, &Arc<rustls::ClientConfig>, bool); 2] =
+        [(&mut b, &shared, true), (&mut thief, &other_client, false)];
+    for (issuer, config, accepted) in cases {
+        let (xfer, spec) = a.transfer("RETR f");
+        // The ticket issuer's EPSV makes its fresh ticket the client's newest.
+        assert!(issuer.passive("EPSV").starts_with("229 "));
+        let mut data = connect(config);
+        let seen = run_tls_transfer(&mut a.h, spec, &mut data, Peer::Download);
+        assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        let r = a.done(xfer, seen.outcome.clone());
+        match accepted {
+            true => {
+                assert_eq!(seen.received, b"shared");
+                assert!(r.starts_with("226 "), "{r}");
+            }
+            false => {
+                assert!(seen.received.is_empty(), "nothing reaches the thief");
+                assert!(
+                    r.starts_with("522 ") && r.contains("require_tls_session_reuse"),
+                    "{r}"
+                );
+            }
+        }
+    }
+    // The same family from another address: refused.
+    let (xfer, spec) = a.transfer("RETR f");
+    let mut data = connect(&away_store);
+    let seen = run_tls_transfer(&mut a.h, spec, &mut data, Peer::Download);
+    assert!(seen.received.is_empty());
+    assert!(a.done(xfer, seen.outcome).starts_with("522 "));
+    // Once `b` is gone, its session vouches for nothing.
+    let (xfer, spec) = a.transfer("RETR f");
+    assert!(b.passive("EPSV").starts_with("229 "));
+    drop(b);
+    let mut data = connect(&shared);
+    let seen = run_tls_transfer(&mut a.h, spec, &mut data, Peer::Download);
+    assert!(seen.received.is_empty());
+    assert!(a.done(xfer, seen.outcome).starts_with("522 "));
+}
+
+/// Runs a handshake-only pump against `client` until it is done or `rounds` exchanges
+/// have passed (0: run until done).
+fn run_prepare(pump: &mut Pump, client: &mut rustls::ClientConnection, rounds: usize) {
+    let mut io = harness::MemIo {
+        incoming: Vec::new(),
+        incoming_eof: false,
+        outgoing: Vec::new(),
+        shut: false,
+        file: None,
+    };
+    for round in 0.. {
+        if rounds > 0 && round == rounds {
+            return;
+        }
+        while client.wants_write() {
+            client.write_tls(&mut io.incoming).unwrap();
+        }
+        let run = pump.run(harness::origin(), &mut io, 1 << 20);
+        let out = std::mem::take(&mut io.outgoing);
+        let mut rd = &out[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+            let _ = client.process_new_packets();
+        }
+        assert!(
+            pump.poll_input().is_none(),
+            "a handshake-only pump reports nothing"
+        );
+        assert_eq!(pump.poll_timeout(), None);
+        if run == wharf_core::Run::Done {
+            assert!(rounds == 0, "done early");
+            return;
+        }
+        assert!(round < 100, "the handshake never ended");
+    }
+}
+
+/// The passive connection `Ftps::transfer` would make, accepted before any command:
+/// the `PrepareTransfer` pump the session asks for.
+fn accept_early(s: &mut Ftps) -> Box<Pump> {
+    assert!(s.passive("PASV").starts_with("227 "));
+    let Some(&Action::ListenData { conn, .. }) = s.h.actions.last() else {
+        panic!("no ListenData: {:?}", s.h.actions)
+    };
+    let peer = "192.0.2.7:40001".parse().unwrap();
+    s.h.input(Input::DataAccepted { conn, peer });
+    match s.h.actions.pop() {
+        Some(Action::PrepareTransfer { conn: c, pump }) if c == conn => pump,
+        other => panic!("no PrepareTransfer: {other:?}"),
+    }
+}
+
+/// aioftp completes the data connection's TLS handshake before it sends RETR or STOR:
+/// the session runs it on the accepted connection at once (a handshake-only pump), and
+/// the transfer's pump adopts it, whether complete or halfway; a connection that fails
+/// the binding during it gets its `522` at the command.
+#[test]
+fn a_data_handshake_before_the_command_is_answered_and_adopted() {
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let config = client_config(&der, &rustls::version::TLS13);
+    let mut s = Ftps::login(site(tls), &config);
+    s.h.storage.add_file("/f", b"early bird");
+    // PROT C: nothing to prepare.
+    s.expect("PROT C", "200 ");
+    assert!(s.passive("PASV").starts_with("227 "));
+    let Some(&Action::ListenData { conn, .. }) = s.h.actions.last() else {
+        panic!()
+    };
+    let peer = "192.0.2.7:40001".parse().unwrap();
+    s.h.input(Input::DataAccepted { conn, peer });
+    assert!(!matches!(
+        s.h.actions.last(),
+        Some(Action::PrepareTransfer { .. })
+    ));
+    s.expect("ABOR", "2");
+    s.expect("PROT P", "200 ");
+
+    // (rounds of the early handshake: 0 = to the end, 1 = the ClientHello only)
+    for (rounds, upload) in [(0, false), (1, false), (0, true)] {
+        let mut prepared = accept_early(&mut s);
+        assert!(prepared.is_handshake_only());
+        let mut data = connect(&config);
+        run_prepare(&mut prepared, &mut data, rounds);
+        // After one exchange the server has not read the client's Finished.
+        let server_done = !prepared.tls().unwrap().is_handshaking();
+        assert_eq!(server_done, rounds == 0, "rounds {rounds}");
+        let cmd = if upload { "STOR up" } else { "RETR f" };
+        let r = tls_command(&mut s.h, &mut s.c, &mut s.seen, cmd);
+        assert!(r.starts_with("150 "), "{r}");
+        let (xfer, file, mut pump) = s.h.take_transfer();
+        pump.adopt(*prepared);
+        let peer = match upload {
+            false => Peer::Download,
+            true => Peer::Upload {
+                body: b"early upload",
+                close_notify: true,
+            },
+        };
+        let seen = run_tls_transfer(&mut s.h, Started { file, pump }, &mut data, peer);
+        assert_eq!(data.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert!(s.done(xfer, seen.outcome).starts_with("226 "));
+        match upload {
+            false => assert_eq!(seen.received, b"early bird"),
+            true => assert_eq!(
+                s.h.storage.read_file("/up").as_deref(),
+                Some(&b"early upload"[..])
+            ),
+        }
+    }
+
+    // A stranger's session (its own full handshake) fails the binding early; the
+    // command gets the 522 and nothing of the file.
+    let mut prepared = accept_early(&mut s);
+    let mut thief = connect(&client_config(&der, &rustls::version::TLS13));
+    run_prepare(&mut prepared, &mut thief, 0);
+    let r = tls_command(&mut s.h, &mut s.c, &mut s.seen, "RETR f");
+    assert!(r.starts_with("150 "), "{r}");
+    let (xfer, file, mut pump) = s.h.take_transfer();
+    pump.adopt(*prepared);
+    let seen = run_tls_transfer(&mut s.h, Started { file, pump }, &mut thief, Peer::Download);
+    assert!(seen.received.is_empty());
+    let r = s.done(xfer, seen.outcome);
+    assert!(
+        r.starts_with("522 ") && r.contains("require_tls_session_reuse"),
+        "{r}"
     );
 }

@@ -344,6 +344,30 @@ fn port_and_eprt_refuse_bounces() {
     );
 }
 
+/// lftp over IPv6 sends `EPRT |2|::|port|`: the unspecified address names no host but
+/// the client's own, in either command and family. A privileged port stays refused.
+#[test]
+fn the_unspecified_address_means_the_client() {
+    for (cmd, port) in [
+        ("EPRT |2|::|40001|", 40001),
+        ("EPRT |1|0.0.0.0|40002|", 40002),
+        ("PORT 0,0,0,0,156,67", 40003),
+    ] {
+        let mut h = Harness::new();
+        h.storage.add_file("/hello.txt", b"hello world\n");
+        h.login();
+        h.expect("EPRT |2|::|21|", "504 ");
+        h.expect(cmd, "200 ");
+        let r = h.send("RETR hello.txt");
+        assert!(r.ends_with("226 Transfer complete.\r\n"), "{cmd}: {r}");
+        let target = h.actions.iter().find_map(|a| match a {
+            Action::ConnectData { target, .. } => Some(target.to_string()),
+            _ => None,
+        });
+        assert_eq!(target, Some(format!("192.0.2.7:{port}")), "{cmd}");
+    }
+}
+
 #[test]
 fn retr_over_port_connects_to_the_client() {
     let mut h = Harness::new();

@@ -35,6 +35,13 @@ pub(crate) enum DataState {
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
     /// FIN) wait in the kernel until the transfer starts.
     Idle(TcpStream),
+    /// A `PROT P` connection whose TLS handshake a handshake-only pump ran
+    /// (`PrepareTransfer`) before its transfer: the pump waits for `StartTransfer`.
+    Prepared {
+        stream: TcpStream,
+        pump: Box<Pump>,
+    },
+    /// A transfer, or a handshake-only pump (`PrepareTransfer`) until it is done.
     Transferring(Box<Transfer>),
     /// Only while moving from one state to the next.
     Empty,
@@ -190,6 +197,23 @@ impl Shard {
         }
     }
 
+    /// `PrepareTransfer`: the handshake-only pump runs on the idle connection now.
+    pub(crate) fn prepare_transfer(&mut self, key: usize, conn: DataConnId, pump: Box<Pump>) {
+        let idle = self
+            .find_data(key, conn)
+            .filter(|&d| matches!(self.data[d].state, DataState::Idle(_)));
+        let Some(dkey) = idle else {
+            return;
+        };
+        let d = &mut self.data[dkey];
+        let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
+            unreachable!("checked above")
+        };
+        let file = None;
+        d.state = DataState::Transferring(Box::new(Transfer { stream, pump, file }));
+        self.queue_data(dkey);
+    }
+
     pub(crate) fn start_transfer(
         &mut self,
         key: usize,
@@ -197,10 +221,14 @@ impl Shard {
         file: Option<FileHandle>,
         mut pump: Box<Pump>,
     ) -> Option<Input<'static>> {
-        let idle = self
+        let ready = self
             .find_data(key, conn)
-            .filter(|&d| matches!(self.data[d].state, DataState::Idle(_)));
-        let Some(dkey) = idle else {
+            .filter(|&d| match &self.data[d].state {
+                DataState::Idle(_) | DataState::Prepared { .. } => true,
+                DataState::Transferring(t) => t.pump.is_handshake_only(),
+                _ => false,
+            });
+        let Some(dkey) = ready else {
             self.close_data_by_id(key, conn);
             return Some(pump.connection_missing());
         };
@@ -208,9 +236,16 @@ impl Shard {
         let file = file.and_then(|h| self.conns[key].files.take(h).map(|f| (h, f)));
         pump.set_buffer_size(self.limits.buffer);
         let d = &mut self.data[dkey];
-        let DataState::Idle(stream) = std::mem::replace(&mut d.state, DataState::Empty) else {
-            unreachable!("checked above")
+        let (stream, prepared) = match std::mem::replace(&mut d.state, DataState::Empty) {
+            DataState::Idle(stream) => (stream, None),
+            DataState::Prepared { stream, pump } => (stream, Some(pump)),
+            DataState::Transferring(t) => (t.stream, Some(t.pump)),
+            _ => unreachable!("checked above"),
         };
+        if let Some(prepared) = prepared {
+            // A handshake still in progress simply goes on in the transfer's pump.
+            pump.adopt(*prepared);
+        }
         d.state = DataState::Transferring(Box::new(Transfer { stream, pump, file }));
         self.queue_data(dkey);
         None
@@ -264,7 +299,9 @@ impl Shard {
                 let _ = reg.deregister(&mut listener);
                 None
             }
-            DataState::Connecting(mut s) | DataState::Idle(mut s) => {
+            DataState::Connecting(mut s)
+            | DataState::Idle(mut s)
+            | DataState::Prepared { stream: mut s, .. } => {
                 let _ = reg.deregister(&mut s);
                 None
             }
@@ -414,6 +451,15 @@ impl Shard {
         let run = t.pump.run(Instant::now(), &mut wire, budget);
         let inputs: Vec<_> = std::iter::from_fn(|| t.pump.poll_input()).collect();
         match run {
+            Run::Done if t.pump.is_handshake_only() => {
+                // The connection stays for the transfer, with the pump's TLS.
+                let DataState::Transferring(t) = std::mem::replace(&mut d.state, DataState::Empty)
+                else {
+                    unreachable!("matched above")
+                };
+                let Transfer { stream, pump, .. } = *t;
+                d.state = DataState::Prepared { stream, pump };
+            }
             Run::Done => self.finish_transfer(dkey),
             Run::Yield => self.queue_data(dkey),
             _ => {

@@ -478,6 +478,7 @@ impl Shard {
             } => inputs.extend(self.start_transfer(key, conn, file, pump)),
             Action::AbortTransfer { xfer } => inputs.extend(self.abort_transfer(key, xfer)),
             Action::CloseData { conn } => self.close_data_by_id(key, conn),
+            Action::PrepareTransfer { conn, pump } => self.prepare_transfer(key, conn, pump),
             Action::Close => self.conns[key].closing = true,
             Action::Log(record) => {
                 if let Some(sink) = &self.log {

@@ -52,6 +52,14 @@ pub(crate) enum DataState {
         stream: Arc<Async<TcpStream>>,
         _watch: Task<()>,
     },
+    /// A `PROT P` connection whose TLS handshake a handshake-only pump runs in `task`
+    /// (`PrepareTransfer`) before its transfer; dropping `stop` makes the task hand the
+    /// pump back at once (it also does when the handshake is over).
+    Preparing {
+        stream: Arc<Async<TcpStream>>,
+        task: Task<Box<Pump>>,
+        _stop: Sender<()>,
+    },
     /// A transfer runs in its own task; dropping `stop` tells it to end.
     Transferring {
         xfer: TransferId,
@@ -116,6 +124,46 @@ async fn watch_idle(stream: Arc<Async<TcpStream>>, conn: DataConnId, events: Eve
     if has_pending_error(stream.get_ref()) {
         let error = DataError::Io("data connection failed".into());
         let _ = report(&events, Event::Failed { conn, error }).await;
+    }
+}
+
+/// Runs a handshake-only pump (`PrepareTransfer`) until the handshake is over or
+/// `stop` closes, and hands the pump back for the transfer to adopt.
+async fn run_handshake(
+    stream: Arc<Async<TcpStream>>,
+    mut pump: Box<Pump>,
+    stop: Receiver<()>,
+) -> Box<Pump> {
+    loop {
+        if stop.is_closed() {
+            pump.abort();
+        }
+        let mut wire = Wire {
+            socket: stream.get_ref(),
+            file: None,
+            sendfile: false,
+        };
+        // A panic leaves the pump to the transfer, whose own run reports it.
+        let run = match wharf_net::catch(|| pump.run(Instant::now(), &mut wire, usize::MAX)) {
+            Ok(run) => run,
+            Err(_) => return pump,
+        };
+        let ready = async {
+            match run {
+                Run::Done => return false,
+                Run::Readable => drop(stream.readable().await),
+                Run::Writable => drop(stream.writable().await),
+                _ => smol::future::yield_now().await,
+            }
+            true
+        };
+        let halt = async {
+            let _ = stop.recv().await;
+            true
+        };
+        if !ready.or(halt).await {
+            return pump;
+        }
     }
 }
 
@@ -363,7 +411,10 @@ impl Driver {
         let Some(i) = self.find(conn) else {
             return;
         };
-        if matches!(self.data[i].state, DataState::Transferring { .. }) {
+        if matches!(
+            self.data[i].state,
+            DataState::Transferring { .. } | DataState::Preparing { .. }
+        ) {
             return; // a stale watch report; the transfer reports for itself
         }
         self.data.swap_remove(i);
@@ -377,9 +428,12 @@ impl Driver {
         file: Option<FileHandle>,
         mut pump: Box<Pump>,
     ) -> Option<Input<'static>> {
-        let idle = self
-            .find(conn)
-            .filter(|&i| matches!(self.data[i].state, DataState::Idle { .. }));
+        let idle = self.find(conn).filter(|&i| {
+            matches!(
+                self.data[i].state,
+                DataState::Idle { .. } | DataState::Preparing { .. }
+            )
+        });
         let Some(i) = idle else {
             if let Some(i) = self.find(conn) {
                 self.data.swap_remove(i);
@@ -395,22 +449,48 @@ impl Driver {
             stop: Some(stop_tx),
             report: true,
         };
-        let DataState::Idle { stream, .. } = std::mem::replace(&mut self.data[i].state, state)
-        else {
-            unreachable!("checked above")
+        let (stream, prepared) = match std::mem::replace(&mut self.data[i].state, state) {
+            DataState::Idle { stream, .. } => (stream, None),
+            // Dropping `stop` hands the pump back at once.
+            DataState::Preparing { stream, task, .. } => (stream, Some(task)),
+            _ => unreachable!("checked above"),
         };
         // The watch task was dropped with the idle state, so the stream is ours alone
         // (or soon is); sharing the `Arc` meanwhile is harmless.
-        let task = run_transfer(
-            stream,
-            pump,
-            file,
-            stop_rx,
-            self.ctx.clone(),
-            self.events.clone(),
-        );
+        let (ctx, events) = (self.ctx.clone(), self.events.clone());
+        let task = async move {
+            if let Some(prepared) = prepared {
+                pump.adopt(*prepared.await);
+            }
+            run_transfer(stream, pump, file, stop_rx, ctx, events).await
+        };
         self.ctx.ex.spawn(task).detach();
         None
+    }
+
+    /// `PrepareTransfer`: the handshake-only pump runs on the idle connection now.
+    pub(crate) fn prepare_transfer(&mut self, conn: DataConnId, pump: Box<Pump>) {
+        let Some(i) = self
+            .find(conn)
+            .filter(|&i| matches!(self.data[i].state, DataState::Idle { .. }))
+        else {
+            return;
+        };
+        let DataState::Idle { stream, .. } = &self.data[i].state else {
+            return;
+        };
+        let stream = stream.clone();
+        let (stop, stop_rx) = smol::channel::bounded(1);
+        let task = self
+            .ctx
+            .ex
+            .spawn(run_handshake(stream.clone(), pump, stop_rx));
+        // The idle watch goes with the idle state.
+        self.data[i].state = DataState::Preparing {
+            stream,
+            task,
+            _stop: stop,
+        };
     }
 
     /// Tells a running transfer to stop; its pump ends it at once (or it had ended).

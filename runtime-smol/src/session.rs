@@ -407,6 +407,10 @@ impl Driver {
                 self.close_data(conn);
                 None
             }
+            Action::PrepareTransfer { conn, pump } => {
+                self.prepare_transfer(conn, pump);
+                None
+            }
             Action::Close => {
                 self.closing = true;
                 None

@@ -171,7 +171,8 @@ impl Conn {
                 let _ = self.ctl.shutdown(std::net::Shutdown::Both);
                 None
             }
-            Action::Log(_) => None,
+            // Optional: the transfer's pump runs the handshake instead.
+            Action::Log(_) | Action::PrepareTransfer { .. } => None,
         }
     }
 }

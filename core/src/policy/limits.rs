@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::bans::{BanTable, LogonRestrictions, Verdict};
 use super::ip::IpRules;
+use super::logins::{TlsLogins, Token};
 use crate::live::Live;
 use crate::path::VPath;
 
@@ -69,6 +70,9 @@ pub struct ServerPolicy {
     site_ids: Mutex<BTreeMap<Box<str>, u32>>,
     /// Storage paths being written in place (APPE, REST+STOR), with their writers.
     uploads: Mutex<BTreeMap<VPath, u32>>,
+    /// Control connections with TLS, for the data connections that resume another
+    /// connection's session of the same login.
+    tls_logins: Mutex<TlsLogins>,
 }
 
 /// Never panics on a poisoned mutex: the tables stay usable (each update is one step).
@@ -178,6 +182,13 @@ impl ServerPolicy {
             .unwrap_or(0)
     }
 
+    /// Whether a data connection of the control session `own` that resumed a TLS
+    /// session carrying `presented` is that session's client: `presented` is `own`, or
+    /// the token of a control connection of the same client (see [`super::logins`]).
+    pub fn tls_vouches(&self, own: &Token, presented: &[u8]) -> bool {
+        presented == own || lock(&self.tls_logins).vouches(own, presented)
+    }
+
     /// Whether a storage path is being written in place by some session.
     pub fn upload_in_progress(&self, path: &VPath) -> bool {
         lock(&self.uploads).contains_key(path)
@@ -221,6 +232,9 @@ pub struct Slot {
     /// within its memory budget).
     site: Option<u32>,
     upload: Option<VPath>,
+    /// The session's TLS binding token once its control handshake is complete (it is in
+    /// the policy's table of TLS logins until the slot goes).
+    tls: Option<Box<Token>>,
 }
 
 impl Slot {
@@ -239,6 +253,7 @@ impl Slot {
             user: None,
             site: None,
             upload: None,
+            tls: None,
         })
     }
 
@@ -250,6 +265,9 @@ impl Slot {
     /// A session counts for one user at a time.
     pub fn take_user(&mut self, user: &str) -> bool {
         self.release_user();
+        if let Some(token) = &self.tls {
+            lock(&self.policy.tls_logins).set_user(token, Some(user));
+        }
         if self.policy.rules().max_per_user == 0 {
             return true;
         }
@@ -262,8 +280,28 @@ impl Slot {
 
     /// Forgets the user (REIN, or a login that failed afterwards).
     pub fn release_user(&mut self) {
+        if let Some(token) = &self.tls {
+            lock(&self.policy.tls_logins).set_user(token, None);
+        }
         if let Some(user) = self.user.take() {
             self.policy.release_user(&user);
+        }
+    }
+
+    /// The control connection's TLS handshake completed, resuming the session carrying
+    /// `resumed` if it did (see [`super::logins`]).
+    pub fn tls_established(&mut self, token: Token, resumed: Option<&[u8]>) {
+        let resumed = resumed.and_then(|r| Token::try_from(r).ok());
+        lock(&self.policy.tls_logins).established(token, self.addr, resumed);
+        self.end_tls();
+        self.tls = Some(Box::new(token));
+    }
+
+    /// The control connection no longer speaks TLS (CCC keeps it: the session still
+    /// holds the secret; this is for the slot's end).
+    fn end_tls(&mut self) {
+        if let Some(token) = self.tls.take() {
+            lock(&self.policy.tls_logins).remove(&token);
         }
     }
 
@@ -336,6 +374,7 @@ impl Drop for Slot {
         self.release_site();
         self.end_handshake();
         self.end_upload();
+        self.end_tls();
     }
 }
 

@@ -11,6 +11,7 @@ pub mod bans;
 pub mod filter;
 pub mod ip;
 pub mod limits;
+pub mod logins;
 pub mod rate;
 
 pub use bans::{LogonRestrictions, Verdict};

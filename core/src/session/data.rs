@@ -64,6 +64,7 @@ impl Session {
             conn,
             accepted: false,
         };
+        self.fresh_tickets();
         if extended {
             self.reply(229, &addr::format_epsv(port));
         } else {
@@ -103,6 +104,11 @@ impl Session {
             addr::parse_port(arg)
         };
         let target = match parsed {
+            // The unspecified address (lftp sends `EPRT |2|::|port|` over IPv6) can
+            // only mean the client's own: it names no other host, so it is no bounce.
+            Ok(target) if target.ip().is_unspecified() => {
+                SocketAddr::new(self.peer.ip(), target.port())
+            }
             Ok(target) => target,
             Err(AddrError::UnsupportedFamily) => {
                 return self.reply(522, "Network protocol not supported, use (1,2).")
@@ -138,6 +144,7 @@ impl Session {
         };
         let target = SocketAddr::new(ip, target.port());
         self.data = DataChan::Active { target };
+        self.fresh_tickets();
         let verb = if extended { "EPRT" } else { "PORT" };
         self.reply(200, &format!("{verb} command successful."));
     }
@@ -159,10 +166,22 @@ impl Session {
         {
             if *want == conn {
                 *accepted = true;
-                return;
+                return self.prepare_data_tls(now, conn);
             }
         }
         self.on_data_connected(now, conn);
+    }
+
+    /// A passive connection came before its command: under `PROT P`, its TLS handshake
+    /// starts now (some clients wait for it before they send RETR/STOR).
+    fn prepare_data_tls(&mut self, now: Instant, conn: DataConnId) {
+        // Without TLS (or if it cannot be set up) the transfer's pump tries again, and
+        // its failure is the reply.
+        if let Ok(Some(tls)) = self.data_tls() {
+            let pump = Box::new(crate::pump::Pump::handshake_only(tls, now));
+            self.actions
+                .push_back(Action::PrepareTransfer { conn, pump });
+        }
     }
 
     /// A data connection is up: it is the one a waiting transfer needs, or it is stale
@@ -200,6 +219,19 @@ impl Session {
             if t.xfer.is_none() {
                 self.fail_before_start(&DataError::Io("timed out".into()));
             }
+        }
+    }
+
+    /// A data connection is about to open under `PROT P`: one fresh TLS 1.3 ticket goes
+    /// out before the reply, so a client that uses each ticket once (rustls; OpenSSL
+    /// clients such as curl for TLS 1.3) holds one for it (FileZilla Server does the
+    /// same). It reaches the client before the reply it reads.
+    fn fresh_tickets(&mut self) {
+        if !self.prot_private {
+            return;
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.send_tickets(1, &mut self.out);
         }
     }
 

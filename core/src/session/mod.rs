@@ -157,6 +157,17 @@ pub enum Action {
         file: Option<FileHandle>,
         pump: Box<crate::pump::Pump>,
     },
+    /// The idle `PROT P` data connection `conn` has no transfer yet: run this
+    /// [`crate::pump::Pump::handshake_only`] pump on it now (it reports nothing), so that
+    /// a client that completes its TLS handshake before it sends RETR/STOR (aioftp) is
+    /// answered. When `StartTransfer` for `conn` comes, hand this pump (stopped with
+    /// `abort` if it still runs) to the transfer's with
+    /// [`crate::pump::Pump::adopt`]. Optional: a driver that drops it runs the handshake
+    /// in the transfer's pump, as it would without it.
+    PrepareTransfer {
+        conn: DataConnId,
+        pump: Box<crate::pump::Pump>,
+    },
     /// Stop a running transfer ([`crate::pump::Pump::abort`]); it still ends with its
     /// `TransferDone`.
     AbortTransfer { xfer: TransferId },

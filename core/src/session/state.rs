@@ -777,6 +777,12 @@ impl Session {
         if tls.newly_established() {
             self.timers.stop(Timer::Handshake);
             self.slot.end_handshake();
+            let token = crate::tls::session_token(self.id);
+            self.slot.tls_established(token, tls.resumed_token());
+            if let Login::LoggedIn(p) = &self.login {
+                // AUTH TLS after login: the login is this TLS session's too.
+                self.slot.take_user(&p.name);
+            }
             match tls.peer_certificate() {
                 Some(cert) => tracing::info!(
                     session = %self.id,

@@ -461,7 +461,7 @@ impl Session {
     }
 
     /// The TLS layer for a data connection under `PROT P`, bound to this session.
-    fn data_tls(&self) -> Result<Option<crate::tls::DataTls>, rustls::Error> {
+    pub(super) fn data_tls(&self) -> Result<Option<crate::tls::DataTls>, rustls::Error> {
         let Some(settings) = self.config.tls.as_ref().filter(|_| self.prot_private) else {
             return Ok(None);
         };
@@ -473,7 +473,8 @@ impl Session {
             expect,
             settings.strict_close_notify,
             settings.client_certificates == crate::tls::ClientCertificates::Require,
-        )?;
+        )?
+        .with_logins(self.slot.policy().clone());
         Ok(Some(tls))
     }
 
@@ -483,8 +484,10 @@ impl Session {
             DataTlsError::NotResumed => (
                 522,
                 "TLS session of data connection not resumed; this site requires the data \
-                 connection to reuse the control connection's TLS session \
-                 (require_tls_session_reuse)."
+                 connection to reuse the control connection's TLS session. Make the \
+                 client reuse it (Python ftplib: wrap the data socket with \
+                 session=self.sock.session), or set require_tls_session_reuse = false \
+                 in the site's [site.tls]."
                     .into(),
             ),
             DataTlsError::Handshake(why) => {

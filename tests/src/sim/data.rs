@@ -216,6 +216,9 @@ impl Sim {
                 self.retire(s, conn)
                     .ok_or_else(|| format!("s{s}: CloseData of unknown {conn}"))?;
             }
+            // Optional (see its docs): the transfer's pump runs the handshake, as it
+            // always did before the action existed.
+            Action::PrepareTransfer { .. } => {}
             other => return Err(format!("s{s}: unexpected action {other:?}")),
         }
         Ok(())
