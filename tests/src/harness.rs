@@ -124,9 +124,15 @@ impl Fixture {
         f
     }
 
+    /// [`Fixture::with_tls`] listening on `addr` (`"[::1]:0"` for IPv6) instead of
+    /// 127.0.0.1; [`Fixture::port`] is its port.
+    pub fn with_tls_on(runtime: &'static str, addr: &str, tls_keys: &str) -> Fixture {
+        Fixture::tls(runtime, &format!("listen = [\"{addr}\"]"), tls_keys)
+    }
+
     fn tls(runtime: &'static str, listen: &str, tls_keys: &str) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let names = ["localhost", "127.0.0.1"];
+        let names = ["localhost", "127.0.0.1", "::1"];
         let (cert, key, _) =
             wharf_server::tls::ensure_self_signed(&tmp.path().join("tls"), &names).unwrap();
         let extra = format!(
