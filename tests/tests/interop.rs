@@ -283,3 +283,187 @@ fn lftp_uses_active_mode_over_ipv6(rt) {
     f.stop();
 }
 }
+
+/// Runs `cmd args` with `input` on its stdin (for the interactive clients).
+fn client_stdin(what: &str, cmd: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("180")
+        .arg(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("coreutils' timeout must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(127) {
+        panic!("{cmd} is not installed (.ci/run installs it)");
+    }
+    assert_ok(what, &out);
+    out
+}
+
+/// One cell of the plain-FTP matrix: `client` uploads `up` bytes as `/m/<name>` (unless
+/// it cannot upload) and downloads the site's `/m/<name>.src` of `down` bytes, in
+/// `mode` ("pasv" or "port") over the fixture's address family.
+fn matrix_cell(f: &Fixture, v6: bool, client: &str, mode: &str, up: usize, down: usize) {
+    let cell = format!("{client} {mode} {}", if v6 { "IPv6" } else { "IPv4" });
+    let name = format!("{client}-{mode}");
+    let dir = f.scratch().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(f.root.join("m")).unwrap();
+    let up_body = random_bytes(up, up as u64 + 1);
+    let down_body = random_bytes(down, down as u64 + 2);
+    let local_up = dir.join(&name);
+    std::fs::write(&local_up, &up_body).unwrap();
+    std::fs::write(f.root.join(format!("m/{name}.src")), &down_body).unwrap();
+    let local_down = dir.join(format!("{name}.src"));
+    let host = if v6 { "::1" } else { "127.0.0.1" };
+    let url_host = if v6 { "[::1]" } else { "127.0.0.1" };
+    let port = f.port.to_string();
+    let (lu, ld) = (local_up.to_str().unwrap(), dir.to_str().unwrap());
+    let mut uploads = true;
+    match client {
+        "ncftp" => {
+            let m = if mode == "port" { "-E" } else { "-F" };
+            let auth = ["-u", "alice", "-p", PASSWORD, "-P", &port, m, host];
+            client_run(&cell, "ncftpput", &[&auth[..], &["/m", lu]].concat(), &[]);
+            let remote = format!("/m/{name}.src");
+            client_run(
+                &cell,
+                "ncftpget",
+                &[&auth[..], &[ld, &remote]].concat(),
+                &[],
+            );
+        }
+        "busybox" => {
+            let auth = ["-u", "alice", "-p", PASSWORD, "-P", &port, host];
+            let remote = format!("/m/{name}");
+            client_run(
+                &cell,
+                "busybox",
+                &[&["ftpput"], &auth[..], &[&remote, lu]].concat(),
+                &[],
+            );
+            let src = format!("/m/{name}.src");
+            let out = local_down.to_str().unwrap();
+            client_run(
+                &cell,
+                "busybox",
+                &[&["ftpget"], &auth[..], &[out, &src]].concat(),
+                &[],
+            );
+        }
+        "wget" => {
+            uploads = false;
+            let url = format!("ftp://alice:{PASSWORD}@{url_host}:{port}/m/{name}.src");
+            let active = if mode == "port" {
+                "--no-passive-ftp"
+            } else {
+                "--passive-ftp"
+            };
+            let out = local_down.to_str().unwrap();
+            client_run(&cell, "wget", &["-q", active, "-O", out, &url], &[]);
+        }
+        "tnftp" | "inetutils-ftp" => {
+            let passive = match (client, mode) {
+                ("tnftp", "port") => "passive off",
+                ("tnftp", _) => "passive on",
+                (_, "port") => "sunique off",
+                _ => "passive",
+            };
+            let script = format!(
+                "open {host} {port}\nuser alice {PASSWORD}\nbinary\n{passive}\n\
+                 put {lu} /m/{name}\nget /m/{name}.src {down}\nquit\n",
+                down = local_down.display()
+            );
+            let args: &[&str] = if client == "tnftp" {
+                &["-n"]
+            } else {
+                &["-n", "-v"]
+            };
+            let out = client_stdin(&cell, client, args, &script);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                !text.contains("\n5") && !text.starts_with('5'),
+                "{cell}: {text}"
+            );
+        }
+        other => panic!("no such client {other}"),
+    }
+    if uploads {
+        let got = std::fs::read(f.root.join(format!("m/{name}"))).unwrap_or_default();
+        assert!(
+            got == up_body,
+            "{cell}: upload of {up} B arrived as {} B",
+            got.len()
+        );
+    }
+    let got = std::fs::read(&local_down).unwrap_or_default();
+    assert!(
+        got == down_body,
+        "{cell}: download of {down} B arrived as {} B",
+        got.len()
+    );
+}
+
+const MIB: usize = 1024 * 1024;
+
+wharf_tests::per_runtime! {
+fn the_command_line_clients_move_files_over_plain_ftp(rt) {
+    // Every client and mode once per run; the sizes rotate over the cells, and the
+    // 32 MiB file goes to a different cell on each runtime.
+    let cells = [
+        ("ncftp", "pasv", false),
+        ("ncftp", "port", false),
+        ("busybox", "pasv", false),
+        ("wget", "pasv", false),
+        ("wget", "port", true),
+        ("tnftp", "pasv", true),
+        ("tnftp", "port", false),
+        ("inetutils-ftp", "pasv", false),
+        ("inetutils-ftp", "port", false),
+    ];
+    let sizes = [0, 1, MIB + 17];
+    let big = if rt == "mio" { 2 } else { 5 };
+    let v4 = Fixture::start(rt);
+    let v6 = Fixture::with_tls_on(rt, "[::1]:0", "");
+    for (i, &(client, mode, ipv6)) in cells.iter().enumerate() {
+        let up = sizes[i % 3];
+        let down = if i == big { 32 * MIB } else { sizes[(i + 1) % 3] };
+        let f = if ipv6 { &v6 } else { &v4 };
+        matrix_cell(f, ipv6, client, mode, up, down);
+    }
+    v4.assert_no_temp_files();
+    v6.assert_no_temp_files();
+    v4.stop();
+    v6.stop();
+}
+
+fn curl_active_mode_over_tls_never_stores_clear_text(rt) {
+    // curl 7.87/7.88 breaks active FTPS (curl#10666). Whatever it does, wharf must not
+    // store a byte that did not arrive over TLS: either the upload fails and nothing is
+    // stored, or the file is exact.
+    let f = Fixture::with_tls(rt, "");
+    let src = f.scratch().join("active.bin");
+    let body = random_bytes(100_000, 9);
+    std::fs::write(&src, &body).unwrap();
+    let out = curl_output(&[
+        "--ssl-reqd", "--cacert", f.cacert(), "-u", "alice:s3cret", "-P", "127.0.0.1",
+        "--max-time", "20", "-T", src.to_str().unwrap(), &f.url("active.bin"),
+    ]);
+    match std::fs::read(f.root.join("active.bin")) {
+        Ok(got) => assert!(got == body && out.status.success(), "partial or clear text stored"),
+        Err(_) => assert!(!out.status.success(), "curl says it uploaded, but nothing is stored"),
+    }
+    f.assert_no_temp_files();
+    f.stop();
+}
+}
