@@ -500,10 +500,11 @@ fn a_client_that_never_reads_is_not_read_either(rt) {
     f.stop();
 }
 
-/// (16, 17) PORT and EPRT to another host, a privileged port, the unspecified,
-/// broadcast and multicast addresses, another IPv6 host: refused with no connection
-/// attempt; malformed ones are 501/522; the control peer's IPv4-mapped address is the
-/// peer and works.
+/// (16, 17) PORT and EPRT to another host, a privileged port, the broadcast and
+/// multicast addresses, another IPv6 host: refused with no connection attempt;
+/// malformed ones are 501/522; the control peer's IPv4-mapped address is the peer and
+/// works. The unspecified address names no other host: it is the client's own (lftp
+/// sends `EPRT |2|::|port|` over IPv6; `interop.rs` runs it), never a bounce.
 fn port_and_eprt_never_reach_a_third_party(rt) {
     let f = Fixture::start(rt);
     let mut c = Raw::logged_in(&f.addr());
@@ -517,7 +518,7 @@ fn port_and_eprt_never_reach_a_third_party(rt) {
         format!("EPRT |2|::1|{tport}|"),
         "PORT 127,0,0,1,0,25".into(),
         "EPRT |1|127.0.0.1|21|".into(),
-        format!("PORT 0,0,0,0,{hi},{lo}"),
+        "PORT 0,0,0,0,0,25".into(),
         format!("PORT 255,255,255,255,{hi},{lo}"),
         format!("PORT 224,0,0,1,{hi},{lo}"),
         format!("EPRT |2|ff02::1|{tport}|"),
@@ -572,6 +573,21 @@ fn port_and_eprt_never_reach_a_third_party(rt) {
     let (peer, body) = accepted.join().unwrap();
     assert_eq!(body, b"hello, world\n");
     assert_eq!(peer.ip().to_canonical().to_string(), "127.0.0.1");
+    // So is the unspecified address.
+    let mine = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mport = mine.local_addr().unwrap().port();
+    c.expect(&format!("PORT 0,0,0,0,{},{}", mport >> 8, mport & 0xff), "200");
+    let accepted = std::thread::spawn(move || {
+        let (mut d, _) = mine.accept().unwrap();
+        d.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut body = Vec::new();
+        d.read_to_end(&mut body).unwrap();
+        body
+    });
+    c.expect("RETR hello.txt", "150");
+    let r = c.reply();
+    assert!(r.starts_with("226"), "{r}");
+    assert_eq!(accepted.join().unwrap(), b"hello, world\n");
     f.stop();
 }
 

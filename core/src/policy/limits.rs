@@ -265,16 +265,15 @@ impl Slot {
     /// A session counts for one user at a time.
     pub fn take_user(&mut self, user: &str) -> bool {
         self.release_user();
+        if self.policy.rules().max_per_user > 0 {
+            if !self.policy.take_user(user) {
+                return false;
+            }
+            self.user = Some(Box::from(user));
+        }
         if let Some(token) = &self.tls {
             lock(&self.policy.tls_logins).set_user(token, Some(user));
         }
-        if self.policy.rules().max_per_user == 0 {
-            return true;
-        }
-        if !self.policy.take_user(user) {
-            return false;
-        }
-        self.user = Some(Box::from(user));
         true
     }
 

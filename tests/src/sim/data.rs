@@ -422,7 +422,13 @@ impl Sim {
         let client_tls = match pump.tls() {
             Some(_) => {
                 let config = self.clients[s].tls_config.clone();
-                let config = config.ok_or(format!("s{s}: PROT P without a TLS client"))?;
+                let mut config = config.ok_or(format!("s{s}: PROT P without a TLS client"))?;
+                // Now and then a data connection that cannot resume (as ftplib's): a
+                // configuration of its own, refused with 522. (Fresh tickets with every
+                // data channel keep a rustls client from ever running out.)
+                if self.net.chance(8) {
+                    config = super::tls::client_config(self.swarm.tls13);
+                }
                 Some(super::tls::connect(&config))
             }
             None => None,
