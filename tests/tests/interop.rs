@@ -10,6 +10,10 @@
 //!   control connections share one TLS session cache (the login-binding table).
 //! - aioftp handshakes on its data connections before RETR/STOR (the early handshake).
 //! - lftp uses active mode over IPv6 (`EPRT |2|::|port|`).
+//! - Python's ftplib lists, resumes and manages files, plain and over FTPS.
+//! - ncftp, busybox, wget, tnftp and inetutils' ftp move files over plain FTP (a
+//!   sampled matrix of modes, families and sizes); curl's broken active FTPS stores
+//!   nothing.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -462,6 +466,87 @@ fn curl_active_mode_over_tls_never_stores_clear_text(rt) {
     match std::fs::read(f.root.join("active.bin")) {
         Ok(got) => assert!(got == body && out.status.success(), "partial or clear text stored"),
         Err(_) => assert!(!out.status.success(), "curl says it uploaded, but nothing is stored"),
+    }
+    f.assert_no_temp_files();
+    f.stop();
+}
+}
+
+/// Python's ftplib with the README's session-resuming subclass, default settings: a
+/// 200-entry listing with spaces and UTF-8 names, resumed uploads and downloads (the
+/// server's part differs from the client's, so a client that sent the whole file again,
+/// or a server that wrote at the wrong offset, is caught), mkdir, rename and delete;
+/// over explicit FTPS with EPSV, and plain FTP with PASV and PORT.
+const FTPLIB: &str = r#"
+import ftplib, io, ssl, sys
+port, mode, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+class ResumingFTP_TLS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                            session=self.sock.session)
+        return conn, size
+
+def body(n, seed):
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+if mode == "tls":
+    ctx = ssl.create_default_context(cafile=cafile)
+    ftp = ResumingFTP_TLS(context=ctx)
+    ftp.connect("localhost", port, timeout=30)
+    ftp.login("alice", "s3cret")
+    ftp.prot_p()
+else:
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=30)
+    ftp.login("alice", "s3cret")
+    ftp.set_pasv(mode == "pasv")
+
+d = "list-" + mode
+ftp.mkd(d)
+names = sorted("%03d %s" % (i, ["plain", "with space", "ünïcødé", "日本語"][i % 4]) for i in range(200))
+for n in names:
+    ftp.storbinary("STOR %s/%s" % (d, n), io.BytesIO(n.encode()))
+got = sorted(n.split("/")[-1] for n in ftp.nlst(d))
+assert got == names, (len(got), got[:3])
+facts = {n: f for n, f in ftp.mlsd(d)}
+assert all(int(facts[n]["size"]) == len(n.encode()) for n in names)
+
+# Resume an upload: the server holds a first part that differs from the client's, so
+# only bytes sent from the offset leave the file as expected.
+full = body(1024 * 1024 + 17, 3)
+cut = 300007
+ftp.storbinary("STOR %s/resume.bin" % d, io.BytesIO(b"\xee" * cut))
+src = io.BytesIO(full)
+src.seek(cut)
+ftp.storbinary("STOR %s/resume.bin" % d, src, rest=cut)
+got = io.BytesIO()
+ftp.retrbinary("RETR %s/resume.bin" % d, got.write)
+assert got.getvalue() == b"\xee" * cut + full[cut:], "resumed upload"
+# Resume a download from an offset.
+tail = io.BytesIO()
+ftp.retrbinary("RETR %s/resume.bin" % d, tail.write, rest=cut + 5)
+assert tail.getvalue() == full[cut + 5:], "resumed download"
+
+ftp.rename("%s/resume.bin" % d, "%s/renamed.bin" % d)
+ftp.delete("%s/renamed.bin" % d)
+for n in names:
+    ftp.delete("%s/%s" % (d, n))
+ftp.rmd(d)
+ftp.quit()
+print("ok")
+"#;
+
+wharf_tests::per_runtime! {
+fn ftplib_lists_resumes_and_manages_files(rt) {
+    let f = Fixture::with_tls(rt, "");
+    let port = f.port.to_string();
+    for mode in ["tls", "pasv", "port"] {
+        let out = python(FTPLIB, &[&port, mode, f.cacert()]);
+        assert!(out.contains("ok"), "{mode}: {out}");
+        assert!(!f.root.join(format!("list-{mode}")).exists(), "{mode}: removed");
     }
     f.assert_no_temp_files();
     f.stop();
