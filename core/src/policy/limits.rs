@@ -369,11 +369,13 @@ impl Drop for Slot {
         if std::mem::take(&mut self.ip) {
             self.policy.release_ip(self.addr);
         }
+        // First, so that the TLS login table keeps the session's user (see
+        // `TlsLogins::remove`).
+        self.end_tls();
         self.release_user();
         self.release_site();
         self.end_handshake();
         self.end_upload();
-        self.end_tls();
     }
 }
 

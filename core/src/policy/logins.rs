@@ -8,11 +8,17 @@
 //! control connection whose TLS handshake is complete, its *family* (the token of the
 //! full handshake its session descends from by resumption), its address and its logged-in
 //! user. A data connection may resume the session of a control connection of the same
-//! family, address and user. A client of the same user and address with a TLS session of
+//! family, address and user (or one not logged in yet: its tickets reach the client at
+//! its handshake, before its login completes). A client of the same user and address with a TLS session of
 //! its own (a full handshake: another family) is still refused, so is everyone else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+
+/// Closed control connections whose sessions still vouch for their family: their
+/// tickets stay in the client's cache after they close (rclone closes pooled
+/// connections and keeps using the cache). The oldest are forgotten first.
+pub const CLOSED_KEPT: usize = 4096;
 
 /// A control session's binding token (see `crate::tls::session_token`).
 pub type Token = [u8; 16];
@@ -30,6 +36,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct TlsLogins {
     entries: BTreeMap<Token, Entry>,
+    /// Entries of closed connections, oldest first (at most [`CLOSED_KEPT`]).
+    closed: VecDeque<Token>,
 }
 
 impl TlsLogins {
@@ -61,8 +69,23 @@ impl TlsLogins {
         }
     }
 
+    /// The control connection closed: its session still vouches for (and is vouched
+    /// by) its family, as the user it was last logged in as, until [`CLOSED_KEPT`] newer
+    /// ones have closed. A session that never logged in is forgotten at once.
     pub(crate) fn remove(&mut self, token: &Token) {
-        self.entries.remove(token);
+        match self.entries.get(token) {
+            Some(e) if e.user.is_some() => {}
+            _ => {
+                self.entries.remove(token);
+                return;
+            }
+        }
+        self.closed.push_back(*token);
+        while self.closed.len() > CLOSED_KEPT {
+            if let Some(old) = self.closed.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
     }
 
     /// Whether a data connection of control session `own` that resumed a session
@@ -80,8 +103,11 @@ impl TlsLogins {
         ) else {
             return false;
         };
+        // The other connection's tickets reach the client at its handshake, before its
+        // login completes (a password check takes a while): not logged in (yet) is no
+        // other user. Being of the family already proves it is this client's.
         mine.user.is_some()
-            && mine.user == other.user
+            && (other.user.is_none() || mine.user == other.user)
             && mine.family == other.family
             && mine.addr == other.addr
     }
@@ -128,20 +154,34 @@ mod tests {
         // Another user in the family: refused both ways.
         l.set_user(&t(3), Some("bob"));
         assert!(!l.vouches(&t(1), &t(3)) && !l.vouches(&t(3), &t(1)));
-        // Logged out: only its own session again.
+        // Not logged in (yet, or any more): its own session only, but its session (its
+        // tickets reach the client at the handshake) vouches for the logged-in family.
         l.set_user(&t(2), None);
-        assert!(!l.vouches(&t(1), &t(2)) && !l.vouches(&t(2), &t(1)));
-        assert!(l.vouches(&t(2), &t(2)));
-        // A session that resumed one that is gone still joins its family.
+        assert!(!l.vouches(&t(2), &t(1)) && l.vouches(&t(2), &t(2)));
+        assert!(l.vouches(&t(1), &t(2)));
+        l.set_user(&t(3), Some("alice"));
+        // A closed connection's session still vouches for its family (its tickets stay
+        // in the client's cache), and one resumed from it joins the family.
         l.remove(&t(1));
+        assert!(l.vouches(&t(3), &t(1)) && !l.vouches(&t(4), &t(1)));
         l.established(t(6), HOME, Some(t(1)));
-        l.set_user(&t(6), Some("bob"));
-        assert!(l.vouches(&t(6), &t(3)));
-        assert!(!l.vouches(&t(6), &t(1)), "gone");
+        l.set_user(&t(6), Some("alice"));
+        assert!(l.vouches(&t(6), &t(1)) && l.vouches(&t(6), &t(3)));
         assert!(!l.vouches(&t(6), b"short"));
-        for n in 2..=6 {
-            l.remove(&t(n));
+        // Not logged in: forgotten at once.
+        l.set_user(&t(2), None);
+        l.remove(&t(2));
+        assert_eq!(l.len(), 5);
+        // The oldest closed ones go first.
+        for n in 0..CLOSED_KEPT as u32 + 1 {
+            let mut token = [9u8; 16];
+            token[..4].copy_from_slice(&n.to_be_bytes());
+            l.established(token, AWAY, None);
+            l.set_user(&token, Some("carol"));
+            l.remove(&token);
         }
-        assert_eq!(l.len(), 0);
+        assert!(!l.vouches(&t(3), &t(1)), "evicted");
+        assert!(l.vouches(&t(6), &t(3)), "open ones stay");
+        assert_eq!(l.len(), CLOSED_KEPT + 4);
     }
 }
