@@ -36,6 +36,9 @@ pub struct ServerRules {
     pub max_handshakes_per_ip: u32,
     /// The text of the `421` a connection over a limit gets (IIS `maxClientsMessage`).
     pub max_clients_message: String,
+    /// The load balancers whose connections start with a PROXY protocol header, and
+    /// where (see [`crate::proxy`]).
+    pub proxy: crate::proxy::ProxyRules,
 }
 
 impl Default for ServerRules {
@@ -47,13 +50,23 @@ impl Default for ServerRules {
             max_per_user: 0,
             max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             max_clients_message: "Too many connections, try again later.".into(),
+            proxy: crate::proxy::ProxyRules::default(),
         }
     }
+}
+
+/// Where a process's failed logins go besides its own ban table: the nodes of a cluster
+/// share them (`wharf_server::cluster`). Called on the event loops: it must not block.
+pub trait PolicyEvents: Send + Sync + std::fmt::Debug {
+    /// A failed login from `ip` was counted here (with `verdict`).
+    fn failed_login(&self, ip: IpAddr, verdict: Verdict);
 }
 
 /// The rules and the state every shard of a process shares.
 #[derive(Debug, Default)]
 pub struct ServerPolicy {
+    /// Told of every counted failed login (a cluster's shared state).
+    events: std::sync::OnceLock<Arc<dyn PolicyEvents>>,
     /// Replaced by a configuration reload; the counts below carry over.
     rules: Live<ServerRules>,
     bans: Mutex<BanTable>,
@@ -111,7 +124,32 @@ impl ServerPolicy {
         if !rules.logon.enabled || rules.ip_rules.explicitly_allows(ip) {
             return Verdict::NotCounted;
         }
-        lock(&self.bans).record_failure(&rules.logon, now, ip)
+        let verdict = lock(&self.bans).record_failure(&rules.logon, now, ip);
+        if let (Some(events), Verdict::Counted(_) | Verdict::Banned) = (self.events.get(), verdict)
+        {
+            events.failed_login(ip, verdict);
+        }
+        verdict
+    }
+
+    /// Sends every counted failed login to `events` too (once; false if already set).
+    pub fn set_events(&self, events: Arc<dyn PolicyEvents>) -> bool {
+        self.events.set(events).is_ok()
+    }
+
+    /// Bans `ip` until `until` (a ban earned elsewhere in a cluster); false when nothing
+    /// changed (off, exempt, or banned as long already).
+    pub fn import_ban(&self, now: Instant, ip: IpAddr, until: Instant) -> bool {
+        let rules = self.rules();
+        if rules.ip_rules.explicitly_allows(ip) {
+            return false;
+        }
+        lock(&self.bans).ban(&rules.logon, now, ip, until)
+    }
+
+    /// The logon restrictions in force (a cluster shares counts under them).
+    pub fn logon(&self) -> LogonRestrictions {
+        self.rules().logon.clone()
     }
 
     /// Addresses the ban table tracks.
@@ -240,6 +278,20 @@ impl Slot {
             site: None,
             upload: None,
         })
+    }
+
+    /// A slot that counts nothing yet: a connection whose client is not known until its
+    /// PROXY protocol header arrives (then [`Slot::admit`] judges the client).
+    pub fn unadmitted(policy: Arc<ServerPolicy>) -> Slot {
+        Slot {
+            policy,
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            ip: false,
+            handshake: false,
+            user: None,
+            site: None,
+            upload: None,
+        }
     }
 
     pub fn policy(&self) -> &Arc<ServerPolicy> {
