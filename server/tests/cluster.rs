@@ -61,6 +61,9 @@ struct Cluster {
     node_port: u16,
 }
 
+/// The file only the site `other` has.
+const OTHER: &[u8] = b"served by the site other.example chose\n";
+
 /// The shared site's download: big enough to take many segments.
 fn big() -> Vec<u8> {
     (0..1_500_000u32)
@@ -121,15 +124,22 @@ fn node_config(
     let node = dir.join(name);
     std::fs::create_dir_all(&node).unwrap();
     let hash = password_hash();
+    // Two sites on the node's address: `files` without a host name, `other` for the
+    // host name other.example (chosen by the TLS SNI name, or HOST).
     let text = format!(
-        "[server]\nruntime = \"{rt}\"\nshards = 2\nlisten = [\"{ip}:{port}\"]\n\
+        "[server]\nruntime = \"{rt}\"\nshards = 2\n\
          passive_ports = \"{pasv}-{last}\"\nexternal_ip = \"{LB}\"\n\n\
          [server.proxy_protocol]\nfrom = [\"{LB}\"]\n\n\
          [server.logon_restrictions]\nmax_failures = 2\nwindow = 60\nban = 60\n\n\
          [cluster]\nredis = \"redis://127.0.0.1:{redis_port}/\"\n\n\
-         [site]\nname = \"files\"\nroot = \"../site\"\nbanner = \"wharf node {name}\"\n\n\
-         [site.tls]\ncertificate = \"../cert.pem\"\nprivate_key = \"../key.pem\"\n\n\
-         [site.logging]\ndirectory = \"logs\"\n\n\
+         [[sites]]\nname = \"files\"\nroot = \"../site\"\nbanner = \"wharf node {name}\"\n\
+         bindings = [\"{ip}:{port}:\"]\n\n\
+         [sites.tls]\ncertificate = \"../cert.pem\"\nprivate_key = \"../key.pem\"\n\n\
+         [sites.logging]\ndirectory = \"logs\"\n\n\
+         [[sites]]\nname = \"other\"\nroot = \"../other\"\nbanner = \"other on node {name}\"\n\
+         bindings = [\"{ip}:{port}:other.example\"]\n\n\
+         [sites.tls]\ncertificate = \"../other-cert.pem\"\nprivate_key = \"../other-key.pem\"\n\n\
+         [sites.logging]\ndirectory = \"logs-other\"\n\n\
          [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n",
         last = pasv + SLICE - 1,
     );
@@ -267,9 +277,14 @@ fn start(rt: &str) -> Cluster {
     std::fs::create_dir_all(site.join("up")).unwrap();
     std::fs::write(site.join("big.bin"), big()).unwrap();
     std::fs::write(dir.path().join("upload.bin"), big()).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["ftp.example".to_string()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::create_dir_all(dir.path().join("other")).unwrap();
+    std::fs::write(dir.path().join("other/other.txt"), OTHER).unwrap();
+    for (name, host) in [("", "ftp.example"), ("other-", "other.example")] {
+        let cert = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let path = |f: &str| dir.path().join(format!("{name}{f}"));
+        std::fs::write(path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    }
 
     let node_port = free_range(1, &[]);
     let front = free_range(1, &[node_port]);
@@ -397,8 +412,11 @@ fn ftplib(args: &[&str]) -> Output {
 /// Every W3C record both nodes logged so far, as (c-ip, cs-method, s-ip) triples.
 fn logged(dir: &Path) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for node in ["a", "b"] {
-        let Ok(files) = std::fs::read_dir(dir.join(node).join("logs")) else {
+    let dirs = ["a", "b"]
+        .into_iter()
+        .flat_map(|n| ["logs", "logs-other"].map(|l| dir.join(n).join(l)));
+    for logs in dirs {
+        let Ok(files) = std::fs::read_dir(logs) else {
             continue;
         };
         for f in files.flatten() {
@@ -516,6 +534,31 @@ fn through_haproxy(rt: &str) {
         args.extend(tls);
         ok(name, ftplib(&args));
     }
+    // The SNI name picks the site, through the balancer: other.example's file.
+    let host = format!("other.example:{}", lb.port());
+    let connect_to = format!("{host}:{}:{}", lb.ip(), lb.port());
+    let out = curl(
+        "127.0.0.26",
+        &[
+            &tls[..],
+            &[
+                "--connect-to",
+                &connect_to,
+                &format!("ftp://{host}/other.txt"),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "curl FTPS with SNI other.example: {out:?}"
+    );
+    assert!(
+        out.stdout == OTHER,
+        "SNI other.example got {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     for name in ["curl", "curl-tls", "lftp", "ftplib", "ftplib-tls"] {
         let path = dir.join("site/up").join(format!("{name}.bin"));
         let stored = std::fs::read(&path).unwrap_or_default();
@@ -527,7 +570,13 @@ fn through_haproxy(rt: &str) {
     }
 
     // The logs name the clients, not the balancer, and both nodes served transfers.
-    let clients = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"];
+    let clients = [
+        "127.0.0.21",
+        "127.0.0.22",
+        "127.0.0.23",
+        "127.0.0.24",
+        "127.0.0.26",
+    ];
     let transfer = |m: &str| m == "RETR" || m == "STOR";
     let mut records = Vec::new();
     wait_for("every client's transfers in the W3C logs", || {
