@@ -1,13 +1,18 @@
-//! `[cluster]`: the nodes behind one load balancer share failed-login counts and bans
-//! through Redis, so an attacker cannot spread guesses over the nodes, and a ban earned
-//! on one node holds on every other within a second.
+//! `[cluster]`: the nodes behind one load balancer share failed-login counts, bans and
+//! connection counts through Redis, so an attacker cannot spread guesses (or
+//! connections) over the nodes, and a ban earned on one node holds on every other
+//! within a second.
 //!
 //! The event loops never talk to Redis. The core tells this module of each counted
 //! failed login ([`PolicyEvents`], a non-blocking send into a bounded queue); one
 //! thread (`wharf-cluster`) adds it to the shared count (`INCR`, expiring with the
 //! window), bans the address in the shared table when the count reaches the limit (a
 //! sorted set, address by end of ban in Unix seconds), and every `SYNC` reads that table
-//! back into this node's own ban table. When Redis cannot be reached the node goes on
+//! back into this node's own ban table. With a per-address or per-user connection
+//! limit, each `SYNC` also publishes this node's counts (a hash per node, expiring after
+//! `COUNTS_TTL`, so a node that dies stops counting) and sums the others' into the core's
+//! remote counts, which the limits add to the node's own. When Redis cannot be reached
+//! the remote counts are forgotten and the node goes on
 //! with its own counts and bans (as a single server would), says so once, and tries
 //! again every second; bans earned meanwhile are shared when it is back.
 
@@ -17,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use wharf_core::policy::limits::{PolicyEvents, ServerPolicy};
+use wharf_core::policy::limits::{PolicyEvents, RemoteCounts, ServerPolicy};
 use wharf_core::policy::Verdict;
 
 /// How often the shared bans are read back (a ban reaches every node within this, plus
@@ -27,6 +32,8 @@ const SYNC: Duration = Duration::from_millis(250);
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Failed logins waiting for the thread; beyond this they count on this node only.
 const QUEUE: usize = 4096;
+/// A node's published connection counts outlive it by at most this.
+const COUNTS_TTL: Duration = Duration::from_secs(3);
 
 /// `[cluster]` of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +71,7 @@ pub fn start(config: &ClusterConfig, policy: &Arc<ServerPolicy>) -> std::io::Res
         client,
         url: config.redis.clone(),
         prefix: config.prefix.clone(),
+        node: node_name(),
         policy: Arc::downgrade(policy),
         conn: None,
         down_since: None,
@@ -79,6 +87,8 @@ struct Shared {
     client: redis::Client,
     url: String,
     prefix: String,
+    /// This process's name among the nodes (random: a restarted node is a new one).
+    node: String,
     policy: Weak<ServerPolicy>,
     conn: Option<redis::Connection>,
     /// Set while the store is unreachable (said once, and again when it is back).
@@ -102,15 +112,18 @@ impl Shared {
                 return;
             };
             if !self.connected() {
-                // Counted locally already; a store that is down loses only sharing.
+                // Counted locally already; a store that is down loses only sharing, and
+                // the other nodes' connections are not known any more.
                 pending.clear();
+                policy.set_remote_counts(RemoteCounts::default());
                 next_sync = Instant::now() + SYNC;
                 continue;
             }
             let result = self.share(&policy, &mut pending).and_then(|()| {
                 if Instant::now() >= next_sync {
                     next_sync = Instant::now() + SYNC;
-                    self.apply_bans(&policy)
+                    self.apply_bans(&policy)?;
+                    self.share_counts(&policy)
                 } else {
                     Ok(())
                 }
@@ -216,6 +229,55 @@ impl Shared {
         Ok(())
     }
 
+    /// Publishes this node's connections per address and per user (expiring, so a node
+    /// that dies stops counting within `COUNTS_TTL`) and takes the other nodes' sum.
+    fn share_counts(&mut self, policy: &ServerPolicy) -> redis::RedisResult<()> {
+        let rules = policy.rules();
+        if rules.max_per_ip == 0 && rules.max_per_user == 0 {
+            return Ok(());
+        }
+        let mine = self.key(&format!("counts:{}", self.node));
+        let pattern = self.key("counts:*");
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let local = policy.local_counts();
+        let fields: Vec<(String, u32)> = local
+            .per_ip
+            .iter()
+            .map(|(ip, n)| (format!("ip:{ip}"), *n))
+            .chain(
+                local
+                    .per_user
+                    .iter()
+                    .map(|(u, n)| (format!("user:{u}"), *n)),
+            )
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&mine).ignore();
+        if !fields.is_empty() {
+            pipe.hset_multiple(&mine, &fields)
+                .ignore()
+                .pexpire(&mine, COUNTS_TTL.as_millis() as i64)
+                .ignore();
+        }
+        pipe.query::<()>(conn)?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(conn)?;
+        let mut others = RemoteCounts::default();
+        for key in keys.iter().filter(|k| **k != mine) {
+            let node: Vec<(String, u32)> = redis::cmd("HGETALL").arg(key).query(conn)?;
+            for (field, n) in node {
+                if let Some(ip) = field.strip_prefix("ip:").and_then(|ip| ip.parse().ok()) {
+                    *others.per_ip.entry(ip).or_insert(0) += n;
+                } else if let Some(user) = field.strip_prefix("user:") {
+                    *others.per_user.entry(user.to_string()).or_insert(0) += n;
+                }
+            }
+        }
+        policy.set_remote_counts(others);
+        Ok(())
+    }
+
     /// Reads the shared bans into this node's ban table.
     fn apply_bans(&mut self, policy: &ServerPolicy) -> redis::RedisResult<()> {
         let bans = self.key("bans");
@@ -253,4 +315,12 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A random name for this process among the nodes.
+fn node_name() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", std::process::id())
 }

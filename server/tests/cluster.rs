@@ -24,6 +24,8 @@ const NODE_B: &str = "127.0.0.12";
 const LB: &str = "127.0.0.1";
 /// Passive ports per node.
 const SLICE: u16 = 10;
+/// Control connections from one client address over the whole cluster.
+const PER_IP: usize = 3;
 
 mod through_haproxy {
     #[test]
@@ -132,6 +134,7 @@ fn node_config(
          [server.proxy_protocol]\nfrom = [\"{LB}\"]\n\n\
          [server.logon_restrictions]\nmax_failures = 2\nwindow = 60\nban = 60\n\n\
          [cluster]\nredis = \"redis://127.0.0.1:{redis_port}/\"\n\n\
+         [limits]\nmax_connections_per_ip = {PER_IP}\n\n\
          [[sites]]\nname = \"files\"\nroot = \"../site\"\nbanner = \"wharf node {name}\"\n\
          bindings = [\"{ip}:{port}:\"]\n\n\
          [sites.tls]\ncertificate = \"../cert.pem\"\nprivate_key = \"../key.pem\"\n\n\
@@ -246,15 +249,21 @@ fn fail_login(node: &str, port: u16, client: &str) {
     }
 }
 
-/// The greeting a new session through the balancer from `source` gets (bounded).
-fn greeting_from(source: &str, lb: SocketAddr) -> String {
+/// A connection to `to` from the address `source`.
+fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let src: SocketAddr = format!("{source}:0").parse().unwrap();
     sock.bind(&src.into()).unwrap();
-    sock.connect_timeout(&lb.into(), Duration::from_secs(5))
+    sock.connect_timeout(&to.into(), Duration::from_secs(5))
         .unwrap();
     let s: TcpStream = sock.into();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// The greeting a new session through the balancer from `source` gets (bounded).
+fn greeting_from(source: &str, lb: SocketAddr) -> String {
+    let s = connect_from(source, lb);
     let mut line = String::new();
     let _ = BufReader::new(s).read_line(&mut line);
     line
@@ -636,6 +645,26 @@ fn shared_bans(c: &mut Cluster) {
         assert!(banned(&g), "127.0.0.31 through the balancer got {g:?}");
     }
 
+    // Connections per address count over the cluster: a client holding PER_IP on node A
+    // is refused on node B too, and admitted there again once one of them ends.
+    let client = "127.0.0.35";
+    let mut held: Vec<_> = (0..PER_IP)
+        .map(|i| greeting_as(NODE_A, port, &format!("{client}:{}", 5000 + i)))
+        .collect();
+    assert!(held.iter().all(|(_, _, g)| g.starts_with("220 ")));
+    let full = |g: &str| g.starts_with("421 Too many connections");
+    wait_for(
+        "node A's connections of 127.0.0.35 counting on node B",
+        || full(&greeting_as(NODE_B, port, &format!("{client}:6000")).2),
+    );
+    held.pop();
+    wait_for("node B admitting 127.0.0.35 again", || {
+        greeting_as(NODE_B, port, &format!("{client}:6001"))
+            .2
+            .starts_with("220 ")
+    });
+    drop(held);
+
     // The store goes away: each node says so and serves on, with its own bans.
     drop(c.redis.take());
     let a = c.a.as_mut().unwrap();
@@ -658,8 +687,7 @@ fn stop_a_mid_session(c: &mut Cluster) {
     let lb = c.lb;
     let mut held = None;
     for _ in 0..8 {
-        let s = TcpStream::connect(lb).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let s = connect_from("127.0.0.27", lb);
         let mut r = BufReader::new(s.try_clone().unwrap());
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
@@ -688,7 +716,7 @@ fn stop_a_mid_session(c: &mut Cluster) {
         "the session on A did not end with 421: {rest:?}"
     );
     for i in 0..4 {
-        let g = greeting_via(lb).unwrap_or_default();
+        let g = greeting_from(&format!("127.0.0.{}", 41 + i), lb);
         assert!(
             g.contains("node b"),
             "session {i} after A stopped got {g:?}"
