@@ -609,8 +609,34 @@ fn through_haproxy(rt: &str) {
         );
     }
 
+    strangers_are_closed(&c);
     shared_bans(&mut c);
     stop_a_mid_session(&mut c);
+}
+
+/// Straight to a node from an address that is not the balancer, or from the balancer's
+/// address without a header: closed without a word.
+fn strangers_are_closed(c: &Cluster) {
+    let node: SocketAddr = format!("{NODE_A}:{}", c.node_port).parse().unwrap();
+    let said = |mut s: TcpStream, send: &[u8]| {
+        let _ = s.write_all(send);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert_eq!(
+        said(connect_from("127.0.0.50", node), b""),
+        "",
+        "a stranger"
+    );
+    let from_lb = connect_from(LB, node);
+    assert_eq!(said(from_lb, b"USER alice\r\n"), "", "no header");
+    let from_lb = connect_from(LB, node);
+    assert_eq!(
+        said(from_lb, b"PROXY TCP4 1.2.3.4\r\n"),
+        "",
+        "a malformed header"
+    );
 }
 
 /// Bans are the cluster's: two failed logins through node A ban the client on node B
