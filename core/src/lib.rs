@@ -24,6 +24,7 @@ pub mod path;
 pub mod policy;
 pub mod ports;
 pub mod proto;
+pub mod proxy;
 pub mod pump;
 pub mod server;
 pub mod session;

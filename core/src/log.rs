@@ -72,6 +72,7 @@ substatus! {
     IpDenied = 30, "ip-denied", "the client address is denied by the IP rules";
     PortNotClient = 31, "port-not-client", "a PORT/EPRT address is not the client's own (a NAT in front of the client that does not rewrite it, or FTP bounce)";
     PortPrivileged = 32, "port-privileged", "a PORT/EPRT port is below 1024 (FTP bounce)";
+    ProxyRefused = 33, "proxy-refused", "a PROXY protocol header was missing, malformed or late, or came from an address that is not a configured load balancer";
     LogonFailed = 40, "logon-failed", "wrong user name or password";
     LogonBanned = 41, "logon-banned", "the client address is banned after repeated failed logins";
     LogonWouldBan = 42, "logon-would-ban", "the ban threshold was reached in logging-only mode (not banned)";

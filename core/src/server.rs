@@ -9,9 +9,9 @@ use crate::config::SessionConfig;
 use crate::ids::SessionId;
 use crate::live::Live;
 use crate::log::{LogRecord, SubStatus};
-use crate::policy::limits::{ServerPolicy, Slot};
+use crate::policy::limits::{ServerPolicy, ServerRules, Slot};
 use crate::session::Session;
-use crate::site::Sites;
+use crate::site::{Listener, Sites};
 
 /// A connection the server will not serve: send `reply` (already encoded; empty means
 /// close without a word) and close. When the site logs, `log` is the refusal's record for
@@ -20,6 +20,100 @@ use crate::site::Sites;
 pub struct Refusal {
     pub reply: Vec<u8>,
     pub log: Option<Box<LogRecord>>,
+}
+
+/// What admission gives a client it lets in.
+pub(crate) struct Admitted {
+    pub(crate) slot: Slot,
+    /// The session's first request is a reverse lookup (IP rules with host names).
+    pub(crate) lookup: bool,
+}
+
+/// Why admission refused a client: the reply (encoded), the reason and the site that
+/// judged it (for the log).
+pub(crate) struct Refused {
+    pub(crate) reply: Vec<u8>,
+    pub(crate) sub: SubStatus,
+    pub(crate) site: Arc<SessionConfig>,
+}
+
+/// The `421` of a full server or site, in the site's words.
+fn busy_reply(site: &SessionConfig, rules: &ServerRules) -> Vec<u8> {
+    let text = site
+        .messages
+        .max_clients
+        .as_deref()
+        .unwrap_or(&rules.max_clients_message);
+    let mut busy = Vec::new();
+    crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
+        .encode_into(&mut busy);
+    busy
+}
+
+/// Judges a client `peer` reaching `local`: the server's and then the listener's site's
+/// IP rules (those with host-name entries after the session's reverse lookup), logon
+/// bans, and the connection limits (the server's when `full`, per address, the
+/// blank-host site's own, TLS handshakes). At accept, or once a PROXY protocol header
+/// has named the client.
+pub(crate) fn judge(
+    policy: &Arc<ServerPolicy>,
+    sites: &Sites,
+    listener: Listener,
+    now: Instant,
+    (peer, local): (SocketAddr, SocketAddr),
+    full: bool,
+) -> Result<Admitted, Refused> {
+    // Before HOST, the listener's default site (or its fallback) is the one to judge
+    // by; a site chosen later by HOST checks its own IP rules again at login.
+    let site = sites
+        .site(listener.default.unwrap_or(listener.fallback))
+        .clone();
+    let refuse = |reply: &[u8], sub| Refused {
+        reply: reply.to_vec(),
+        sub,
+        site: site.clone(),
+    };
+    let ip = peer.ip();
+    // Rules that need the client's host name judge after a reverse lookup (the
+    // session's first request); the others judge now.
+    let rules = policy.rules();
+    let denied = [&rules.ip_rules, &site.ip_rules]
+        .into_iter()
+        .find(|rules| !rules.needs_name(ip) && !rules.allows(ip))
+        .map(|rules| rules.deny_action);
+    if let Some(action) = denied {
+        tracing::info!(%peer, "refused by IP rules");
+        return Err(refuse(action.reply(), SubStatus::IpDenied));
+    }
+    if policy.is_banned(now, ip) {
+        tracing::info!(%peer, "refused: banned after failed logins");
+        let reply = b"421 Too many failed logins from your address, try again later.\r\n";
+        return Err(refuse(reply, SubStatus::LogonBanned));
+    }
+    let busy = busy_reply(&site, &rules);
+    if full {
+        return Err(refuse(&busy, SubStatus::TooManyConnections));
+    }
+    let Some(mut slot) = Slot::admit(policy.clone(), ip) else {
+        return Err(refuse(&busy, SubStatus::TooManyFromIp));
+    };
+    // The blank-host site answers from the start, so the connection counts for it
+    // now; a site chosen later counts the connection when it is chosen.
+    // (`site` is that blank-host site when there is one.)
+    if listener.default.is_some() && !slot.take_site(&site.site_name, site.limits.max_connections) {
+        tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
+        return Err(refuse(&busy, SubStatus::TooManyForSite));
+    }
+    // An implicit-FTPS connection is a handshake from its first byte.
+    if listener.implicit_tls && !slot.take_handshake() {
+        tracing::info!(%peer, "refused: too many TLS handshakes in progress from it");
+        return Err(refuse(&busy, SubStatus::TooManyHandshakes));
+    }
+    // A site chosen later by HOST applies its IP rules at login: its name entries
+    // need the name then, so it is looked up now, once.
+    let lookup =
+        rules.ip_rules.needs_name(ip) || sites.sites_at(local).any(|s| s.ip_rules.needs_name(ip));
+    Ok(Admitted { slot, lookup })
 }
 
 /// Admission and the per-server counters.
@@ -113,65 +207,16 @@ impl Server {
                 log: None,
             });
         };
-        // Before HOST, the listener's default site (or its fallback) is the one to judge
-        // by; a site chosen later by HOST checks its own IP rules again at login.
-        let site = sites
-            .site(listener.default.unwrap_or(listener.fallback))
-            .clone();
-        let ip = peer.ip();
-        // Rules that need the client's host name judge after a reverse lookup (the
-        // session's first request); the others judge now.
         let rules = self.policy.rules();
-        let denied = [&rules.ip_rules, &site.ip_rules]
-            .into_iter()
-            .find(|rules| !rules.needs_name(ip) && !rules.allows(ip))
-            .map(|rules| rules.deny_action);
-        if let Some(action) = denied {
-            tracing::info!(%peer, "refused by IP rules");
-            let reply = action.reply();
-            return Err(self.refusal(&site, peer, local, reply, SubStatus::IpDenied));
+        if rules.proxy.expects_header(local) {
+            return self.await_proxy_header(now, peer, local, sites, listener);
         }
-        if self.policy.is_banned(now, ip) {
-            tracing::info!(%peer, "refused: banned after failed logins");
-            let reply = b"421 Too many failed logins from your address, try again later.\r\n";
-            return Err(self.refusal(&site, peer, local, reply, SubStatus::LogonBanned));
-        }
-        let text = site
-            .messages
-            .max_clients
-            .as_deref()
-            .unwrap_or(&rules.max_clients_message);
-        let mut busy = Vec::new();
-        crate::proto::Reply::multi(421, text.lines().map(str::to_owned).collect())
-            .encode_into(&mut busy);
-        if self.active >= self.max_sessions {
-            let sub = SubStatus::TooManyConnections;
-            return Err(self.refusal(&site, peer, local, &busy, sub));
-        }
-        let Some(mut slot) = Slot::admit(self.policy.clone(), ip) else {
-            let sub = SubStatus::TooManyFromIp;
-            return Err(self.refusal(&site, peer, local, &busy, sub));
+        let full = self.active >= self.max_sessions;
+        let admitted = judge(&self.policy, &sites, listener, now, (peer, local), full);
+        let Admitted { slot, lookup } = match admitted {
+            Ok(a) => a,
+            Err(r) => return Err(self.refusal(&r.site, peer, local, &r.reply, r.sub)),
         };
-        // The blank-host site answers from the start, so the connection counts for it
-        // now; a site chosen later counts the connection when it is chosen.
-        // (`site` is that blank-host site when there is one.)
-        if listener.default.is_some()
-            && !slot.take_site(&site.site_name, site.limits.max_connections)
-        {
-            tracing::info!(%peer, site = %site.site_name, "refused: the site is full");
-            let sub = SubStatus::TooManyForSite;
-            return Err(self.refusal(&site, peer, local, &busy, sub));
-        }
-        // An implicit-FTPS connection is a handshake from its first byte.
-        if listener.implicit_tls && !slot.take_handshake() {
-            tracing::info!(%peer, "refused: too many TLS handshakes in progress from it");
-            let sub = SubStatus::TooManyHandshakes;
-            return Err(self.refusal(&site, peer, local, &busy, sub));
-        }
-        // A site chosen later by HOST applies its IP rules at login: its name entries
-        // need the name then, so it is looked up now, once.
-        let lookup = rules.ip_rules.needs_name(ip)
-            || sites.sites_at(local).any(|s| s.ip_rules.needs_name(ip));
         self.active += 1;
         let id = self.next_id();
         Ok(Session::new(
@@ -182,6 +227,44 @@ impl Server {
             (peer, local),
             slot,
             lookup,
+        ))
+    }
+
+    /// A connection on an address that expects a PROXY protocol header: only a balancer
+    /// may open one, and its client is judged once the header names it.
+    fn await_proxy_header(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        local: SocketAddr,
+        sites: Arc<Sites>,
+        listener: Listener,
+    ) -> Result<Session, Refusal> {
+        let rules = self.policy.rules();
+        let site = sites
+            .site(listener.default.unwrap_or(listener.fallback))
+            .clone();
+        if !rules.proxy.trusts(peer.ip()) {
+            tracing::info!(%peer, %local, "refused: not a load balancer allowed to send PROXY headers");
+            return Err(self.refusal(&site, peer, local, b"", SubStatus::ProxyRefused));
+        }
+        if self.active >= self.max_sessions {
+            let busy = busy_reply(&site, &rules);
+            let sub = SubStatus::TooManyConnections;
+            return Err(self.refusal(&site, peer, local, &busy, sub));
+        }
+        self.active += 1;
+        let id = self.next_id();
+        let slot = Slot::unadmitted(self.policy.clone());
+        let deadline = now + rules.proxy.header_timeout;
+        Ok(Session::awaiting_proxy(
+            now,
+            id,
+            sites,
+            listener,
+            (peer, local),
+            slot,
+            deadline,
         ))
     }
 

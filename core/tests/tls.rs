@@ -408,6 +408,53 @@ fn implicit_ftps_starts_with_tls_and_garbage_gets_no_banner() {
     assert!(!h.replies().contains("220"), "and never earns a banner");
 }
 
+/// Behind a balancer, an implicit binding's connection starts with the PROXY header,
+/// then TLS; the ClientHello may come in the header's own segment.
+#[test]
+fn implicit_ftps_after_a_proxy_header() {
+    use wharf_core::policy::limits::{ServerPolicy, ServerRules};
+    use wharf_core::{Binding, Server, Sites};
+    let local: std::net::SocketAddr = harness::LOCAL.parse().unwrap();
+    let (tls, der) = settings(ControlPolicy::Allow, DataPolicy::Allow);
+    let mut cfg = harness::config();
+    cfg.tls = Some(tls);
+    let binding = Binding {
+        ip: local.ip(),
+        port: local.port(),
+        host: None,
+        site: 0,
+        implicit_tls: true,
+    };
+    let sites = Sites::new(vec![Arc::new(cfg)], vec![binding]).unwrap();
+    let rules = ServerRules {
+        proxy: wharf_core::proxy::ProxyRules {
+            from: vec![wharf_core::IpNet::parse("10.0.0.5").unwrap()],
+            ..Default::default()
+        },
+        ..ServerRules::default()
+    };
+    let policy = Arc::new(ServerPolicy::new(rules));
+    let mut server = Server::with_sites(Arc::new(sites), 0, 1, 10).with_policy(policy);
+    let mut h = Harness::accept(&mut server, "10.0.0.5:3000", harness::origin()).unwrap();
+    assert!(h.wire.is_empty());
+    let client_addr = "198.51.100.20:51000".parse().unwrap();
+    let mut first = wharf_core::proxy::encode_v1(client_addr, local);
+    let mut c = client(&der);
+    c.write_tls(&mut first).unwrap();
+    h.send_raw(&first);
+    let mut seen = 0;
+    let banner = pump(&mut h, &mut c, &mut seen);
+    assert!(banner.starts_with("220 "), "{banner:?}");
+    let user = tls_command(&mut h, &mut c, &mut seen, "USER alice");
+    assert!(user.starts_with("331 "), "{user}");
+    // A bare (plaintext) command after the header is not TLS: closed, no banner.
+    let mut h = Harness::accept(&mut server, "10.0.0.5:3001", harness::origin()).unwrap();
+    let mut bytes = wharf_core::proxy::encode_v1(client_addr, local);
+    bytes.extend_from_slice(b"USER anonymous\r\n");
+    h.send_raw(&bytes);
+    assert!(h.session.is_closed() && !h.replies().contains("220"));
+}
+
 /// An implicit binding never answers in plaintext: not for a site without TLS, and not
 /// with "too many connections".
 #[test]

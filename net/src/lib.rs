@@ -12,6 +12,9 @@
 //! table [`Files`], and [`data_error`], the error classes the core's data-connection
 //! events carry.
 
+pub mod proxy;
+pub use proxy::{read_proxy_header, HeaderRead};
+
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};

@@ -30,6 +30,16 @@ pub(crate) enum DataState {
         listener: TcpListener,
         lease: Option<PortLease>,
         stream: TcpStream,
+        peer: SocketAddr,
+    },
+    /// An accepted connection from a load balancer whose PROXY protocol header is being
+    /// read (`ReadProxyHeader`); the connection, not the listener, is registered
+    /// meanwhile.
+    Header {
+        listener: TcpListener,
+        lease: Option<PortLease>,
+        stream: TcpStream,
+        peer: SocketAddr,
     },
     Connecting(TcpStream),
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
@@ -167,6 +177,73 @@ impl Shard {
         }
     }
 
+    /// `ReadProxyHeader`: the accepted connection is read (its header only) instead of
+    /// the listener until the header is judged.
+    pub(crate) fn read_proxy_header(&mut self, key: usize, conn: DataConnId) {
+        let Some(dkey) = self.find_data(key, conn) else {
+            return;
+        };
+        let d = &mut self.data[dkey];
+        let DataState::Accepted {
+            mut listener,
+            lease,
+            mut stream,
+            peer,
+        } = std::mem::replace(&mut d.state, DataState::Empty)
+        else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut listener);
+        let registered = reg.register(&mut stream, data_token(dkey), Interest::READABLE);
+        d.state = DataState::Header {
+            listener,
+            lease,
+            stream,
+            peer,
+        };
+        if let Err(e) = registered {
+            tracing::warn!("register a data connection: {e}");
+        }
+        // Edge-triggered: the header is usually there already.
+        self.queue_data(dkey);
+    }
+
+    /// Reads what there is of a balancer's header; once judged, the listener is
+    /// registered again and the session told.
+    fn continue_header(&mut self, dkey: usize) {
+        let d = &mut self.data[dkey];
+        let DataState::Header { stream, peer, .. } = &d.state else {
+            return;
+        };
+        let wharf_net::HeaderRead::Done(client) = wharf_net::read_proxy_header(stream, *peer)
+        else {
+            return;
+        };
+        let DataState::Header {
+            mut listener,
+            lease,
+            mut stream,
+            peer,
+        } = std::mem::replace(&mut d.state, DataState::Empty)
+        else {
+            unreachable!("checked above")
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut stream);
+        if let Err(e) = reg.register(&mut listener, data_token(dkey), Interest::READABLE) {
+            tracing::warn!("register a passive listener again: {e}");
+        }
+        d.state = DataState::Accepted {
+            listener,
+            lease,
+            stream,
+            peer,
+        };
+        let (owner, conn) = (d.owner, d.conn);
+        self.feed(owner, Input::DataProxied { conn, client });
+    }
+
     /// `StopListening`: the accepted connection is the data connection.
     pub(crate) fn stop_listening(&mut self, key: usize, conn: DataConnId) {
         let Some(dkey) = self.find_data(key, conn) else {
@@ -299,6 +376,10 @@ impl Shard {
                 let _ = reg.deregister(&mut listener);
                 None
             }
+            DataState::Header { mut stream, .. } => {
+                let _ = reg.deregister(&mut stream);
+                None
+            }
             DataState::Connecting(mut s)
             | DataState::Idle(mut s)
             | DataState::Prepared { stream: mut s, .. } => {
@@ -328,6 +409,7 @@ impl Shard {
         }
         match self.data[dkey].state {
             DataState::Listening { .. } => self.accept_data(dkey),
+            DataState::Header { .. } => self.continue_header(dkey),
             _ => self.pump(dkey),
         }
     }
@@ -339,6 +421,7 @@ impl Shard {
         match &d.state {
             DataState::Listening { .. } => self.accept_data(dkey),
             DataState::Connecting(_) => self.check_connect(dkey),
+            DataState::Header { .. } => self.continue_header(dkey),
             DataState::Idle(_) if ev.is_error() => {
                 let (owner, conn) = (d.owner, d.conn);
                 self.finish_transfer(dkey);
@@ -394,6 +477,7 @@ impl Shard {
             listener,
             lease,
             stream,
+            peer,
         };
         let (owner, conn) = (d.owner, d.conn);
         self.feed(owner, Input::DataAccepted { conn, peer });

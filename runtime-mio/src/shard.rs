@@ -466,6 +466,7 @@ impl Shard {
                 inputs.push_back(self.listen_data(key, conn, ip, ports))
             }
             Action::RefuseData { conn } => self.refuse_data(key, conn),
+            Action::ReadProxyHeader { conn } => self.read_proxy_header(key, conn),
             Action::StopListening { conn } => self.stop_listening(key, conn),
             Action::ConnectData {
                 conn,

@@ -42,7 +42,11 @@ pub(crate) enum DataState {
     Accepted {
         listener: Listener,
         stream: Async<TcpStream>,
+        peer: SocketAddr,
     },
+    /// The task reading a balancer's PROXY protocol header off an accepted connection
+    /// (it owns the connection and the listener until the header is judged).
+    Header { _task: Task<()> },
     /// The task waiting for an active connect to complete.
     Connecting { _task: Task<()> },
     /// Connected, waiting for `StartTransfer`. Not read: an upload's bytes (and even its
@@ -93,6 +97,35 @@ async fn accept_data(listener: Listener, conn: DataConnId, events: Events) {
             }
         }
     }
+}
+
+/// Reads a balancer's PROXY protocol header (its bytes only) and hands the connection,
+/// with the listener and the client the header names, back to the session.
+async fn read_header(
+    listener: Listener,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    conn: DataConnId,
+    events: Events,
+) {
+    let client = loop {
+        match wharf_net::read_proxy_header(stream.get_ref(), peer) {
+            wharf_net::HeaderRead::Done(client) => break client,
+            wharf_net::HeaderRead::Pending => {
+                if stream.readable().await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    let ev = Event::Proxied {
+        conn,
+        client,
+        peer,
+        stream,
+        listener,
+    };
+    let _ = report(&events, ev).await;
 }
 
 /// Waits for an active connect to complete.
@@ -360,8 +393,60 @@ impl Driver {
         if !matches!(self.data[i].state, DataState::Listening { .. }) {
             return;
         }
-        self.data[i].state = DataState::Accepted { listener, stream };
+        self.data[i].state = DataState::Accepted {
+            listener,
+            stream,
+            peer,
+        };
         self.feed(Input::DataAccepted { conn, peer });
+    }
+
+    /// `ReadProxyHeader`: a task reads the balancer's header off the accepted connection.
+    pub(crate) fn read_proxy_header(&mut self, conn: DataConnId) {
+        let Some(i) = self.find(conn) else {
+            return;
+        };
+        let DataState::Accepted { .. } = self.data[i].state else {
+            return;
+        };
+        let placeholder = DataState::Transferring {
+            xfer: TransferId(0),
+            stop: None,
+            report: false,
+        };
+        let DataState::Accepted {
+            listener,
+            stream,
+            peer,
+        } = std::mem::replace(&mut self.data[i].state, placeholder)
+        else {
+            return;
+        };
+        let task = read_header(listener, stream, peer, conn, self.events.clone());
+        self.data[i].state = DataState::Header {
+            _task: self.ctx.ex.spawn(task),
+        };
+    }
+
+    pub(crate) fn on_proxied(
+        &mut self,
+        conn: DataConnId,
+        client: Option<SocketAddr>,
+        (peer, stream): (SocketAddr, Async<TcpStream>),
+        listener: Listener,
+    ) {
+        let Some(i) = self.find(conn) else {
+            return; // closed meanwhile
+        };
+        if !matches!(self.data[i].state, DataState::Header { .. }) {
+            return;
+        }
+        self.data[i].state = DataState::Accepted {
+            listener,
+            stream,
+            peer,
+        };
+        self.feed(Input::DataProxied { conn, client });
     }
 
     /// The listener and connection `DataAccepted` reported, taken out of the table.
@@ -376,7 +461,9 @@ impl Driver {
             report: false,
         };
         match std::mem::replace(&mut self.data[i].state, placeholder) {
-            DataState::Accepted { listener, stream } => Some((i, listener, stream)),
+            DataState::Accepted {
+                listener, stream, ..
+            } => Some((i, listener, stream)),
             _ => None,
         }
     }

@@ -58,6 +58,15 @@ pub(crate) enum Event {
         stream: Async<TcpStream>,
         listener: Listener,
     },
+    /// A balancer's PROXY protocol header was read off an accepted connection (or not:
+    /// `client` is `None`); the listener comes back with it.
+    Proxied {
+        conn: DataConnId,
+        client: Option<SocketAddr>,
+        peer: SocketAddr,
+        stream: Async<TcpStream>,
+        listener: Listener,
+    },
     /// An active connect succeeded.
     Connected {
         conn: DataConnId,
@@ -383,6 +392,10 @@ impl Driver {
                 self.refuse_data(conn);
                 None
             }
+            Action::ReadProxyHeader { conn } => {
+                self.read_proxy_header(conn);
+                None
+            }
             Action::StopListening { conn } => {
                 self.stop_listening(conn);
                 None
@@ -475,6 +488,13 @@ impl Driver {
                 stream,
                 listener,
             } => self.on_accepted(conn, peer, stream, listener),
+            Event::Proxied {
+                conn,
+                client,
+                peer,
+                stream,
+                listener,
+            } => self.on_proxied(conn, client, (peer, stream), listener),
             Event::Connected { conn, stream } => self.on_connected(conn, stream),
             Event::Failed { conn, error } => self.on_failed(conn, error),
             Event::Crashed(why) => self.crash(&why),

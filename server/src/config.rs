@@ -104,6 +104,8 @@ pub struct ServerConfig {
     /// Whether the configuration uses the single `[site]` form, whose addresses
     /// (`server.listen`) `--listen` may replace ([`ServerConfig::override_listen`]).
     pub single_site: bool,
+    /// `[cluster]`: failed logins and bans shared with the other nodes.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -303,6 +305,15 @@ struct RawConfig {
     groups: Vec<RawGroup>,
     limits: Option<policy::RawLimits>,
     auth: Option<auth_table::RawAuth>,
+    cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: state shared with the other nodes behind one load balancer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redis: Spanned<String>,
+    prefix: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +337,7 @@ struct RawServer {
     ip_security: Option<policy::RawIpSecurity>,
     logon_restrictions: Option<policy::RawLogon>,
     logging: Option<policy::RawLogging>,
+    proxy_protocol: Option<Spanned<policy::RawProxy>>,
 }
 
 #[derive(Deserialize)]
@@ -903,6 +915,12 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         logon: policy::logon(c, raw.server.logon_restrictions.take()),
         ..ServerRules::default()
     };
+    let proxy_addresses = raw
+        .server
+        .proxy_protocol
+        .as_ref()
+        .map(|p| p.get_ref().addresses.clone());
+    server_rules.proxy = policy::proxy(c, raw.server.proxy_protocol.take());
     let central_log = raw.server.logging.take();
     let raw_auth = raw.auth.take();
     let user_bandwidth: Vec<(String, Spanned<u64>)> = raw
@@ -1159,6 +1177,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         }),
         users_file: s.users_file.as_ref().map(|f| base.join(f.get_ref())),
         single_site: shorthand,
+        cluster: raw.cluster.as_ref().and_then(|raw| cluster_config(c, raw)),
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
@@ -1177,6 +1196,10 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         return None;
     }
     let listen = listen_addresses(&cfg.sites);
+    policy::check_proxy_addresses(c, proxy_addresses.as_deref().unwrap_or(&[]), &listen);
+    if !c.errors.is_empty() {
+        return None;
+    }
     Some(ServerConfig { listen, ..cfg })
 }
 
@@ -1889,9 +1912,39 @@ fn check_root(base: &Path, root: &String) -> Result<PathBuf, String> {
 }
 
 #[cfg(test)]
+#[path = "config_proxy_tests.rs"]
+mod proxy_tests;
+#[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
 
 #[cfg(test)]
 #[path = "config_messages_tests.rs"]
 mod message_tests;
+
+/// `[cluster]`: the store's URL is checked here; whether it answers is the running
+/// server's business (a node serves with its own state while the store is down).
+fn cluster_config(c: &mut Checker<'_>, raw: &RawCluster) -> Option<crate::cluster::ClusterConfig> {
+    let redis = c.check(&raw.redis, |url| {
+        if url.starts_with("redis://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://")
+        {
+            Ok(url.clone())
+        } else {
+            Err(format!(
+                "{url:?} is not a Redis URL: redis://host:port/ (or redis+unix:///path)"
+            ))
+        }
+    })?;
+    let prefix = match &raw.prefix {
+        Some(p) => c.check(p, |p| {
+            match p.is_empty() || p.contains(char::is_whitespace) {
+                true => Err("must be a non-empty word, like \"wharf\"".to_string()),
+                false => Ok(p.clone()),
+            }
+        })?,
+        None => "wharf".to_string(),
+    };
+    Some(crate::cluster::ClusterConfig { redis, prefix })
+}

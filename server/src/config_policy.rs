@@ -3,6 +3,7 @@
 //! `[limits]`, `[site.logging]` and `[server.logging]`. Parsed like the rest of the file:
 //! every error is located (`file:line:col: key: message`) and every error is reported.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use wharf_core::policy::{
     RequestFiltering, SiteLimits,
 };
 use wharf_core::proto::command::Verb;
+use wharf_core::proxy::{ProxyRules, DEFAULT_HEADER_TIMEOUT};
 
 use super::Checker;
 use crate::w3c::{LogOutput, Period};
@@ -52,6 +54,17 @@ pub(super) struct RawIpSecurity {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+}
+
+/// `[server.proxy_protocol]`: the load balancers in front of this server.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    #[serde(default)]
+    from: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) addresses: Vec<Spanned<String>>,
+    header_timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -261,6 +274,65 @@ pub(super) fn ip_rules(c: &mut Checker<'_>, raw: Option<RawIpSecurity>) -> IpRul
         domains,
         reverse_dns,
         deny_action,
+    }
+}
+
+/// `[server.proxy_protocol]`: which connections start with a PROXY protocol header.
+pub(super) fn proxy(c: &mut Checker<'_>, raw: Option<Spanned<RawProxy>>) -> ProxyRules {
+    let Some(raw) = raw else {
+        return ProxyRules::default();
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let from = list(c, &raw.from, IpNet::parse);
+    if raw.from.is_empty() {
+        c.error(
+            span,
+            "proxy_protocol needs `from`: the load balancers' addresses (like [\"10.0.0.5\"] or [\"10.0.0.0/24\"]), the only ones whose PROXY headers are believed",
+        );
+    }
+    let addresses = list(c, &raw.addresses, parse_proxy_address);
+    let header_timeout = match &raw.header_timeout {
+        Some(t) => c
+            .check(t, |&n| match n {
+                0 => Err("must be at least 1 second".to_string()),
+                n => Ok(Duration::from_secs(n)),
+            })
+            .unwrap_or(DEFAULT_HEADER_TIMEOUT),
+        None => DEFAULT_HEADER_TIMEOUT,
+    };
+    ProxyRules {
+        from,
+        addresses,
+        header_timeout,
+    }
+}
+
+fn parse_proxy_address(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a control address \"ip:port\" (IPv6 as \"[::1]:21\")"))
+}
+
+/// Every `proxy_protocol.addresses` entry must be an address the server listens on.
+pub(super) fn check_proxy_addresses(
+    c: &mut Checker<'_>,
+    addresses: &[Spanned<String>],
+    listen: &[SocketAddr],
+) {
+    for a in addresses {
+        let Ok(addr) = parse_proxy_address(a.get_ref()) else {
+            continue;
+        };
+        if !listen.contains(&addr) {
+            let known: Vec<String> = listen.iter().map(|l| l.to_string()).collect();
+            c.error(
+                a.span(),
+                format!(
+                    "{addr} is not a control address of this server (it listens on {})",
+                    known.join(", ")
+                ),
+            );
+        }
     }
 }
 

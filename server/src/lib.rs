@@ -26,6 +26,7 @@ use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod firewall;
 #[cfg(target_os = "linux")]
@@ -229,6 +230,7 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
         "active_source_port below 1024 under server.user (the bind capability is kept, or not, at start)",
     );
     check(old.pid_file != new.pid_file, "server.pid_file");
+    check(old.cluster != new.cluster, "[cluster]");
     out
 }
 
@@ -275,6 +277,9 @@ pub fn start_with_resolver(
     let sites = Arc::new(Live::new(Arc::new(sites)));
     // IP rules, bans and per-address/per-user counts are one state for all shards.
     let policy = Arc::new(ServerPolicy::new(config.server_rules.clone()));
+    if let Some(cluster) = &config.cluster {
+        cluster::start(cluster, &policy)?;
+    }
     let setup = RuntimeSetup {
         runtime: config.runtime,
         listen: listen.clone(),

@@ -123,6 +123,9 @@ impl Conn {
                 }
                 None
             }
+            // This example serves no load balancer: a header it cannot read is no
+            // header, and the core refuses the connection.
+            Action::ReadProxyHeader { conn } => Some(Input::DataProxied { conn, client: None }),
             Action::StopListening { conn } => {
                 if let Some(Data::Accepted(s, _)) = self.take(conn) {
                     self.data.push((conn, Data::Idle(s)));

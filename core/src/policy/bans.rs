@@ -140,6 +140,40 @@ impl BanTable {
         Verdict::Counted(failures)
     }
 
+    /// Bans `ip` until `until` (a ban another node of a cluster earned), unless it is
+    /// exempt or banned longer already. False when nothing changed.
+    pub fn ban(
+        &mut self,
+        cfg: &LogonRestrictions,
+        now: Instant,
+        ip: IpAddr,
+        until: Instant,
+    ) -> bool {
+        if !cfg.enabled
+            || cfg.logging_only
+            || cfg.capacity == 0
+            || Self::exempt(cfg, ip)
+            || until <= now
+        {
+            return false;
+        }
+        self.purge(now);
+        let key = Self::key(cfg, ip);
+        match self.entries.get(&key).copied() {
+            Some(Entry::Banned { until: u }) if u >= until => return false,
+            Some(Entry::Banned { until: u }) => {
+                self.banned.remove(&(u, key));
+            }
+            Some(Entry::Counting { until: u, .. }) => {
+                self.counting.remove(&(u, key));
+            }
+            None => self.make_room(cfg.capacity),
+        }
+        self.entries.insert(key, Entry::Banned { until });
+        self.banned.insert((until, key));
+        true
+    }
+
     /// Forgets everything that expired by `now`.
     fn purge(&mut self, now: Instant) {
         for set in [&mut self.counting, &mut self.banned] {

@@ -37,6 +37,9 @@ pub struct ServerRules {
     pub max_handshakes_per_ip: u32,
     /// The text of the `421` a connection over a limit gets (IIS `maxClientsMessage`).
     pub max_clients_message: String,
+    /// The load balancers whose connections start with a PROXY protocol header, and
+    /// where (see [`crate::proxy`]).
+    pub proxy: crate::proxy::ProxyRules,
 }
 
 impl Default for ServerRules {
@@ -48,18 +51,50 @@ impl Default for ServerRules {
             max_per_user: 0,
             max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
             max_clients_message: "Too many connections, try again later.".into(),
+            proxy: crate::proxy::ProxyRules::default(),
         }
     }
+}
+
+/// Connections per address and per user (another node's, or this one's to share).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteCounts {
+    pub per_ip: BTreeMap<IpAddr, u32>,
+    pub per_user: BTreeMap<String, u32>,
+}
+
+impl RemoteCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RemoteCounts) {
+        for (ip, n) in &other.per_ip {
+            *self.per_ip.entry(*ip).or_insert(0) += n;
+        }
+        for (user, n) in &other.per_user {
+            *self.per_user.entry(user.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+/// Where a process's failed logins go besides its own ban table: the nodes of a cluster
+/// share them (`wharf_server::cluster`). Called on the event loops: it must not block.
+pub trait PolicyEvents: Send + Sync + std::fmt::Debug {
+    /// A failed login from `ip` was counted here (with `verdict`).
+    fn failed_login(&self, ip: IpAddr, verdict: Verdict);
 }
 
 /// The rules and the state every shard of a process shares.
 #[derive(Debug, Default)]
 pub struct ServerPolicy {
+    /// Told of every counted failed login (a cluster's shared state).
+    events: std::sync::OnceLock<Arc<dyn PolicyEvents>>,
     /// Replaced by a configuration reload; the counts below carry over.
     rules: Live<ServerRules>,
     bans: Mutex<BanTable>,
     per_ip: Mutex<BTreeMap<IpAddr, u32>>,
     per_user: Mutex<BTreeMap<Box<str>, u32>>,
+    /// The other nodes' connections per address and per user (a cluster's shared
+    /// counts, as last heard; see [`ServerPolicy::set_remote_counts`]).
+    remote: Mutex<RemoteCounts>,
     /// TLS handshakes in progress per address.
     handshakes: Mutex<BTreeMap<IpAddr, u32>>,
     /// Control connections per site (by [`ServerPolicy::site_id`]), for the sites that
@@ -115,7 +150,32 @@ impl ServerPolicy {
         if !rules.logon.enabled || rules.ip_rules.explicitly_allows(ip) {
             return Verdict::NotCounted;
         }
-        lock(&self.bans).record_failure(&rules.logon, now, ip)
+        let verdict = lock(&self.bans).record_failure(&rules.logon, now, ip);
+        if let (Some(events), Verdict::Counted(_) | Verdict::Banned) = (self.events.get(), verdict)
+        {
+            events.failed_login(ip, verdict);
+        }
+        verdict
+    }
+
+    /// Sends every counted failed login to `events` too (once; false if already set).
+    pub fn set_events(&self, events: Arc<dyn PolicyEvents>) -> bool {
+        self.events.set(events).is_ok()
+    }
+
+    /// Bans `ip` until `until` (a ban earned elsewhere in a cluster); false when nothing
+    /// changed (off, exempt, or banned as long already).
+    pub fn import_ban(&self, now: Instant, ip: IpAddr, until: Instant) -> bool {
+        let rules = self.rules();
+        if rules.ip_rules.explicitly_allows(ip) {
+            return false;
+        }
+        lock(&self.bans).ban(&rules.logon, now, ip, until)
+    }
+
+    /// The logon restrictions in force (a cluster shares counts under them).
+    pub fn logon(&self) -> LogonRestrictions {
+        self.rules().logon.clone()
     }
 
     /// Addresses the ban table tracks.
@@ -125,7 +185,10 @@ impl ServerPolicy {
 
     /// Takes a connection slot for `ip`; false when its limit is reached.
     fn take_ip(&self, ip: IpAddr) -> bool {
-        take(&mut lock(&self.per_ip), ip, self.rules().max_per_ip)
+        let elsewhere = lock(&self.remote).per_ip.get(&ip).copied().unwrap_or(0);
+        let max = self.rules().max_per_ip;
+        // Over the limit on the other nodes already: refused (0 stays "no limit").
+        max > elsewhere && take(&mut lock(&self.per_ip), ip, max - elsewhere)
     }
 
     fn release_ip(&self, ip: IpAddr) {
@@ -133,11 +196,27 @@ impl ServerPolicy {
     }
 
     fn take_user(&self, user: &str) -> bool {
-        take(
-            &mut lock(&self.per_user),
-            Box::from(user),
-            self.rules().max_per_user,
-        )
+        let elsewhere = lock(&self.remote).per_user.get(user).copied().unwrap_or(0);
+        let max = self.rules().max_per_user;
+        max > elsewhere && take(&mut lock(&self.per_user), Box::from(user), max - elsewhere)
+    }
+
+    /// This process's connections per address and per user (what a cluster node shares;
+    /// counted only while the matching limit is set).
+    pub fn local_counts(&self) -> RemoteCounts {
+        RemoteCounts {
+            per_ip: lock(&self.per_ip).clone(),
+            per_user: lock(&self.per_user)
+                .iter()
+                .map(|(u, n)| (u.to_string(), *n))
+                .collect(),
+        }
+    }
+
+    /// The other nodes' connections, which count against `max_per_ip` and
+    /// `max_per_user` here too (replaced whole at each refresh).
+    pub fn set_remote_counts(&self, counts: RemoteCounts) {
+        *lock(&self.remote) = counts;
     }
 
     fn release_user(&self, user: &str) {
@@ -255,6 +334,21 @@ impl Slot {
             upload: None,
             tls: None,
         })
+    }
+
+    /// A slot that counts nothing yet: a connection whose client is not known until its
+    /// PROXY protocol header arrives (then [`Slot::admit`] judges the client).
+    pub fn unadmitted(policy: Arc<ServerPolicy>) -> Slot {
+        Slot {
+            policy,
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            ip: false,
+            handshake: false,
+            user: None,
+            site: None,
+            upload: None,
+            tls: None,
+        }
     }
 
     pub fn policy(&self) -> &Arc<ServerPolicy> {
@@ -439,6 +533,36 @@ mod tests {
         drop((b, c, other));
         assert_eq!(policy.connections_from(ip("192.0.2.1")), 0);
         assert!(lock(&policy.per_ip).is_empty(), "no zero entries are left");
+    }
+
+    #[test]
+    fn other_nodes_connections_count_against_the_limits() {
+        let policy = Arc::new(ServerPolicy::new(ServerRules {
+            max_per_ip: 2,
+            max_per_user: 1,
+            ..ServerRules::default()
+        }));
+        let mut elsewhere = RemoteCounts::default();
+        elsewhere.per_ip.insert(ip("192.0.2.1"), 1);
+        elsewhere.per_user.insert("alice".into(), 1);
+        policy.set_remote_counts(elsewhere.clone());
+        let mut a = Slot::admit(policy.clone(), ip("192.0.2.1")).unwrap();
+        assert!(Slot::admit(policy.clone(), ip("192.0.2.1")).is_none());
+        assert!(!a.take_user("alice"), "alice is logged in on another node");
+        assert!(a.take_user("bob"));
+        let mine = policy.local_counts();
+        assert_eq!(mine.per_ip.get(&ip("192.0.2.1")), Some(&1));
+        assert_eq!(mine.per_user.get("bob"), Some(&1));
+        elsewhere.add(&elsewhere.clone());
+        assert_eq!(elsewhere.per_ip.get(&ip("192.0.2.1")), Some(&2));
+        policy.set_remote_counts(elsewhere);
+        drop(a);
+        assert!(
+            Slot::admit(policy.clone(), ip("192.0.2.1")).is_none(),
+            "full elsewhere"
+        );
+        policy.set_remote_counts(RemoteCounts::default());
+        assert!(Slot::admit(policy.clone(), ip("192.0.2.1")).is_some());
     }
 
     #[test]

@@ -153,6 +153,33 @@ impl Session {
     /// it), it is refused and the listener stays armed for the client (port theft); the
     /// client's own is the data connection, and the listener closes.
     pub(super) fn on_data_accepted(&mut self, now: Instant, conn: DataConnId, peer: SocketAddr) {
+        // Behind a balancer, a passive connection it forwards names its client in a
+        // PROXY protocol header; one straight from a client is judged as it comes.
+        let rules = self.slot.policy().rules();
+        if rules.proxy.expects_header(self.local) && rules.proxy.trusts(peer.ip()) {
+            self.actions.push_back(Action::ReadProxyHeader { conn });
+            return;
+        }
+        self.judge_data_peer(now, conn, peer);
+    }
+
+    pub(super) fn on_data_proxied(
+        &mut self,
+        now: Instant,
+        conn: DataConnId,
+        client: Option<SocketAddr>,
+    ) {
+        match client {
+            Some(client) => self.judge_data_peer(now, conn, client),
+            None => {
+                tracing::info!(session = %self.id, "data connection from the balancer without a valid PROXY header refused");
+                self.actions.push_back(Action::RefuseData { conn });
+            }
+        }
+    }
+
+    /// The client of a passive connection is known: the session's own, or a stranger.
+    fn judge_data_peer(&mut self, now: Instant, conn: DataConnId, peer: SocketAddr) {
         if self.config.match_pasv_peer && !same_host(peer.ip(), self.peer.ip()) {
             tracing::info!(session = %self.id, %peer, "data connection from a stranger refused");
             self.actions.push_back(Action::RefuseData { conn });

@@ -23,6 +23,14 @@ pub enum Input<'a> {
     /// `RefuseData` (a stranger: close it, go on listening) or `StopListening` (this is
     /// the data connection: close the listener).
     DataAccepted { conn: DataConnId, peer: SocketAddr },
+    /// The answer to `ReadProxyHeader`: the client the connection's PROXY protocol header
+    /// names (the balancer's own address for a `LOCAL` header), or `None` when no valid
+    /// header came (malformed, or the connection ended first). The core answers in the
+    /// same drain, as for `DataAccepted` (`RefuseData` for `None`).
+    DataProxied {
+        conn: DataConnId,
+        client: Option<SocketAddr>,
+    },
     /// `ConnectData` connected.
     DataConnected { conn: DataConnId },
     /// `ListenData` could not listen, or `ConnectData` could not connect, or an idle data
@@ -132,6 +140,11 @@ pub enum Action {
     /// The connection `DataAccepted` reported is refused (not the client's): close it
     /// and go on listening on `conn`'s listener.
     RefuseData { conn: DataConnId },
+    /// The connection `DataAccepted` reported comes from a load balancer: read its PROXY
+    /// protocol header, exactly (the bytes after it are the client's, for the transfer;
+    /// `wharf_net::read_proxy_header` judges with [`crate::proxy::parse`]), holding the
+    /// connection and the listener as for `DataAccepted`; answer `DataProxied`.
+    ReadProxyHeader { conn: DataConnId },
     /// The connection `DataAccepted` reported is the data connection: close `conn`'s
     /// listener (its port is free again) and keep the connection for the transfer.
     StopListening { conn: DataConnId },

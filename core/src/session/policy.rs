@@ -401,6 +401,38 @@ impl Session {
         false
     }
 
+    /// The PROXY protocol header named the client (now `peer`): it is judged as a
+    /// direct connection is at accept, and greeted or refused as one would be.
+    pub(super) fn admit_proxied(&mut self) {
+        let now = self.last_now;
+        let policy = self.slot.policy().clone();
+        let addrs = (self.peer, self.local);
+        match crate::server::judge(&policy, &self.sites, self.listener, now, addrs, false) {
+            Ok(admitted) => {
+                self.slot = admitted.slot;
+                self.begin(now, admitted.lookup);
+            }
+            Err(refused) => {
+                self.start_record(now, Cow::Borrowed("ControlChannelOpened"), "", 0);
+                self.sub = refused.sub;
+                if !self.listener.implicit_tls && !refused.reply.is_empty() {
+                    // Already encoded; nothing is encrypted yet.
+                    let code = refused
+                        .reply
+                        .get(..3)
+                        .and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
+                    self.note_reply(code.unwrap_or(0), refused.reply.len());
+                    self.out.extend_from_slice(&refused.reply);
+                }
+                if let Some(l) = &mut self.log {
+                    l.rec.debug = Some(Cow::Borrowed(refused.sub.slug()));
+                }
+                self.emit_log(now);
+                self.close();
+            }
+        }
+    }
+
     /// The reverse lookup of the peer's name is done: the IP rules that waited for it
     /// (the server's, then the listener's site's) judge, then the greeting goes out. A
     /// failed or unknown lookup is no name: only address entries apply then.

@@ -165,6 +165,9 @@ pub struct Session {
     /// The peer's confirmed host name, when an IP rule needed it.
     pub(super) peer_name: Option<Box<str>>,
     pub(super) local: SocketAddr,
+    /// The PROXY protocol header received so far, until it is complete (only on an
+    /// address that expects one); `peer` is the balancer until then.
+    pub(super) proxy: Option<Vec<u8>>,
     pub(super) framer: LineFramer,
     /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).
     pub(super) held: VecDeque<Vec<u8>>,
@@ -222,14 +225,45 @@ impl Session {
         id: SessionId,
         sites: Arc<Sites>,
         listener: Listener,
-        (peer, local): (SocketAddr, SocketAddr),
+        addrs: (SocketAddr, SocketAddr),
         slot: crate::policy::limits::Slot,
         lookup: bool,
+    ) -> Session {
+        let mut s = Session::blank(now, id, sites, listener, addrs, slot);
+        s.begin(now, lookup);
+        s
+    }
+
+    /// A session whose first bytes must be a PROXY protocol header naming the client
+    /// (see [`crate::proxy`]); it says nothing until then, and closes at `deadline`.
+    pub(crate) fn awaiting_proxy(
+        now: Instant,
+        id: SessionId,
+        sites: Arc<Sites>,
+        listener: Listener,
+        addrs: (SocketAddr, SocketAddr),
+        slot: crate::policy::limits::Slot,
+        deadline: Instant,
+    ) -> Session {
+        let mut s = Session::blank(now, id, sites, listener, addrs, slot);
+        s.proxy = Some(Vec::new());
+        // The login timer bounds the wait for the header; `begin` sets it anew.
+        s.timers.set(Timer::Login, deadline);
+        s
+    }
+
+    fn blank(
+        now: Instant,
+        id: SessionId,
+        sites: Arc<Sites>,
+        listener: Listener,
+        (peer, local): (SocketAddr, SocketAddr),
+        slot: crate::policy::limits::Slot,
     ) -> Session {
         let config = sites
             .site(listener.default.unwrap_or(listener.fallback))
             .clone();
-        let mut s = Session {
+        Session {
             id,
             sites,
             listener,
@@ -239,6 +273,7 @@ impl Session {
             peer,
             peer_name: None,
             local,
+            proxy: None,
             held: VecDeque::new(),
             held_bytes: 0,
             out: Vec::new(),
@@ -273,29 +308,34 @@ impl Session {
             opened: now,
             last_now: now,
             config,
-        };
-        if listener.implicit_tls {
-            match s.config.tls.clone() {
-                Some(settings) => s.start_tls(&settings),
+        }
+    }
+
+    /// The client is admitted: TLS for an implicit binding, then the greeting (or the
+    /// reverse lookup it waits for), and the login timer.
+    pub(super) fn begin(&mut self, now: Instant, lookup: bool) {
+        if self.listener.implicit_tls {
+            match self.config.tls.clone() {
+                Some(settings) => self.start_tls(&settings),
                 None => {
-                    tracing::error!(site = %s.config.site_name, "implicit TLS binding without TLS settings");
-                    s.close();
-                    return s;
+                    tracing::error!(site = %self.config.site_name, "implicit TLS binding without TLS settings");
+                    self.close();
+                    return;
                 }
             }
-            s.pbsz = true;
-            s.prot_private = true;
+            self.pbsz = true;
+            self.prot_private = true;
         }
         if lookup {
             // IP rules with host names judge once the name is known; until then the
             // session says nothing and runs no command (the login timeout still runs).
-            let ip = peer.ip();
-            s.request(Request::ReverseLookup { ip }, Then::Lookup);
+            let ip = self.peer.ip();
+            self.request(Request::ReverseLookup { ip }, Then::Lookup);
         } else {
-            s.greet();
+            self.greet();
         }
-        s.timers.set(Timer::Login, now + s.config.timeouts.login);
-        s
+        self.timers
+            .set(Timer::Login, now + self.config.timeouts.login);
     }
 
     /// The 220 greeting of the chosen site, or, when no site answers without a host
@@ -327,6 +367,7 @@ impl Session {
             Input::Shutdown => self.end(Ending::Shutdown),
             Input::DataListening { conn, port } => self.on_data_listening(conn, port),
             Input::DataAccepted { conn, peer } => self.on_data_accepted(now, conn, peer),
+            Input::DataProxied { conn, client } => self.on_data_proxied(now, conn, client),
             Input::DataConnected { conn } => self.on_data_connected(now, conn),
             Input::DataFailed { conn, error } => self.on_data_failed(now, conn, error),
             Input::TransferProgress { xfer, bytes } => self.on_progress(xfer, bytes),
@@ -569,6 +610,17 @@ impl Session {
 
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
+            Timer::Login if self.proxy.is_some() => {
+                let secs = self
+                    .slot
+                    .policy()
+                    .rules()
+                    .proxy
+                    .header_timeout
+                    .as_secs_f64();
+                tracing::info!(session = %self.id, balancer = %self.peer, "no PROXY protocol header within {secs} s; closing");
+                self.close_because(crate::log::SubStatus::ProxyRefused);
+            }
             Timer::Login => {
                 self.reply(421, "Login timeout, closing control connection.");
                 self.close();
@@ -720,6 +772,9 @@ impl Session {
 
     /// Control bytes from the peer: straight to the framer, or through TLS first.
     fn receive(&mut self, bytes: &[u8]) {
+        if self.proxy.is_some() {
+            return self.receive_proxy_header(bytes);
+        }
         let mut plain = Vec::new();
         let result = self.receive_tls(bytes, &mut plain);
         self.framer.feed(&plain);
@@ -799,6 +854,37 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Control bytes before the PROXY protocol header is complete: the header, then
+    /// (once the client is admitted) the client's own bytes.
+    fn receive_proxy_header(&mut self, bytes: &[u8]) {
+        let Some(buf) = self.proxy.as_mut() else {
+            return;
+        };
+        buf.extend_from_slice(bytes);
+        match crate::proxy::parse(buf) {
+            crate::proxy::Parsed::Incomplete => {}
+            crate::proxy::Parsed::Invalid(why) => {
+                tracing::info!(session = %self.id, balancer = %self.peer, why, "bad PROXY protocol header; closing");
+                self.proxy = None;
+                self.close_because(crate::log::SubStatus::ProxyRefused);
+            }
+            crate::proxy::Parsed::Done { header, len } => {
+                let rest = self
+                    .proxy
+                    .take()
+                    .map(|b| b[len..].to_vec())
+                    .unwrap_or_default();
+                let balancer = self.peer;
+                self.peer = header.source_or(balancer);
+                tracing::debug!(session = %self.id, %balancer, client = %self.peer, "PROXY protocol header");
+                self.admit_proxied();
+                if !self.closed && !rest.is_empty() {
+                    self.receive(&rest);
+                }
+            }
+        }
     }
 
     /// Switches the control channel to TLS; what the peer sends next is a ClientHello.
