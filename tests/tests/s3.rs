@@ -1,0 +1,293 @@
+//! Sites on object storage (issue 18): the real server with an `s3://` root over a real
+//! three-node Garage cluster on loopback ([`wharf_tests::garage`]), driven by curl, Python's
+//! ftplib and lftp, on every runtime.
+
+use std::time::{Duration, Instant};
+
+use wharf_tests::garage::Garage;
+use wharf_tests::harness::*;
+
+/// A server whose site is `s3://wharf/<prefix>` on node `node` of `g`; `s3_extra` goes
+/// into the `[site.s3]` table.
+fn serve(rt: &'static str, g: &Garage, node: usize, prefix: &str, s3_extra: &str) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 2\npassive_ports = \"0-0\"\n\
+         runtime = \"{rt}\"\n\
+         [site]\nroot = \"s3://{bucket}/{prefix}\"\n\
+         [site.s3]\n{table}\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n",
+        bucket = g.bucket,
+        table = g.site_table(node, s3_extra),
+        hash = password_hash()
+    );
+    Fixture::from_toml(rt, tmp, root, &text)
+}
+
+fn user() -> [&'static str; 2] {
+    ["-u", "alice:s3cret"]
+}
+
+const FTPLIB_SCRIPT: &str = r#"
+import ftplib, io, sys
+port = int(sys.argv[1])
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", port, timeout=60)
+ftp.login("alice", "s3cret")
+
+def refused(code, f, *args):
+    try:
+        f(*args)
+    except ftplib.error_perm as e:
+        assert str(e).startswith(code), (code, str(e))
+        return str(e)
+    raise SystemExit("not refused: %r %r" % (f, args))
+
+ftp.mkd("dir")
+refused("550", ftp.mkd, "dir")
+ftp.cwd("dir")
+assert ftp.pwd() == "/dir", ftp.pwd()
+body = bytes((i * 13 % 253) for i in range(300000))
+ftp.storbinary("STOR data.bin", io.BytesIO(body))
+assert ftp.size("data.bin") == len(body)
+mdtm = ftp.sendcmd("MDTM data.bin")
+assert mdtm.startswith("213 2"), mdtm
+buf = io.BytesIO()
+ftp.retrbinary("RETR data.bin", buf.write)
+assert buf.getvalue() == body, "data.bin differs"
+buf = io.BytesIO()
+ftp.retrbinary("RETR data.bin", buf.write, rest=123457)
+assert buf.getvalue() == body[123457:], "REST download differs"
+facts = dict((n, f) for n, f in ftp.mlsd())
+assert facts["data.bin"]["type"] == "file" and facts["data.bin"]["size"] == str(len(body)), facts
+# Names that differ only in case are two objects, as on disk.
+ftp.storbinary("STOR Case.txt", io.BytesIO(b"upper"))
+ftp.storbinary("STOR case.txt", io.BytesIO(b"lower"))
+got = []
+ftp.retrbinary("RETR Case.txt", got.append)
+assert b"".join(got) == b"upper", got
+# APPE and REST+STOR are refused with the reason.
+why = refused("550", ftp.storbinary, "APPE data.bin", io.BytesIO(b"more"))
+assert "append" in why, why
+refused("550", ftp.storbinary, "STOR data.bin", io.BytesIO(b"more"), 8192, None, 10)
+# Confined: .. never leaves the site's prefix.
+ftp.cwd("/")
+ftp.cwd("../../..")
+assert ftp.pwd() == "/", ftp.pwd()
+refused("550", ftp.size, "../../outside.bin")
+refused("553", ftp.storbinary, "STOR " + "n" * 1025, io.BytesIO(b"long"))
+# Rename (copy + delete), delete, directories.
+ftp.rename("dir/data.bin", "moved.bin")
+assert ftp.size("moved.bin") == len(body)
+refused("550", ftp.size, "dir/data.bin")
+refused("550", ftp.rmd, "dir")
+ftp.delete("dir/Case.txt")
+ftp.delete("dir/case.txt")
+ftp.rmd("dir")
+refused("550", ftp.cwd, "dir")
+refused("550", ftp.delete, "dir")
+names = ftp.nlst()
+assert names == ["moved.bin"], (names, list(ftp.mlsd()))
+ftp.delete("moved.bin")
+assert ftp.nlst() == [], ftp.nlst()
+ftp.quit()
+print("ok")
+"#;
+
+wharf_tests::per_runtime! {
+fn curl_and_ftplib_on_a_bucket(rt) {
+    let g = Garage::start();
+    // Small parts: the 13 MiB upload below is a multipart upload of three parts.
+    let f = serve(rt, &g, 0, "site", "part_size_mib = 5");
+    let out = python(FTPLIB_SCRIPT, &[&f.port.to_string()]);
+    assert!(out.contains("ok"), "{out}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (small, big) = (tmp.path().join("small.txt"), tmp.path().join("big.bin"));
+    std::fs::write(&small, b"hello, bucket\n").unwrap();
+    let body = random_bytes(13 * 1024 * 1024 + 7, 18);
+    std::fs::write(&big, &body).unwrap();
+    let [u, p] = user();
+    curl(&[u, p, "--ftp-create-dirs", "-T", small.to_str().unwrap(), &f.url("a/b/small.txt")]);
+    curl(&[u, p, "-T", big.to_str().unwrap(), &f.url("big.bin")]);
+    let listing = String::from_utf8(curl(&[u, p, &f.url("")])).unwrap();
+    assert!(listing.contains("big.bin"), "{listing}");
+    assert!(listing.lines().any(|l| l.starts_with('d') && l.trim_end().ends_with(" a")), "{listing}");
+    assert_eq!(curl(&[u, p, &f.url("a/b/small.txt")]), b"hello, bucket\n");
+    assert_eq!(curl(&[u, p, &f.url("big.bin")]), body);
+    // REST + RETR: a ranged GET.
+    assert_eq!(curl(&[u, p, "-C", "9000001", &f.url("big.bin")]), body[9_000_001..]);
+    // SIZE and MDTM through curl's -I.
+    let head = String::from_utf8(curl(&[u, p, "-I", &f.url("big.bin")])).unwrap();
+    assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    assert!(head.contains("Last-Modified:"), "{head}");
+    f.stop();
+}
+}
+
+/// Writes a tree of 200 files (10 directories, sizes from 0 to 200 KiB, a few of 6 MiB)
+/// under `dir`.
+fn make_tree(dir: &std::path::Path) {
+    for i in 0..200usize {
+        let sub = dir.join(format!("d{:02}", i % 10));
+        std::fs::create_dir_all(&sub).unwrap();
+        let size = match i % 50 {
+            0 => 6 * 1024 * 1024 + i,
+            _ => (i * 7919) % (200 * 1024),
+        };
+        std::fs::write(
+            sub.join(format!("f{i:03}.bin")),
+            random_bytes(size, i as u64),
+        )
+        .unwrap();
+    }
+}
+
+/// `sha256sum` of every file below `dir`, by relative path, sorted.
+fn sums(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f -print0 | sort -z | xargs -0 sha256sum")
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum runs");
+    assert_ok("sha256sum", &out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls `f` for up to 30 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Uploads `size` bytes to STOR `name` and kills itself (its connection reset, as a
+/// crashed client's) once `cut` bytes are sent.
+const KILLED_UPLOAD: &str = r#"
+import ftplib, os, socket, struct, sys
+port, name, cut = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", port, timeout=60)
+ftp.login("alice", "s3cret")
+ftp.voidcmd("TYPE I")
+conn = ftp.transfercmd("STOR " + name)
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+chunk = b"x" * 65536
+sent = 0
+while sent < cut:
+    conn.sendall(chunk)
+    sent += len(chunk)
+print("sent", sent, flush=True)
+os._exit(0)
+"#;
+
+/// The store refuses the server's credentials: a clear failure reply, no hang.
+const BAD_KEYS: &str = r#"
+import ftplib, io, sys
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=60)
+ftp.login("alice", "s3cret")
+for f, args in ((ftp.nlst, ()), (ftp.size, ("x",)), (ftp.storbinary, ("STOR y", io.BytesIO(b"y")))):
+    try:
+        f(*args)
+        raise SystemExit("worked with bad keys: %r" % (f,))
+    except ftplib.error_temp as e:
+        assert str(e).startswith("451"), str(e)
+ftp.quit()
+print("ok")
+"#;
+
+wharf_tests::per_runtime! {
+fn lftp_mirrors_a_tree_both_ways(rt) {
+    let g = Garage::start();
+    let f = serve(rt, &g, 0, "mirror", "part_size_mib = 5");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, back) = (tmp.path().join("src"), tmp.path().join("back"));
+    make_tree(&src);
+    let open = format!("open -u alice,s3cret ftp://127.0.0.1:{}", f.port);
+    let out = lftp(&format!(
+        "set mirror:parallel-transfer-count 4; {open}; mirror -R --no-perms {} /tree",
+        src.display()
+    ));
+    assert_ok("lftp mirror -R", &out);
+    let out = lftp(&format!(
+        "set mirror:parallel-transfer-count 4; {open}; mirror /tree {}",
+        back.display()
+    ));
+    assert_ok("lftp mirror", &out);
+    assert_eq!(sums(&src), sums(&back));
+    // Every object is below the site's prefix, one per file.
+    let keys = g.keys(1);
+    let files: Vec<_> = keys.iter().filter(|k| !k.ends_with('/')).collect();
+    assert_eq!(files.len(), 200, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("mirror/tree/")), "{keys:?}");
+    assert!(g.pending_uploads(2).is_empty());
+    f.stop();
+}
+
+fn killed_uploads_leave_nothing_and_bad_keys_fail_clearly(rt) {
+    let g = Garage::start();
+    let f = serve(rt, &g, 0, "kill", "part_size_mib = 5");
+    // 12 MiB sent: two parts are in the store when the client dies.
+    let out = python(KILLED_UPLOAD, &[&f.port.to_string(), "killed.bin", &(12 << 20).to_string()]);
+    assert!(out.contains("sent"), "{out}");
+    eventually("the aborted upload is cleaned up", || g.pending_uploads(1).is_empty());
+    assert!(!g.keys(1).iter().any(|k| k.contains("killed")), "{:?}", g.keys(1));
+    // A small one (never multipart): nothing either.
+    python(KILLED_UPLOAD, &[&f.port.to_string(), "small.bin", "65536"]);
+    assert!(!g.keys(1).iter().any(|k| k.contains("small")), "{:?}", g.keys(1));
+    f.stop();
+
+    let wrong = format!("{}0", &g.secret[..g.secret.len() - 1]);
+    let table = g.site_table(0, "").replace(&g.secret, &wrong);
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 2\npassive_ports = \"0-0\"\n\
+         runtime = \"{rt}\"\n[site]\nroot = \"s3://{}/bad\"\n[site.s3]\n{table}\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{}\"\n",
+        g.bucket,
+        password_hash()
+    );
+    let bad = Fixture::from_toml(rt, tmp, std::path::PathBuf::new(), &text);
+    let out = python(BAD_KEYS, &[&bad.port.to_string()]);
+    assert!(out.contains("ok"), "{out}");
+    bad.stop();
+}
+
+fn transfers_go_on_when_a_node_stops(rt) {
+    let mut g = Garage::start();
+    let f = serve(rt, &g, 0, "ha", "part_size_mib = 5");
+    let tmp = tempfile::tempdir().unwrap();
+    let body = random_bytes(24 << 20, 7);
+    let src = tmp.path().join("src.bin");
+    std::fs::write(&src, &body).unwrap();
+    let [u, p] = user();
+    curl(&[u, p, "-T", src.to_str().unwrap(), &f.url("first.bin")]);
+    // A slow download and a slow upload are running when node 2 dies.
+    let got = tmp.path().join("got.bin");
+    let url = f.url("first.bin");
+    let (got2, url2) = (got.clone(), url.clone());
+    let down = std::thread::spawn(move || {
+        curl(&[u, p, "--limit-rate", "6M", "-o", got2.to_str().unwrap(), &url2])
+    });
+    let (src2, up_url) = (src.clone(), f.url("second.bin"));
+    let up = std::thread::spawn(move || {
+        curl(&[u, p, "--limit-rate", "6M", "-T", src2.to_str().unwrap(), &up_url])
+    });
+    eventually("the download is under way", || {
+        std::fs::metadata(&got).is_ok_and(|m| m.len() > 2 << 20)
+    });
+    g.stop_node(2);
+    down.join().unwrap();
+    up.join().unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), body);
+    assert_eq!(curl(&[u, p, &f.url("second.bin")]), body);
+    let listing = String::from_utf8(curl(&[u, p, "-l", &f.url("")])).unwrap();
+    assert_eq!(listing.lines().collect::<Vec<_>>(), ["first.bin", "second.bin"]);
+    f.stop();
+}
+}
