@@ -87,9 +87,19 @@ ftp.delete("dir/case.txt")
 ftp.rmd("dir")
 refused("550", ftp.cwd, "dir")
 refused("550", ftp.delete, "dir")
-names = ftp.nlst()
-assert names == ["moved.bin"], (names, list(ftp.mlsd()))
-ftp.delete("moved.bin")
+# Leading slashes, doubled slashes and .. are resolved inside the site, as on disk.
+ftp.storbinary("STOR /top.bin", io.BytesIO(b"top"))
+ftp.storbinary("STOR x//..//../../top2.bin", io.BytesIO(b"top2"))
+refused("550", ftp.storbinary, "STOR //nodir//f.bin", io.BytesIO(b"f"))
+try:
+    ftp.sendcmd("SIZE a\0b")
+    raise SystemExit("a NUL in a name was accepted")
+except (ftplib.error_perm, ftplib.error_temp):
+    pass
+names = sorted(ftp.nlst())
+assert names == ["moved.bin", "top.bin", "top2.bin"], (names, list(ftp.mlsd()))
+for n in names:
+    ftp.delete(n)
 assert ftp.nlst() == [], ftp.nlst()
 ftp.quit()
 print("ok")
@@ -102,6 +112,9 @@ fn curl_and_ftplib_on_a_bucket(rt) {
     let f = serve(rt, &g, 0, "site", "part_size_mib = 5");
     let out = python(FTPLIB_SCRIPT, &[&f.port.to_string()]);
     assert!(out.contains("ok"), "{out}");
+    // What the script left behind and removed never reached outside the prefix.
+    let keys = g.keys(1);
+    assert!(keys.is_empty(), "{keys:?}");
 
     let tmp = tempfile::tempdir().unwrap();
     let (small, big) = (tmp.path().join("small.txt"), tmp.path().join("big.bin"));
@@ -122,6 +135,9 @@ fn curl_and_ftplib_on_a_bucket(rt) {
     let head = String::from_utf8(curl(&[u, p, "-I", &f.url("big.bin")])).unwrap();
     assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
     assert!(head.contains("Last-Modified:"), "{head}");
+    let keys = g.keys(2);
+    assert_eq!(keys, ["site/a/", "site/a/b/", "site/a/b/small.txt", "site/big.bin"]);
+    assert!(g.pending_uploads(2).is_empty());
     f.stop();
 }
 }
@@ -182,8 +198,52 @@ while sent < cut:
     conn.sendall(chunk)
     sent += len(chunk)
 print("sent", sent, flush=True)
+sys.stdin.readline()
 os._exit(0)
 "#;
+
+/// Runs [`KILLED_UPLOAD`] until it has sent `cut` bytes; `before_kill` runs while the
+/// client still holds its connection, then the client dies (its connection reset).
+fn killed_upload(port: u16, name: &str, cut: usize, before_kill: impl FnOnce()) {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new("timeout")
+        .args([
+            "120",
+            "python3",
+            "-c",
+            KILLED_UPLOAD,
+            &port.to_string(),
+            name,
+        ])
+        .arg(cut.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut killer = KillOnDrop(child);
+    assert!(
+        line.starts_with("sent"),
+        "the client did not send: {line:?}"
+    );
+    before_kill();
+    let _ = killer.0.stdin.take().unwrap().write_all(b"die\n");
+    let status = killer.0.wait().unwrap();
+    assert!(status.success(), "the client: {status}");
+}
+
+/// Kills a client by its PID if the test fails before it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The store refuses the server's credentials: a clear failure reply, no hang.
 const BAD_KEYS: &str = r#"
@@ -232,14 +292,12 @@ fn lftp_mirrors_a_tree_both_ways(rt) {
 fn killed_uploads_leave_nothing_and_bad_keys_fail_clearly(rt) {
     let g = Garage::start();
     let f = serve(rt, &g, 0, "kill", "part_size_mib = 5");
-    // 12 MiB sent: two parts are in the store when the client dies.
-    let out = python(KILLED_UPLOAD, &[&f.port.to_string(), "killed.bin", &(12 << 20).to_string()]);
-    assert!(out.contains("sent"), "{out}");
+    // 12 MiB sent: a multipart upload is under way when the client dies.
+    killed_upload(f.port, "killed.bin", 12 << 20, || {
+        eventually("a multipart upload begins", || !g.pending_uploads(1).is_empty());
+    });
     eventually("the aborted upload is cleaned up", || g.pending_uploads(1).is_empty());
     assert!(!g.keys(1).iter().any(|k| k.contains("killed")), "{:?}", g.keys(1));
-    // A small one (never multipart): nothing either.
-    python(KILLED_UPLOAD, &[&f.port.to_string(), "small.bin", "65536"]);
-    assert!(!g.keys(1).iter().any(|k| k.contains("small")), "{:?}", g.keys(1));
     f.stop();
 
     let wrong = format!("{}0", &g.secret[..g.secret.len() - 1]);
