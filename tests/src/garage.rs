@@ -218,11 +218,17 @@ impl Garage {
                 "bucket", "allow", "--read", "--write", "--owner", &bucket, "--key", &key,
             ],
         );
-        // Every node answers S3 once its layout is applied.
+        // Every node answers S3 once its layout has reached it: until then writes
+        // are refused (503).
         for i in 0..3 {
             let port = self.nodes[i].s3_port;
             self.poll("the S3 API is not listening", 30, |_| {
                 TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+            });
+            self.poll("the S3 API does not take writes", 60, |g| {
+                let key = format!(".ready-{i}");
+                g.try_put(i, &key, b"ready").ok()?;
+                g.try_delete(i, &key).ok()
             });
         }
     }
@@ -260,6 +266,29 @@ impl Garage {
             .call()
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         resp.body_mut().read_to_string().expect("a text body")
+    }
+
+    /// Stores `body` at `key` through node `node` (our own signed PUT).
+    pub fn put(&self, node: usize, key: &str, body: &[u8]) {
+        if let Err(e) = self.try_put(node, key, body) {
+            panic!("PUT {key}: {e}");
+        }
+    }
+
+    fn try_put(&self, node: usize, key: &str, body: &[u8]) -> Result<(), ureq::Error> {
+        use rusty_s3::S3Action;
+        let (bucket, creds) = self.bucket_handle(node);
+        let url = rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(600));
+        ureq::put(url.as_str()).send(body).map(drop)
+    }
+
+    fn try_delete(&self, node: usize, key: &str) -> Result<(), ureq::Error> {
+        use rusty_s3::S3Action;
+        let (bucket, creds) = self.bucket_handle(node);
+        let url = rusty_s3::actions::DeleteObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(600));
+        ureq::delete(url.as_str()).call().map(drop)
     }
 
     /// Every key in the bucket (asked of node `node`), in order.

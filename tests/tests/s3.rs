@@ -348,4 +348,38 @@ fn transfers_go_on_when_a_node_stops(rt) {
     assert_eq!(listing.lines().collect::<Vec<_>>(), ["first.bin", "second.bin"]);
     f.stop();
 }
+
+fn listings_page_through_thousands_of_keys(rt) {
+    let g = Garage::start();
+    // 2,100 objects (three pages of the store's 1,000) put straight into the bucket,
+    // and one key no FTP name can reach.
+    let g = std::sync::Arc::new(g);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                for i in (w..2100).step_by(4) {
+                    g.put(i % 3, &format!("many/big/f{i:05}.txt"), format!("{i}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    g.put(0, "many/big//hidden.txt", b"unreachable");
+    let f = serve(rt, &g, 0, "many", "");
+    let [u, p] = user();
+    let names = String::from_utf8(curl(&[u, p, "-l", &f.url("big/")])).unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    let expected: Vec<String> = (0..2100).map(|i| format!("f{i:05}.txt")).collect();
+    assert_eq!(names.len(), 2100, "{:?}", &names[..names.len().min(5)]);
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected);
+    let long = String::from_utf8(curl(&[u, p, &f.url("big/")])).unwrap();
+    assert_eq!(long.lines().count(), 2100);
+    assert_eq!(curl(&[u, p, &f.url("big/f02099.txt")]), b"2099");
+    f.stop();
+}
 }
