@@ -383,3 +383,58 @@ fn listings_page_through_thousands_of_keys(rt) {
     f.stop();
 }
 }
+
+/// `sha256sum` of one file.
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    assert_ok("sha256sum", &out);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// 1 GiB up and down, byte-exact (one runtime: the path is the same on both, and the
+/// other tests run every runtime).
+#[test]
+fn one_gib_up_and_down() {
+    use std::io::Write;
+    let g = Garage::start();
+    let f = serve("mio", &g, 0, "huge", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, got) = (tmp.path().join("src.bin"), tmp.path().join("got.bin"));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+    for chunk in 0..16 {
+        out.write_all(&random_bytes(64 << 20, 100 + chunk)).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    let [u, p] = user();
+    let max = ["--max-time", "600"];
+    curl(&[
+        u,
+        p,
+        max[0],
+        max[1],
+        "-T",
+        src.to_str().unwrap(),
+        &f.url("huge.bin"),
+    ]);
+    curl(&[
+        u,
+        p,
+        max[0],
+        max[1],
+        "-o",
+        got.to_str().unwrap(),
+        &f.url("huge.bin"),
+    ]);
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), 1 << 30);
+    assert_eq!(sha256(&src), sha256(&got));
+    assert!(g.pending_uploads(1).is_empty());
+    f.stop();
+}
