@@ -20,6 +20,7 @@ pub(super) struct RawS3 {
     secret_access_key: Option<Spanned<String>>,
     path_style: Option<bool>,
     part_size_mib: Option<Spanned<u64>>,
+    parallel_parts: Option<Spanned<u64>>,
     timeout_seconds: Option<Spanned<u64>>,
 }
 
@@ -83,6 +84,13 @@ pub(super) fn check_site_root(
         })?,
         None => 8 * 1024 * 1024,
     };
+    let parallel_parts = match &t.parallel_parts {
+        Some(n) => c.check(n, |&n| match n {
+            1..=16 => Ok(n as usize),
+            _ => Err("parallel_parts must be between 1 and 16".to_string()),
+        })?,
+        None => 2,
+    };
     let timeout = match &t.timeout_seconds {
         Some(s) => c.check(s, |&s| match s {
             1..=3600 => Ok(Duration::from_secs(s)),
@@ -104,6 +112,7 @@ pub(super) fn check_site_root(
         secret_access_key: secret?,
         path_style: t.path_style.unwrap_or(false),
         part_size,
+        parallel_parts,
         timeout,
     };
     Some((PathBuf::from(root.get_ref()), Some(settings)))

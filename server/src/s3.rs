@@ -51,8 +51,10 @@ pub struct S3Settings {
     pub secret_access_key: String,
     /// `http://host/bucket/key` rather than `http://bucket.host/key`.
     pub path_style: bool,
-    /// Bytes per multipart part: an upload holds at most two parts in memory.
+    /// Bytes per multipart part.
     pub part_size: usize,
+    /// Parts of one upload sent at once: an upload holds `1 + parallel_parts` parts.
+    pub parallel_parts: usize,
     /// Each request's deadline (connect, response, each read of a body).
     pub timeout: Duration,
 }
@@ -85,6 +87,7 @@ pub(crate) struct Client {
     /// `prefix/`, or empty.
     prefix: String,
     pub part_size: usize,
+    pub parallel_parts: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -426,6 +429,7 @@ impl S3Store {
                 agent,
                 prefix,
                 part_size: s.part_size,
+                parallel_parts: s.parallel_parts.max(1),
             }),
         })
     }

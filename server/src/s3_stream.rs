@@ -1,12 +1,12 @@
 //! Object bodies in the background: the pump reads and writes these on an event loop, so
 //! they never wait on the network. A download is fetched by a thread of its own into a
-//! bounded read-ahead; an upload's full part is handed to a thread of its own that sends
-//! it as one part of a multipart upload. When either cannot go on, `read`/`write` answer
+//! bounded read-ahead; an upload's full part is handed to one of its sending threads,
+//! which sends it as one part of a multipart upload. When either cannot go on, `read`/`write` answer
 //! `WouldBlock` and the runtime's waker ([`Download::set_waker`], [`Upload::set_waker`])
 //! is woken once it can.
 //!
 //! Memory per transfer: a download holds at most [`READ_AHEAD`] plus one chunk; an upload
-//! at most two parts (the one filling and the one being sent), `2 × part_size`.
+//! the part filling and the parts being sent, `(1 + parallel_parts) × part_size`.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -189,16 +189,23 @@ impl Drop for S3Download {
 
 #[derive(Default)]
 struct WriteState {
-    /// A full part handed over, waiting for the sending thread.
-    slot: Option<Vec<u8>>,
-    /// The sending thread is sending a part.
-    busy: bool,
+    /// A full part handed over (with its number), waiting for a sending thread.
+    slot: Option<(usize, Vec<u8>)>,
+    /// Parts being sent.
+    sending: usize,
+    /// Parts handed over so far: the next one is number `handed + 1`.
+    handed: usize,
+    /// Sending threads still running.
+    alive: usize,
     upload_id: Option<String>,
-    etags: Vec<String>,
+    /// A sending thread is creating the multipart upload.
+    creating: bool,
+    etags: Vec<(usize, String)>,
     failed: Option<FsError>,
-    /// The commit takes over: the thread stops once idle.
+    /// The commit takes over: the threads stop once idle.
     closing: bool,
-    /// Thrown away: the thread aborts the multipart upload and stops.
+    /// Thrown away (or failed): the threads stop, the last one aborts the multipart
+    /// upload.
     abandoned: bool,
     waker: Option<Waker>,
 }
@@ -217,7 +224,7 @@ pub struct S3Upload {
     /// The part filling up.
     current: Vec<u8>,
     shared: Arc<WriteShared>,
-    sender: Option<JoinHandle<()>>,
+    senders: Vec<JoinHandle<()>>,
     /// Committed or discarded.
     finished: bool,
 }
@@ -229,104 +236,138 @@ impl S3Upload {
             key,
             current: Vec::new(),
             shared: Arc::default(),
-            sender: None,
+            senders: Vec::new(),
             finished: false,
         }
     }
 
-    /// Hands the full part to the sending thread, if it is idle.
+    /// Hands the full part to a sending thread, if one is idle.
     fn hand_off(&mut self) -> io::Result<bool> {
-        if self.sender.is_none() {
-            let (client, key, shared) =
-                (self.client.clone(), self.key.clone(), self.shared.clone());
-            let handle = std::thread::Builder::new()
-                .name("wharf-s3-put".into())
-                .spawn(move || send_parts(&client, &key, &shared))?;
-            self.sender = Some(handle);
+        if self.senders.is_empty() {
+            for _ in 0..self.client.parallel_parts {
+                let (client, key, shared) =
+                    (self.client.clone(), self.key.clone(), self.shared.clone());
+                lock(&self.shared.state).alive += 1;
+                let spawned = std::thread::Builder::new()
+                    .name("wharf-s3-put".into())
+                    .spawn(move || send_parts(&client, &key, &shared));
+                match spawned {
+                    Ok(h) => self.senders.push(h),
+                    Err(e) if self.senders.is_empty() => {
+                        lock(&self.shared.state).alive -= 1;
+                        return Err(e);
+                    }
+                    Err(_) => lock(&self.shared.state).alive -= 1,
+                }
+            }
         }
         let mut st = lock(&self.shared.state);
-        if st.slot.is_some() || st.busy {
+        if st.slot.is_some() || st.sending >= self.senders.len() {
             return Ok(false);
         }
-        st.slot = Some(std::mem::take(&mut self.current));
+        st.handed += 1;
+        st.slot = Some((st.handed, std::mem::take(&mut self.current)));
         self.shared.changed.notify_all();
         Ok(true)
     }
 
-    /// Waits until the sending thread is idle and stopped; the parts it sent.
-    fn stop_sender(&mut self, abandon: bool) -> Result<(Option<String>, Vec<String>), FsError> {
+    /// Stops the sending threads once idle; the upload, its parts in order and the
+    /// number of parts handed over.
+    fn stop_senders(
+        &mut self,
+        abandon: bool,
+    ) -> Result<(Option<String>, Vec<String>, usize), FsError> {
         {
             let mut st = lock(&self.shared.state);
             st.closing = true;
             st.abandoned |= abandon;
             self.shared.changed.notify_all();
         }
-        if let Some(h) = self.sender.take() {
+        for h in self.senders.drain(..) {
             let _ = h.join();
         }
         let mut st = lock(&self.shared.state);
         if let Some(e) = st.failed.take() {
             return Err(e);
         }
-        Ok((st.upload_id.take(), std::mem::take(&mut st.etags)))
+        let mut etags = std::mem::take(&mut st.etags);
+        etags.sort_unstable_by_key(|(n, _)| *n);
+        let etags = etags.into_iter().map(|(_, e)| e).collect();
+        Ok((st.upload_id.take(), etags, st.handed))
     }
 }
 
-/// The sending thread: each part handed over, in order, as the next part of one
-/// multipart upload (created with the first).
+/// A sending thread: parts handed over, each as its numbered part of one multipart
+/// upload (created by the thread that takes the first); `client.parallel_parts` of
+/// them run. The last one to stop aborts the upload if it was thrown away or failed.
 fn send_parts(client: &Client, key: &str, s: &WriteShared) {
+    let mut st = lock(&s.state);
     loop {
-        let (part, upload_id, number) = {
-            let mut st = lock(&s.state);
-            st.busy = false;
-            wake(&mut st.waker);
-            while st.slot.is_none() && !st.closing && !st.abandoned {
-                st = s.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.abandoned {
-                if let Some(id) = st.upload_id.take() {
-                    drop(st);
-                    client.abort_multipart(key, &id);
-                }
-                return;
-            }
-            let Some(part) = st.slot.take() else {
-                return; // closing, and idle
-            };
-            st.busy = true;
-            (part, st.upload_id.clone(), st.etags.len() + 1)
+        while st.slot.is_none() && !st.closing && !st.abandoned {
+            st = s.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.abandoned {
+            break;
+        }
+        let Some((number, part)) = st.slot.take() else {
+            break; // closing, and nothing left
         };
-        let result = (|| {
-            let id = match upload_id {
-                Some(id) => id,
-                None => {
-                    let id = client.create_multipart(key)?;
-                    lock(&s.state).upload_id = Some(id.clone());
-                    id
-                }
-            };
-            let number = u16::try_from(number)
-                .ok()
-                .filter(|n| *n <= 10_000)
-                .ok_or_else(|| FsError::Io("more than 10,000 parts: raise part_size".into()))?;
-            client.upload_part(key, &id, number, &part)
-        })();
-        let mut st = lock(&s.state);
-        match result {
-            Ok(etag) => st.etags.push(etag),
-            Err(e) => {
-                st.failed = Some(e);
-                st.busy = false;
-                wake(&mut st.waker);
-                let id = st.upload_id.take();
+        st.sending += 1;
+        while st.upload_id.is_none() && st.creating && !st.abandoned {
+            st = s.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let id = match st.upload_id.clone() {
+            Some(id) => Ok(id),
+            None if st.abandoned => Err(None),
+            None => {
+                st.creating = true;
                 drop(st);
-                if let Some(id) = id {
-                    client.abort_multipart(key, &id);
+                let created = client.create_multipart(key);
+                st = lock(&s.state);
+                st.creating = false;
+                if let Ok(id) = &created {
+                    st.upload_id = Some(id.clone());
                 }
-                return;
+                s.changed.notify_all();
+                created.map_err(Some)
+            }
+        };
+        let result = match id {
+            Ok(id) => {
+                drop(st);
+                let sent = u16::try_from(number)
+                    .ok()
+                    .filter(|n| *n <= 10_000)
+                    .ok_or_else(|| FsError::Io("more than 10,000 parts: raise part_size".into()))
+                    .and_then(|n| client.upload_part(key, &id, n, &part));
+                drop(part);
+                st = lock(&s.state);
+                sent.map_err(Some)
+            }
+            Err(e) => Err(e),
+        };
+        st.sending -= 1;
+        match result {
+            Ok(etag) => st.etags.push((number, etag)),
+            Err(None) => {}
+            Err(Some(e)) => {
+                st.failed.get_or_insert(e);
+                st.abandoned = true;
             }
         }
+        wake(&mut st.waker);
+        s.changed.notify_all();
     }
+    st.alive -= 1;
+    if st.alive == 0 && st.abandoned {
+        if let Some(id) = st.upload_id.take() {
+            drop(st);
+            client.abort_multipart(key, &id);
+            return;
+        }
+    }
+    // A failure wakes the writer, whose next write reports it.
+    wake(&mut st.waker);
 }
 
 impl Write for S3Upload {
@@ -354,14 +395,16 @@ impl Write for S3Upload {
 impl Upload for S3Upload {
     fn commit(mut self: Box<Self>) -> Result<(), FsError> {
         self.finished = true;
-        let (upload_id, mut etags) = self.stop_sender(false)?;
+        let (upload_id, mut etags, handed) = self.stop_senders(false)?;
         let Some(id) = upload_id else {
             return self.client.put(&self.key, &self.current);
         };
         let result = (|| {
             if !self.current.is_empty() || etags.is_empty() {
-                let number = u16::try_from(etags.len() + 1)
-                    .map_err(|_| FsError::Io("too many parts".into()))?;
+                let number = u16::try_from(handed + 1)
+                    .ok()
+                    .filter(|n| *n <= 10_000)
+                    .ok_or_else(|| FsError::Io("more than 10,000 parts: raise part_size".into()))?;
                 etags.push(
                     self.client
                         .upload_part(&self.key, &id, number, &self.current)?,
@@ -377,12 +420,13 @@ impl Upload for S3Upload {
 
     fn discard(mut self: Box<Self>) {
         self.finished = true;
-        let _ = self.stop_sender(true);
+        let _ = self.stop_senders(true);
     }
 
     fn set_waker(&mut self, waker: &Waker) {
         let mut st = lock(&self.shared.state);
-        if (st.slot.is_none() && !st.busy) || st.failed.is_some() {
+        let room = st.slot.is_none() && st.sending < self.senders.len().max(1);
+        if room || st.failed.is_some() {
             drop(st);
             waker.wake_by_ref();
         } else {
