@@ -436,7 +436,7 @@ impl Upload for S3Upload {
 }
 
 impl Drop for S3Upload {
-    /// Neither committed nor discarded (a panic): the sending thread aborts the
+    /// Neither committed nor discarded (a panic): the sending threads abort the
     /// multipart upload by itself; nothing here waits.
     fn drop(&mut self) {
         if !self.finished {
