@@ -437,7 +437,7 @@ impl Upload for S3Upload {
 
 impl Drop for S3Upload {
     /// Neither committed nor discarded (a panic): the sending threads abort the
-    /// multipart upload by itself; nothing here waits.
+    /// multipart upload on their own; nothing here waits.
     fn drop(&mut self) {
         if !self.finished {
             let mut st = lock(&self.shared.state);
