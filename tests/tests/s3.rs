@@ -261,6 +261,58 @@ ftp.quit()
 print("ok")
 "#;
 
+/// ABOR during a multipart upload: 12 MiB are sent, then the client waits for a line
+/// on stdin (the test has seen the upload pending) and aborts.
+const ABORTED_UPLOAD: &str = r#"
+import ftplib, sys
+port = int(sys.argv[1])
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", port, timeout=60)
+ftp.login("alice", "s3cret")
+ftp.voidcmd("TYPE I")
+conn = ftp.transfercmd("STOR aborted.bin")
+chunk = b"y" * 65536
+for _ in range(12 * 16):
+    conn.sendall(chunk)
+print("sent", flush=True)
+sys.stdin.readline()
+resp = ftp.abort()
+conn.close()
+assert resp[:3] in ("426", "225", "226"), resp
+ftp.quit()
+print("ok")
+"#;
+
+/// With every node down: commands fail with 451 after the retries, while another
+/// session on the same server is answered meanwhile (no event loop waits on the store).
+const STORE_DOWN: &str = r#"
+import ftplib, sys, threading
+port = int(sys.argv[1])
+def login():
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", port, timeout=120)
+    f.login("alice", "s3cret")
+    return f
+slow, quick = login(), login()
+result = []
+def listing():
+    try:
+        slow.nlst()
+        result.append("listed")
+    except ftplib.error_temp as e:
+        result.append(str(e))
+t = threading.Thread(target=listing)
+t.start()
+for _ in range(20):
+    quick.voidcmd("NOOP")
+    assert quick.pwd() == "/"
+answered_while_waiting = t.is_alive()
+t.join(120)
+assert result and result[0].startswith("451"), result
+assert answered_while_waiting, "the other session waited for the store"
+print("ok")
+"#;
+
 wharf_tests::per_runtime! {
 fn lftp_mirrors_a_tree_both_ways(rt) {
     let g = Garage::start();
@@ -437,4 +489,38 @@ fn one_gib_up_and_down() {
     assert_eq!(sha256(&src), sha256(&got));
     assert!(g.pending_uploads(1).is_empty());
     f.stop();
+}
+
+wharf_tests::per_runtime! {
+fn abor_cleans_up_and_a_store_that_is_down_fails_commands_not_the_server(rt) {
+    use std::io::{BufRead, Write};
+    let mut g = Garage::start();
+    let f = serve(rt, &g, 0, "abor", "part_size_mib = 5");
+    let mut child = std::process::Command::new("timeout")
+        .args(["120", "python3", "-c", ABORTED_UPLOAD, &f.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut client = KillOnDrop(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("sent"), "{line:?}");
+    eventually("a multipart upload begins", || !g.pending_uploads(1).is_empty());
+    client.0.stdin.take().unwrap().write_all(b"abort\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(client.0.wait().unwrap().success(), "{line}");
+    assert_eq!(line.trim(), "ok");
+    eventually("the aborted upload is cleaned up", || g.pending_uploads(1).is_empty());
+    assert!(!g.keys(1).iter().any(|k| k.contains("aborted")), "{:?}", g.keys(1));
+
+    for i in 0..3 {
+        g.stop_node(i);
+    }
+    let out = python(STORE_DOWN, &[&f.port.to_string()]);
+    assert!(out.contains("ok"), "{out}");
+    f.stop();
+}
 }
