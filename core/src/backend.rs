@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::task::Waker;
 use std::time::SystemTime;
 
 use crate::ids::FileHandle;
@@ -33,6 +34,10 @@ pub enum FsError {
     NoSpace,
     #[error("file name not allowed")]
     BadName,
+    /// What this storage cannot do (appending to an object in object storage): the
+    /// reason is the reply's text.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -47,7 +52,8 @@ impl FsError {
             | FsError::AlreadyExists
             | FsError::NotEmpty
             | FsError::NotADirectory
-            | FsError::IsADirectory => 550,
+            | FsError::IsADirectory
+            | FsError::Unsupported(_) => 550,
             FsError::NoSpace => 452,
             FsError::BadName => 553,
             FsError::Io(_) => 451,
@@ -252,6 +258,12 @@ pub trait Upload: Write + Send + 'static {
     fn commit(self: Box<Self>) -> Result<(), FsError>;
     /// Throws the upload away (or keeps the partial file, if the storage was told to).
     fn discard(self: Box<Self>);
+    /// For a storage that writes in the background (object storage), whose `write`
+    /// answers `WouldBlock` while it cannot take more: `waker` is woken once it can
+    /// (at once if it already can). Disk files never block and ignore it.
+    fn set_waker(&mut self, waker: &Waker) {
+        let _ = waker;
+    }
 }
 
 /// A file body being read. `raw_fd` lets a driver use `sendfile` when the body is a plain
@@ -261,6 +273,12 @@ pub trait Download: Read + Send + 'static {
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
+    }
+    /// For a storage that reads in the background (object storage), whose `read`
+    /// answers `WouldBlock` until bytes arrive: `waker` is woken once a read can go on
+    /// (at once if it already can). Disk files never block and ignore it.
+    fn set_waker(&mut self, waker: &Waker) {
+        let _ = waker;
     }
 }
 
@@ -326,6 +344,17 @@ impl Resolver for NoResolver {
 pub enum OpenFile {
     Read(Box<dyn Download>),
     Write(Box<dyn Upload>),
+}
+
+impl OpenFile {
+    /// After a transfer's pump stopped with [`crate::Run::File`]: `waker` is woken when
+    /// the file can go on ([`Download::set_waker`], [`Upload::set_waker`]).
+    pub fn set_waker(&mut self, waker: &Waker) {
+        match self {
+            OpenFile::Read(r) => r.set_waker(waker),
+            OpenFile::Write(w) => w.set_waker(waker),
+        }
+    }
 }
 
 impl std::fmt::Debug for OpenFile {

@@ -289,6 +289,7 @@ pub fn win32_of(e: &FsError) -> u32 {
         FsError::NoSpace => 112,        // ERROR_DISK_FULL
         FsError::BadName => 123,        // ERROR_INVALID_NAME
         FsError::Io(_) => 1117,         // ERROR_IO_DEVICE
+        FsError::Unsupported(_) => 50,  // ERROR_NOT_SUPPORTED
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::event::Event;
@@ -14,7 +15,7 @@ use wharf_core::backend::OpenFile;
 use wharf_core::ports::PortLease;
 use wharf_core::{DataConnId, DataError, FileHandle, Input, Pump, Run, TransferId};
 
-use crate::shard::{data_token, Ready, Shard};
+use crate::shard::{data_token, FileWake, Ready, Shard};
 use wharf_net::timers::TimerSlot;
 use wharf_net::{connect_from, data_error, Wire};
 
@@ -402,6 +403,13 @@ impl Shard {
         }
     }
 
+    /// A transfer's file can go on: run it in this turn's ready queue.
+    pub(crate) fn queue_file_ready(&mut self, dkey: usize, gen: u64) {
+        if self.data.get(dkey).is_some_and(|d| d.gen == gen) {
+            self.queue_data(dkey);
+        }
+    }
+
     pub(crate) fn on_data_ready(&mut self, dkey: usize, gen: u64) {
         match self.data.get_mut(dkey) {
             Some(d) if d.gen == gen => d.queued = false,
@@ -546,6 +554,19 @@ impl Shard {
             }
             Run::Done => self.finish_transfer(dkey),
             Run::Yield => self.queue_data(dkey),
+            Run::File => {
+                let deadline = t.pump.poll_timeout();
+                self.data_timers.arm(&mut d.timer, dkey, gen, deadline);
+                let wake = FileWake {
+                    ready: self.file_ready.clone(),
+                    waker: self.waker.clone(),
+                    dkey,
+                    gen,
+                };
+                if let Some((_, f)) = t.file.as_mut() {
+                    f.set_waker(&std::task::Waker::from(Arc::new(wake)));
+                }
+            }
             _ => {
                 let deadline = t.pump.poll_timeout();
                 self.data_timers.arm(&mut d.timer, dkey, gen, deadline);

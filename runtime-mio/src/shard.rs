@@ -33,6 +33,33 @@ pub(crate) struct ShardWaker {
     pending: AtomicBool,
 }
 
+/// Transfers whose file side (object storage working in the background) can go on
+/// again, by data key and generation: filled by [`FileWake`] from any thread, drained
+/// by the shard when it wakes.
+pub(crate) type FileReady = Arc<std::sync::Mutex<Vec<(usize, u64)>>>;
+
+/// The `std::task::Waker` a transfer's open file gets when its pump stopped with
+/// `Run::File`: waking it queues the transfer and wakes the shard.
+pub(crate) struct FileWake {
+    pub ready: FileReady,
+    pub waker: Arc<ShardWaker>,
+    pub dkey: usize,
+    pub gen: u64,
+}
+
+impl std::task::Wake for FileWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.dkey, self.gen));
+        let _ = self.waker.wake();
+    }
+}
+
 impl ShardWaker {
     /// Call after queueing the message or completion.
     pub(crate) fn wake(&self) -> io::Result<()> {
@@ -106,7 +133,9 @@ pub(crate) struct Conn {
 pub(crate) struct Shard {
     pub index: usize,
     pub poll: Poll,
-    waker: Arc<ShardWaker>,
+    pub(crate) waker: Arc<ShardWaker>,
+    /// Transfers whose file woke them ([`FileWake`]).
+    pub file_ready: FileReady,
     pub server: Server,
     pub listeners: Vec<Option<TcpListener>>,
     pub conns: Slab<Conn>,
@@ -161,6 +190,7 @@ impl Shard {
             index,
             poll,
             waker,
+            file_ready: FileReady::default(),
             server,
             listeners: ls,
             conns: Slab::new(),
@@ -324,6 +354,10 @@ impl Shard {
         }
         while let Ok(done) = self.done.try_recv() {
             self.on_done(done);
+        }
+        let woken = std::mem::take(&mut *self.file_ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for (dkey, gen) in woken {
+            self.queue_file_ready(dkey, gen);
         }
     }
 

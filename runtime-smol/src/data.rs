@@ -263,7 +263,7 @@ async fn run_transfer(
         if let Some(done) = done {
             break done;
         }
-        if matches!(run, Run::Yield | Run::File) {
+        if run == Run::Yield {
             smol::future::yield_now().await;
             continue;
         }
@@ -272,10 +272,25 @@ async fn run_transfer(
             timer.set_at(want.expect("checked"));
             timer_at = want;
         }
+        // The file side (object storage working in the background) wakes the task
+        // through the waker it is given; the first poll registers it.
+        let mut registered = false;
+        let mut file_side = file.as_mut().map(|(_, f)| f);
+        let file_ready = std::future::poll_fn(move |cx| {
+            if registered {
+                return std::task::Poll::Ready(());
+            }
+            if let Some(f) = file_side.as_mut() {
+                f.set_waker(cx.waker());
+                registered = true;
+            }
+            std::task::Poll::Pending
+        });
         let ready = async {
             match run {
                 Run::Readable => drop(stream.readable().await),
                 Run::Writable => drop(stream.writable().await),
+                Run::File => file_ready.await,
                 _ => std::future::pending().await,
             }
             Woke::Ready

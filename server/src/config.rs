@@ -37,6 +37,9 @@ mod messages;
 #[path = "config_active.rs"]
 pub mod active;
 
+#[path = "config_s3.rs"]
+mod s3_table;
+
 /// Which event loop drives the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -112,8 +115,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
     pub name: String,
-    /// The site's directory on disk.
+    /// The site's directory on disk (for a bucket root, its `s3://` URL).
     pub root: PathBuf,
+    /// The bucket and prefix, when the root is `s3://...` (then `root` is no directory).
+    pub object_root: Option<crate::s3::S3Settings>,
     pub bindings: Vec<BindingConfig>,
     /// Global virtual directories: a name at the site's top and the directory it shows.
     pub virtual_dirs: Vec<(String, PathBuf)>,
@@ -234,7 +239,7 @@ impl ServerConfig {
 
     pub fn mounts(&self) -> Vec<(String, &Path)> {
         let mut out = Vec::new();
-        for site in &self.sites {
+        for site in self.sites.iter().filter(|s| s.object_root.is_none()) {
             out.push((mount_name(&site.session.storage_root), site.root.as_path()));
             for ((_, path), v) in site.virtual_dirs.iter().zip(&site.session.virtual_dirs) {
                 out.push((mount_name(&v.storage_root), path.as_path()));
@@ -378,6 +383,8 @@ struct RawSite {
     ip_security: Option<policy::RawIpSecurity>,
     logging: Option<policy::RawLogging>,
     tls: Option<RawTls>,
+    /// The bucket of an `s3://` root.
+    s3: Option<s3_table::RawS3>,
 }
 
 /// `[site.tls]` / `[sites.tls]`: FTPS for the site.
@@ -1462,7 +1469,7 @@ fn build_site(
             String::new()
         }
     };
-    let root = c.check(&site.root, |r| check_root(ctx.base, r));
+    let root = s3_table::check_site_root(c, &site.root, site.s3.as_ref(), ctx.base);
 
     // Bindings.
     let mut bindings = Vec::new();
@@ -1701,7 +1708,8 @@ fn build_site(
     Some((
         SiteConfig {
             name,
-            root: root?,
+            root: root.as_ref()?.0.clone(),
+            object_root: root?.1,
             bindings,
             virtual_dirs: vdir_paths,
             session,

@@ -1353,3 +1353,58 @@ fn durable_writes_is_on_by_default_and_per_site() {
     let e = errors(&bad);
     assert_eq!(e[0].key.as_deref(), Some("site.durable_writes"), "{e:?}");
 }
+
+fn s3_site(table: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:2121\"]\n[site]\nroot = \"s3://files/site1\"\n{table}\n\
+         [[users]]\nname = \"alice\"\npassword_hash = \"{HASH}\"\n"
+    )
+}
+
+#[test]
+fn an_s3_root_reads_its_table() {
+    let text = s3_site(
+        "[site.s3]\nendpoint = \"http://127.0.0.1:3900/\"\nregion = \"garage\"\n\
+         access_key_id = \"GK1\"\nsecret_access_key = \"s\"\npath_style = true\n\
+         part_size_mib = 16\nparallel_parts = 3\n",
+    );
+    let c = ServerConfig::from_toml_str(&text, "t.toml").unwrap();
+    // Not a disk mount: nothing to open on disk.
+    assert!(c.mounts().is_empty());
+    let [(mount, s)] = c.object_mounts().try_into().unwrap();
+    assert_eq!(mount, "site0");
+    assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("files", "site1"));
+    assert_eq!(s.endpoint, "http://127.0.0.1:3900");
+    assert_eq!((s.part_size, s.parallel_parts), (16 << 20, 3));
+    assert!(s.path_style);
+}
+
+#[test]
+fn s3_roots_say_what_is_missing() {
+    let msgs = |text: &str| -> String {
+        errors(text)
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let m = msgs(&s3_site(""));
+    assert!(m.contains("needs an [s3] table"), "{m}");
+    let m = msgs(&s3_site(
+        "[site.s3]\nendpoint = \"ftp://x\"\naccess_key_id = \"a\"\nsecret_access_key = \"b\"\npart_size_mib = 1\n",
+    ));
+    assert!(m.contains("not an http:// or https:// address"), "{m}");
+    assert!(
+        m.contains("part_size_mib must be between 5 and 5120"),
+        "{m}"
+    );
+    let m = msgs(&s3_site(
+        "[site.s3]\nendpoint = \"http://x\"\naccess_key_id = \"\"\n",
+    ));
+    assert!(m.contains("access_key_id is empty"), "{m}");
+    let m = msgs(
+        &s3_site("[site.s3]\nendpoint = \"http://x\"\nparallel_parts = 0\n")
+            .replace("s3://files/site1", "s3:///p"),
+    );
+    assert!(m.contains("names no bucket"), "{m}");
+}

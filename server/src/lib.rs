@@ -37,7 +37,10 @@ pub mod password;
 pub mod pidfile;
 pub mod privileges;
 pub mod resolver;
+pub mod s3;
+mod s3_stream;
 pub mod safe_start;
+pub mod storage;
 pub mod systemd;
 pub mod tls;
 pub mod upload;
@@ -217,7 +220,7 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
     );
     check(old.login_cache != new.login_cache, "server.login_cache");
     check(
-        old.mounts() != new.mounts(),
+        old.mounts() != new.mounts() || old.object_mounts() != new.object_mounts(),
         "site roots or virtual directories",
     );
     check(
@@ -252,6 +255,13 @@ pub fn start_with_resolver(
     safe_start::probe(&config.listen)?;
     let storage = Arc::new(LocalFs::with_mounts(&config.mounts())?);
     apply_durability(&storage, config);
+    let mut buckets = Vec::new();
+    for (name, settings) in config.object_mounts() {
+        let store = s3::S3Store::new(&settings)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        buckets.push((name, store));
+    }
+    let mounts = Arc::new(storage::Mounts::new(storage.clone(), buckets));
     // Temporary files a crashed run left (a kill -9, a power cut) go, in the background:
     // a large tree takes a while to walk, and live uploads are never touched.
     drop(storage.sweep_in_background());
@@ -290,7 +300,7 @@ pub fn start_with_resolver(
         log,
         resolver,
     };
-    let mut server = start_runtime(setup, storage.clone(), accounts.clone())?;
+    let mut server = start_runtime(setup, mounts, accounts.clone())?;
     // Another process may have bound an address between the probe and the shards.
     if let Err(e) = safe_start::check_alone(&config.listen) {
         server.shutdown(Duration::ZERO);

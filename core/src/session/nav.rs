@@ -294,6 +294,7 @@ impl Session {
             FsError::NoSpace => "Insufficient storage space.",
             FsError::BadName => "File name not allowed.",
             FsError::Io(_) => "Local error in processing.",
+            FsError::Unsupported(why) => why,
         };
         self.reply(e.reply_code(), text);
     }
