@@ -33,6 +33,8 @@ pub struct Server {
     active: usize,
     max_sessions: usize,
     policy: Arc<ServerPolicy>,
+    /// The live sessions board every admitted session registers on, when kept.
+    board: Option<Arc<crate::monitor::Board>>,
 }
 
 impl Server {
@@ -64,6 +66,7 @@ impl Server {
             active: 0,
             max_sessions,
             policy: Arc::new(ServerPolicy::default()),
+            board: None,
         }
     }
 
@@ -72,6 +75,13 @@ impl Server {
     /// unrestricted one.
     pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Server {
         self.policy = policy;
+        self
+    }
+
+    /// Registers every admitted session on `board` (shared by every shard), for a live
+    /// sessions page; see [`crate::monitor`].
+    pub fn with_board(mut self, board: Arc<crate::monitor::Board>) -> Server {
+        self.board = Some(board);
         self
     }
 
@@ -174,7 +184,11 @@ impl Server {
             || sites.sites_at(local).any(|s| s.ip_rules.needs_name(ip));
         self.active += 1;
         let id = self.next_id();
-        Ok(Session::new(
+        let live = self.board.as_ref().map(|b| {
+            let site: Arc<str> = site.site_name.as_str().into();
+            b.open(id, (peer, local), site, now)
+        });
+        let mut session = Session::new(
             now,
             id,
             sites.clone(),
@@ -182,7 +196,11 @@ impl Server {
             (peer, local),
             slot,
             lookup,
-        ))
+        );
+        if let Some(live) = live {
+            session.set_live(live);
+        }
+        Ok(session)
     }
 
     fn next_id(&mut self) -> SessionId {
@@ -210,6 +228,7 @@ impl Server {
                 .unwrap_or(0);
             rec.sub = sub;
             rec.debug = Some(sub.slug().into());
+            rec.w3c = cfg.w3c;
             Box::new(rec)
         });
         Refusal {
