@@ -15,6 +15,23 @@ use serde_json::{json, Value};
 
 const ADMIN_PASSWORD: &str = "adm1n-pw";
 
+/// Downloads big.bin anonymously from argv[1]:argv[2]; prints how it ended.
+const FTPLIB_DOWNLOAD: &str = "
+import ftplib, sys
+f = ftplib.FTP()
+f.connect(sys.argv[1], int(sys.argv[2]), timeout=60)
+f.login()
+got = 0
+def take(b):
+    global got
+    got += len(b)
+try:
+    f.retrbinary('RETR big.bin', take)
+    print('complete', got)
+except ftplib.all_errors as e:
+    print('ended', got, e)
+";
+
 /// A process the test started, killed by pid when dropped.
 struct Guard(Child);
 
@@ -92,7 +109,8 @@ fn sessions_page(runtime: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("pub");
     std::fs::create_dir(&root).unwrap();
-    // 8 MB at 200 KB/s: the downloads run for the whole test.
+    // 8 MB at 256 KiB/s (the server paces anonymous transfers): the downloads run for
+    // the whole test.
     let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("big.bin"), &big).unwrap();
     let out = common::run(tmp.path(), &["passwd"], &format!("{ADMIN_PASSWORD}\n"));
@@ -102,6 +120,7 @@ fn sessions_page(runtime: &str) {
         &cfg,
         format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n\n\
+             [limits]\nanonymous_bandwidth = 262144\n\n\
              [admin]\nlisten = \"127.0.0.1:0\"\npassword_hash = \"{admin_hash}\"\n\n\
              [site]\nname = \"files\"\nroot = \"pub\"\nanonymous = true\n"
         ),
@@ -120,26 +139,18 @@ fn sessions_page(runtime: &str) {
         .trim_end_matches('/')
         .to_string();
 
-    // Two slow downloads (curl -v shows the server's replies on stderr).
-    let download = |n: usize| {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "-v",
-                "--max-time",
-                "60",
-                "--limit-rate",
-                "200k",
-                "-o",
-            ])
-            .arg(tmp.path().join(format!("got-{n}")))
-            .arg(format!("ftp://{ftp}/big.bin"))
-            .stdout(Stdio::null())
+    // Two downloads by Python's ftplib, which reads the final reply after the data
+    // connection ends (curl reports only the short transfer).
+    let (host, port) = ftp.rsplit_once(':').unwrap();
+    let download = || {
+        Command::new("python3")
+            .args(["-c", FTPLIB_DOWNLOAD, host, port])
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("curl must be installed")
+            .expect("python3 must be installed (.ci/run installs it)")
     };
-    let mut clients = [Guard(download(1)), Guard(download(2))];
+    let mut clients = [Guard(download()), Guard(download())];
 
     let port = free_port();
     let driver = format!("127.0.0.1:{port}");
@@ -217,20 +228,22 @@ fn sessions_page(runtime: &str) {
         &driver,
         &session,
         "two sessions with running downloads on the page",
-        "return [...document.querySelectorAll('#sessions tbody tr[data-id]')].map(r => ({
+        "return { status: document.getElementById('status').textContent,
+                  rows: [...document.querySelectorAll('#sessions tbody tr[data-id]')].map(r => ({
             id: r.dataset.id,
             command: r.querySelector('.command').textContent,
             progress: r.querySelector('.progress').textContent,
-            site: r.cells[2].textContent }));",
+            site: r.cells[2].textContent })) };",
         |v| {
-            let rows = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let rows = v["rows"].as_array().map(Vec::as_slice).unwrap_or(&[]);
             rows.len() == 2
                 && rows.iter().all(|r| {
                     let p = r["progress"].as_str().unwrap_or("");
-                    r["command"] == "RETR /big.bin" && p.ends_with('%') && p.trim() != "0%"
+                    r["command"] == "RETR big.bin" && p.ends_with('%') && p.trim() != "0%"
                 })
         },
     );
+    let rows = rows["rows"].clone();
     assert!(
         rows.as_array()
             .unwrap()
@@ -304,18 +317,14 @@ fn sessions_page(runtime: &str) {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(ended.len(), 1, "both clients ended");
-    let mut err = String::new();
+    let (mut said, mut err) = (String::new(), String::new());
     use std::io::Read;
-    clients[ended[0]]
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let c = &mut clients[ended[0]].0;
+    c.stdout.take().unwrap().read_to_string(&mut said).unwrap();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(
-        err.contains("421 Disconnected by the server administrator"),
-        "{err}"
+        said.starts_with("ended ") && said.contains("421 Disconnected by the server administrator"),
+        "{said}{err}"
     );
     let other = 1 - ended[0];
     assert!(
