@@ -305,7 +305,7 @@ impl Authenticator for Accounts {
             match p.check(user, password, peer) {
                 Ok(Verdict::Unknown) => continue,
                 Ok(Verdict::Accepted(principal)) => {
-                    tracing::debug!(target: "wharf::log::login", provider = p.kind(), user = ?user, %peer, name = ?principal.name, "login accepted");
+                    tracing::debug!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, name = ?principal.name, "login accepted");
                     self.count(p.kind(), "accepted");
                     if let (Some(cache), Some(token)) = (&self.cache, chain.token(i, user)) {
                         cache.insert(user, password, &token, &principal, now);
@@ -313,12 +313,12 @@ impl Authenticator for Accounts {
                     return Ok(principal);
                 }
                 Ok(Verdict::Refused(reason)) => {
-                    tracing::info!(target: "wharf::log::login", provider = p.kind(), user = ?user, %peer, %reason, "login failed");
+                    tracing::info!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, %reason, "login failed");
                     self.count(p.kind(), "refused");
                     return Err(AuthError::BadCredentials);
                 }
                 Err(why) => {
-                    tracing::warn!(target: "wharf::log::login", provider = p.kind(), user = ?user, %peer, %why, "login failed: the account provider failed");
+                    tracing::warn!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, %why, "login failed: the account provider failed");
                     self.count(p.kind(), "error");
                     return Err(AuthError::Backend(format!("{}: {why}", p.kind())));
                 }
@@ -331,7 +331,7 @@ impl Authenticator for Accounts {
                 let _ = argon2::Argon2::default().verify_password(password.as_bytes(), &parsed);
             }
         }
-        tracing::info!(target: "wharf::log::login", provider = "none", user = ?user, %peer, reason = "no provider knows the user", "login failed");
+        tracing::info!(target: "wharf::log::login", provider = "none", user = ?user, client = %peer, reason = "no provider knows the user", "login failed");
         self.count("none", "unknown-user");
         Err(AuthError::BadCredentials)
     }
