@@ -542,3 +542,74 @@ fn the_admin_listener_refuses_bad_requests_and_never_holds_up_ftp() {
         matches!(w.child.try_wait(), Ok(Some(_)))
     });
 }
+
+// --- rustls' SNI complaints ------------------------------------------------------
+
+/// A client that sends an IP address as its TLS name (openssl s_client -servername
+/// 127.0.0.1, as some FTP clients do) makes rustls complain once per handshake: not at
+/// the default level, at debug when asked for.
+#[test]
+fn rustls_sni_complaints_are_debug_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("pub")).unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(tmp.path())
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    assert!(made.status.success(), "{made:?}");
+    let cfg = tmp.path().join("wharf.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshards = 1\n\n[site]\nroot = \"pub\"\n\
+         anonymous = true\n\n[site.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n",
+    )
+    .unwrap();
+    let handshake = |addr: &str| {
+        let out = Command::new("timeout")
+            .args([
+                "20",
+                "openssl",
+                "s_client",
+                "-connect",
+                addr,
+                "-starttls",
+                "ftp",
+            ])
+            .args(["-servername", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("BEGIN CERTIFICATE"),
+            "no TLS handshake: {said}"
+        );
+    };
+    for (env, want) in [(None, false), (Some("warn,rustls=debug"), true)] {
+        let envs: Vec<(&str, &str)> = env.map(|e| ("RUST_LOG", e)).into_iter().collect();
+        let mut w = Wharf::start(tmp.path(), &["--config", cfg.to_str().unwrap()], &envs);
+        let addr = w.serving();
+        handshake(&addr);
+        assert!(w.terminate().success());
+        w.stderr.rest();
+        let sni: Vec<&String> = w.stderr.seen.iter().filter(|l| l.contains("SNI")).collect();
+        match want {
+            false => assert!(sni.is_empty(), "at the default level: {sni:?}"),
+            true => assert!(
+                !sni.is_empty() && sni.iter().all(|l| l.contains("DEBUG")),
+                "with rustls=debug: {:?}",
+                w.stderr.seen
+            ),
+        }
+    }
+}
