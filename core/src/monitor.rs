@@ -59,6 +59,8 @@ struct LiveState {
     logged_in: bool,
     tls: bool,
     command: Option<String>,
+    /// The last command's text, kept for the next one's.
+    spare: Option<String>,
     transfer: Option<LiveTransfer>,
 }
 
@@ -213,19 +215,24 @@ impl LiveHandle {
     }
 
     pub(crate) fn command(&self, verb: &str, arg: &str) {
-        let mut text = String::with_capacity(verb.len() + 1 + arg.len());
+        let mut s = self.entry.state();
+        // The buffer of the previous command is reused: no allocation per command.
+        let mut text = s.spare.take().unwrap_or_default();
+        text.clear();
         text.push_str(verb);
         if !arg.is_empty() {
             text.push(' ');
             text.push_str(arg);
         }
-        self.entry.state().command = Some(text);
+        s.command = Some(text);
     }
 
     /// A command ended: who and where the session is now.
     pub(crate) fn idle(&self, site: &str, user: Option<&str>, logged_in: bool, tls: bool) {
         let mut s = self.entry.state();
-        s.command = None;
+        if let Some(done) = s.command.take() {
+            s.spare = Some(done);
+        }
         if *s.site != *site {
             s.site = site.into();
         }

@@ -144,7 +144,8 @@ macro_rules! say {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.log_format);
+    // Held to the end of main: dropping it writes what is still queued.
+    let _log = init_tracing(cli.verbose, cli.log_format);
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Passwd { scheme, cost }) => passwd(scheme, cost.as_deref()),
@@ -173,7 +174,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8, format: LogFormat) {
+/// Installs the log subscriber. Lines are written by a thread of their own
+/// (tracing-appender): an event loop that logs never waits for stderr (a slow journald,
+/// a full pipe); past 128k queued lines, lines are dropped rather than the server held.
+fn init_tracing(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     // The operator's lines (targets wharf::log::*) at info by default; every command
     // (wharf::log::command) and the crates' info with -v.
@@ -190,9 +194,12 @@ fn init_tracing(verbose: u8, format: LogFormat) {
         (None, _) => log::LevelFilter::Warn,
     };
     let filter = env.unwrap_or_else(|| EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .thread_name("wharf-log")
+        .finish(io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_ansi(io::stderr().is_terminal() && format == LogFormat::Text);
     let installed = match format {
         LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
@@ -216,6 +223,7 @@ fn init_tracing(verbose: u8, format: LogFormat) {
         let backtrace = std::backtrace::Backtrace::force_capture();
         tracing::error!("panic: {info}\n{backtrace}");
     }));
+    guard
 }
 
 /// `log` records into `tracing`, rustls' SNI warnings at debug level.
