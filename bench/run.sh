@@ -2,8 +2,11 @@
 # bench/run.sh — measure wharf and peer FTP servers in one run; see bench/README.md.
 #
 #   bench/run.sh [--servers wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
-#                [--runs N] [--quick] [--out DIR]
+#                [--runs N] [--quick] [--out DIR] [--wharf-extra FILE]
 #
+# wharf-admin is wharf (mio) with the admin listener on ([admin]: metrics, the live
+# sessions board), for what observability costs beside plain wharf. --wharf-extra FILE
+# appends FILE's TOML to every wharf configuration (wharf, wharf-smol, wharf-admin).
 # scenarios: limits retr-big stor-big sessions cmd-latency list idle ftps (default: all)
 # Every server listens on 127.0.0.1 only, is started afresh for each run (and for each
 # idle count) in the foreground, and is stopped by its PID. Every step has a time limit.
@@ -21,6 +24,7 @@ SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle,ftps
 RUNS=3
 QUICK=0
 OUT=""
+WHARF_EXTRA=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --servers) SERVERS=$2; shift 2 ;;
@@ -28,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --runs) RUNS=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --out) OUT=$2; shift 2 ;;
+    --wharf-extra) WHARF_EXTRA=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
     -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -53,10 +58,16 @@ log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
 # --- preparation ------------------------------------------------------------------------
 ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
-bash "$HERE/setup.sh" all
+# The peers (and the venv, the account) only when a peer server runs.
+if has "$SERVERS" vsftpd || has "$SERVERS" pureftpd || has "$SERVERS" pyftpdlib; then
+    bash "$HERE/setup.sh" all
+else
+    bash "$HERE/setup.sh" data
+fi
 (cd "$REPO" && cargo build --release -q -p wharf-bench)
 LOAD=$REPO/target/release/wharf-load
-if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol; then
+if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol ||
+    has "$SERVERS" wharf-admin; then
     if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
@@ -85,7 +96,7 @@ pasv_range() {
     case $1 in
     # wharf on either runtime: one range (the runs never overlap, and drain_time_wait
     # below empties it between them).
-    wharf | wharf-pasv0 | wharf-smol) PASV_MIN=2000 ;;
+    wharf | wharf-pasv0 | wharf-smol | wharf-admin) PASV_MIN=2000 ;;
     vsftpd) PASV_MIN=9000 ;;
     pureftpd) PASV_MIN=16000 ;;
     *) PASV_MIN=23000 ;;
@@ -116,9 +127,17 @@ start_server() {
     [[ $mode == idle ]] || drain_time_wait # idle opens no data connection
     local cmd=()
     case $name in
-    wharf | wharf-pasv0 | wharf-smol)
-        HASH=$("$SCRATCH/venv/bin/python" -c 'import argon2,sys; print(argon2.PasswordHasher(time_cost=1, memory_cost=512, parallelism=1, type=argon2.Type.ID).hash(sys.argv[1]))' "$BENCH_PASS")
+    wharf | wharf-pasv0 | wharf-smol | wharf-admin)
+        HASH=$(echo "$BENCH_PASS" | "$WHARF_BIN" passwd --cost m=512,t=1,p=1)
         fill "$HERE/configs/wharf.toml.in" >"$OUT/$name.toml"
+        [[ -n $WHARF_EXTRA ]] && cat "$WHARF_EXTRA" >>"$OUT/$name.toml"
+        # wharf-admin: the admin listener on (metrics, the sessions board), scraped
+        # once a second like a Prometheus would while the load runs.
+        if [[ $name == wharf-admin ]]; then
+            ADMIN_PORT=$(free_port)
+            printf '\n[admin]\nlisten = "127.0.0.1:%s"\npassword_hash = "%s"\n' \
+                "$ADMIN_PORT" "$HASH" >>"$OUT/$name.toml"
+        fi
         # wharf-pasv0: the same server with passive_ports = "0-0" (the kernel picks any
         # free port), which sidesteps TIME_WAIT on a fixed range.
         [[ $name == wharf-pasv0 ]] && sed -i 's/^passive_ports = .*/passive_ports = "0-0"/' "$OUT/$name.toml"
@@ -154,6 +173,14 @@ start_server() {
     for _ in $(seq 100); do
         if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; then
             log "started $name pid $SERVER_PID port $PORT${CG:+ cgroup $CG}"
+            if [[ $name == wharf-admin ]]; then
+                (while kill -0 "$SERVER_PID" 2>/dev/null; do
+                    curl -s -o /dev/null --max-time 5 -u "admin:$BENCH_PASS" \
+                        "http://127.0.0.1:$ADMIN_PORT/metrics" || true
+                    sleep 1
+                done) &
+                SCRAPER_PID=$!
+            fi
             return 0
         fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -165,6 +192,11 @@ start_server() {
 }
 
 stop_server() {
+    if [[ -n ${SCRAPER_PID:-} ]]; then
+        kill "$SCRAPER_PID" 2>/dev/null || true
+        wait "$SCRAPER_PID" 2>/dev/null || true
+        SCRAPER_PID=""
+    fi
     [[ -n $SERVER_PID ]] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done

@@ -20,6 +20,7 @@ pub mod listing;
 pub mod live;
 pub mod log;
 pub mod memfs;
+pub mod monitor;
 pub mod path;
 pub mod policy;
 pub mod ports;

@@ -85,6 +85,7 @@ substatus! {
     TooManyForSite = 54, "too-many-for-site", "the site's connection limit is reached";
     TooManyHandshakes = 55, "too-many-handshakes", "the address has the most TLS handshakes in progress the server allows";
     HandshakeTimeout = 56, "handshake-timeout", "the TLS handshake did not complete within the handshake timeout";
+    AdminDisconnect = 57, "admin-disconnect", "an administrator ended the session (the sessions page's disconnect)";
     TooSlow = 60, "too-slow", "the transfer ran below the minimum data rate and was dropped";
     Stalled = 61, "stalled", "the transfer made no progress for the data timeout and was dropped";
     UploadInProgress = 62, "upload-in-progress", "the file is being uploaded in place and may not be read yet";
@@ -207,6 +208,9 @@ pub struct LogConfig {
     pub site: Arc<str>,
     /// What to fill in; paths are only copied when a field shows them.
     pub fields: LogFields,
+    /// Whether the site's records go to a W3C log file. A site may log only for the
+    /// server's own observers (its log lines and metrics): then this is false.
+    pub w3c: bool,
 }
 
 /// One log line's worth of facts. Empty fields are written as `-`.
@@ -237,8 +241,17 @@ pub struct LogRecord {
     /// `cs-bytes`: the command line plus data bytes received.
     pub bytes_received: u64,
     pub time_taken: Duration,
-    /// `x-debug`: a short reason (the sub-status's slug, or an error).
+    /// `x-debug`: a short reason (the sub-status's slug, or an error); for
+    /// `ControlChannelClosed`, how the session ended (`quit`, `client-closed`,
+    /// `idle-timeout`, ...) when no sub-status says it.
     pub debug: Option<Cow<'static, str>>,
+    /// The control channel was encrypted when the record was made (not a W3C field).
+    pub tls: bool,
+    /// A transfer's data bytes (also counted in `bytes_sent`/`bytes_received`; not a
+    /// W3C field).
+    pub data_bytes: u64,
+    /// The record belongs in the W3C log ([`LogConfig::w3c`]); observers see every record.
+    pub w3c: bool,
 }
 
 impl LogRecord {
@@ -267,6 +280,9 @@ impl LogRecord {
             bytes_received: 0,
             time_taken: Duration::ZERO,
             debug: None,
+            tls: false,
+            data_bytes: 0,
+            w3c: true,
         }
     }
 }

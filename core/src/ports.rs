@@ -170,6 +170,15 @@ impl PortPool {
         Ok(None)
     }
 
+    /// Ports leased now, over every range.
+    pub fn leased(&self) -> usize {
+        self.lock()
+            .ranges
+            .iter()
+            .map(|r| usize::from(r.hi - r.lo) + 1 - r.free.len())
+            .sum()
+    }
+
     /// Ports of `lo..=hi` that no lease holds.
     pub fn free_count(&self, ports: &RangeInclusive<u16>) -> usize {
         let (lo, hi) = (*ports.start(), *ports.end());

@@ -127,6 +127,8 @@ pub struct Server {
     active: usize,
     max_sessions: usize,
     policy: Arc<ServerPolicy>,
+    /// The live sessions board every admitted session registers on, when kept.
+    board: Option<Arc<crate::monitor::Board>>,
 }
 
 impl Server {
@@ -158,6 +160,7 @@ impl Server {
             active: 0,
             max_sessions,
             policy: Arc::new(ServerPolicy::default()),
+            board: None,
         }
     }
 
@@ -166,6 +169,13 @@ impl Server {
     /// unrestricted one.
     pub fn with_policy(mut self, policy: Arc<ServerPolicy>) -> Server {
         self.policy = policy;
+        self
+    }
+
+    /// Registers every admitted session on `board` (shared by every shard), for a live
+    /// sessions page; see [`crate::monitor`].
+    pub fn with_board(mut self, board: Arc<crate::monitor::Board>) -> Server {
+        self.board = Some(board);
         self
     }
 
@@ -219,7 +229,8 @@ impl Server {
         };
         self.active += 1;
         let id = self.next_id();
-        Ok(Session::new(
+        let live = self.open_live(id, (peer, local), &sites, listener, now);
+        let mut session = Session::new(
             now,
             id,
             sites.clone(),
@@ -227,7 +238,11 @@ impl Server {
             (peer, local),
             slot,
             lookup,
-        ))
+        );
+        if let Some(live) = live {
+            session.set_live(live);
+        }
+        Ok(session)
     }
 
     /// A connection on an address that expects a PROXY protocol header: only a balancer
@@ -257,15 +272,29 @@ impl Server {
         let id = self.next_id();
         let slot = Slot::unadmitted(self.policy.clone());
         let deadline = now + rules.proxy.header_timeout;
-        Ok(Session::awaiting_proxy(
-            now,
-            id,
-            sites,
-            listener,
-            (peer, local),
-            slot,
-            deadline,
-        ))
+        let live = self.open_live(id, (peer, local), &sites, listener, now);
+        let mut session =
+            Session::awaiting_proxy(now, id, sites, listener, (peer, local), slot, deadline);
+        if let Some(live) = live {
+            session.set_live(live);
+        }
+        Ok(session)
+    }
+
+    /// The session's entry on the live sessions board, when the server keeps one; its
+    /// site is the listener's until HOST or USER chooses another.
+    fn open_live(
+        &self,
+        id: SessionId,
+        addrs: (SocketAddr, SocketAddr),
+        sites: &Sites,
+        listener: Listener,
+        now: Instant,
+    ) -> Option<crate::monitor::LiveHandle> {
+        let board = self.board.as_ref()?;
+        let site = sites.site(listener.default.unwrap_or(listener.fallback));
+        let name: Arc<str> = site.site_name.as_str().into();
+        Some(board.open(id, addrs, name, now))
     }
 
     fn next_id(&mut self) -> SessionId {
@@ -293,6 +322,7 @@ impl Server {
                 .unwrap_or(0);
             rec.sub = sub;
             rec.debug = Some(sub.slug().into());
+            rec.w3c = cfg.w3c;
             Box::new(rec)
         });
         Refusal {

@@ -95,6 +95,7 @@ fn a_refused_port_is_logged_with_its_reason() {
         logging: Some(LogConfig {
             site: "s".into(),
             fields: LogFields::ALL,
+            w3c: true,
         }),
         ..config()
     });
@@ -106,7 +107,7 @@ fn a_refused_port_is_logged_with_its_reason() {
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::Log(r) if r.method != "USER" && r.method != "PASS" => {
+            Action::Log(r) if !["USER", "PASS", "ControlChannelOpened"].contains(&&*r.method) => {
                 Some((r.method.to_string(), r.status, r.sub))
             }
             _ => None,

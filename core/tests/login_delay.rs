@@ -299,6 +299,7 @@ fn logging(delay: Duration) -> SessionConfig {
         logging: Some(wharf_core::log::LogConfig {
             site: "accounts".into(),
             fields: wharf_core::log::LogFields::ALL,
+            w3c: true,
         }),
         ..delayed(delay)
     }

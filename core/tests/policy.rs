@@ -463,6 +463,7 @@ fn site_ip_rules_refuse_at_accept() {
             logging: Some(LogConfig {
                 site: "s".into(),
                 fields: LogFields::ALL,
+                w3c: true,
             }),
             ..config()
         };
@@ -657,6 +658,7 @@ fn logged() -> (Harness, Vec<LogRecord>) {
         logging: Some(LogConfig {
             site: "files".into(),
             fields: LogFields::ALL,
+            w3c: true,
         }),
         ..policy_config()
     };
@@ -695,6 +697,7 @@ fn every_command_is_logged_with_status_and_substatus() {
     assert_eq!(
         rows,
         [
+            ("ControlChannelOpened", 220, SubStatus::None),
             ("USER", 331, SubStatus::None),
             ("PASS", 230, SubStatus::None),
             ("PASV", 227, SubStatus::None),
@@ -708,6 +711,18 @@ fn every_command_is_logged_with_status_and_substatus() {
             ("ControlChannelClosed", 0, SubStatus::None),
         ]
     );
+    // Every session's records open with ControlChannelOpened; ControlChannelClosed
+    // carries the session's totals and how it ended.
+    let closed = logs.last().unwrap();
+    let sent: u64 = logs[..logs.len() - 1].iter().map(|r| r.bytes_sent).sum();
+    let received: u64 = logs[..logs.len() - 1]
+        .iter()
+        .map(|r| r.bytes_received)
+        .sum();
+    assert_eq!((closed.bytes_sent, closed.bytes_received), (sent, received));
+    assert_eq!(closed.debug.as_deref(), Some("quit"));
+    assert_eq!(closed.user.as_deref(), Some("alice"));
+    let logs = &logs[1..];
     let pass = &logs[1];
     assert_eq!(
         pass.uri.as_deref(),
@@ -724,6 +739,7 @@ fn every_command_is_logged_with_status_and_substatus() {
         retr.bytes_sent
     );
     assert_eq!(retr.user.as_deref(), Some("alice"));
+    assert_eq!(retr.data_bytes, 5, "the data bytes alone");
     let hidden = &logs[5];
     assert_eq!(hidden.uri.as_deref(), Some("/_private/private.txt"));
     assert_eq!(hidden.debug.as_deref(), Some("hidden-segment"));
@@ -743,6 +759,7 @@ fn time_taken_spans_the_whole_command() {
         logging: Some(LogConfig {
             site: "files".into(),
             fields: LogFields::ALL,
+            w3c: true,
         }),
         ..config()
     };
@@ -826,4 +843,65 @@ fn a_site_chosen_by_host_applies_its_own_ip_rules() {
     let mut h = Harness::accept(&mut server, "10.1.2.3:5000", t0).unwrap();
     h.expect("HOST closed.example", "220");
     h.login();
+}
+
+/// An administrator's disconnect (the sessions page): a running transfer is stopped,
+/// the client is told 421, the session closes, and its record says why.
+#[test]
+fn a_disconnect_stops_the_transfer_says_421_and_is_logged() {
+    let cfg = SessionConfig {
+        logging: Some(LogConfig {
+            site: "files".into(),
+            fields: LogFields::ALL,
+            w3c: true,
+        }),
+        ..config()
+    };
+    let mut h = Harness::with_config(cfg);
+    h.storage.add_file("/big.bin", &[7; 100_000]);
+    h.login();
+    h.mode = DataMode::Manual;
+    h.expect("PORT 192,0,2,7,200,10", "200 ");
+    h.expect("RETR big.bin", "150 ");
+    h.connect_data();
+    let (xfer, _, _) = h.take_transfer();
+    let start = h.wire.len();
+    h.input(Input::Disconnect);
+    assert_eq!(
+        &h.wire[start..],
+        b"421 Disconnected by the server administrator.\r\n"
+    );
+    assert!(h.actions.contains(&Action::AbortTransfer { xfer }));
+    assert!(h.actions.contains(&Action::Close));
+    assert!(h.session.is_closed());
+    let closed = h
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Log(r) if r.method == "ControlChannelClosed" => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a ControlChannelClosed record");
+    assert_eq!(closed.sub, SubStatus::AdminDisconnect);
+    assert_eq!(closed.debug.as_deref(), Some("admin-disconnect"));
+}
+
+/// The live sessions board: an admitted session is on it with what it does, and leaves
+/// it when it is dropped.
+#[test]
+fn the_board_shows_sessions_while_they_live() {
+    use wharf_core::monitor::Board;
+    let board = Board::new();
+    let server = Server::new(Arc::new(config()), 0, 1, 10).with_board(board.clone());
+    let mut h = Harness::build(server, "127.0.0.1:21", harness::alice());
+    assert_eq!(board.len(), 1);
+    h.login();
+    let v = board.snapshot();
+    assert_eq!(v[0].user.as_deref(), Some("alice"));
+    assert!(v[0].logged_in);
+    assert_eq!(v[0].command, None, "idle between commands");
+    assert_eq!(v[0].site.as_ref(), "default");
+    drop(h);
+    assert!(board.is_empty());
 }

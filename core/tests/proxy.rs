@@ -37,6 +37,7 @@ fn logged() -> SessionConfig {
         logging: Some(LogConfig {
             site: "s".into(),
             fields: LogFields::ALL,
+            w3c: true,
         }),
         ..config()
     }

@@ -69,6 +69,7 @@ fn site_with(rules: IpRules) -> Server {
         logging: Some(LogConfig {
             site: "s".into(),
             fields: LogFields::ALL,
+            w3c: true,
         }),
         ..config()
     };

@@ -203,6 +203,7 @@ fn limited_sites(one_max: u32, blank_host: bool) -> Server {
             c.logging = Some(wharf_core::log::LogConfig {
                 site: c.site_name.as_str().into(),
                 fields: wharf_core::log::LogFields::ALL,
+                w3c: true,
             });
         }
     };

@@ -117,6 +117,16 @@ pub struct DriverConfig {
     /// Where `Action::Log` records (and refused connections' records) go; `None` drops
     /// them. The sink must not block (see [`wharf_core::log::LogSink`]).
     pub log: Option<std::sync::Arc<dyn wharf_core::log::LogSink>>,
+    /// The passive port pool to lease from; `None`: a new one ([`port_pool`]). Given,
+    /// its owner can read how many ports are in use.
+    pub ports: Option<std::sync::Arc<wharf_core::ports::PortPool>>,
+}
+
+impl DriverConfig {
+    /// The passive port pool: the one given, or a new one.
+    pub fn port_pool(&self) -> std::sync::Arc<wharf_core::ports::PortPool> {
+        self.ports.clone().unwrap_or_else(port_pool)
+    }
 }
 
 impl Default for DriverConfig {
@@ -130,6 +140,7 @@ impl Default for DriverConfig {
             use_sendfile: true,
             backlog: 1024,
             log: None,
+            ports: None,
         }
     }
 }

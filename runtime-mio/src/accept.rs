@@ -8,7 +8,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use crate::shard::{control_token, Conn, Ready, Shard, ACCEPT_BACKOFF, ACCEPT_BUDGET};
+use crate::shard::{control_token, Conn, Ready, Shard, ShardMsg, ACCEPT_BACKOFF, ACCEPT_BUDGET};
 use wharf_net::is_exhaustion;
 use wharf_net::timers::TimerSlot;
 
@@ -66,6 +66,12 @@ impl Shard {
             Ok(s) => s,
             Err(refusal) => return wharf_net::refuse(&stream, refusal, self.log.as_ref()),
         };
+        if let (Some(live), Some(tx)) = (session.live(), &self.msg_tx) {
+            let (tx, waker, id) = (tx.clone(), self.waker(), session.id());
+            live.set_disconnect(Box::new(move || {
+                tx.send(ShardMsg::Disconnect(id)).is_ok() && waker.wake().is_ok()
+            }));
+        }
         let gen = self.next_gen();
         let entry = self.conns.vacant_entry();
         let key = entry.key();

@@ -173,7 +173,7 @@ pub fn start(
     let mut shards = Vec::with_capacity(n);
     let mut built = Vec::with_capacity(n);
     let (done_txs, done_rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
-    let ports = wharf_net::port_pool();
+    let ports = cfg.driver.port_pool();
     for (i, (sockets, done_rx)) in bound.per_shard.into_iter().zip(done_rxs).enumerate() {
         // Each listener with the index of its listen address.
         let sockets = (sockets.into_iter())
@@ -181,7 +181,8 @@ pub fn start(
             .enumerate()
             .collect();
         let (tx, rx) = mpsc::channel();
-        let shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;
+        let mut shard = Shard::new(i, &cfg, make_server(i), sockets, rx, done_rx, ports.clone())?;
+        shard.msg_tx = Some(tx.clone());
         shards.push((tx, shard.waker()));
         built.push(shard);
     }

@@ -87,6 +87,8 @@ pub(crate) enum ShardMsg {
     },
     /// A health check ([`crate::Health`]): answered from the event loop.
     Ping(std::sync::mpsc::Sender<()>),
+    /// An administrator ends this session (the live sessions board).
+    Disconnect(wharf_core::SessionId),
 }
 
 /// Work left over from a wake-up whose budget ran out (edge-triggered readiness will not
@@ -163,6 +165,8 @@ pub(crate) struct Shard {
     pub spare: wharf_net::Spare,
     /// Where log records go.
     pub log: Option<Arc<dyn wharf_core::log::LogSink>>,
+    /// This shard's own message channel, for the sessions board's disconnect.
+    pub msg_tx: Option<std::sync::mpsc::Sender<ShardMsg>>,
 }
 
 impl Shard {
@@ -212,6 +216,7 @@ impl Shard {
             exhausted: false,
             spare: wharf_net::Spare::default(),
             log: cfg.driver.log.clone(),
+            msg_tx: None,
         })
     }
 
@@ -350,6 +355,7 @@ impl Shard {
                 ShardMsg::Ping(reply) => {
                     let _ = reply.send(());
                 }
+                ShardMsg::Disconnect(id) => self.disconnect(id),
             }
         }
         while let Ok(done) = self.done.try_recv() {
@@ -589,6 +595,24 @@ impl Shard {
             self.dispose(h, f);
         }
         self.server.session_closed(c.session.id());
+    }
+
+    /// Ends session `id`, if it is still here.
+    fn disconnect(&mut self, id: wharf_core::SessionId) {
+        let Some(key) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.session.id() == id)
+            .map(|(k, _)| k)
+        else {
+            return;
+        };
+        self.guard(key, |s| {
+            if let Some(c) = s.conns.get_mut(key) {
+                c.session.handle_input(Instant::now(), Input::Disconnect);
+                s.drive(key);
+            }
+        });
     }
 
     fn begin_shutdown(&mut self, grace: Duration) {

@@ -238,7 +238,7 @@ impl Wharf {
             auth: self.auth,
             limits: self.cfg.driver.pump_limits(),
             control_reads_budget: self.cfg.driver.control_reads_budget.max(1),
-            ports: wharf_net::port_pool(),
+            ports: self.cfg.driver.port_pool(),
             stop: self.stop,
             blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
             resolver: self.cfg.driver.resolver.clone(),

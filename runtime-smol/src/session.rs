@@ -83,6 +83,8 @@ pub(crate) enum Event {
         input: Input<'static>,
         file: Option<(FileHandle, OpenFile)>,
     },
+    /// An administrator ends the session (the live sessions board).
+    Disconnect,
 }
 
 /// The sending side of a session's events (boxed: an idle channel costs a few words).
@@ -189,6 +191,14 @@ pub(crate) fn run(
         data: Vec::new(),
         files: Files::default(),
     };
+    if let Some(live) = d.session.live() {
+        // The sessions page's "disconnect": an event like any other. A full queue
+        // means the session is busy with events; the click is then refused.
+        let events = d.events.clone();
+        live.set_disconnect(Box::new(move || {
+            events.try_send(Box::new(Event::Disconnect)).is_ok()
+        }));
+    }
     async move {
         // A panic in this session's own work ends it alone: it is told 421, and the
         // release below runs as for any other end.
@@ -499,6 +509,7 @@ impl Driver {
             Event::Failed { conn, error } => self.on_failed(conn, error),
             Event::Crashed(why) => self.crash(&why),
             Event::Transfer { xfer, input, file } => self.on_transfer(xfer, input, file),
+            Event::Disconnect => self.feed(Input::Disconnect),
         }
     }
 

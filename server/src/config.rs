@@ -109,6 +109,20 @@ pub struct ServerConfig {
     pub single_site: bool,
     /// `[cluster]`: failed logins and bans shared with the other nodes.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `[admin]`: the admin listener; `None`: nothing listens.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: where the admin listener (Prometheus metrics at `/metrics`, the live
+/// sessions page at `/`, its JSON at `/api/sessions`) listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The HTTP Basic user name (default `admin`).
+    pub user: String,
+    /// The password's hash (argon2id from `wharf passwd`, or a crypt hash the users
+    /// file accepts).
+    pub password_hash: String,
 }
 
 /// One site: where it lives on disk, how it is reached, what its sessions are told.
@@ -311,6 +325,7 @@ struct RawConfig {
     limits: Option<policy::RawLimits>,
     auth: Option<auth_table::RawAuth>,
     cluster: Option<RawCluster>,
+    admin: Option<RawAdmin>,
 }
 
 /// `[cluster]`: state shared with the other nodes behind one load balancer.
@@ -319,6 +334,15 @@ struct RawConfig {
 struct RawCluster {
     redis: Spanned<String>,
     prefix: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the admin listener (metrics, the live sessions page).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    user: Option<Spanned<String>>,
+    password_hash: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -915,6 +939,35 @@ impl ServerConfig {
     }
 }
 
+/// `[admin]`, checked: an address to listen on and a password hash.
+fn admin(c: &mut Checker<'_>, raw: &RawAdmin) -> Option<AdminConfig> {
+    let listen = c.check(&raw.listen, |s| {
+        s.parse::<SocketAddr>()
+            .map_err(|_| format!("{s:?} is not an address and port, like \"127.0.0.1:9121\""))
+    });
+    let user = match &raw.user {
+        Some(u) => c.check(u, |u| match u.is_empty() || u.contains(':') {
+            true => Err("must be a non-empty name without ':'".to_string()),
+            false => Ok(u.clone()),
+        })?,
+        None => "admin".to_string(),
+    };
+    let Some(hash) = &raw.password_hash else {
+        c.error(
+            raw.listen.span(),
+            "[admin] needs password_hash: the admin listener never runs without a password \
+             (make one with `wharf passwd`)",
+        );
+        return None;
+    };
+    let password_hash = c.check(hash, |h| crate::users::check_hash(h))?;
+    Some(AdminConfig {
+        listen: listen?,
+        user,
+        password_hash,
+    })
+}
+
 fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerConfig> {
     // Server-wide policy: IP rules, logon restrictions, limits (with users' bandwidth).
     let mut server_rules = ServerRules {
@@ -1185,6 +1238,7 @@ fn build(c: &mut Checker<'_>, mut raw: RawConfig, base: &Path) -> Option<ServerC
         users_file: s.users_file.as_ref().map(|f| base.join(f.get_ref())),
         single_site: shorthand,
         cluster: raw.cluster.as_ref().and_then(|raw| cluster_config(c, raw)),
+        admin: raw.admin.as_ref().and_then(|a| admin(c, a)),
     };
     policy::check_log_directories(c, &cfg.sites);
     if !c.errors.is_empty() {
@@ -1640,10 +1694,27 @@ fn build_site(
             .unwrap_or(ctx.defaults.failed_login_delay),
         None => ctx.defaults.failed_login_delay,
     };
+    // Every site logs for the server's observer (its log lines and metrics); only
+    // sites with a W3C log have their records written there. The observer's lines show
+    // paths, whatever the W3C fields.
     let (logging, log) = match logging {
-        Some((cfg, out)) => (Some(cfg), Some(out)),
-        None => (None, None),
+        Some((cfg, out)) => (
+            wharf_core::log::LogConfig {
+                fields: wharf_core::log::LogFields::ALL,
+                ..cfg
+            },
+            Some(out),
+        ),
+        None => (
+            wharf_core::log::LogConfig {
+                site: Arc::from(name.as_str()),
+                fields: wharf_core::log::LogFields::ALL,
+                w3c: false,
+            },
+            None,
+        ),
     };
+    let logging = Some(logging);
 
     let (active_source_port, active_span) = active::of_site(
         c,

@@ -536,6 +536,7 @@ pub(super) fn logging(
         let cfg = LogConfig {
             site: Arc::from(site_name),
             fields: out.fields,
+            w3c: true,
         };
         (cfg, out)
     })

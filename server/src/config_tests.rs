@@ -838,7 +838,7 @@ bandwidth = 50000
 
 #[test]
 fn policy_tables_build_the_policy() {
-    use wharf_core::log::Field;
+    use wharf_core::log::{Field, LogFields};
     use wharf_core::policy::DenyAction;
     use wharf_core::proto::command::Verb;
     let r = root();
@@ -885,9 +885,18 @@ fn policy_tables_build_the_policy() {
 
     let log = c.sites[0].session.logging.as_ref().unwrap();
     assert_eq!(&*log.site, "files");
-    assert_eq!(log.fields.iter().count(), 5);
-    assert!(log.fields.has(Field::SubStatus) && !log.fields.has(Field::UserName));
+    assert!(log.w3c, "the site writes a W3C log");
+    // The core fills in every field (the server's log lines show paths); the file
+    // shows the configured ones.
+    assert_eq!(
+        log.fields,
+        Field::ALL
+            .into_iter()
+            .fold(LogFields::NONE, LogFields::with)
+    );
     let out = c.sites[0].log.as_ref().unwrap();
+    assert_eq!(out.fields.iter().count(), 5);
+    assert!(out.fields.has(Field::SubStatus) && !out.fields.has(Field::UserName));
     assert_eq!(out.directory, Path::new("/etc/wharf/w3c"));
     assert_eq!(out.period, crate::w3c::Period::Size(1_000_000));
     assert!(!out.central);
@@ -907,7 +916,9 @@ fn policy_defaults_follow_iis() {
     assert_eq!(c.server_rules.logon.max_failures, 4);
     assert_eq!(c.server_rules.logon.window, Duration::from_secs(30));
     assert_eq!(c.sites[0].session.limits.min_bytes_per_second, 240);
-    assert!(c.sites[0].session.logging.is_none() && c.sites[0].log.is_none());
+    // Every site logs for the server's own lines and metrics; none writes a W3C file.
+    let logging = c.sites[0].session.logging.as_ref().unwrap();
+    assert!(!logging.w3c && c.sites[0].log.is_none());
     assert!(!c.sites[0].session.allow_replace_on_rename);
 }
 
@@ -1087,7 +1098,8 @@ fn each_site_logs_into_its_own_directory_or_the_central_one() {
     );
     let c = ServerConfig::from_toml_str(&central, "/etc/w/w.toml").unwrap();
     assert!(c.sites[0].log.as_ref().unwrap().central);
-    assert!(c.sites[1].log.is_none() && c.sites[1].session.logging.is_none());
+    assert!(c.sites[1].log.is_none());
+    assert!(c.sites[1].session.logging.as_ref().is_some_and(|l| !l.w3c));
     let outputs = c.log_outputs();
     assert_eq!(outputs.len(), 1);
     assert_eq!(outputs[0].0, None);

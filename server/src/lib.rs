@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use wharf_core::live::Live;
 use wharf_core::log::LogSink;
+use wharf_core::monitor::Board;
 use wharf_core::policy::ServerPolicy;
 use wharf_core::{Authenticator, NoResolver, Resolver, Server, Sites, Storage};
 use wharf_runtime_mio::DriverConfig;
 use wharf_runtime_mio::MioConfig;
 use wharf_runtime_smol::SmolConfig;
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -33,6 +35,8 @@ pub mod firewall;
 mod listdir;
 pub mod localfs;
 mod login_cache;
+pub mod metrics;
+pub mod observe;
 pub mod password;
 pub mod pidfile;
 pub mod privileges;
@@ -48,7 +52,9 @@ pub mod user_cmd;
 pub mod users;
 pub mod w3c;
 
-pub use config::{BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig};
+pub use config::{
+    AdminConfig, BindingConfig, ConfigError, ConfigErrors, RuntimeKind, ServerConfig, SiteConfig,
+};
 pub use localfs::LocalFs;
 pub use resolver::SystemResolver;
 pub use users::{hash_password, UserEntry, UserList};
@@ -59,6 +65,9 @@ pub use users::{hash_password, UserEntry, UserList};
 pub struct RunningServer {
     runtime: Running,
     reloader: Option<Reloader>,
+    /// The admin listener (`[admin]`), stopped when the server has stopped.
+    admin: Option<admin::AdminServer>,
+    metrics: Option<Arc<metrics::Metrics>>,
 }
 
 enum Running {
@@ -87,10 +96,22 @@ impl RunningServer {
 
     /// Waits until the server has stopped; returns its first error.
     pub fn wait(self) -> io::Result<()> {
-        match self.runtime {
+        let result = match self.runtime {
             Running::Mio(s) => s.wait(),
             Running::Smol(s) => s.wait(),
-        }
+        };
+        drop(self.admin);
+        result
+    }
+
+    /// Where the admin listener (`[admin]`) listens, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
+    /// The metrics, when the admin listener runs (`main` counts reloads in them).
+    pub fn metrics(&self) -> Option<Arc<metrics::Metrics>> {
+        self.metrics.clone()
     }
 
     /// A handle that checks, from any thread, that the runtime still serves: every mio
@@ -234,6 +255,8 @@ fn restart_only_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static 
     );
     check(old.pid_file != new.pid_file, "server.pid_file");
     check(old.cluster != new.cluster, "[cluster]");
+
+    check(old.admin != new.admin, "the admin listener ([admin])");
     out
 }
 
@@ -270,13 +293,21 @@ pub fn start_with_resolver(
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
     );
     let outputs = config.log_outputs();
-    let log = match outputs.is_empty() {
+    let w3c = match outputs.is_empty() {
         true => None,
-        false => {
-            let logger: Arc<dyn LogSink> = w3c::W3cLogger::start(outputs)?;
-            Some(logger)
-        }
+        false => Some(w3c::W3cLogger::start(outputs)?),
     };
+    // With an admin listener: the live sessions board and the metrics.
+    let board = config.admin.as_ref().map(|_| Board::new());
+    let metrics = board
+        .as_ref()
+        .map(|b| Arc::new(metrics::Metrics::new(b.clone())));
+    if let Some(m) = &metrics {
+        accounts.set_metrics(m.clone());
+    }
+    let observer = Arc::new(observe::Observer::new(w3c, metrics.clone()));
+    let log: Option<Arc<dyn LogSink>> = Some(observer.clone());
+    let ports = wharf_net::port_pool();
     // Bindings name their listener's port, so port 0 is settled before the sites table
     // is built: a socket held on the chosen port (SO_REUSEPORT, not listening) keeps it
     // ours until the runtime has bound it.
@@ -299,6 +330,8 @@ pub fn start_with_resolver(
         policy: Some(policy.clone()),
         log,
         resolver,
+        board: board.clone(),
+        ports: Some(ports.clone()),
     };
     let mut server = start_runtime(setup, mounts, accounts.clone())?;
     // Another process may have bound an address between the probe and the shards.
@@ -306,6 +339,28 @@ pub fn start_with_resolver(
         server.shutdown(Duration::ZERO);
         let _ = server.wait();
         return Err(e);
+    }
+    if let (Some(cfg), Some(board), Some(m)) = (&config.admin, board, &metrics) {
+        let health = server.health();
+        let sources = admin::Sources {
+            w3c_dropped: Box::new(move || observer.w3c_dropped()),
+            passive_ports: Box::new(move || ports.leased()),
+            loop_lag: Box::new(move || {
+                let start = std::time::Instant::now();
+                health
+                    .check(Duration::from_secs(1))
+                    .then(|| start.elapsed())
+            }),
+        };
+        match admin::AdminServer::start(cfg, board, m.clone(), sources) {
+            Ok(a) => server.admin = Some(a),
+            Err(e) => {
+                server.shutdown(Duration::ZERO);
+                let _ = server.wait();
+                return Err(e);
+            }
+        }
+        server.metrics = Some(m.clone());
     }
     server.reloader = Some(Reloader(Arc::new(Reloadable {
         config: std::sync::Mutex::new(config.clone()),
@@ -344,6 +399,11 @@ pub struct RuntimeSetup {
     pub log: Option<Arc<dyn LogSink>>,
     /// Answers reverse lookups for IP rules with host names, off the event loops.
     pub resolver: Arc<dyn Resolver>,
+    /// The live sessions board every session registers on (for the admin listener);
+    /// `None`: none is kept.
+    pub board: Option<Arc<Board>>,
+    /// The passive port pool; `None`: the runtime makes its own.
+    pub ports: Option<Arc<wharf_core::ports::PortPool>>,
 }
 
 impl RuntimeSetup {
@@ -359,6 +419,8 @@ impl RuntimeSetup {
             policy: None,
             log: None,
             resolver: Arc::new(NoResolver),
+            board: None,
+            ports: None,
         }
     }
 }
@@ -379,6 +441,8 @@ pub fn start_runtime(
         policy,
         log,
         resolver,
+        board,
+        ports,
     } = setup;
     let shards = match shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -387,11 +451,14 @@ pub fn start_runtime(
     // Each shard admits its share; SO_REUSEPORT spreads connections about evenly.
     let per_shard = max_connections.div_ceil(shards).max(1);
     let make = move |i: usize| {
-        let server = Server::with_live_sites(sites.clone(), i as u64, shards as u64, per_shard);
-        match &policy {
-            Some(p) => server.with_policy(p.clone()),
-            None => server,
+        let mut server = Server::with_live_sites(sites.clone(), i as u64, shards as u64, per_shard);
+        if let Some(p) = &policy {
+            server = server.with_policy(p.clone());
         }
+        if let Some(b) = &board {
+            server = server.with_board(b.clone());
+        }
+        server
     };
     let runtime = match runtime {
         RuntimeKind::Mio => {
@@ -399,6 +466,7 @@ pub fn start_runtime(
                 shards,
                 log,
                 resolver,
+                ports,
                 ..DriverConfig::default()
             };
             let cfg = MioConfig {
@@ -412,6 +480,7 @@ pub fn start_runtime(
                 shards,
                 log,
                 resolver,
+                ports,
                 ..DriverConfig::default()
             };
             let cfg = SmolConfig {
@@ -424,6 +493,8 @@ pub fn start_runtime(
     Ok(RunningServer {
         runtime,
         reloader: None,
+        admin: None,
+        metrics: None,
     })
 }
 

@@ -52,13 +52,26 @@ struct Cli {
     #[arg(long, value_name = "PATH", global = true)]
     pid_file: Option<PathBuf>,
 
-    /// More diagnostics on stderr: -v for connections and warnings in detail, -vv for
-    /// debugging. RUST_LOG (e.g. RUST_LOG=wharf_runtime_smol=debug) overrides this.
-    #[arg(short, long, action = ArgAction::Count)]
+    /// More on stderr. By default wharf logs each session's start and end, failed
+    /// logins, transfers, refusals by a policy and reloads; -v adds every command with
+    /// its reply code (passwords masked) and diagnostics in detail, -vv debugging.
+    /// RUST_LOG (e.g. RUST_LOG=wharf_runtime_smol=debug) overrides this.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// How log lines are written on stderr: "text" (one line per event, key=value
+    /// fields) or "json" (one JSON object per line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,9 +124,28 @@ enum Command {
     },
 }
 
+/// `--log-format json`: the server's own messages go through tracing too, so that
+/// every line on stderr is a JSON object.
+static JSON_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A message of the server on stderr: as written in text mode (`wharf: ...`), as a
+/// log event of `level` (target `wharf::log::server`) in JSON mode.
+macro_rules! say {
+    ($level:ident, $($arg:tt)*) => {{
+        let msg = format!($($arg)*);
+        if JSON_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+            let msg = msg.strip_prefix("wharf: ").unwrap_or(&msg);
+            tracing::$level!(target: "wharf::log::server", "{msg}");
+        } else {
+            eprintln!("{msg}");
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // Held to the end of main: dropping it writes what is still queued.
+    let _log = init_tracing(cli.verbose, cli.log_format);
     let result = match &cli.command {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Passwd { scheme, cost }) => passwd(scheme, cost.as_deref()),
@@ -136,32 +168,92 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("wharf: {msg}");
+            say!(error, "wharf: {msg}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Installs the log subscriber. Lines are written by a thread of their own
+/// (tracing-appender): an event loop that logs never waits for stderr (a slow journald,
+/// a full pipe); past 128k queued lines, lines are dropped rather than the server held.
+fn init_tracing(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    // The operator's lines (targets wharf::log::*) at info by default; every command
+    // (wharf::log::command) and the crates' info with -v.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,wharf::log=info",
+        1 => "info,wharf::log=debug",
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let env = EnvFilter::try_from_default_env().ok();
+    let log_level = match (&env, verbose) {
+        (Some(_), _) | (_, 3..) => log::LevelFilter::Trace,
+        (None, 2) => log::LevelFilter::Debug,
+        (None, _) => log::LevelFilter::Warn,
+    };
+    let filter = env.unwrap_or_else(|| EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .thread_name("wharf-log")
+        .finish(io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+        .with_writer(writer)
+        .with_ansi(io::stderr().is_terminal() && format == LogFormat::Text);
+    let installed = match format {
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
+        LogFormat::Json => tracing::subscriber::set_global_default(builder.json().finish()),
+    };
+    if installed.is_ok() && format == LogFormat::Json {
+        JSON_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if installed.is_ok() {
+        // Crates that use `log` (rustls, ldap3) reach the same subscriber, through a
+        // bridge that makes rustls' complaints about clients' SNI debug-level: one per
+        // handshake from clients that send an IP address as SNI, which the server
+        // cannot change and the operator need not see.
+        if log::set_boxed_logger(Box::new(LogBridge)).is_ok() {
+            log::set_max_level(log_level);
+        }
+    }
     // A panic ends only the session it happened in (the runtimes catch it); the log says
     // where, with a backtrace, on one record.
     std::panic::set_hook(Box::new(|info| {
         let backtrace = std::backtrace::Backtrace::force_capture();
         tracing::error!("panic: {info}\n{backtrace}");
     }));
+    guard
+}
+
+/// `log` records into `tracing`, rustls' SNI warnings at debug level.
+struct LogBridge;
+
+impl log::Log for LogBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let demote = record.level() <= log::Level::Warn
+            && record.target().starts_with("rustls")
+            && record.args().to_string().contains("SNI");
+        let _ = match demote {
+            true => tracing_log::format_trace(
+                &log::Record::builder()
+                    .args(*record.args())
+                    .level(log::Level::Debug)
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            ),
+            false => tracing_log::format_trace(record),
+        };
+    }
+
+    fn flush(&self) {}
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {
@@ -270,7 +362,7 @@ fn covers(addr: std::net::SocketAddr, wildcard: std::net::SocketAddr) -> bool {
 fn serve(cli: &Cli) -> Result<(), String> {
     let config = load(cli)?;
     for w in &config.warnings {
-        eprintln!("wharf: warning: {w}");
+        say!(warn, "wharf: warning: {w}");
     }
     if wharf_server::systemd::passed_sockets() > 0 {
         return Err(
@@ -285,7 +377,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
     let notifier = match wharf_server::systemd::Notifier::from_env() {
         Ok(n) => n.map(Arc::new),
         Err(e) => {
-            eprintln!("wharf: NOTIFY_SOCKET: {e}; not notifying systemd");
+            say!(warn, "wharf: NOTIFY_SOCKET: {e}; not notifying systemd");
             None
         }
     };
@@ -294,7 +386,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
         move |state: &str| {
             if let Some(n) = &notifier {
                 if let Err(e) = n.notify(state) {
-                    eprintln!("wharf: telling systemd {state:?}: {e}");
+                    say!(warn, "wharf: telling systemd {state:?}: {e}");
                 }
             }
         }
@@ -335,12 +427,15 @@ fn serve(cli: &Cli) -> Result<(), String> {
                 let _ = server.wait();
                 return Err(format!("switching to user {:?}: {e}", to.user));
             }
-            eprintln!(
+            say!(
+                info,
                 "wharf: serving as user {} (uid {}, gid {})",
-                to.user, to.uid, to.gid
+                to.user,
+                to.uid,
+                to.gid
             );
             if keep_bind {
-                eprintln!(
+                say!(info,
                     "wharf: one thread keeps CAP_NET_BIND_SERVICE, to connect from port {} in active mode",
                     config
                         .active_source_ports()
@@ -352,9 +447,11 @@ fn serve(cli: &Cli) -> Result<(), String> {
                 );
             }
         }
-        (None, true) => eprintln!(
+        (None, true) => {
+            say!(info,
             "wharf: running as root; set server.user to serve sessions as an unprivileged account"
-        ),
+        )
+        }
         _ => {}
     }
     for (configured, addr) in config.listen.iter().zip(server.local_addrs()) {
@@ -394,6 +491,9 @@ fn serve(cli: &Cli) -> Result<(), String> {
             );
         }
     }
+    if let Some(a) = server.admin_addr() {
+        println!("wharf: admin listener on http://{a}/ (live sessions; metrics at /metrics)");
+    }
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
     if let (Some(n), Some(every)) = (&notifier, wharf_server::systemd::watchdog_interval()) {
@@ -406,10 +506,10 @@ fn serve(cli: &Cli) -> Result<(), String> {
                 // this thread runs.
                 if health.check(every / 2) {
                     if let Err(e) = n.notify("WATCHDOG=1") {
-                        eprintln!("wharf: watchdog: {e}");
+                        say!(warn, "wharf: watchdog: {e}");
                     }
                 } else {
-                    eprintln!(
+                    say!(warn,
                         "wharf: watchdog: the runtime did not answer within {:?}; not telling systemd it is alive",
                         every / 2
                     );
@@ -425,6 +525,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
     }
     let (tx, rx) = mpsc::channel();
     let reloader = server.reloader();
+    let metrics = server.metrics();
     let file = cli.config.clone();
     let startup = config.clone();
     let overrides = Overrides::of(cli);
@@ -437,13 +538,16 @@ fn serve(cli: &Cli) -> Result<(), String> {
                     "RELOADING=1\nMONOTONIC_USEC={}",
                     wharf_server::systemd::monotonic_usec()
                 ));
-                let status = reload(file.as_deref(), reloader.as_ref(), &startup, &overrides);
+                let (ok, status) = reload(file.as_deref(), reloader.as_ref(), &startup, &overrides);
+                if let Some(m) = &metrics {
+                    m.reload(ok);
+                }
                 on_signal(&format!("READY=1\nSTATUS={status}"));
                 continue;
             }
             count += 1;
             if count > 1 {
-                eprintln!("wharf: second signal, exiting now");
+                say!(warn, "wharf: second signal, exiting now");
                 std::process::exit(1);
             }
             let _ = tx.send(sig);
@@ -455,7 +559,8 @@ fn serve(cli: &Cli) -> Result<(), String> {
         let grace = server
             .reloader()
             .map_or(config.shutdown_grace, |r| r.config().shutdown_grace);
-        eprintln!(
+        say!(
+            info,
             "wharf: shutting down (up to {} s for running transfers)",
             grace.as_secs()
         );
@@ -465,7 +570,7 @@ fn serve(cli: &Cli) -> Result<(), String> {
     if let Some(p) = pid_file {
         let path = p.path().display().to_string();
         if let Err(e) = p.remove() {
-            eprintln!("wharf: removing the pid file {path}: {e}");
+            say!(warn, "wharf: removing the pid file {path}: {e}");
         }
     }
     result
@@ -475,23 +580,26 @@ fn serve(cli: &Cli) -> Result<(), String> {
 /// new connections (its certificates are read afresh with it); an invalid file, or one
 /// that changes what needs a restart, leaves everything as it was. Without a file (the
 /// embedded default) only the certificates are re-read.
-/// Returns a one-line status for systemd.
+/// Returns whether it was accepted, and a one-line status for systemd.
 fn reload(
     file: Option<&Path>,
     reloader: Option<&wharf_server::Reloader>,
     startup: &ServerConfig,
     overrides: &Overrides,
-) -> String {
+) -> (bool, String) {
     let (Some(file), Some(reloader)) = (file, reloader) else {
         return match startup.reload_certificates() {
-            Ok(0) => "nothing to reload".into(),
+            Ok(0) => (true, "nothing to reload".into()),
             Ok(n) => {
-                eprintln!("wharf: {n} certificate(s) reloaded");
-                format!("{n} certificate(s) reloaded")
+                tracing::info!(target: "wharf::log::reload", certificates = n, "{n} certificate(s) reloaded");
+                (true, format!("{n} certificate(s) reloaded"))
             }
             Err(e) => {
-                eprintln!("wharf: certificate reload failed, keeping the old one: {e}");
-                "certificate reload failed, keeping the old one".into()
+                tracing::warn!(target: "wharf::log::reload", "certificate reload failed, keeping the old one: {e}");
+                (
+                    false,
+                    "certificate reload failed, keeping the old one".into(),
+                )
             }
         };
     };
@@ -501,15 +609,19 @@ fn reload(
         .and_then(|new| reloader.reload(new));
     match result {
         Ok(summary) => {
-            eprintln!("wharf: {} reloaded: {summary}", file.display());
-            format!("reloaded: {summary}")
+            tracing::info!(target: "wharf::log::reload", file = %file.display(), "configuration reloaded: {summary}");
+            (true, format!("reloaded: {summary}"))
         }
         Err(e) => {
-            eprintln!(
-                "wharf: reload of {} refused, the running configuration stays: {e}",
-                file.display()
+            tracing::warn!(
+                target: "wharf::log::reload",
+                file = %file.display(),
+                "reload refused, the running configuration stays: {e}"
             );
-            "reload refused, the running configuration stays (see the log)".into()
+            (
+                false,
+                "reload refused, the running configuration stays (see the log)".into(),
+            )
         }
     }
 }

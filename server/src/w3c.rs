@@ -56,6 +56,8 @@ enum Msg {
 pub struct W3cLogger {
     tx: Mutex<Option<SyncSender<Msg>>>,
     dropped: Arc<AtomicU64>,
+    /// Every record dropped since the start (`dropped` is reset by each remark).
+    dropped_total: AtomicU64,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -68,6 +70,7 @@ impl LogSink for W3cLogger {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_total.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -77,6 +80,11 @@ impl W3cLogger {
     /// Records dropped so far because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped since the start (the metric `wharf_w3c_records_dropped_total`).
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total.load(Ordering::Relaxed)
     }
 
     /// Starts the writer thread. `outputs` maps a site name to its output; a central
@@ -107,6 +115,7 @@ impl W3cLogger {
         Ok(Arc::new(W3cLogger {
             tx: Mutex::new(Some(tx)),
             dropped,
+            dropped_total: AtomicU64::new(0),
             writer: Mutex::new(Some(handle)),
         }))
     }

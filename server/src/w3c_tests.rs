@@ -183,12 +183,14 @@ fn a_full_queue_drops_and_counts_and_the_count_is_remarked() {
     let logger = W3cLogger {
         tx: Mutex::new(Some(tx)),
         dropped: Arc::new(AtomicU64::new(0)),
+        dropped_total: AtomicU64::new(0),
         writer: Mutex::new(None),
     };
     for _ in 0..5 {
         logger.log(record("a", "/x"));
     }
     assert_eq!(logger.dropped(), 3);
+    assert_eq!(logger.dropped_total(), 3);
 
     let tmp = tempfile::tempdir().unwrap();
     let mut writer = Writer {

@@ -153,6 +153,7 @@ fn a_panic_ends_its_own_session_only_and_releases_what_it_held(rt) {
         logging: Some(wharf_core::log::LogConfig {
             site: "faults".into(),
             fields: wharf_core::log::LogFields::ALL,
+            w3c: true,
         }),
         ..SessionConfig::default()
     };

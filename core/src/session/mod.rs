@@ -55,6 +55,10 @@ pub enum Input<'a> {
     /// The server is shutting down: finish the running transfer (if any), then say `421`
     /// and close. Idle sessions close at once.
     Shutdown,
+    /// An administrator ends the session ([`crate::monitor::Board::disconnect`]): a
+    /// running transfer is aborted, the client is told `421`, and the session closes
+    /// (logged with sub-status `admin-disconnect`).
+    Disconnect,
 }
 
 /// Why a data connection could not be made.

@@ -71,10 +71,23 @@ impl Session {
             };
             self.start_record(now, method, uri, line.len() as u64 + 2);
         }
+        if let Some(live) = &self.live {
+            let arg = match verb {
+                Some(Verb::Pass) => "***",
+                _ => arg,
+            };
+            live.command(verb.map_or("?", |v| v.name()), arg);
+        }
         suspended
     }
 
-    fn start_record(&mut self, now: Instant, method: Cow<'static, str>, uri: &str, cs: u64) {
+    pub(super) fn start_record(
+        &mut self,
+        now: Instant,
+        method: Cow<'static, str>,
+        uri: &str,
+        cs: u64,
+    ) {
         let Some(cfg) = &self.config.logging else {
             return;
         };
@@ -85,6 +98,7 @@ impl Session {
         rec.user = self.log_user.clone();
         rec.host = self.log_host.clone();
         rec.bytes_received = cs;
+        rec.w3c = cfg.w3c;
         self.log = Some(CmdLog {
             rec: Box::new(rec),
             started: now,
@@ -136,6 +150,22 @@ impl Session {
         self.slot.end_upload();
         self.spend_command_state();
         self.verb = None;
+        if let Some(live) = &self.live {
+            let (user, logged_in) = match &self.login {
+                Login::LoggedIn(p) => (Some(p.name.as_str()), true),
+                Login::User { name, .. } => (Some(name.as_str()), false),
+                Login::Start => (None, false),
+            };
+            let tls = self.control_encrypted();
+            live.idle(&self.config.site_name, user, logged_in, tls);
+        }
+    }
+
+    /// The greeting (or the choice of a site) is queued: `ControlChannelOpened`.
+    pub(super) fn emit_opened(&mut self) {
+        if self.log.is_some() {
+            self.emit_log(self.last_now);
+        }
     }
 
     /// What a command spends whatever its fate (RFC 959: REST and the data connection
@@ -170,9 +200,12 @@ impl Session {
         rec.sub = self.sub;
         rec.win32 = self.win32;
         rec.time_taken = now.saturating_duration_since(started);
+        rec.tls = self.control_encrypted();
         if rec.debug.is_none() && self.sub != SubStatus::None {
             rec.debug = Some(Cow::Borrowed(self.sub.slug()));
         }
+        self.sent_total += rec.bytes_sent;
+        self.received_total += rec.bytes_received;
         self.status = 0;
         self.sub = SubStatus::None;
         self.win32 = 0;
@@ -189,8 +222,13 @@ impl Session {
         }
         self.start_record(now, Cow::Borrowed("ControlChannelClosed"), "", 0);
         if let Some(l) = &mut self.log {
+            // The session's totals, and how it ended.
             l.started = self.opened;
-            l.rec.bytes_received = 0;
+            l.rec.bytes_received = self.received_total;
+            l.rec.bytes_sent = self.sent_total;
+            if why == SubStatus::None {
+                l.rec.debug = Some(Cow::Borrowed(self.end_note.unwrap_or("closed")));
+            }
         }
         self.sub = why;
         self.emit_log(now);
@@ -555,6 +593,7 @@ impl Session {
         };
         if let Some(l) = &mut self.log {
             let bytes = outcome.bytes();
+            l.rec.data_bytes += bytes;
             if upload {
                 l.rec.bytes_received += bytes;
             } else {

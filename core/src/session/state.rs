@@ -217,6 +217,14 @@ pub struct Session {
     pub(super) opened: Instant,
     /// The `now` of the latest `handle_*` call.
     pub(super) last_now: Instant,
+    /// Bytes of every record so far (control and data), for `ControlChannelClosed`.
+    pub(super) sent_total: u64,
+    pub(super) received_total: u64,
+    /// How the session ended, when neither a sub-status nor the client says it (a
+    /// timeout): `x-debug` of `ControlChannelClosed`.
+    pub(super) end_note: Option<&'static str>,
+    /// Its entry on the live sessions board, when the server keeps one.
+    pub(super) live: Option<Box<crate::monitor::LiveHandle>>,
 }
 
 impl Session {
@@ -307,6 +315,10 @@ impl Session {
             log_host: None,
             opened: now,
             last_now: now,
+            sent_total: 0,
+            received_total: 0,
+            end_note: None,
+            live: None,
             config,
         }
     }
@@ -341,18 +353,33 @@ impl Session {
     /// The 220 greeting of the chosen site, or, when no site answers without a host
     /// name, how to choose one.
     pub(super) fn greet(&mut self) {
+        // Every admitted session's first record (a refused one's says why instead).
+        self.start_record(self.last_now, "ControlChannelOpened".into(), "", 0);
         if self.site.is_none() {
-            return self.reply(
+            self.reply(
                 220,
                 "wharf FTP server ready; choose a site with HOST name or USER host|user.",
             );
+            return self.emit_opened();
         }
         let banner = self.config.banner.clone();
         self.reply_text(220, &banner);
+        self.emit_opened();
     }
 
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// Puts the session on the live sessions board (at admission).
+    pub(crate) fn set_live(&mut self, live: crate::monitor::LiveHandle) {
+        self.live = Some(Box::new(live));
+    }
+
+    /// Its entry on the live sessions board (when the server keeps one), for the driver
+    /// to say how to deliver [`Input::Disconnect`].
+    pub fn live(&self) -> Option<&Arc<crate::monitor::LiveSession>> {
+        self.live.as_deref().map(|l| l.entry())
     }
 
     /// Feeds one input. Protocol errors become replies; nothing here fails.
@@ -365,6 +392,7 @@ impl Session {
             Input::ControlBytes(bytes) => self.receive(bytes),
             Input::ControlEof => self.end(Ending::PeerGone),
             Input::Shutdown => self.end(Ending::Shutdown),
+            Input::Disconnect => self.disconnect(),
             Input::DataListening { conn, port } => self.on_data_listening(conn, port),
             Input::DataAccepted { conn, peer } => self.on_data_accepted(now, conn, peer),
             Input::DataProxied { conn, client } => self.on_data_proxied(now, conn, client),
@@ -623,6 +651,7 @@ impl Session {
             }
             Timer::Login => {
                 self.reply(421, "Login timeout, closing control connection.");
+                self.end_note = Some("login-timeout");
                 self.close();
             }
             Timer::Idle if matches!(self.pending, Some(Pending::Transfer(_))) => {
@@ -637,6 +666,7 @@ impl Session {
                     421,
                     &format!("Timeout ({secs} seconds): closing control connection."),
                 );
+                self.end_note = Some("idle-timeout");
                 self.close();
             }
             Timer::DataConnect => self.on_data_connect_timeout(now),
@@ -690,7 +720,27 @@ impl Session {
         }
     }
 
+    /// An administrator ends the session: a running transfer is stopped, `421`, close.
+    fn disconnect(&mut self) {
+        tracing::info!(session = %self.id, peer = %self.peer, "disconnected by an administrator");
+        if let Some(Pending::Transfer(t)) = &mut self.pending {
+            if let (Some(xfer), false) = (t.xfer, t.aborted) {
+                t.aborted = true;
+                self.actions.push_back(Action::AbortTransfer { xfer });
+            }
+        }
+        self.held.clear();
+        self.held_bytes = 0;
+        self.reply(421, "Disconnected by the server administrator.");
+        self.close_because(crate::log::SubStatus::AdminDisconnect);
+    }
+
     fn finish(&mut self, now: Instant, ending: Ending) {
+        self.end_note = Some(match ending {
+            Ending::Quit => "quit",
+            Ending::Shutdown => "shutdown",
+            Ending::PeerGone => "client-closed",
+        });
         match ending {
             Ending::Quit => {
                 let text = self.config.messages.exit.clone();
@@ -878,6 +928,9 @@ impl Session {
                     .unwrap_or_default();
                 let balancer = self.peer;
                 self.peer = header.source_or(balancer);
+                if let Some(live) = &self.live {
+                    live.entry().set_client(self.peer);
+                }
                 tracing::debug!(session = %self.id, %balancer, client = %self.peer, "PROXY protocol header");
                 self.admit_proxied();
                 if !self.closed && !rest.is_empty() {

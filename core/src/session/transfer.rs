@@ -299,6 +299,10 @@ impl Session {
             ),
         };
         let upload = job.upload.is_some();
+        if let Some(live) = &self.live {
+            let size = (!upload).then_some(opened.size);
+            live.transfer_started(now, upload, job.shown.to_string(), size);
+        }
         self.begin_transfer(now, body, Some(job.file), upload, opening, done);
     }
 
@@ -392,6 +396,9 @@ impl Session {
         if let Some(Pending::Transfer(t)) = &mut self.pending {
             if t.xfer == Some(xfer) {
                 t.bytes = bytes;
+                if let Some(live) = &self.live {
+                    live.progress(bytes);
+                }
             }
         }
     }
@@ -443,6 +450,9 @@ impl Session {
             (None, _, _) => vec![(426, "Data connection lost; transfer aborted.".into())],
         };
         self.note_transfer(t.upload, &outcome);
+        if let Some(live) = &self.live {
+            live.transfer_ended();
+        }
         tracing::debug!(session = %self.id, bytes = outcome.bytes(), ?outcome, "transfer done");
         match t.file {
             Some(file) if t.upload => {

@@ -177,6 +177,8 @@ pub struct Accounts {
     chain: Live<Chain>,
     cache: Option<LoginCache>,
     generations: AtomicU64,
+    /// Counts each check by provider and result, when the admin listener runs.
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -232,6 +234,7 @@ impl Accounts {
             })),
             cache: LoginCache::new(cache_ttl),
             generations: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -251,6 +254,17 @@ impl Accounts {
     }
 
     /// The provider kinds, in order (for messages).
+    /// Counts every check from now on in `metrics` (`wharf_auth_checks_total`).
+    pub fn set_metrics(&self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn count(&self, provider: &'static str, result: &'static str) {
+        if let Some(m) = self.metrics.get() {
+            m.auth_check(provider, result);
+        }
+    }
+
     pub fn kinds(&self) -> Vec<&'static str> {
         self.chain
             .load()
@@ -283,6 +297,7 @@ impl Authenticator for Accounts {
                 .filter(|&i| i < chain.providers.len())
                 .and_then(|i| chain.token(i, user));
             if current.as_deref() == Some(token.as_str()) {
+                self.count("cache", "accepted");
                 return Ok(principal);
             }
         }
@@ -290,18 +305,21 @@ impl Authenticator for Accounts {
             match p.check(user, password, peer) {
                 Ok(Verdict::Unknown) => continue,
                 Ok(Verdict::Accepted(principal)) => {
-                    tracing::debug!(provider = p.kind(), user = ?user, name = ?principal.name, "login accepted");
+                    tracing::debug!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, name = ?principal.name, "login accepted");
+                    self.count(p.kind(), "accepted");
                     if let (Some(cache), Some(token)) = (&self.cache, chain.token(i, user)) {
                         cache.insert(user, password, &token, &principal, now);
                     }
                     return Ok(principal);
                 }
                 Ok(Verdict::Refused(reason)) => {
-                    tracing::info!(provider = p.kind(), user = ?user, %peer, %reason, "login refused");
+                    tracing::info!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, %reason, "login failed");
+                    self.count(p.kind(), "refused");
                     return Err(AuthError::BadCredentials);
                 }
                 Err(why) => {
-                    tracing::warn!(provider = p.kind(), user = ?user, %peer, %why, "account provider failed");
+                    tracing::warn!(target: "wharf::log::login", provider = p.kind(), user = ?user, client = %peer, %why, "login failed: the account provider failed");
+                    self.count(p.kind(), "error");
                     return Err(AuthError::Backend(format!("{}: {why}", p.kind())));
                 }
             }
@@ -313,7 +331,8 @@ impl Authenticator for Accounts {
                 let _ = argon2::Argon2::default().verify_password(password.as_bytes(), &parsed);
             }
         }
-        tracing::info!(user = ?user, %peer, "login refused: no provider knows the user");
+        tracing::info!(target: "wharf::log::login", provider = "none", user = ?user, client = %peer, reason = "no provider knows the user", "login failed");
+        self.count("none", "unknown-user");
         Err(AuthError::BadCredentials)
     }
 }

@@ -142,6 +142,7 @@ impl Swarm {
             logging: rng.chance(30).then(|| wharf_core::log::LogConfig {
                 site: "sim".into(),
                 fields: wharf_core::log::LogFields::ALL,
+                w3c: true,
             }),
             tls: self.tls.then(super::tls::settings),
             // The pump's limits: an upload size cut, pacing, a minimum rate.
