@@ -541,9 +541,9 @@ mod tests {
             control_reads_budget: 8,
             ports: Arc::default(),
             stop: Arc::new(Stop::new()),
-            blocking: Semaphore::new(1),
+            blocking: Arc::new(Semaphore::new(1)),
             resolver: Arc::new(wharf_core::NoResolver),
-            lookups: Semaphore::new(1),
+            lookups: Arc::new(Semaphore::new(1)),
             log: None,
             _alive: alive,
         });
