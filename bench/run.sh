@@ -16,6 +16,8 @@ DATA=${DATA:-/dev/shm/wharf-bench}
 SCRATCH=${SCRATCH:-/work/bench-scratch}
 BENCH_USER=${BENCH_USER:-wharfbench}
 BENCH_PASS=${BENCH_PASS:-wharfbench}
+# A WHARF_BIN given by the caller is used as it is; else the release build, made here.
+BUILD_WHARF=$([[ -z ${WHARF_BIN:-} ]] && echo 1 || echo 0)
 WHARF_BIN=${WHARF_BIN:-$REPO/target/release/wharf}
 SERVERS=wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib
 SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle,ftps,xfer,ctl-load,storm,list-big
@@ -68,7 +70,7 @@ bash "$HERE/setup.sh" all
 (cd "$REPO" && cargo build --release -q -p wharf-bench)
 LOAD=$REPO/target/release/wharf-load
 if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol; then
-    if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
+    if [[ $BUILD_WHARF == 1 ]] && (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
     [[ -x $WHARF_BIN ]] || { log "no wharf binary at $WHARF_BIN (set WHARF_BIN)"; exit 1; }
@@ -254,11 +256,11 @@ for RUN in $(seq "$RUNS"); do
             if has "$SCENARIOS" xfer; then
                 for n in "${XFER_LIST[@]}"; do
                     load "$s" xfer-down --label "xfer-down-$n" --clients "$n" \
-                        --path "x${XFER_MIB}m.bin" --timeout 300
+                        --path "x${XFER_MIB}m.bin" --timeout 60
                 done
                 for n in "${XFER_LIST[@]}"; do
                     up=$((UP_TOTAL_MIB / n < XFER_MIB ? UP_TOTAL_MIB / n : XFER_MIB))
-                    load "$s" xfer-up --label "xfer-up-$n" --clients "$n" --size-mib "$up" --timeout 300
+                    load "$s" xfer-up --label "xfer-up-$n" --clients "$n" --size-mib "$up" --timeout 60
                 done
             fi
             has "$SCENARIOS" ctl-load && load "$s" ctl-latency --clients 50 --transfers 100 \

@@ -135,8 +135,8 @@ def main(paths):
                 continue
             if "{size}" in label:
                 sizes = sorted({r.get("size_mib") for s in servers for r in by[(s, scen)]
-                                if r.get("size_mib") is not None})
-                label = label.replace("{size}", "/".join(str(x) for x in sizes) or "?")
+                                if r.get("ok") and r.get("size_mib")})
+                label = label.replace("{size}", "/".join(f"{x:g}" for x in sizes) or "?")
             extra = ""
             if ratio:
                 w = med([r.get(key) for r in by[("wharf", scen)] if r.get("ok")])
