@@ -166,12 +166,13 @@ pub fn transfers(ctx: &Ctx, dir: Dir, out: &mut Out) -> Res<()> {
         .collect();
     rates.sort_by(|a, b| a.total_cmp(b));
     let mb = bytes as f64 / 1e6;
+    // A download's size is the file's (unknown when none completed).
     let size_mib = match dir {
-        Dir::Up => ctx.size_mib,
-        Dir::Down => done.first().map_or(0, |d| d.0 >> 20),
+        Dir::Up => Some(ctx.size_mib as f64),
+        Dir::Down => done.first().map(|d| (d.0 >> 20) as f64),
     };
     out.int("clients", n as u64)
-        .int("size_mib", size_mib)
+        .opt("size_mib", size_mib)
         .int("completed", done.len() as u64)
         .int("bytes", bytes)
         .num("span_s", span)
