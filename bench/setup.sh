@@ -101,9 +101,10 @@ setup_peers() {
     if [[ ! -x $SCRATCH/venv/bin/python ]]; then
         python3 -m venv "$SCRATCH/venv"
     fi
-    if ! "$SCRATCH/venv/bin/python" -c 'import pyftpdlib, argon2' 2>/dev/null; then
-        log "pip install pyftpdlib argon2-cffi into $SCRATCH/venv"
-        "$SCRATCH/venv/bin/pip" install -q pyftpdlib argon2-cffi
+    # TLS_FTPHandler (FTPS beside plaintext, as every server here) needs pyOpenSSL.
+    if ! "$SCRATCH/venv/bin/python" -c 'import argon2; from pyftpdlib.handlers import TLS_FTPHandler' 2>/dev/null; then
+        log "pip install pyftpdlib argon2-cffi pyopenssl into $SCRATCH/venv"
+        "$SCRATCH/venv/bin/pip" install -q pyftpdlib argon2-cffi pyopenssl
     fi
     mkdir -p /var/run/vsftpd/empty # vsftpd's secure_chroot_dir
 }
