@@ -2,12 +2,13 @@
 # bench/run.sh — measure wharf and peer FTP servers in one run; see bench/README.md.
 #
 #   bench/run.sh [--servers wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib] [--scenarios LIST]
-#                [--runs N] [--quick] [--out DIR] [--wharf-extra FILE]
+#                [--runs N] [--quick] [--out DIR] [--xfer-mib MIB] [--wharf-extra FILE]
 #
 # wharf-admin is wharf (mio) with the admin listener on ([admin]: metrics, the live
 # sessions board), for what observability costs beside plain wharf. --wharf-extra FILE
 # appends FILE's TOML to every wharf configuration (wharf, wharf-smol, wharf-admin).
-# scenarios: limits retr-big stor-big sessions cmd-latency list idle ftps (default: all)
+# scenarios: limits retr-big stor-big sessions cmd-latency list idle ftps
+#            xfer ctl-load storm list-big (default: all)
 # Every server listens on 127.0.0.1 only, is started afresh for each run (and for each
 # idle count) in the foreground, and is stopped by its PID. Every step has a time limit.
 set -euo pipefail
@@ -18,9 +19,11 @@ DATA=${DATA:-/dev/shm/wharf-bench}
 SCRATCH=${SCRATCH:-/work/bench-scratch}
 BENCH_USER=${BENCH_USER:-wharfbench}
 BENCH_PASS=${BENCH_PASS:-wharfbench}
+# A WHARF_BIN given by the caller is used as it is; else the release build, made here.
+BUILD_WHARF=$([[ -z ${WHARF_BIN:-} ]] && echo 1 || echo 0)
 WHARF_BIN=${WHARF_BIN:-$REPO/target/release/wharf}
 SERVERS=wharf,wharf-smol,vsftpd,pureftpd,pyftpdlib
-SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle,ftps
+SCENARIOS=limits,retr-big,stor-big,sessions,cmd-latency,list,idle,ftps,xfer,ctl-load,storm,list-big
 RUNS=3
 QUICK=0
 OUT=""
@@ -33,15 +36,25 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --wharf-extra) WHARF_EXTRA=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    --xfer-mib) XFER_MIB=$2; shift 2 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 if [[ $QUICK == 1 ]]; then
     RUNS=1 DURATION=${DURATION:-4} NOOPS=10000 IDLE_COUNTS=${IDLE_COUNTS:-1000,10000}
+    XFER_MIB=${XFER_MIB:-8}
 else
     DURATION=${DURATION:-8} NOOPS=20000 IDLE_COUNTS=${IDLE_COUNTS:-1000,10000,100000}
+    XFER_MIB=${XFER_MIB:-64}
 fi
+# Concurrent transfers: XFER_COUNTS sessions (100,1000), each of XFER_MIB (64 MiB; 8 with
+# --quick). Uploads are all held at once on tmpfs: each is at most UP_TOTAL_MIB / N
+# (default 6,656 MiB in all: 100 x 64 MiB fit, 1,000 uploads get 6 MiB each).
+XFER_COUNTS=${XFER_COUNTS:-100,1000}
+UP_TOTAL_MIB=${UP_TOTAL_MIB:-6656}
+STORM=${STORM:-10000}
+export XFER_MIB
 OUT=${OUT:-$SCRATCH/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 # One self-signed ECDSA P-256 certificate for every server's FTPS (each server offers
@@ -68,14 +81,14 @@ fi
 LOAD=$REPO/target/release/wharf-load
 if has "$SERVERS" wharf || has "$SERVERS" wharf-pasv0 || has "$SERVERS" wharf-smol ||
     has "$SERVERS" wharf-admin; then
-    if (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
+    if [[ $BUILD_WHARF == 1 ]] && (cd "$REPO" && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"wharf-server"'); then
         (cd "$REPO" && cargo build --release -q -p wharf-server)
     fi
     [[ -x $WHARF_BIN ]] || { log "no wharf binary at $WHARF_BIN (set WHARF_BIN)"; exit 1; }
 fi
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "command: bench/run.sh --servers $SERVERS --scenarios $SCENARIOS --runs $RUNS$([[ $QUICK == 1 ]] && echo ' --quick')"
+    echo "command: bench/run.sh --servers $SERVERS --scenarios $SCENARIOS --runs $RUNS$([[ $QUICK == 1 ]] && echo ' --quick') (XFER_MIB=$XFER_MIB)"
     echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
     echo "kernel: $(uname -r); cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo)"
     echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; nofile: $NOFILE; ports: $(cat /proc/sys/net/ipv4/ip_local_port_range)"
@@ -248,6 +261,7 @@ run_limits() {
 
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 IFS=, read -r -a IDLE_LIST <<<"$IDLE_COUNTS"
+IFS=, read -r -a XFER_LIST <<<"$XFER_COUNTS"
 for RUN in $(seq "$RUNS"); do
     has "$SCENARIOS" limits && run_limits
     for s in "${SERVER_LIST[@]}"; do
@@ -266,6 +280,37 @@ for RUN in $(seq "$RUNS"); do
                 has "$SCENARIOS" sessions && load "$s" sessions --path small.bin --clients 16 --duration "$DURATION"
                 stop_server
             fi
+        fi
+        # Many sessions at once, on a fresh server: concurrent transfers, control latency
+        # under load, big listings.
+        if { has "$SCENARIOS" xfer || has "$SCENARIOS" ctl-load || has "$SCENARIOS" list-big; } &&
+            start_server "$s"; then
+            if has "$SCENARIOS" xfer; then
+                for n in "${XFER_LIST[@]}"; do
+                    load "$s" xfer-down --label "xfer-down-$n" --clients "$n" \
+                        --path "x${XFER_MIB}m.bin" --timeout 60
+                done
+                for n in "${XFER_LIST[@]}"; do
+                    up=$((UP_TOTAL_MIB / n < XFER_MIB ? UP_TOTAL_MIB / n : XFER_MIB))
+                    load "$s" xfer-up --label "xfer-up-$n" --clients "$n" --size-mib "$up" --timeout 60
+                done
+            fi
+            has "$SCENARIOS" ctl-load && load "$s" ctl-latency --clients 50 --transfers 100 \
+                --interval-ms 20 --duration "$DURATION" --path "x${XFER_MIB}m.bin" --timeout 60
+            if has "$SCENARIOS" list-big; then
+                load "$s" list --label list100k --path list100k --count 2 --timeout 120
+                load "$s" tree --path deep --count 1000
+            fi
+            stop_server
+        fi
+        # The login storm, on a fresh server.
+        if has "$SCENARIOS" storm && start_server "$s" idle; then
+            if ((STORM + 100 > NOFILE)); then
+                echo "{\"scenario\":\"storm\",\"server\":\"$s\",\"tag\":\"run$RUN\",\"ok\":false,\"error\":\"skipped: open-files limit $NOFILE < $STORM sessions\"}" >>"$RESULTS"
+            else
+                load "$s" storm --count "$STORM" --window 1 --timeout 60 --max-time 180
+            fi
+            stop_server
         fi
         # FTPS (explicit, PROT P) on a fresh server: TIME_WAIT drained, same scenarios.
         if has "$SCENARIOS" ftps && start_server "$s"; then

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/setup.sh — prepare what bench/run.sh needs; idempotent.
 #   bench/setup.sh data    the data dir on tmpfs ($DATA): big.bin (1 GiB random),
-#                          small.bin (4 KiB), list10k/ (10,000 files of 0-999 bytes)
+#                          small.bin (4 KiB), list10k/ (10,000 files of 0-999 bytes),
+#                          x${XFER_MIB}m.bin (64 MiB random, for concurrent transfers),
+#                          list100k/ (100,000 files), deep/ (1,000 nested dirs `d`,
+#                          10 small files at each level)
 #   bench/setup.sh peers   vsftpd, pure-ftpd (apt-get download + dpkg -x, never installed
 #                          system-wide) and pyftpdlib (pip, in a venv) under $SCRATCH
 #   bench/setup.sh account the local account $BENCH_USER with a cheap sha512crypt hash
@@ -13,6 +16,7 @@ SCRATCH=${SCRATCH:-/work/bench-scratch}
 BENCH_USER=${BENCH_USER:-wharfbench}
 BENCH_PASS=${BENCH_PASS:-wharfbench}
 BIG_MIB=${BIG_MIB:-1024}
+XFER_MIB=${XFER_MIB:-64}
 
 log() { echo "setup: $*" >&2; }
 
@@ -34,6 +38,41 @@ for i in range(10000):
     with open(os.path.join(d, f"file-{i:05d}.txt"), "wb") as f:
         f.write(b"x" * (i % 1000))
 EOF
+    fi
+    local x=$DATA/x${XFER_MIB}m.bin
+    if [[ $(stat -c %s "$x" 2>/dev/null || echo 0) -ne $((XFER_MIB << 20)) ]]; then
+        log "writing $x ($XFER_MIB MiB random)"
+        head -c $((XFER_MIB << 20)) /dev/urandom >"$x"
+    fi
+    if [[ ! -f $DATA/list100k.done ]]; then
+        log "creating $DATA/list100k (100,000 files)"
+        mkdir -p "$DATA/list100k"
+        python3 - "$DATA/list100k" <<'EOF'
+import os, sys
+d = sys.argv[1]
+for i in range(100000):
+    with open(os.path.join(d, f"file-{i:06d}.txt"), "wb") as f:
+        f.write(b"x" * (i % 1000))
+EOF
+        touch "$DATA/list100k.done"
+    fi
+    if [[ ! -f $DATA/deep.done ]]; then
+        log "creating $DATA/deep (1,000 nested directories)"
+        rm -rf "$DATA/deep"
+        python3 - "$DATA/deep" <<'EOF'
+import os, sys
+os.mkdir(sys.argv[1])
+# Relative steps (the full path grows to 2,000 characters).
+os.chdir(sys.argv[1])
+for level in range(1000):
+    for j in range(10):
+        with open(f"f{j}.txt", "wb") as f:
+            f.write(b"x" * (level + j))
+    if level < 999:
+        os.mkdir("d")
+        os.chdir("d")
+EOF
+        touch "$DATA/deep.done"
     fi
     # The account's servers write uploads into $DATA; make it theirs.
     if id "$BENCH_USER" >/dev/null 2>&1; then chown -R "$BENCH_USER:" "$DATA"; fi
@@ -62,9 +101,10 @@ setup_peers() {
     if [[ ! -x $SCRATCH/venv/bin/python ]]; then
         python3 -m venv "$SCRATCH/venv"
     fi
-    if ! "$SCRATCH/venv/bin/python" -c 'import pyftpdlib, argon2' 2>/dev/null; then
-        log "pip install pyftpdlib argon2-cffi into $SCRATCH/venv"
-        "$SCRATCH/venv/bin/pip" install -q pyftpdlib argon2-cffi
+    # TLS_FTPHandler (FTPS beside plaintext, as every server here) needs pyOpenSSL.
+    if ! "$SCRATCH/venv/bin/python" -c 'import argon2; from pyftpdlib.handlers import TLS_FTPHandler' 2>/dev/null; then
+        log "pip install pyftpdlib argon2-cffi pyopenssl into $SCRATCH/venv"
+        "$SCRATCH/venv/bin/pip" install -q pyftpdlib argon2-cffi pyopenssl
     fi
     mkdir -p /var/run/vsftpd/empty # vsftpd's secure_chroot_dir
 }

@@ -34,6 +34,38 @@ ROWS = [
     ("ftps-sessions", "sessions_per_server_cpu_s", "FTPS sessions per server CPU-s", 0),
     ("ftps-sessions", "errors", "FTPS session errors (per run)", 0),
 ]
+# Many sessions at once (issue 19). {size}: the transfer size of the scenario's runs.
+for _n in (100, 1000):
+    for _d, _verb in (("down", "RETR"), ("up", "STOR")):
+        _s = f"xfer-{_d}-{_n}"
+        _l = f"{_n:,} × {_verb} {{size}} MiB at once"
+        ROWS += [
+            (_s, "mb_per_s", f"{_l}: aggregate MB/s", 0),
+            (_s, "mb_per_server_cpu_s", f"{_l}: MB per server CPU-s", 0),
+            (_s, "jain", f"{_l}: Jain's fairness index", 3),
+            (_s, "slowest_mb_per_s", f"{_l}: slowest transfer, MB/s", 2),
+            (_s, "errors", f"{_l}: failed transfers", 0),
+        ]
+ROWS += [
+    ("ctl-latency", "idle_p50_us", "50 sessions' NOOP/PWD, idle server: p50 µs", 0),
+    ("ctl-latency", "idle_p99_us", "… idle: p99 µs", 0),
+    ("ctl-latency", "idle_p999_us", "… idle: p99.9 µs", 0),
+    ("ctl-latency", "loaded_p50_us", "… while 100 RETR run: p50 µs", 0),
+    ("ctl-latency", "loaded_p99_us", "… while 100 RETR run: p99 µs", 0),
+    ("ctl-latency", "loaded_p999_us", "… while 100 RETR run: p99.9 µs", 0),
+    ("ctl-latency", "p99_loaded_over_idle", "… p99 loaded ÷ p99 idle", 2),
+    ("ctl-latency", "load_mb_per_s", "… the 100 RETR meanwhile, MB/s", 0),
+    ("storm", "serve_all_s", "login storm (10,000 in 1 s): time to serve all, s", 2),
+    ("storm", "failures", "login storm: failed logins", 0),
+    ("storm", "p99_ms", "login storm: p99 login latency, ms", 0),
+    ("storm", "logins_per_server_cpu_s", "login storm: logins per server CPU-s", 0),
+    ("list100k", "list_entries_per_s", "LIST 100k entries/s", 0),
+    ("list100k", "list_entries_per_server_cpu_s", "LIST 100k entries per server CPU-s", 0),
+    ("list100k", "mlsd_entries_per_s", "MLSD 100k entries/s", 0),
+    ("list100k", "mlsd_entries_per_server_cpu_s", "MLSD 100k entries per server CPU-s", 0),
+    ("tree", "levels_per_s", "tree 1,000 deep (LIST + CWD per level): levels/s", 0),
+    ("tree", "levels_per_server_cpu_s", "tree: levels per server CPU-s", 0),
+]
 IDLE_ROWS = [
     ("opened", "sessions opened", 0),
     ("logins_per_s", "logins/s while opening", 0),
@@ -44,7 +76,9 @@ IDLE_ROWS = [
 ]
 
 
-LOWER_IS_BETTER = {"p50_ms", "p99_ms", "errors", "p50_us", "p99_us"}
+LOWER_IS_BETTER = {"p50_ms", "p99_ms", "errors", "p50_us", "p99_us", "idle_p50_us",
+                   "idle_p99_us", "idle_p999_us", "loaded_p50_us", "loaded_p99_us",
+                   "loaded_p999_us", "p99_loaded_over_idle", "serve_all_s", "failures"}
 
 
 def med(values):
@@ -99,6 +133,10 @@ def main(paths):
             cells = [cell([r.get(key) for r in by[(s, scen)] if r.get("ok")], digits) for s in servers]
             if not any(c != "–" for c in cells):
                 continue
+            if "{size}" in label:
+                sizes = sorted({r.get("size_mib") for s in servers for r in by[(s, scen)]
+                                if r.get("ok") and r.get("size_mib")})
+                label = label.replace("{size}", "/".join(f"{x:g}" for x in sizes) or "?")
             extra = ""
             if ratio:
                 w = med([r.get(key) for r in by[("wharf", scen)] if r.get("ok")])

@@ -20,7 +20,7 @@ pub struct IdleOpts {
 
 /// Connections one source address may open to one server port before its
 /// ephemeral ports run out (leave a margin for data connections and TIME_WAIT).
-fn per_source_limit() -> u64 {
+pub(crate) fn per_source_limit() -> u64 {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
@@ -36,7 +36,12 @@ fn per_source_limit() -> u64 {
 
 /// The source address for connection number `i`: 127.0.0.1 until the ephemeral range
 /// of one source could run out, then 127.0.0.2, ... (loopback servers only).
-fn source_for(i: u64, per_source: u64, target_ip: IpAddr, needed: bool) -> Option<IpAddr> {
+pub(crate) fn source_for(
+    i: u64,
+    per_source: u64,
+    target_ip: IpAddr,
+    needed: bool,
+) -> Option<IpAddr> {
     if !needed || !target_ip.is_loopback() || !target_ip.is_ipv4() {
         return None;
     }

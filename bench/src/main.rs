@@ -1,10 +1,12 @@
 //! wharf-load: a load generator for any FTP server, printing one JSON line per run.
 
+mod concurrent;
 mod ftp;
 mod idle;
 mod scenarios;
 mod selftest;
 mod stats;
+mod storm;
 mod tls;
 
 use std::collections::HashMap;
@@ -30,6 +32,17 @@ FTP scenarios (need a server):
   list         --count x LIST and --count x MLSD of directory --path; entries/s
   idle         hold --count logged-in control connections; logins/s, and with
                --server-pid the server's RSS/PSS per session; NOOP a sample
+  xfer-down | xfer-up
+               --clients sessions log in, then all RETR --path (or STOR
+               --size-mib MiB) at once; aggregate MB/s, MB per server CPU-s,
+               Jain's fairness index of the per-transfer rates, slowest rate
+  ctl-latency  --clients sessions send NOOP/PWD every --interval-ms, idle for
+               --duration s, then while --transfers sessions RETR --path in a
+               loop; p50/p99/p99.9 us of both phases
+  storm        --count sessions connect within --window s and log in (one
+               non-blocking client thread), held until all are served; time to
+               serve all, failures, p50/p99 ms from each scheduled start
+  tree         CWD --path, then --count times: LIST, CWD d; levels/s
 Self tests (no server):
   echo-floor   --count round trips to an in-process echo server; p50/p99 us
   raw-tcp | raw-readwrite | raw-sendfile
@@ -44,6 +57,9 @@ options (defaults):
   --timeout 30  --pin-cpu N (cmd-latency, echo-floor client)  --echo-cpu N
   --threads 8  --hold 3  --max-time 180  --min-avail-mib 4096  --sample 1000
   --buf-kib 1024  --tag TEXT (copied into the output)
+  --transfers 100  --interval-ms 20 (ctl-latency)  --window 1 (storm)
+  --label NAME   the scenario's name in the output (default: SCENARIO)
+  --total N      sessions, logins: stop after N in all (profiling per session)
   --tls off|explicit|implicit  FTPS (AUTH TLS + PROT P, or TLS from the first byte);
                           any certificate is accepted; data connections resume the
                           control connection's TLS session
@@ -119,23 +135,28 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         "echo-floor" => 20_000,
         "list" => 5,
         "retr-big" | "stor-big" => 1,
+        "storm" => 10_000,
+        "tree" => 1_000,
         _ => 1_000,
     };
     let default_path = match scenario {
         "retr-big" => "big.bin",
         "sessions" => "small.bin",
         "list" => "list10k",
+        "xfer-down" | "ctl-latency" => "x64m.bin",
+        "tree" => "deep",
         _ => "",
     };
     let ctx = scenarios::Ctx {
         target: target.clone(),
         server_cpu,
         path: o.s("path", default_path),
-        size_mib: o.n("size-mib", 512)?,
+        size_mib: o.n("size-mib", if scenario == "xfer-up" { 64 } else { 512 })?,
         clients: o.n("clients", 16)?,
         duration: Duration::from_secs_f64(o.n("duration", 8.0)?),
         count: o.n("count", default_count)?,
         pin_cpu: o.opt("pin-cpu")?,
+        total: o.opt("total")?,
     };
     let buf = o.n::<usize>("buf-kib", 1024)? * 1024;
     let echo_cpu: Option<usize> = o.opt("echo-cpu")?;
@@ -148,6 +169,13 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         sample: o.n("sample", 1000)?,
         server_pid,
     };
+    let transfers: usize = o.n("transfers", 100)?;
+    let interval = Duration::from_secs_f64(o.n::<f64>("interval-ms", 20.0)? / 1e3);
+    let storm_opts = storm::StormOpts {
+        count: ctx.count,
+        window: Duration::from_secs_f64(o.n("window", 1.0)?),
+        max_time: idle_opts.max_time,
+    };
     if let Some(k) = o.0.keys().next() {
         return Err(format!("unknown option --{k}"));
     }
@@ -159,6 +187,11 @@ fn run(scenario: &str, o: &mut Opts, out: &mut Out) -> Result<(), String> {
         "cmd-latency" => scenarios::cmd_latency(&ctx, out),
         "list" => scenarios::list(&ctx, out),
         "idle" => idle::idle(&target, &idle_opts, out),
+        "xfer-down" => concurrent::transfers(&ctx, concurrent::Dir::Down, out),
+        "xfer-up" => concurrent::transfers(&ctx, concurrent::Dir::Up, out),
+        "ctl-latency" => concurrent::ctl_latency(&ctx, transfers, interval, out),
+        "storm" => storm::storm(&ctx, &storm_opts, out),
+        "tree" => concurrent::tree(&ctx, out),
         "echo-floor" => {
             let pin = match (echo_cpu, ctx.pin_cpu) {
                 (Some(e), Some(c)) => Some((e, c)),
@@ -197,8 +230,9 @@ fn main() -> ExitCode {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     // FTPS runs are their own rows: "ftps-retr-big", ...
-    let label = match o.0.get("tls").map(String::as_str) {
-        Some("explicit" | "implicit") => format!("ftps-{scenario}"),
+    let label = match (o.0.remove("label"), o.0.get("tls").map(String::as_str)) {
+        (Some(l), _) => l,
+        (None, Some("explicit" | "implicit")) => format!("ftps-{scenario}"),
         _ => scenario.clone(),
     };
     head.str("scenario", &label)

@@ -1,6 +1,6 @@
 //! The FTP scenarios: transfers, session rate, command latency, listings.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ pub struct Ctx {
     pub duration: Duration,
     pub count: u64,
     pub pin_cpu: Option<usize>,
+    /// `sessions`/`logins`: stop after this many in all (before `duration` ends), for
+    /// counts of instructions or system calls per session.
+    pub total: Option<u64>,
 }
 
 /// Wall time, server CPU and client CPU around `f`, written into `out`.
@@ -184,15 +187,20 @@ fn repeat(ctx: &Ctx, out: &mut Out, noun: &str, job: Job) -> Res<()> {
     let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let m = Meter::start(ctx);
     let deadline = Instant::now() + ctx.duration;
+    let claimed = Arc::new(AtomicU64::new(0));
+    let total = ctx.total.unwrap_or(u64::MAX);
     let mut handles = Vec::new();
     for _ in 0..ctx.clients {
         let (t, path) = (ctx.target.clone(), ctx.path.clone());
-        let (stop, first_errors) = (stop.clone(), first_errors.clone());
+        let (stop, first_errors, claimed) = (stop.clone(), first_errors.clone(), claimed.clone());
         handles.push(std::thread::spawn(move || {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut buf = vec![0u8; 64 * 1024];
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && claimed.fetch_add(1, Ordering::Relaxed) < total
+            {
                 let s = Instant::now();
                 match job(&t, &path, &mut buf) {
                     Ok(()) => lat.push(s.elapsed().as_secs_f64() * 1e3),

@@ -19,10 +19,13 @@
 //!
 //! # Running it
 //!
-//! [`start`] runs everything on a smol executor with `shards` threads and returns a
-//! [`RunningServer`], the same shape as the mio runtime's. To run wharf inside a
-//! program's own executor, use [`Wharf::bind`] and spawn [`Wharf::run`] on it (see
-//! `examples/embed.rs`).
+//! [`start`] runs `shards` threads, each with a smol executor of its own that runs one
+//! shard (its listeners, their sessions and every helper of those sessions), and returns
+//! a [`RunningServer`], the same shape as the mio runtime's. A session's work thus stays
+//! on one thread: one shared work-stealing executor handed every wake-up to another
+//! thread about as often as not (a futex wake, an eventfd write, a context switch per
+//! command). To run wharf inside a program's own executor, use [`Wharf::bind`] and
+//! spawn [`Wharf::run`] on it (see `examples/embed.rs`).
 //!
 //! # Shutdown
 //!
@@ -166,10 +169,11 @@ pub(crate) struct Ctx {
     /// Passive ports, shared by every session of the server.
     pub ports: Arc<PortPool>,
     pub stop: Arc<Stop>,
-    pub blocking: Semaphore,
+    /// Storage and login requests running at once, over every shard.
+    pub blocking: Arc<Semaphore>,
     pub resolver: Arc<dyn wharf_core::Resolver>,
-    /// Reverse lookups running at once (apart from `blocking`).
-    pub lookups: Semaphore,
+    /// Reverse lookups running at once (apart from `blocking`), over every shard.
+    pub lookups: Arc<Semaphore>,
     pub log: Option<Arc<dyn LogSink>>,
     /// Dropped with the last `Arc<Ctx>`: [`Wharf::run`] returns when every task that
     /// holds the context (sessions, requests, transfers, accept loops) is gone.
@@ -230,30 +234,43 @@ impl Wharf {
     ///
     /// Dropping the future before it returns shuts the server down at once (no grace).
     pub async fn run(self, ex: Arc<Executor<'static>>) -> io::Result<()> {
+        self.run_on(vec![ex]).await
+    }
+
+    /// Serves shard `i` (its listeners, their sessions, their helpers) on
+    /// `executors[i % executors.len()]`; returns as [`Wharf::run`] does.
+    pub async fn run_on(self, executors: Vec<Arc<Executor<'static>>>) -> io::Result<()> {
+        if executors.is_empty() {
+            return Err(io::Error::other("Wharf::run_on: no executor"));
+        }
         let _stop_if_dropped = StopOnDrop(self.stop.clone());
         let (alive, gone) = smol::channel::bounded::<()>(1);
-        let ctx = Arc::new(Ctx {
-            ex: ex.clone(),
-            storage: self.storage,
-            auth: self.auth,
-            limits: self.cfg.driver.pump_limits(),
-            control_reads_budget: self.cfg.driver.control_reads_budget.max(1),
-            ports: self.cfg.driver.port_pool(),
-            stop: self.stop,
-            blocking: Semaphore::new(self.cfg.blocking_limit.max(1)),
-            resolver: self.cfg.driver.resolver.clone(),
-            lookups: Semaphore::new(self.cfg.lookup_limit.max(1)),
-            log: self.cfg.driver.log.clone(),
-            _alive: alive,
-        });
+        let blocking = Arc::new(Semaphore::new(self.cfg.blocking_limit.max(1)));
+        let lookups = Arc::new(Semaphore::new(self.cfg.lookup_limit.max(1)));
+        let ports = self.cfg.driver.port_pool();
         for (i, (server, listeners)) in self.shards.into_iter().enumerate() {
+            let ex = executors[i % executors.len()].clone();
+            let ctx = Arc::new(Ctx {
+                ex: ex.clone(),
+                storage: self.storage.clone(),
+                auth: self.auth.clone(),
+                limits: self.cfg.driver.pump_limits(),
+                control_reads_budget: self.cfg.driver.control_reads_budget.max(1),
+                ports: ports.clone(),
+                stop: self.stop.clone(),
+                blocking: blocking.clone(),
+                resolver: self.cfg.driver.resolver.clone(),
+                lookups: lookups.clone(),
+                log: self.cfg.driver.log.clone(),
+                _alive: alive.clone(),
+            });
             for l in listeners {
                 let l = Async::new(l)?;
                 ex.spawn(accept::accept_loop(ctx.clone(), i, server.clone(), l))
                     .detach();
             }
         }
-        drop(ctx);
+        drop(alive);
         // Nothing is sent: `recv` returns when the last context (and its sender) is gone.
         let _ = gone.recv().await;
         Ok(())
@@ -266,30 +283,37 @@ pub struct RunningServer {
     local_addrs: Vec<SocketAddr>,
     stop: ShutdownHandle,
     threads: Vec<JoinHandle<io::Result<()>>>,
-    ex: std::sync::Weak<Executor<'static>>,
+    ex: Vec<std::sync::Weak<Executor<'static>>>,
 }
 
-/// Checks that a server's executor still runs tasks; cheap to clone and to send to a
+/// Checks that a server's executors still run tasks; cheap to clone and to send to a
 /// thread.
 #[derive(Clone)]
 pub struct Health {
-    ex: std::sync::Weak<Executor<'static>>,
+    ex: Vec<std::sync::Weak<Executor<'static>>>,
 }
 
 impl Health {
-    /// Whether a task spawned on the server's executor runs within `timeout` (false once
-    /// the server has stopped).
+    /// Whether a task spawned on each of the server's executors runs within `timeout`
+    /// (false once the server has stopped).
     pub fn check(&self, timeout: Duration) -> bool {
-        let Some(ex) = self.ex.upgrade() else {
-            return false;
-        };
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = std::sync::mpsc::channel();
-        ex.spawn(async move {
-            let _ = tx.send(());
+        for weak in &self.ex {
+            let Some(ex) = weak.upgrade() else {
+                return false;
+            };
+            let tx = tx.clone();
+            ex.spawn(async move {
+                let _ = tx.send(());
+            })
+            .detach();
+        }
+        drop(tx);
+        (0..self.ex.len()).all(|_| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            rx.recv_timeout(left).is_ok()
         })
-        .detach();
-        drop(ex);
-        rx.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -350,12 +374,14 @@ pub fn start(
     let wharf = Wharf::bind(listeners, cfg, make_server, storage, auth)?;
     let local_addrs = wharf.local_addrs();
     let stop = wharf.shutdown_handle();
-    let ex = Arc::new(Executor::new());
-    let weak = Arc::downgrade(&ex);
-    // Closed when the server has stopped: the helper threads then leave the executor.
+    // One executor per shard and thread: a session and its helpers stay on one thread.
+    let executors: Vec<Arc<Executor<'static>>> =
+        (0..n.max(1)).map(|_| Arc::new(Executor::new())).collect();
+    let weak = executors.iter().map(Arc::downgrade).collect();
+    // Closed when the server has stopped: the other threads then leave their executors.
     let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
     let mut threads = Vec::with_capacity(n);
-    for i in 1..n {
+    for (i, ex) in executors.iter().enumerate().skip(1) {
         let (ex, done) = (ex.clone(), done_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("wharf-smol-{i}"))
@@ -370,7 +396,8 @@ pub fn start(
     let main = std::thread::Builder::new()
         .name("wharf-smol-0".into())
         .spawn(move || {
-            let run = wharf.run(ex.clone());
+            let ex = executors[0].clone();
+            let run = wharf.run_on(executors);
             let result = smol::block_on(ex.run(run));
             drop(done_tx);
             result
