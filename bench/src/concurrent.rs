@@ -231,7 +231,7 @@ pub fn ctl_latency(ctx: &Ctx, transfers: usize, interval: Duration, out: &mut Ou
                         std::thread::sleep(next - now);
                     }
                     let s = Instant::now();
-                    let r = if k % 2 == 0 {
+                    let r = if k.is_multiple_of(2) {
                         c.cmd("NOOP", &[200])
                     } else {
                         c.cmd("PWD", &[257])
