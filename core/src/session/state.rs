@@ -167,7 +167,7 @@ pub struct Session {
     pub(super) local: SocketAddr,
     /// The PROXY protocol header received so far, until it is complete (only on an
     /// address that expects one); `peer` is the balancer until then.
-    pub(super) proxy: Option<Vec<u8>>,
+    pub(super) proxy: Option<Box<Vec<u8>>>,
     pub(super) framer: LineFramer,
     /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).
     pub(super) held: VecDeque<Vec<u8>>,
@@ -254,7 +254,7 @@ impl Session {
         deadline: Instant,
     ) -> Session {
         let mut s = Session::blank(now, id, sites, listener, addrs, slot);
-        s.proxy = Some(Vec::new());
+        s.proxy = Some(Box::default());
         // The login timer bounds the wait for the header; `begin` sets it anew.
         s.timers.set(Timer::Login, deadline);
         s
