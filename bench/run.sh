@@ -141,7 +141,7 @@ start_server() {
     local cmd=()
     case $name in
     wharf | wharf-pasv0 | wharf-smol | wharf-admin)
-        HASH=$(echo "$BENCH_PASS" | "$WHARF_BIN" passwd --cost m=512,t=1,p=1)
+        HASH=$(echo "$BENCH_PASS" | "${HASH_BIN:-$WHARF_BIN}" passwd --cost m=512,t=1,p=1)
         fill "$HERE/configs/wharf.toml.in" >"$OUT/$name.toml"
         [[ -n $WHARF_EXTRA ]] && cat "$WHARF_EXTRA" >>"$OUT/$name.toml"
         # wharf-admin: the admin listener on (metrics, the sessions board), scraped
