@@ -1154,9 +1154,6 @@ impl Pump {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// `Ok(())` for a retry, `Blocked` for a wait, `Over(Lost)` for a failed connection.
 fn socket_error(e: &io::Error, wait: Run) -> Step {
     match e.kind() {

@@ -167,6 +167,8 @@ pub struct Session {
     pub(super) local: SocketAddr,
     /// The PROXY protocol header received so far, until it is complete (only on an
     /// address that expects one); `peer` is the balancer until then.
+    // Boxed on purpose: one pointer in every Session, the buffer only on proxied ones.
+    #[allow(clippy::box_collection)]
     pub(super) proxy: Option<Box<Vec<u8>>>,
     pub(super) framer: LineFramer,
     /// Lines read while a transfer ran, kept until it ends (ABOR and STAT skip ahead).

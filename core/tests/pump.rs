@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use quickcheck::{quickcheck, TestResult};
 
-use super::*;
+use wharf_core::backend::FsError;
+use wharf_core::ids::TransferId;
+use wharf_core::pump::*;
+use wharf_core::session::{Input, TransferOutcome};
+use wharf_core::typea::{FromNetAscii, ToNetAscii};
 
 /// A scripted data connection and file. The connection's incoming bytes arrive in
 /// `chunks`; each write takes at most `write_max`; `blocked_*` make the next operations
